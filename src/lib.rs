@@ -1,0 +1,2 @@
+//! shardio: a Socket.IO-compatible real-time server.
+pub mod protocol;
