@@ -1,0 +1,261 @@
+//! Engine.IO v4 packets and polling payloads (SOCKETIO.md §1.3). Pure: bytes in, values out.
+
+use base64::Engine as _;
+use thiserror::Error;
+
+/// The Engine.IO packet types, by their wire digit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacketType {
+    Open = 0,
+    Close = 1,
+    Ping = 2,
+    Pong = 3,
+    Message = 4,
+    Upgrade = 5,
+    Noop = 6,
+}
+
+impl PacketType {
+    /// The ASCII digit that starts a text packet of this type.
+    pub fn digit(self) -> u8 {
+        b'0' + self as u8
+    }
+
+    fn from_digit(b: u8) -> Option<Self> {
+        Some(match b {
+            b'0' => Self::Open,
+            b'1' => Self::Close,
+            b'2' => Self::Ping,
+            b'3' => Self::Pong,
+            b'4' => Self::Message,
+            b'5' => Self::Upgrade,
+            b'6' => Self::Noop,
+            _ => return None,
+        })
+    }
+}
+
+/// One decoded Engine.IO packet, borrowing from the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packet<'a> {
+    /// A text packet: its type and the data after the type digit.
+    Text(PacketType, &'a str),
+    /// A binary `message` packet (a WebSocket binary frame, or `b`+base64 on polling).
+    Binary(&'a [u8]),
+}
+
+/// Why a packet or payload could not be decoded. Either way the session closes with "parse error".
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The packet was empty or its first character is not a known type digit.
+    #[error("unknown Engine.IO packet type")]
+    UnknownType,
+    /// A `b`-prefixed polling packet did not hold valid base64.
+    #[error("invalid base64 in a binary polling packet")]
+    Base64,
+}
+
+/// Decodes one text packet (a WebSocket text frame, or one record of a polling payload that is
+/// not `b`-prefixed).
+pub fn decode_text(s: &str) -> Result<Packet<'_>, DecodeError> {
+    let first = *s.as_bytes().first().ok_or(DecodeError::UnknownType)?;
+    let ty = PacketType::from_digit(first).ok_or(DecodeError::UnknownType)?;
+    Ok(Packet::Text(ty, &s[1..]))
+}
+
+/// Appends a text packet to `out`: the type digit, then the data.
+pub fn encode_text(ty: PacketType, data: &str, out: &mut Vec<u8>) {
+    out.push(ty.digit());
+    out.extend_from_slice(data.as_bytes());
+}
+
+/// The record separator between packets of a polling payload.
+pub const RECORD_SEPARATOR: u8 = 0x1e;
+
+/// One packet of a decoded polling payload; binary packets are decoded from base64, so owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayloadPacket<'a> {
+    Text(PacketType, &'a str),
+    Binary(Vec<u8>),
+}
+
+/// Splits a polling payload on `\x1e` and decodes every record. Like the reference parser, the
+/// first bad record fails the whole payload.
+pub fn decode_payload(body: &str) -> Result<Vec<PayloadPacket<'_>>, DecodeError> {
+    body.split(RECORD_SEPARATOR as char)
+        .map(|record| match record.strip_prefix('b') {
+            Some(b64) => base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map(PayloadPacket::Binary)
+                .map_err(|_| DecodeError::Base64),
+            None => match decode_text(record)? {
+                Packet::Text(ty, data) => Ok(PayloadPacket::Text(ty, data)),
+                Packet::Binary(_) => unreachable!("decode_text only returns text packets"),
+            },
+        })
+        .collect()
+}
+
+/// Appends a binary packet in its polling form (`b` + base64) to `out`.
+pub fn encode_binary_for_polling(data: &[u8], out: &mut Vec<u8>) {
+    out.push(b'b');
+    let start = out.len();
+    out.resize(start + base64::encoded_len(data.len(), true).unwrap_or(0), 0);
+    let written = base64::engine::general_purpose::STANDARD
+        .encode_slice(data, &mut out[start..])
+        .unwrap_or(0);
+    out.truncate(start + written);
+}
+
+/// The handshake JSON of the `open` packet: exactly the keys Node sends (§1.2), in its order.
+pub fn open_packet(
+    sid: &str,
+    upgrades: &[&str],
+    ping_interval_ms: u64,
+    ping_timeout_ms: u64,
+    max_payload: u64,
+) -> String {
+    let upgrades = upgrades
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect::<Vec<_>>()
+        .join(",");
+    format!(
+        "0{{\"sid\":\"{sid}\",\"upgrades\":[{upgrades}],\"pingInterval\":{ping_interval_ms},\"pingTimeout\":{ping_timeout_ms},\"maxPayload\":{max_payload}}}"
+    )
+}
+
+/// Engine.IO handshake errors (`server.ts` `errors` and `errorMessages`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeError {
+    UnknownTransport = 0,
+    UnknownSid = 1,
+    BadHandshakeMethod = 2,
+    BadRequest = 3,
+    Forbidden = 4,
+    UnsupportedProtocolVersion = 5,
+}
+
+impl HandshakeError {
+    /// The message Node sends for this code.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::UnknownTransport => "Transport unknown",
+            Self::UnknownSid => "Session ID unknown",
+            Self::BadHandshakeMethod => "Bad handshake method",
+            Self::BadRequest => "Bad request",
+            Self::Forbidden => "Forbidden",
+            Self::UnsupportedProtocolVersion => "Unsupported protocol version",
+        }
+    }
+
+    /// The HTTP status of a polling error: 403 for Forbidden, else 400.
+    pub fn status(self) -> u16 {
+        if self == Self::Forbidden {
+            403
+        } else {
+            400
+        }
+    }
+
+    /// The JSON body of a polling error, e.g. `{"code":1,"message":"Session ID unknown"}`.
+    pub fn json_body(self) -> String {
+        format!(
+            "{{\"code\":{},\"message\":\"{}\"}}",
+            self as u8,
+            self.message()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_text_packets() {
+        assert_eq!(
+            decode_text("4hello"),
+            Ok(Packet::Text(PacketType::Message, "hello"))
+        );
+        assert_eq!(decode_text("2probe"), Ok(Packet::Text(PacketType::Ping, "probe")));
+        assert_eq!(decode_text("3"), Ok(Packet::Text(PacketType::Pong, "")));
+        assert_eq!(decode_text("6"), Ok(Packet::Text(PacketType::Noop, "")));
+        assert_eq!(decode_text(""), Err(DecodeError::UnknownType));
+        assert_eq!(decode_text("7x"), Err(DecodeError::UnknownType));
+        assert_eq!(decode_text("abc"), Err(DecodeError::UnknownType));
+    }
+
+    #[test]
+    fn encodes_text_packets() {
+        let mut out = Vec::new();
+        encode_text(PacketType::Message, "hello", &mut out);
+        encode_text(PacketType::Ping, "", &mut out);
+        assert_eq!(out, b"4hello2");
+    }
+
+    #[test]
+    fn decodes_the_spec_payload() {
+        // SOCKETIO.md §1.3: `4hello\x1e2\x1e4world`, and `bAQIDBA==` is <01 02 03 04>.
+        let packets = decode_payload("4hello\x1e2\x1e4world\x1ebAQIDBA==").unwrap();
+        assert_eq!(
+            packets,
+            vec![
+                PayloadPacket::Text(PacketType::Message, "hello"),
+                PayloadPacket::Text(PacketType::Ping, ""),
+                PayloadPacket::Text(PacketType::Message, "world"),
+                PayloadPacket::Binary(vec![1, 2, 3, 4]),
+            ]
+        );
+        assert_eq!(decode_payload("4a\x1ex"), Err(DecodeError::UnknownType));
+        assert_eq!(decode_payload("b!!"), Err(DecodeError::Base64));
+    }
+
+    #[test]
+    fn encodes_binary_for_polling() {
+        let mut out = Vec::new();
+        encode_binary_for_polling(&[1, 2, 3, 4], &mut out);
+        assert_eq!(out, b"bAQIDBA==");
+    }
+
+    #[test]
+    fn open_packet_has_exactly_the_node_keys() {
+        let open = open_packet("lv_VI97HAXpY6yYWAAAC", &["websocket"], 25000, 20000, 1000000);
+        assert_eq!(
+            open,
+            r#"0{"sid":"lv_VI97HAXpY6yYWAAAC","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#
+        );
+        let v: serde_json::Value = serde_json::from_str(&open[1..]).unwrap();
+        assert_eq!(v.as_object().unwrap().len(), 5);
+        assert_eq!(
+            open_packet("x", &[], 300, 200, 1000000),
+            r#"0{"sid":"x","upgrades":[],"pingInterval":300,"pingTimeout":200,"maxPayload":1000000}"#
+        );
+    }
+
+    #[test]
+    fn handshake_error_bodies_match_node() {
+        assert_eq!(
+            HandshakeError::UnsupportedProtocolVersion.json_body(),
+            r#"{"code":5,"message":"Unsupported protocol version"}"#
+        );
+        assert_eq!(
+            HandshakeError::UnknownTransport.json_body(),
+            r#"{"code":0,"message":"Transport unknown"}"#
+        );
+        assert_eq!(
+            HandshakeError::BadRequest.json_body(),
+            r#"{"code":3,"message":"Bad request"}"#
+        );
+        assert_eq!(
+            HandshakeError::UnknownSid.json_body(),
+            r#"{"code":1,"message":"Session ID unknown"}"#
+        );
+        assert_eq!(
+            HandshakeError::BadHandshakeMethod.json_body(),
+            r#"{"code":2,"message":"Bad handshake method"}"#
+        );
+        assert_eq!(HandshakeError::Forbidden.status(), 403);
+        assert_eq!(HandshakeError::UnknownSid.status(), 400);
+    }
+}

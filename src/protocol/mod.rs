@@ -1,1 +1,5 @@
+//! Pure codecs: bytes in, values out. Nothing here knows of sockets or runtimes.
+
 pub mod engineio;
+pub mod http;
+pub mod socketio;

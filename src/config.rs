@@ -1,0 +1,143 @@
+//! The one configuration tree: command-line flags, each also readable from a `SHARDIO_*`
+//! environment variable. Defaults live here and only here; `validate` runs once at startup.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser};
+use thiserror::Error;
+
+/// How the process runs: where it listens, how many shards, pinning, shutdown.
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeConfig {
+    /// Address every shard listens on (SO_REUSEPORT). Port 0 picks a free port.
+    #[arg(long, env = "SHARDIO_LISTEN", default_value = "0.0.0.0:3000")]
+    pub listen: SocketAddr,
+    /// Number of shard threads. Default: the number of available cores.
+    #[arg(long, env = "SHARDIO_SHARDS")]
+    pub shards: Option<usize>,
+    /// Do not pin shard threads to cores.
+    #[arg(long, env = "SHARDIO_NO_PIN")]
+    pub no_pin: bool,
+    /// Drain deadline on SIGINT/SIGTERM, in milliseconds.
+    #[arg(long, env = "SHARDIO_SHUTDOWN_TIMEOUT", default_value_t = 30_000, value_name = "MS")]
+    pub shutdown_timeout: u64,
+}
+
+impl RuntimeConfig {
+    /// The shard count in effect.
+    pub fn shard_count(&self) -> usize {
+        self.shards.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match self.shard_count() {
+            1..=MAX_SHARDS => Ok(()),
+            n => Err(ConfigError::Shards(n)),
+        }
+    }
+}
+
+/// Shard indexes are one byte of every session id.
+pub const MAX_SHARDS: usize = 255;
+
+/// The shardio server's configuration.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "shardio", version, about = "A Socket.IO-compatible real-time server: one pinned shard per core")]
+pub struct Config {
+    #[command(flatten)]
+    pub runtime: RuntimeConfig,
+    /// HTTP path of the Socket.IO endpoint.
+    #[arg(long, env = "SHARDIO_PATH", default_value = "/socket.io/")]
+    pub path: String,
+    /// Engine.IO ping interval, in milliseconds.
+    #[arg(long, env = "SHARDIO_PING_INTERVAL", default_value_t = 25_000, value_name = "MS")]
+    pub ping_interval: u64,
+    /// Engine.IO ping timeout, in milliseconds.
+    #[arg(long, env = "SHARDIO_PING_TIMEOUT", default_value_t = 20_000, value_name = "MS")]
+    pub ping_timeout: u64,
+    /// Largest message a client may send, in bytes (Engine.IO `maxPayload`).
+    #[arg(long, env = "SHARDIO_MAX_PAYLOAD", default_value_t = 1_000_000, value_name = "BYTES")]
+    pub max_payload: usize,
+    /// Time a client has to connect to a namespace after the handshake, in milliseconds.
+    #[arg(long, env = "SHARDIO_CONNECT_TIMEOUT", default_value_t = 45_000, value_name = "MS")]
+    pub connect_timeout: u64,
+    /// Outbound bytes queued for one client before it is disconnected as a slow consumer.
+    #[arg(long, env = "SHARDIO_MAX_BUFFERED_BYTES", default_value_t = 1 << 20, value_name = "BYTES")]
+    pub max_buffered_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::parse_from(["shardio"])
+    }
+}
+
+/// A configuration that cannot run; the message says which setting to change.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("--shards must be between 1 and {MAX_SHARDS}, got {0}")]
+    Shards(usize),
+    #[error("--path must start and end with '/', got {0:?}")]
+    Path(String),
+    #[error("--{0} must be greater than zero")]
+    Zero(&'static str),
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.runtime.validate()?;
+        if !self.path.starts_with('/') || !self.path.ends_with('/') {
+            return Err(ConfigError::Path(self.path.clone()));
+        }
+        for (name, value) in [
+            ("ping-interval", self.ping_interval),
+            ("ping-timeout", self.ping_timeout),
+            ("max-payload", self.max_payload as u64),
+            ("connect-timeout", self.connect_timeout),
+            ("max-buffered-bytes", self.max_buffered_bytes as u64),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_nodes() {
+        let c = Config::default();
+        assert_eq!(c.runtime.listen.to_string(), "0.0.0.0:3000");
+        assert_eq!((c.ping_interval, c.ping_timeout), (25_000, 20_000));
+        assert_eq!(c.max_payload, 1_000_000);
+        assert_eq!(c.connect_timeout, 45_000);
+        assert_eq!(c.path, "/socket.io/");
+        assert_eq!(c.runtime.shutdown_timeout, 30_000);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn validation_names_the_bad_setting() {
+        let c = Config::parse_from(["shardio", "--shards", "0"]);
+        assert_eq!(c.validate(), Err(ConfigError::Shards(0)));
+        let c = Config::parse_from(["shardio", "--path", "/x"]);
+        assert_eq!(c.validate(), Err(ConfigError::Path("/x".into())));
+        let c = Config::parse_from(["shardio", "--ping-timeout", "0"]);
+        assert_eq!(c.validate(), Err(ConfigError::Zero("ping-timeout")));
+    }
+}

@@ -1,0 +1,144 @@
+//! The bounded outbound queue of one session. Overflow policy: a push that would pass the byte
+//! limit fails, and the caller disconnects the session as a slow consumer (or, for volatile
+//! packets, drops them).
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use super::frame::{FrameKind, OutFrame};
+
+pub(crate) struct OutQueue {
+    frames: VecDeque<OutFrame>,
+    /// Bytes of the front frame already written.
+    head_written: usize,
+    /// Bytes queued and not yet written.
+    bytes: usize,
+    limit: usize,
+}
+
+impl OutQueue {
+    pub fn new(limit: usize) -> Self {
+        OutQueue {
+            frames: VecDeque::new(),
+            head_written: 0,
+            bytes: 0,
+            limit,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    pub fn fits(&self, frames: &[OutFrame]) -> bool {
+        let add: usize = frames.iter().map(OutFrame::len).sum();
+        self.bytes + add <= self.limit
+    }
+
+    /// Queues all frames, or none of them when they would pass the limit.
+    #[must_use]
+    pub fn push_all(&mut self, frames: &[OutFrame]) -> bool {
+        if !self.fits(frames) {
+            return false;
+        }
+        for f in frames {
+            self.bytes += f.len();
+            self.frames.push_back(f.clone());
+        }
+        true
+    }
+
+    /// Queues a frame past the limit: control frames (close, pong) must go out.
+    pub fn push_control(&mut self, frame: OutFrame) {
+        debug_assert_eq!(frame.kind(), FrameKind::Control);
+        self.bytes += frame.len();
+        self.frames.push_back(frame);
+    }
+
+    /// Fills `slices` with the unwritten bytes, front first; returns how many were filled.
+    pub fn slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (i, f) in self.frames.iter().take(slices.len()).enumerate() {
+            let bytes = if i == 0 {
+                &f.wire()[self.head_written..]
+            } else {
+                &f.wire()[..]
+            };
+            slices[n] = IoSlice::new(bytes);
+            n += 1;
+        }
+        n
+    }
+
+    /// Drops `written` bytes from the front.
+    pub fn advance(&mut self, mut written: usize) {
+        self.bytes -= written;
+        while written > 0 {
+            let Some(front) = self.frames.front() else {
+                break;
+            };
+            let left = front.len() - self.head_written;
+            if written >= left {
+                written -= left;
+                self.head_written = 0;
+                self.frames.pop_front();
+            } else {
+                self.head_written += written;
+                written = 0;
+            }
+        }
+        if self.frames.is_empty() && self.frames.capacity() > 64 {
+            // A burst is over: give the memory back, idle sockets must stay small.
+            self.frames = VecDeque::new();
+        }
+    }
+
+    /// Drains the unwritten frames, for transports that re-encode them (polling).
+    #[allow(dead_code)] // used by the polling transport
+    pub fn take(&mut self) -> Vec<OutFrame> {
+        self.bytes = 0;
+        self.head_written = 0;
+        std::mem::take(&mut self.frames).into()
+    }
+
+    pub fn clear(&mut self) {
+        self.frames = VecDeque::new();
+        self.bytes = 0;
+        self.head_written = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(s: &str) -> OutFrame {
+        OutFrame::text(s.len(), |b| b.extend_from_slice(s.as_bytes()))
+    }
+
+    #[test]
+    fn enforces_the_byte_limit_all_or_nothing() {
+        let mut q = OutQueue::new(20);
+        assert!(q.push_all(&[text("4aaaaaaa")])); // 10 bytes on the wire
+        assert!(!q.push_all(&[text("4bbbbbbb"), text("4c")]));
+        assert!(q.push_all(&[text("4bbbbbbb")]));
+        assert!(!q.fits(&[text("")]));
+        q.push_control(OutFrame::close(1001));
+        assert_eq!(q.frames.len(), 3);
+    }
+
+    #[test]
+    fn partial_writes_resume_where_they_stopped() {
+        let mut q = OutQueue::new(1000);
+        assert!(q.push_all(&[text("4one"), text("4two")]));
+        q.advance(3);
+        let mut slices = [IoSlice::new(&[]); 8];
+        let n = q.slices(&mut slices);
+        assert_eq!(n, 2);
+        assert_eq!(&*slices[0], b"one");
+        assert_eq!(&*slices[1], b"\x81\x044two");
+        q.advance(3 + 6);
+        assert!(q.is_empty());
+        assert_eq!(q.bytes, 0);
+    }
+}

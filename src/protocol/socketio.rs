@@ -1,0 +1,435 @@
+//! Socket.IO v5 packets (SOCKETIO.md §2): the string grammar, validation, binary placeholders.
+//! Pure: bytes in, values out.
+
+use bytes::Bytes;
+use serde_json::Value;
+use thiserror::Error;
+
+/// The Socket.IO packet types, by their wire digit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacketType {
+    Connect = 0,
+    Disconnect = 1,
+    Event = 2,
+    Ack = 3,
+    ConnectError = 4,
+    BinaryEvent = 5,
+    BinaryAck = 6,
+}
+
+impl PacketType {
+    fn from_digit(b: u8) -> Option<Self> {
+        Some(match b {
+            b'0' => Self::Connect,
+            b'1' => Self::Disconnect,
+            b'2' => Self::Event,
+            b'3' => Self::Ack,
+            b'4' => Self::ConnectError,
+            b'5' => Self::BinaryEvent,
+            b'6' => Self::BinaryAck,
+            _ => return None,
+        })
+    }
+
+    fn is_binary(self) -> bool {
+        matches!(self, Self::BinaryEvent | Self::BinaryAck)
+    }
+}
+
+/// Event names the parser refuses on input and the server refuses to emit
+/// (`RESERVED_EVENTS` in socket.io-parser).
+pub const RESERVED_EVENTS: [&str; 6] = [
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
+
+/// The default limit on binary attachments per packet (socket.io-parser `maxAttachments`).
+pub const MAX_ATTACHMENTS: usize = 10;
+
+/// A decoded Socket.IO packet. Binary packets still wait for `attachments` buffers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Packet<'a> {
+    pub ty: PacketType,
+    /// The namespace, `/` when the packet names none.
+    pub nsp: &'a str,
+    pub id: Option<u64>,
+    /// How many binary attachments follow (binary types only).
+    pub attachments: usize,
+    /// The JSON payload, already validated for the packet type.
+    pub data: Option<Value>,
+}
+
+/// Why a Socket.IO packet was refused. Every variant closes the Engine.IO connection
+/// (`client.ts ondata -> onerror -> conn.close()`).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("unknown packet type")]
+    UnknownType,
+    #[error("illegal attachments")]
+    IllegalAttachments,
+    #[error("too many attachments")]
+    TooManyAttachments,
+    #[error("invalid ack id")]
+    InvalidAckId,
+    #[error("invalid payload")]
+    InvalidPayload,
+}
+
+/// Decodes a Socket.IO packet from the data of an Engine.IO `message` (`Decoder.decodeString`).
+pub fn decode(s: &str, max_attachments: usize) -> Result<Packet<'_>, DecodeError> {
+    let bytes = s.as_bytes();
+    let ty = bytes
+        .first()
+        .copied()
+        .and_then(PacketType::from_digit)
+        .ok_or(DecodeError::UnknownType)?;
+    let mut i = 1;
+
+    let mut attachments = 0;
+    if ty.is_binary() {
+        let dash = bytes[i..]
+            .iter()
+            .position(|&b| b == b'-')
+            .ok_or(DecodeError::IllegalAttachments)?;
+        let digits = &s[i..i + dash];
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(DecodeError::IllegalAttachments);
+        }
+        attachments = digits
+            .parse::<usize>()
+            .map_err(|_| DecodeError::TooManyAttachments)?;
+        if attachments > max_attachments {
+            return Err(DecodeError::TooManyAttachments);
+        }
+        i += dash + 1;
+    }
+
+    let mut nsp = "/";
+    if bytes.get(i) == Some(&b'/') {
+        // The namespace runs up to `,` or the end (`40/custom` without a comma is accepted).
+        let end = bytes[i..]
+            .iter()
+            .position(|&b| b == b',')
+            .map_or(bytes.len(), |p| i + p);
+        nsp = &s[i..end];
+        i = (end + 1).min(bytes.len());
+    }
+
+    let mut id = None;
+    let digits = bytes[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits > 0 {
+        id = Some(
+            s[i..i + digits]
+                .parse::<u64>()
+                .map_err(|_| DecodeError::InvalidAckId)?,
+        );
+        i += digits;
+    }
+
+    let data = if i < bytes.len() {
+        let value: Value =
+            serde_json::from_str(&s[i..]).map_err(|_| DecodeError::InvalidPayload)?;
+        if !payload_is_valid(ty, &value) {
+            return Err(DecodeError::InvalidPayload);
+        }
+        Some(value)
+    } else {
+        if matches!(ty, PacketType::Event | PacketType::BinaryEvent) {
+            // An event without arguments has no name to dispatch on.
+            return Err(DecodeError::InvalidPayload);
+        }
+        None
+    };
+
+    Ok(Packet {
+        ty,
+        nsp,
+        id,
+        attachments,
+        data,
+    })
+}
+
+/// `Decoder.isPayloadValid`.
+fn payload_is_valid(ty: PacketType, v: &Value) -> bool {
+    match ty {
+        PacketType::Connect => v.is_object(),
+        PacketType::Disconnect => false,
+        PacketType::ConnectError => v.is_object() || v.is_string(),
+        PacketType::Event | PacketType::BinaryEvent => match v.as_array().and_then(|a| a.first()) {
+            Some(Value::Number(_)) => true,
+            Some(Value::String(name)) => !RESERVED_EVENTS.contains(&name.as_str()),
+            _ => false,
+        },
+        PacketType::Ack | PacketType::BinaryAck => v.is_array(),
+    }
+}
+
+/// Event arguments: JSON values in which binary arguments are `{"_placeholder":true,"num":N}`
+/// objects pointing into `bins`, the form Socket.IO uses on the wire (§2.5).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Payload {
+    pub args: Vec<Value>,
+    pub bins: Vec<Bytes>,
+}
+
+impl Payload {
+    /// No arguments.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a JSON argument.
+    pub fn arg(mut self, value: impl Into<Value>) -> Self {
+        self.args.push(value.into());
+        self
+    }
+
+    /// Appends a binary argument (a placeholder in `args`, the bytes in `bins`).
+    pub fn bin(mut self, data: impl Into<Bytes>) -> Self {
+        self.args.push(placeholder(self.bins.len()));
+        self.bins.push(data.into());
+        self
+    }
+
+    /// The first argument, or `Null` when there is none.
+    pub fn first(&self) -> &Value {
+        self.args.first().unwrap_or(&Value::Null)
+    }
+}
+
+impl From<Value> for Payload {
+    /// One JSON argument (an array stays one argument).
+    fn from(value: Value) -> Self {
+        Payload {
+            args: vec![value],
+            bins: Vec::new(),
+        }
+    }
+}
+
+impl From<&str> for Payload {
+    fn from(value: &str) -> Self {
+        Payload::from(Value::from(value))
+    }
+}
+
+impl From<Vec<Value>> for Payload {
+    /// Several JSON arguments.
+    fn from(args: Vec<Value>) -> Self {
+        Payload {
+            args,
+            bins: Vec::new(),
+        }
+    }
+}
+
+/// The placeholder object that stands for attachment `num`.
+pub fn placeholder(num: usize) -> Value {
+    serde_json::json!({"_placeholder": true, "num": num})
+}
+
+/// Checks that every placeholder in `v` points at one of `count` attachments
+/// (`_reconstructPacket` throws "illegal attachments" otherwise).
+pub fn placeholders_in_range(v: &Value, count: usize) -> bool {
+    match v {
+        Value::Array(items) => items.iter().all(|i| placeholders_in_range(i, count)),
+        Value::Object(map) => {
+            if map.get("_placeholder") == Some(&Value::Bool(true)) {
+                return map
+                    .get("num")
+                    .and_then(Value::as_u64)
+                    .is_some_and(|n| (n as usize) < count);
+            }
+            map.values().all(|i| placeholders_in_range(i, count))
+        }
+        _ => true,
+    }
+}
+
+/// Appends the packet header `<type>[<n>-][<nsp>,][<id>]` to `out`. Event and ack types become
+/// their binary forms when `attachments > 0`.
+pub fn encode_header(
+    ty: PacketType,
+    nsp: &str,
+    id: Option<u64>,
+    attachments: usize,
+    out: &mut Vec<u8>,
+) {
+    let ty = match (ty, attachments) {
+        (PacketType::Event, 1..) => PacketType::BinaryEvent,
+        (PacketType::Ack, 1..) => PacketType::BinaryAck,
+        (ty, _) => ty,
+    };
+    out.push(b'0' + ty as u8);
+    if ty.is_binary() {
+        out.extend_from_slice(attachments.to_string().as_bytes());
+        out.push(b'-');
+    }
+    if nsp != "/" {
+        out.extend_from_slice(nsp.as_bytes());
+        out.push(b',');
+    }
+    if let Some(id) = id {
+        out.extend_from_slice(id.to_string().as_bytes());
+    }
+}
+
+/// Appends `["event",arg1,arg2,...]` to `out`.
+pub fn encode_event_args(event: &str, args: &[Value], out: &mut Vec<u8>) {
+    out.push(b'[');
+    write_json(&Value::from(event), out);
+    for arg in args {
+        out.push(b',');
+        write_json(arg, out);
+    }
+    out.push(b']');
+}
+
+/// Appends `[arg1,arg2,...]` to `out`.
+pub fn encode_args(args: &[Value], out: &mut Vec<u8>) {
+    out.push(b'[');
+    for (i, arg) in args.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json(arg, out);
+    }
+    out.push(b']');
+}
+
+/// Appends a JSON value to `out`. Serializing a `Value` into a Vec cannot fail.
+pub fn write_json(v: &Value, out: &mut Vec<u8>) {
+    let _ = serde_json::to_writer(out, v);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn dec(s: &str) -> Result<Packet<'_>, DecodeError> {
+        decode(s, MAX_ATTACHMENTS)
+    }
+
+    #[test]
+    fn decodes_the_spec_examples() {
+        let p = dec("0").unwrap();
+        assert_eq!((p.ty, p.nsp, p.id, p.data), (PacketType::Connect, "/", None, None));
+        let p = dec("0/admin,").unwrap();
+        assert_eq!((p.ty, p.nsp, p.data), (PacketType::Connect, "/admin", None));
+        let p = dec(r#"0{"token":"123"}"#).unwrap();
+        assert_eq!(p.data, Some(json!({"token": "123"})));
+        let p = dec(r#"0/admin,{"token":"abc"}"#).unwrap();
+        assert_eq!((p.nsp, p.data), ("/admin", Some(json!({"token": "abc"}))));
+        let p = dec(r#"2["foo"]"#).unwrap();
+        assert_eq!((p.ty, p.nsp, p.id), (PacketType::Event, "/", None));
+        let p = dec(r#"2/admin,["bar"]"#).unwrap();
+        assert_eq!((p.nsp, p.data), ("/admin", Some(json!(["bar"]))));
+        let p = dec(r#"212["foo"]"#).unwrap();
+        assert_eq!(p.id, Some(12));
+        let p = dec(r#"3/admin,13["bar"]"#).unwrap();
+        assert_eq!((p.ty, p.nsp, p.id), (PacketType::Ack, "/admin", Some(13)));
+        let p = dec(r#"51-["baz",{"_placeholder":true,"num":0}]"#).unwrap();
+        assert_eq!((p.ty, p.attachments), (PacketType::BinaryEvent, 1));
+        let p = dec(r#"61-15["bar",{"_placeholder":true,"num":0}]"#).unwrap();
+        assert_eq!((p.ty, p.attachments, p.id), (PacketType::BinaryAck, 1, Some(15)));
+        let p = dec("1").unwrap();
+        assert_eq!((p.ty, p.nsp), (PacketType::Disconnect, "/"));
+        let p = dec("1/admin,").unwrap();
+        assert_eq!((p.ty, p.nsp), (PacketType::Disconnect, "/admin"));
+        let p = dec(r#"2456["message-with-ack",1,"2",{"3":[false]}]"#).unwrap();
+        assert_eq!(p.id, Some(456));
+        let p = dec(r#"452-789["m",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#);
+        assert!(p.is_err(), "type 4 is CONNECT_ERROR and its data must not be an array");
+        let p = dec(r#"52-789["m",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#).unwrap();
+        assert_eq!((p.attachments, p.id), (2, Some(789)));
+    }
+
+    #[test]
+    fn namespace_without_comma_is_accepted() {
+        let p = dec("0/custom").unwrap();
+        assert_eq!((p.ty, p.nsp, p.data), (PacketType::Connect, "/custom", None));
+    }
+
+    #[test]
+    fn refuses_what_the_suite_refuses() {
+        // The suite's invalid packets (after the EIO `4`): `abc`, `2{}`, `2abc[...]`.
+        assert_eq!(dec("abc"), Err(DecodeError::UnknownType));
+        assert_eq!(dec("2{}"), Err(DecodeError::InvalidPayload));
+        assert_eq!(dec(r#"2abc["x"]"#), Err(DecodeError::InvalidPayload));
+        assert_eq!(dec("9"), Err(DecodeError::UnknownType));
+        assert_eq!(dec(""), Err(DecodeError::UnknownType));
+        assert_eq!(dec(r#"2["connect"]"#), Err(DecodeError::InvalidPayload));
+        assert_eq!(dec(r#"2[]"#), Err(DecodeError::InvalidPayload));
+        assert_eq!(dec(r#"2[{}]"#), Err(DecodeError::InvalidPayload));
+        assert_eq!(dec(r#"3{}"#), Err(DecodeError::InvalidPayload));
+        assert_eq!(dec(r#"0[]"#), Err(DecodeError::InvalidPayload));
+        assert_eq!(dec(r#"1{}"#), Err(DecodeError::InvalidPayload));
+        assert_eq!(dec("2"), Err(DecodeError::InvalidPayload));
+        assert_eq!(dec("3/admin,13").unwrap().data, None, "an ack may carry no data");
+        assert_eq!(dec(r#"5x-["a"]"#), Err(DecodeError::IllegalAttachments));
+        assert_eq!(dec(r#"5["a"]"#), Err(DecodeError::IllegalAttachments));
+        assert_eq!(dec(r#"511-["a"]"#), Err(DecodeError::TooManyAttachments));
+        assert_eq!(
+            dec(r#"299999999999999999999999["a"]"#),
+            Err(DecodeError::InvalidAckId)
+        );
+        assert!(dec(r#"4"error""#).is_ok());
+        assert!(dec(r#"4{"message":"x"}"#).is_ok());
+        assert!(dec(r#"2[1,2]"#).is_ok(), "numeric event names are valid");
+    }
+
+    #[test]
+    fn encodes_headers() {
+        let mut out = Vec::new();
+        encode_header(PacketType::Connect, "/", None, 0, &mut out);
+        assert_eq!(out, b"0");
+        out.clear();
+        encode_header(PacketType::Disconnect, "/admin", None, 0, &mut out);
+        assert_eq!(out, b"1/admin,");
+        out.clear();
+        encode_header(PacketType::Event, "/", Some(12), 0, &mut out);
+        assert_eq!(out, b"212");
+        out.clear();
+        encode_header(PacketType::Ack, "/admin", Some(13), 0, &mut out);
+        assert_eq!(out, b"3/admin,13");
+        out.clear();
+        encode_header(PacketType::Event, "/", None, 1, &mut out);
+        assert_eq!(out, b"51-");
+        out.clear();
+        encode_header(PacketType::Ack, "/", Some(15), 1, &mut out);
+        assert_eq!(out, b"61-15");
+        out.clear();
+        encode_header(PacketType::Ack, "/admin", Some(1), 1, &mut out);
+        assert_eq!(out, b"61-/admin,1");
+    }
+
+    #[test]
+    fn encodes_event_arguments() {
+        let mut out = Vec::new();
+        let p = Payload::new().arg("a").bin(vec![1u8, 2, 3]).arg(json!({"k": [1]}));
+        encode_event_args("message-back", &p.args, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"["message-back","a",{"_placeholder":true,"num":0},{"k":[1]}]"#
+        );
+        let mut out = Vec::new();
+        encode_args(&[], &mut out);
+        assert_eq!(out, b"[]");
+    }
+
+    #[test]
+    fn checks_placeholder_ranges() {
+        let v = json!(["m", {"_placeholder": true, "num": 0}, [{"_placeholder": true, "num": 1}]]);
+        assert!(placeholders_in_range(&v, 2));
+        assert!(!placeholders_in_range(&v, 1));
+        let bad = json!([{"_placeholder": true, "num": "0"}]);
+        assert!(!placeholders_in_range(&bad, 3));
+        assert!(placeholders_in_range(&json!([{"_placeholder": false}]), 0));
+    }
+}

@@ -1,0 +1,162 @@
+//! Starts a shardio server: binds every listener first (a bind error fails fast), then one
+//! pinned shard thread per listener, waits for the shutdown future, stops the shards and joins
+//! them. The server never reads signals itself; the caller hands it a shutdown future.
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::thread;
+
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::RuntimeConfig;
+use crate::engineio::{EngineAppFactory, EngineConfig};
+use crate::listener;
+use crate::metrics::Metrics;
+use crate::shard::{self, ShardSetup};
+
+/// An Engine.IO endpoint: requests whose path starts with `path` go to `app`.
+pub struct Endpoint {
+    pub path: String,
+    pub engine: EngineConfig,
+    pub app: Arc<dyn EngineAppFactory>,
+}
+
+/// Why the server could not start or did not stop cleanly.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// The address is taken or not ours; pick another `--listen`.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The OS refused a thread or runtime; the machine is out of resources.
+    #[error("cannot start: {0}")]
+    Start(#[from] std::io::Error),
+    /// A shard thread failed or panicked; its clients were dropped. See the log.
+    #[error("shard {0} stopped unexpectedly")]
+    ShardFailed(usize),
+}
+
+/// A server whose listeners are bound and whose shards are not started yet.
+pub struct Server {
+    listeners: Vec<TcpListener>,
+    runtime: RuntimeConfig,
+    metrics: Arc<Metrics>,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// Binds one SO_REUSEPORT listener per shard on `runtime.listen`.
+    pub fn bind(runtime: &RuntimeConfig) -> Result<Server, ServerError> {
+        let count = runtime.shard_count();
+        let listeners =
+            listener::bind_group(runtime.listen, count).map_err(|source| ServerError::Bind {
+                addr: runtime.listen,
+                source,
+            })?;
+        let addr = listeners[0].local_addr()?;
+        Ok(Server {
+            listeners,
+            runtime: runtime.clone(),
+            metrics: Arc::new(Metrics::new(count)),
+            addr,
+        })
+    }
+
+    /// The bound address (with the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The per-shard counters, readable while the server runs.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Runs the shards until `shutdown` completes, then drains and joins them. Blocks.
+    pub fn run(
+        self,
+        endpoints: Vec<Endpoint>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ServerError> {
+        let count = self.listeners.len();
+        let cores = if self.runtime.no_pin {
+            None
+        } else {
+            core_affinity::get_core_ids().filter(|c| !c.is_empty())
+        };
+        tracing::info!(
+            shards = count,
+            address = %self.addr,
+            pinning = if cores.is_some() { "on" } else { "off" },
+            "shardio listening"
+        );
+        let endpoints = Arc::new(endpoints);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        // Each shard reports its exit here, so a dead shard stops the server instead of
+        // leaving it half up.
+        let (exit_tx, mut exit_rx) = mpsc::channel::<usize>(count);
+        let mut threads = Vec::with_capacity(count);
+        for (id, listener) in self.listeners.into_iter().enumerate() {
+            let setup = ShardSetup {
+                id,
+                count,
+                core: cores.as_ref().map(|c| c[id % c.len()]),
+                listener,
+                endpoints: endpoints.clone(),
+                metrics: self.metrics.clone(),
+                stop: stop_rx.clone(),
+                shutdown_timeout: self.runtime.shutdown_timeout(),
+            };
+            let exit = ExitNotice(exit_tx.clone(), id);
+            let handle = thread::Builder::new()
+                .name(format!("shard-{id}"))
+                .spawn(move || {
+                    let _exit = exit;
+                    shard::run(setup)
+                })?;
+            threads.push(handle);
+        }
+        drop(exit_tx);
+
+        let waiter = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let failed = waiter.block_on(async {
+            tokio::select! {
+                () = shutdown => None,
+                id = exit_rx.recv() => id,
+            }
+        });
+        if let Some(id) = failed {
+            tracing::error!(shard = id, "shard stopped unexpectedly; shutting down");
+        } else {
+            tracing::info!("shutting down");
+        }
+        let _ = stop_tx.send(true);
+        let mut result = failed.map_or(Ok(()), |id| Err(ServerError::ShardFailed(id)));
+        for (id, handle) in threads.into_iter().enumerate() {
+            match handle.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(shard = id, error = %e, "shard failed");
+                    result = Err(ServerError::ShardFailed(id));
+                }
+                Err(_) => result = Err(ServerError::ShardFailed(id)),
+            }
+        }
+        result
+    }
+}
+
+/// Sends the shard id when dropped: on return and on panic alike.
+struct ExitNotice(mpsc::Sender<usize>, usize);
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        let _ = self.0.try_send(self.1);
+    }
+}

@@ -1,0 +1,440 @@
+//! Socket.IO v5 on Engine.IO (SOCKETIO.md §2): namespaces, the per-connection client,
+//! CONNECT and auth, events, acks in both directions, binary attachments.
+//!
+//! Handlers are registered once on a [`SocketIo`] and shared by every shard; each runs on the
+//! shard that owns the socket, so a handler may keep the [`Socket`] (an `Rc`) and use it later
+//! from `tokio::task::spawn_local`.
+
+mod socket;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use crate::engineio::{
+    CloseReason, Connection, EngineApp, EngineAppFactory, EngineShard, Message, OutFrame,
+    RequestInfo, Session, Sid,
+};
+use crate::protocol::socketio::{self as codec, PacketType, Payload};
+
+pub use socket::{AckError, AckSender, EmitError, Socket};
+
+/// Socket.IO settings.
+#[derive(Debug, Clone)]
+pub struct SocketIoConfig {
+    /// A connection that has not sent CONNECT for any namespace by then is closed. Default 45 s.
+    pub connect_timeout: Duration,
+    /// Binary attachments accepted per packet. Default 10.
+    pub max_attachments: usize,
+}
+
+impl Default for SocketIoConfig {
+    fn default() -> Self {
+        SocketIoConfig {
+            connect_timeout: Duration::from_millis(45_000),
+            max_attachments: codec::MAX_ATTACHMENTS,
+        }
+    }
+}
+
+/// Why a connection attempt to a namespace was refused: sent to the client as
+/// `44<nsp>,{"message":..,"data":..}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectError {
+    pub message: String,
+    pub data: Option<Value>,
+}
+
+impl ConnectError {
+    pub fn new(message: impl Into<String>) -> Self {
+        ConnectError {
+            message: message.into(),
+            data: None,
+        }
+    }
+
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+
+    fn to_json(&self) -> Value {
+        match &self.data {
+            Some(data) => json!({"message": self.message, "data": data}),
+            None => json!({"message": self.message}),
+        }
+    }
+}
+
+/// Why a socket left its namespace (Socket.IO's reason strings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The client sent DISCONNECT for the namespace.
+    ClientNamespaceDisconnect,
+    /// The server called [`Socket::disconnect`].
+    ServerNamespaceDisconnect,
+    /// The server closed the whole connection ([`Socket::close`]).
+    ForcedServerClose,
+    /// The Engine.IO session closed.
+    Transport(CloseReason),
+}
+
+impl DisconnectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientNamespaceDisconnect => "client namespace disconnect",
+            Self::ServerNamespaceDisconnect => "server namespace disconnect",
+            Self::ForcedServerClose | Self::Transport(CloseReason::ForcedClose) => {
+                "forced server close"
+            }
+            Self::Transport(reason) => reason.as_str(),
+        }
+    }
+}
+
+type AuthorizeFn = dyn Fn(&RequestInfo, &Value) -> Result<(), ConnectError> + Send + Sync;
+type ConnectFn = dyn Fn(&Socket) + Send + Sync;
+type EventFn = dyn Fn(&Socket, Payload, Option<AckSender>) + Send + Sync;
+type AnyEventFn = dyn Fn(&Socket, &str, Payload, Option<AckSender>) + Send + Sync;
+type DisconnectFn = dyn Fn(&Socket, DisconnectReason) + Send + Sync;
+
+/// The handlers of one namespace.
+#[derive(Default)]
+pub struct Namespace {
+    authorize: Option<Arc<AuthorizeFn>>,
+    on_connect: Option<Arc<ConnectFn>>,
+    events: HashMap<String, Arc<EventFn>>,
+    on_any: Option<Arc<AnyEventFn>>,
+    on_disconnect: Option<Arc<DisconnectFn>>,
+}
+
+impl Namespace {
+    /// Decides whether a client may connect, from its request and CONNECT auth payload
+    /// (socket.io's middleware). An error is sent to the client as CONNECT_ERROR.
+    pub fn authorize(
+        &mut self,
+        f: impl Fn(&RequestInfo, &Value) -> Result<(), ConnectError> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.authorize = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs once a socket is connected (after the CONNECT reply went out).
+    pub fn on_connect(&mut self, f: impl Fn(&Socket) + Send + Sync + 'static) -> &mut Self {
+        self.on_connect = Some(Arc::new(f));
+        self
+    }
+
+    /// Handles one event; `ack` is present when the client asked for an acknowledgement.
+    pub fn on(
+        &mut self,
+        event: &str,
+        f: impl Fn(&Socket, Payload, Option<AckSender>) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.events.insert(event.to_string(), Arc::new(f));
+        self
+    }
+
+    /// Handles events that have no handler of their own.
+    pub fn on_any(
+        &mut self,
+        f: impl Fn(&Socket, &str, Payload, Option<AckSender>) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.on_any = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs when a socket leaves the namespace, for whatever reason.
+    pub fn on_disconnect(
+        &mut self,
+        f: impl Fn(&Socket, DisconnectReason) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.on_disconnect = Some(Arc::new(f));
+        self
+    }
+}
+
+/// A Socket.IO application: its namespaces and their handlers. Build it, then hand it to
+/// [`crate::server::Server::run`] as an endpoint.
+///
+/// ```no_run
+/// use shardio::socketio::{SocketIo, SocketIoConfig};
+/// use shardio::protocol::socketio::Payload;
+/// use std::time::Duration;
+///
+/// let mut io = SocketIo::new(SocketIoConfig::default());
+/// io.namespace("/")
+///     .on_connect(|socket| {
+///         let _ = socket.emit("welcome", serde_json::json!({ "id": socket.id().as_str() }));
+///     })
+///     // Echo every "message" back, and answer the client's ack with the same arguments.
+///     .on("message", |socket, data, ack| {
+///         let _ = socket.emit("message-back", data.clone());
+///         if let Some(ack) = ack {
+///             let _ = ack.send(data);
+///         }
+///     })
+///     // Ask the client something and wait for its answer, off the handler.
+///     .on("ask", |socket, _data, _ack| {
+///         let socket = socket.clone();
+///         tokio::task::spawn_local(async move {
+///             match socket.emit_with_ack("question", Payload::from("ready?"), Duration::from_secs(5)).await {
+///                 Ok(answer) => println!("client said {:?}", answer.first()),
+///                 Err(e) => println!("no answer: {e}"),
+///             }
+///         });
+///     })
+///     .on_disconnect(|socket, reason| println!("{} left: {}", socket.id(), reason.as_str()));
+/// ```
+#[derive(Default)]
+pub struct SocketIo {
+    config: SocketIoConfig,
+    namespaces: HashMap<String, Arc<Namespace>>,
+}
+
+impl SocketIo {
+    pub fn new(config: SocketIoConfig) -> Self {
+        SocketIo {
+            config,
+            namespaces: HashMap::new(),
+        }
+    }
+
+    /// The namespace `name` (e.g. `/` or `/admin`), created on first use. Clients may only
+    /// connect to registered namespaces.
+    pub fn namespace(&mut self, name: &str) -> &mut Namespace {
+        let ns = self.namespaces.entry(name.to_string()).or_default();
+        // Only this builder holds the Arc until the app starts.
+        Arc::get_mut(ns).expect("namespaces are only shared once the server runs")
+    }
+}
+
+impl EngineAppFactory for SocketIo {
+    fn for_shard(&self, shard: &Rc<EngineShard>) -> Rc<dyn EngineApp> {
+        Rc::new(SioShard {
+            config: self.config.clone(),
+            engine: shard.clone(),
+            namespaces: self
+                .namespaces
+                .iter()
+                .map(|(name, def)| {
+                    let ns = NsShard {
+                        name: name.clone(),
+                        def: def.clone(),
+                        sockets: RefCell::new(HashMap::new()),
+                    };
+                    (name.clone(), Rc::new(ns))
+                })
+                .collect(),
+        })
+    }
+}
+
+/// The Socket.IO state of one shard.
+struct SioShard {
+    config: SocketIoConfig,
+    engine: Rc<EngineShard>,
+    namespaces: HashMap<String, Rc<NsShard>>,
+}
+
+/// One namespace on one shard: its handlers and the sockets connected here.
+pub(crate) struct NsShard {
+    pub(crate) name: String,
+    def: Arc<Namespace>,
+    sockets: RefCell<HashMap<Sid, Socket>>,
+}
+
+impl EngineApp for SioShard {
+    fn open(&self, session: &Rc<Session>) -> Rc<dyn Connection> {
+        let client = Rc::new_cyclic(|me| Client {
+            me: me.clone(),
+            namespaces: self.namespaces.clone(),
+            engine: self.engine.clone(),
+            max_attachments: self.config.max_attachments,
+            sockets: RefCell::new(Vec::new()),
+            pending: RefCell::new(None),
+            got_connect: Cell::new(false),
+        });
+        let (weak_session, weak_client) = (Rc::downgrade(session), Rc::downgrade(&client));
+        let timeout = self.config.connect_timeout;
+        tokio::task::spawn_local(close_if_never_connected(weak_session, weak_client, timeout));
+        client
+    }
+}
+
+async fn close_if_never_connected(session: Weak<Session>, client: Weak<Client>, after: Duration) {
+    tokio::time::sleep(after).await;
+    if let (Some(session), Some(client)) = (session.upgrade(), client.upgrade()) {
+        if !client.got_connect.get() {
+            session.close(CloseReason::ForcedClose);
+        }
+    }
+}
+
+/// A binary packet waiting for its attachments.
+struct PendingBinary {
+    ty: PacketType,
+    nsp: String,
+    id: Option<u64>,
+    data: Value,
+    attachments: usize,
+    bins: Vec<Bytes>,
+}
+
+/// The Socket.IO side of one Engine.IO session: which namespaces it joined, and the binary
+/// packet being assembled.
+struct Client {
+    me: Weak<Client>,
+    namespaces: HashMap<String, Rc<NsShard>>,
+    engine: Rc<EngineShard>,
+    max_attachments: usize,
+    sockets: RefCell<Vec<Socket>>,
+    pending: RefCell<Option<PendingBinary>>,
+    got_connect: Cell<bool>,
+}
+
+impl Connection for Client {
+    fn on_message(&self, session: &Rc<Session>, message: Message<'_>) {
+        match message {
+            Message::Text(text) => self.on_text(session, text),
+            Message::Binary(data) => self.on_binary(session, data),
+        }
+    }
+
+    fn on_close(&self, _session: &Rc<Session>, reason: CloseReason) {
+        let sockets = std::mem::take(&mut *self.sockets.borrow_mut());
+        for socket in sockets {
+            socket.left(DisconnectReason::Transport(reason));
+        }
+        self.pending.borrow_mut().take();
+    }
+}
+
+impl Client {
+    fn on_text(&self, session: &Rc<Session>, text: &str) {
+        if self.pending.borrow().is_some() {
+            // A text packet while attachments are awaited.
+            return session.close(CloseReason::ParseError);
+        }
+        let packet = match codec::decode(text, self.max_attachments) {
+            Ok(p) => p,
+            Err(_) => return session.close(CloseReason::ParseError),
+        };
+        if packet.attachments > 0 {
+            *self.pending.borrow_mut() = Some(PendingBinary {
+                ty: packet.ty,
+                nsp: packet.nsp.to_string(),
+                id: packet.id,
+                data: packet.data.unwrap_or(Value::Null),
+                attachments: packet.attachments,
+                bins: Vec::with_capacity(packet.attachments),
+            });
+            return;
+        }
+        self.on_packet(session, packet.ty, packet.nsp, packet.id, packet.data, Vec::new());
+    }
+
+    fn on_binary(&self, session: &Rc<Session>, data: &[u8]) {
+        let complete = {
+            let mut pending = self.pending.borrow_mut();
+            let Some(p) = pending.as_mut() else {
+                // A binary frame nobody announced.
+                return session.close(CloseReason::ParseError);
+            };
+            p.bins.push(Bytes::copy_from_slice(data));
+            if p.bins.len() < p.attachments {
+                return;
+            }
+            pending.take()
+        };
+        if let Some(p) = complete {
+            if !codec::placeholders_in_range(&p.data, p.bins.len()) {
+                return session.close(CloseReason::ParseError);
+            }
+            self.on_packet(session, p.ty, &p.nsp, p.id, Some(p.data), p.bins);
+        }
+    }
+
+    fn on_packet(
+        &self,
+        session: &Rc<Session>,
+        ty: PacketType,
+        nsp: &str,
+        id: Option<u64>,
+        data: Option<Value>,
+        bins: Vec<Bytes>,
+    ) {
+        if ty == PacketType::Connect {
+            return self.connect(session, nsp, data);
+        }
+        let socket = self.sockets.borrow().iter().find(|s| s.nsp() == nsp).cloned();
+        let Some(socket) = socket else {
+            // "invalid state": a packet for a namespace this client has not joined.
+            return session.close(CloseReason::ParseError);
+        };
+        match ty {
+            PacketType::Event | PacketType::BinaryEvent => socket.on_event(data, bins, id),
+            PacketType::Ack | PacketType::BinaryAck => socket.on_ack(id, data, bins),
+            PacketType::Disconnect => {
+                self.forget(&socket);
+                socket.left(DisconnectReason::ClientNamespaceDisconnect);
+            }
+            PacketType::ConnectError | PacketType::Connect => session.close(CloseReason::ParseError),
+        }
+    }
+
+    fn connect(&self, session: &Rc<Session>, nsp: &str, auth: Option<Value>) {
+        self.got_connect.set(true);
+        if self.sockets.borrow().iter().any(|s| s.nsp() == nsp) {
+            return session.close(CloseReason::ParseError);
+        }
+        let Some(ns) = self.namespaces.get(nsp).cloned() else {
+            let refusal = ConnectError::new("Invalid namespace").to_json();
+            let _ = session.send(&[control_frame(PacketType::ConnectError, nsp, Some(&refusal))]);
+            return;
+        };
+        let auth = auth.unwrap_or_else(|| json!({}));
+        if let Some(authorize) = &ns.def.authorize {
+            if let Err(e) = authorize(session.request(), &auth) {
+                let _ = session.send(&[control_frame(PacketType::ConnectError, nsp, Some(&e.to_json()))]);
+                return;
+            }
+        }
+        let socket = Socket::new(
+            self.engine.next_sid(),
+            ns.clone(),
+            session.clone(),
+            self.me.clone(),
+            auth,
+        );
+        let reply = json!({"sid": socket.id().as_str()});
+        if session.send(&[control_frame(PacketType::Connect, nsp, Some(&reply))]).is_err() {
+            return;
+        }
+        ns.sockets.borrow_mut().insert(socket.id(), socket.clone());
+        self.sockets.borrow_mut().push(socket.clone());
+        if let Some(on_connect) = &ns.def.on_connect {
+            on_connect(&socket);
+        }
+    }
+
+    fn forget(&self, socket: &Socket) {
+        self.sockets.borrow_mut().retain(|s| s.id() != socket.id());
+    }
+}
+
+/// A CONNECT, CONNECT_ERROR or DISCONNECT packet as an Engine.IO message frame.
+fn control_frame(ty: PacketType, nsp: &str, data: Option<&Value>) -> OutFrame {
+    OutFrame::text(32 + nsp.len(), |b| {
+        b.push(b'4');
+        codec::encode_header(ty, nsp, None, 0, b);
+        if let Some(data) = data {
+            codec::write_json(data, b);
+        }
+    })
+}
