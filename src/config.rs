@@ -20,7 +20,12 @@ pub struct RuntimeConfig {
     #[arg(long, env = "SHARDIO_NO_PIN")]
     pub no_pin: bool,
     /// Drain deadline on SIGINT/SIGTERM, in milliseconds.
-    #[arg(long, env = "SHARDIO_SHUTDOWN_TIMEOUT", default_value_t = 30_000, value_name = "MS")]
+    #[arg(
+        long,
+        env = "SHARDIO_SHUTDOWN_TIMEOUT",
+        default_value_t = 30_000,
+        value_name = "MS"
+    )]
     pub shutdown_timeout: u64,
 }
 
@@ -49,7 +54,11 @@ pub const MAX_SHARDS: usize = 255;
 
 /// The shardio server's configuration.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "shardio", version, about = "A Socket.IO-compatible real-time server: one pinned shard per core")]
+#[command(
+    name = "shardio",
+    version,
+    about = "A Socket.IO-compatible real-time server: one pinned shard per core"
+)]
 pub struct Config {
     #[command(flatten)]
     pub runtime: RuntimeConfig,
@@ -57,16 +66,36 @@ pub struct Config {
     #[arg(long, env = "SHARDIO_PATH", default_value = "/socket.io/")]
     pub path: String,
     /// Engine.IO ping interval, in milliseconds.
-    #[arg(long, env = "SHARDIO_PING_INTERVAL", default_value_t = 25_000, value_name = "MS")]
+    #[arg(
+        long,
+        env = "SHARDIO_PING_INTERVAL",
+        default_value_t = 25_000,
+        value_name = "MS"
+    )]
     pub ping_interval: u64,
     /// Engine.IO ping timeout, in milliseconds.
-    #[arg(long, env = "SHARDIO_PING_TIMEOUT", default_value_t = 20_000, value_name = "MS")]
+    #[arg(
+        long,
+        env = "SHARDIO_PING_TIMEOUT",
+        default_value_t = 20_000,
+        value_name = "MS"
+    )]
     pub ping_timeout: u64,
     /// Largest message a client may send, in bytes (Engine.IO `maxPayload`).
-    #[arg(long, env = "SHARDIO_MAX_PAYLOAD", default_value_t = 1_000_000, value_name = "BYTES")]
+    #[arg(
+        long,
+        env = "SHARDIO_MAX_PAYLOAD",
+        default_value_t = 1_000_000,
+        value_name = "BYTES"
+    )]
     pub max_payload: usize,
     /// Time a client has to connect to a namespace after the handshake, in milliseconds.
-    #[arg(long, env = "SHARDIO_CONNECT_TIMEOUT", default_value_t = 45_000, value_name = "MS")]
+    #[arg(
+        long,
+        env = "SHARDIO_CONNECT_TIMEOUT",
+        default_value_t = 45_000,
+        value_name = "MS"
+    )]
     pub connect_timeout: u64,
     /// Outbound bytes queued for one client before it is disconnected as a slow consumer.
     #[arg(long, env = "SHARDIO_MAX_BUFFERED_BYTES", default_value_t = 1 << 20, value_name = "BYTES")]

@@ -39,7 +39,10 @@ mod tests {
     #[test]
     fn port_zero_gives_one_shared_port() {
         let group = bind_group("127.0.0.1:0".parse().unwrap(), 3).unwrap();
-        let ports: Vec<u16> = group.iter().map(|l| l.local_addr().unwrap().port()).collect();
+        let ports: Vec<u16> = group
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
         assert_ne!(ports[0], 0);
         assert!(ports.iter().all(|p| *p == ports[0]));
     }

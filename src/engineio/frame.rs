@@ -139,8 +139,14 @@ mod tests {
 
     #[test]
     fn control_frames() {
-        assert_eq!(OutFrame::close(1001).wire().as_ref(), &[0x88, 2, 0x03, 0xe9]);
-        assert_eq!(OutFrame::pong(b"hi").wire().as_ref(), &[0x8a, 2, b'h', b'i']);
+        assert_eq!(
+            OutFrame::close(1001).wire().as_ref(),
+            &[0x88, 2, 0x03, 0xe9]
+        );
+        assert_eq!(
+            OutFrame::pong(b"hi").wire().as_ref(),
+            &[0x8a, 2, b'h', b'i']
+        );
     }
 
     #[test]
@@ -151,7 +157,10 @@ mod tests {
             let mut cursor = std::io::Cursor::new(f.wire().as_ref());
             let (header, parsed_len) = FrameHeader::parse(&mut cursor).unwrap().unwrap();
             assert_eq!(parsed_len, len as u64);
-            assert_eq!(header.opcode, OpCode::Data(tungstenite::protocol::frame::coding::Data::Binary));
+            assert_eq!(
+                header.opcode,
+                OpCode::Data(tungstenite::protocol::frame::coding::Data::Binary)
+            );
             assert!(header.is_final && header.mask.is_none());
             assert_eq!(cursor.position() as usize, f.wire().len() - len);
         }

@@ -363,7 +363,11 @@ impl Engine {
         match self.verify(&head, upgrade) {
             Err(err) => {
                 let keep = !upgrade && head.keep_alive();
-                if write_handshake_error(&mut stream, err, upgrade).await.is_ok() && keep {
+                if write_handshake_error(&mut stream, err, upgrade)
+                    .await
+                    .is_ok()
+                    && keep
+                {
                     Handled::KeepAlive(stream)
                 } else {
                     Handled::Done
@@ -371,11 +375,13 @@ impl Engine {
             }
             Ok(()) => {
                 let Some(key) = head.header("sec-websocket-key").map(str::to_owned) else {
-                    let _ = write_handshake_error(&mut stream, HandshakeError::BadRequest, true).await;
+                    let _ =
+                        write_handshake_error(&mut stream, HandshakeError::BadRequest, true).await;
                     return Handled::Done;
                 };
                 if head.header("sec-websocket-version") != Some("13") {
-                    let _ = write_handshake_error(&mut stream, HandshakeError::BadRequest, true).await;
+                    let _ =
+                        write_handshake_error(&mut stream, HandshakeError::BadRequest, true).await;
                     return Handled::Done;
                 }
                 let request = RequestInfo {

@@ -101,6 +101,9 @@ mod tests {
         assert_eq!(Sid::parse("short"), None);
         assert_eq!(Sid::parse("lv_VI97HAXpY6yYWAAAC!"), None);
         assert_eq!(Sid::parse("lv_VI97HAXpY6yYWAA+C"), None);
-        assert!(Sid::parse("lv_VI97HAXpY6yYWAAAC").is_some(), "Node's example id parses");
+        assert!(
+            Sid::parse("lv_VI97HAXpY6yYWAAAC").is_some(),
+            "Node's example id parses"
+        );
     }
 }

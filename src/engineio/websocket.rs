@@ -175,7 +175,10 @@ async fn close_transport(mut stream: TcpStream, session: &Session) {
         match flush(&stream, session) {
             Ok(true) => break,
             Ok(false) => {
-                if tokio::time::timeout_at(deadline, stream.writable()).await.is_err() {
+                if tokio::time::timeout_at(deadline, stream.writable())
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -186,8 +189,11 @@ async fn close_transport(mut stream: TcpStream, session: &Session) {
         return;
     }
     let mut sink = [0u8; 1024];
-    while let Ok(Ok(n)) =
-        tokio::time::timeout_at(deadline, tokio::io::AsyncReadExt::read(&mut stream, &mut sink)).await
+    while let Ok(Ok(n)) = tokio::time::timeout_at(
+        deadline,
+        tokio::io::AsyncReadExt::read(&mut stream, &mut sink),
+    )
+    .await
     {
         if n == 0 {
             break;
@@ -303,7 +309,10 @@ impl Reader {
                 Err(CloseReason::TransportClose)
             }
             OpCode::Control(Control::Ping) => {
-                session.out.borrow_mut().push_control(OutFrame::pong(payload));
+                session
+                    .out
+                    .borrow_mut()
+                    .push_control(OutFrame::pong(payload));
                 Ok(())
             }
             OpCode::Control(Control::Pong) => Ok(()),
@@ -336,7 +345,12 @@ impl Reader {
     }
 
     /// Hands one complete message to the Engine.IO layer.
-    fn deliver(&mut self, text: bool, data: &[u8], session: &Rc<Session>) -> Result<(), CloseReason> {
+    fn deliver(
+        &mut self,
+        text: bool,
+        data: &[u8],
+        session: &Rc<Session>,
+    ) -> Result<(), CloseReason> {
         if !text {
             session.dispatch(Message::Binary(data));
             return Ok(());

@@ -100,7 +100,10 @@ pub fn decode_payload(body: &str) -> Result<Vec<PayloadPacket<'_>>, DecodeError>
 pub fn encode_binary_for_polling(data: &[u8], out: &mut Vec<u8>) {
     out.push(b'b');
     let start = out.len();
-    out.resize(start + base64::encoded_len(data.len(), true).unwrap_or(0), 0);
+    out.resize(
+        start + base64::encoded_len(data.len(), true).unwrap_or(0),
+        0,
+    );
     let written = base64::engine::general_purpose::STANDARD
         .encode_slice(data, &mut out[start..])
         .unwrap_or(0);
@@ -178,7 +181,10 @@ mod tests {
             decode_text("4hello"),
             Ok(Packet::Text(PacketType::Message, "hello"))
         );
-        assert_eq!(decode_text("2probe"), Ok(Packet::Text(PacketType::Ping, "probe")));
+        assert_eq!(
+            decode_text("2probe"),
+            Ok(Packet::Text(PacketType::Ping, "probe"))
+        );
         assert_eq!(decode_text("3"), Ok(Packet::Text(PacketType::Pong, "")));
         assert_eq!(decode_text("6"), Ok(Packet::Text(PacketType::Noop, "")));
         assert_eq!(decode_text(""), Err(DecodeError::UnknownType));
@@ -220,7 +226,13 @@ mod tests {
 
     #[test]
     fn open_packet_has_exactly_the_node_keys() {
-        let open = open_packet("lv_VI97HAXpY6yYWAAAC", &["websocket"], 25000, 20000, 1000000);
+        let open = open_packet(
+            "lv_VI97HAXpY6yYWAAAC",
+            &["websocket"],
+            25000,
+            20000,
+            1000000,
+        );
         assert_eq!(
             open,
             r#"0{"sid":"lv_VI97HAXpY6yYWAAAC","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#

@@ -88,10 +88,8 @@ impl RequestHead {
 
     /// Whether a header holds `token` in its comma-separated list, ignoring case.
     pub fn header_has_token(&self, name: &str, token: &str) -> bool {
-        self.header(name).is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case(token))
-        })
+        self.header(name)
+            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     }
 
     /// A query parameter, percent-decoded; the first occurrence wins.
@@ -207,7 +205,10 @@ mod tests {
         assert_eq!(parse_head(&REQ[..20], 8192), Ok(None));
         assert_eq!(parse_head(&REQ[..20], 10), Err(HeadError::TooLarge));
         assert_eq!(parse_head(REQ, 40), Err(HeadError::TooLarge));
-        assert_eq!(parse_head(b"\x00\x01garbage\r\n\r\n", 8192), Err(HeadError::Malformed));
+        assert_eq!(
+            parse_head(b"\x00\x01garbage\r\n\r\n", 8192),
+            Err(HeadError::Malformed)
+        );
     }
 
     #[test]

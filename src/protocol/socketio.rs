@@ -319,7 +319,10 @@ mod tests {
     #[test]
     fn decodes_the_spec_examples() {
         let p = dec("0").unwrap();
-        assert_eq!((p.ty, p.nsp, p.id, p.data), (PacketType::Connect, "/", None, None));
+        assert_eq!(
+            (p.ty, p.nsp, p.id, p.data),
+            (PacketType::Connect, "/", None, None)
+        );
         let p = dec("0/admin,").unwrap();
         assert_eq!((p.ty, p.nsp, p.data), (PacketType::Connect, "/admin", None));
         let p = dec(r#"0{"token":"123"}"#).unwrap();
@@ -337,7 +340,10 @@ mod tests {
         let p = dec(r#"51-["baz",{"_placeholder":true,"num":0}]"#).unwrap();
         assert_eq!((p.ty, p.attachments), (PacketType::BinaryEvent, 1));
         let p = dec(r#"61-15["bar",{"_placeholder":true,"num":0}]"#).unwrap();
-        assert_eq!((p.ty, p.attachments, p.id), (PacketType::BinaryAck, 1, Some(15)));
+        assert_eq!(
+            (p.ty, p.attachments, p.id),
+            (PacketType::BinaryAck, 1, Some(15))
+        );
         let p = dec("1").unwrap();
         assert_eq!((p.ty, p.nsp), (PacketType::Disconnect, "/"));
         let p = dec("1/admin,").unwrap();
@@ -345,15 +351,22 @@ mod tests {
         let p = dec(r#"2456["message-with-ack",1,"2",{"3":[false]}]"#).unwrap();
         assert_eq!(p.id, Some(456));
         let p = dec(r#"452-789["m",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#);
-        assert!(p.is_err(), "type 4 is CONNECT_ERROR and its data must not be an array");
-        let p = dec(r#"52-789["m",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#).unwrap();
+        assert!(
+            p.is_err(),
+            "type 4 is CONNECT_ERROR and its data must not be an array"
+        );
+        let p = dec(r#"52-789["m",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#)
+            .unwrap();
         assert_eq!((p.attachments, p.id), (2, Some(789)));
     }
 
     #[test]
     fn namespace_without_comma_is_accepted() {
         let p = dec("0/custom").unwrap();
-        assert_eq!((p.ty, p.nsp, p.data), (PacketType::Connect, "/custom", None));
+        assert_eq!(
+            (p.ty, p.nsp, p.data),
+            (PacketType::Connect, "/custom", None)
+        );
     }
 
     #[test]
@@ -371,7 +384,11 @@ mod tests {
         assert_eq!(dec(r#"0[]"#), Err(DecodeError::InvalidPayload));
         assert_eq!(dec(r#"1{}"#), Err(DecodeError::InvalidPayload));
         assert_eq!(dec("2"), Err(DecodeError::InvalidPayload));
-        assert_eq!(dec("3/admin,13").unwrap().data, None, "an ack may carry no data");
+        assert_eq!(
+            dec("3/admin,13").unwrap().data,
+            None,
+            "an ack may carry no data"
+        );
         assert_eq!(dec(r#"5x-["a"]"#), Err(DecodeError::IllegalAttachments));
         assert_eq!(dec(r#"5["a"]"#), Err(DecodeError::IllegalAttachments));
         assert_eq!(dec(r#"511-["a"]"#), Err(DecodeError::TooManyAttachments));
@@ -412,7 +429,10 @@ mod tests {
     #[test]
     fn encodes_event_arguments() {
         let mut out = Vec::new();
-        let p = Payload::new().arg("a").bin(vec![1u8, 2, 3]).arg(json!({"k": [1]}));
+        let p = Payload::new()
+            .arg("a")
+            .bin(vec![1u8, 2, 3])
+            .arg(json!({"k": [1]}));
         encode_event_args("message-back", &p.args, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),

@@ -31,7 +31,11 @@ pub struct ShardSetup {
 pub fn run(setup: ShardSetup) -> std::io::Result<()> {
     if let Some(core) = setup.core {
         if !core_affinity::set_for_current(core) {
-            tracing::warn!(shard = setup.id, core = core.id, "could not pin shard to its core");
+            tracing::warn!(
+                shard = setup.id,
+                core = core.id,
+                "could not pin shard to its core"
+            );
         }
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -87,7 +91,10 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
     // Shutdown: stop accepting, close every session with 1001, drain with a deadline.
     drop(listener);
     shard.close_all(CloseReason::ServerShutdown);
-    if tokio::time::timeout(shutdown_timeout, shard.drained()).await.is_err() {
+    if tokio::time::timeout(shutdown_timeout, shard.drained())
+        .await
+        .is_err()
+    {
         tracing::warn!(
             shard = id,
             left = shard.session_count(),

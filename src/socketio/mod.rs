@@ -336,7 +336,14 @@ impl Client {
             });
             return;
         }
-        self.on_packet(session, packet.ty, packet.nsp, packet.id, packet.data, Vec::new());
+        self.on_packet(
+            session,
+            packet.ty,
+            packet.nsp,
+            packet.id,
+            packet.data,
+            Vec::new(),
+        );
     }
 
     fn on_binary(&self, session: &Rc<Session>, data: &[u8]) {
@@ -372,7 +379,12 @@ impl Client {
         if ty == PacketType::Connect {
             return self.connect(session, nsp, data);
         }
-        let socket = self.sockets.borrow().iter().find(|s| s.nsp() == nsp).cloned();
+        let socket = self
+            .sockets
+            .borrow()
+            .iter()
+            .find(|s| s.nsp() == nsp)
+            .cloned();
         let Some(socket) = socket else {
             // "invalid state": a packet for a namespace this client has not joined.
             return session.close(CloseReason::ParseError);
@@ -384,7 +396,9 @@ impl Client {
                 self.forget(&socket);
                 socket.left(DisconnectReason::ClientNamespaceDisconnect);
             }
-            PacketType::ConnectError | PacketType::Connect => session.close(CloseReason::ParseError),
+            PacketType::ConnectError | PacketType::Connect => {
+                session.close(CloseReason::ParseError)
+            }
         }
     }
 
@@ -401,7 +415,11 @@ impl Client {
         let auth = auth.unwrap_or_else(|| json!({}));
         if let Some(authorize) = &ns.def.authorize {
             if let Err(e) = authorize(session.request(), &auth) {
-                let _ = session.send(&[control_frame(PacketType::ConnectError, nsp, Some(&e.to_json()))]);
+                let _ = session.send(&[control_frame(
+                    PacketType::ConnectError,
+                    nsp,
+                    Some(&e.to_json()),
+                )]);
                 return;
             }
         }
@@ -413,7 +431,10 @@ impl Client {
             auth,
         );
         let reply = json!({"sid": socket.id().as_str()});
-        if session.send(&[control_frame(PacketType::Connect, nsp, Some(&reply))]).is_err() {
+        if session
+            .send(&[control_frame(PacketType::Connect, nsp, Some(&reply))])
+            .is_err()
+        {
             return;
         }
         ns.sockets.borrow_mut().insert(socket.id(), socket.clone());

@@ -1,0 +1,261 @@
+//! The shared test harness: a real shardio server on 127.0.0.1:0 (stopped on drop) and a
+//! small blocking WebSocket client that speaks raw Engine.IO frames. Every wait has a timeout.
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+pub mod node;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use shardio::config::RuntimeConfig;
+use shardio::metrics::Metrics;
+use shardio::server::{Endpoint, ServerError};
+use shardio::Server;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{Message, WebSocket};
+
+/// How long any single wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// A server running on its own thread; dropping it shuts it down and joins it.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<Result<(), ServerError>>>,
+}
+
+pub fn runtime(shards: usize) -> RuntimeConfig {
+    RuntimeConfig {
+        listen: "127.0.0.1:0".parse().expect("valid address"),
+        shards: Some(shards),
+        no_pin: true,
+        shutdown_timeout: 5_000,
+    }
+}
+
+impl TestServer {
+    pub fn start(shards: usize, endpoints: Vec<Endpoint>) -> TestServer {
+        let server = Server::bind(&runtime(shards)).expect("bind 127.0.0.1:0");
+        let addr = server.local_addr();
+        let metrics = server.metrics();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            server.run(endpoints, async {
+                let _ = rx.await;
+            })
+        });
+        TestServer {
+            addr,
+            metrics,
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// The conformance apps (Engine.IO echo, Socket.IO test app) on 4 shards.
+    pub fn conformance() -> TestServer {
+        TestServer::start(4, shardio::apps::conformance_endpoints())
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the server and returns what `Server::run` returned.
+    pub fn shutdown(mut self) -> Result<(), ServerError> {
+        self.stop_and_join().expect("server thread joins")
+    }
+
+    fn stop_and_join(&mut self) -> Option<Result<(), ServerError>> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.thread
+            .take()
+            .map(|t| t.join().expect("server thread must not panic"))
+    }
+
+    /// Waits until `f` holds (polling the server's counters).
+    pub fn wait_until(&self, what: &str, f: impl Fn(&Metrics) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !f(&self.metrics) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.stop_and_join();
+    }
+}
+
+/// What a test client can receive.
+#[derive(Debug, PartialEq)]
+pub enum Frame {
+    Text(String),
+    Binary(Vec<u8>),
+    /// A close frame with its code, or the connection ending without one (`None`).
+    Closed(Option<u16>),
+}
+
+/// A blocking WebSocket client speaking raw Engine.IO.
+pub struct WsClient {
+    ws: WebSocket<TcpStream>,
+    /// Answer Engine.IO pings with pongs automatically (and hide them).
+    pub auto_pong: bool,
+}
+
+impl WsClient {
+    /// Opens a WebSocket to `path_and_query` (e.g. `/socket.io/?EIO=4&transport=websocket`).
+    pub fn connect(addr: SocketAddr, path_and_query: &str) -> Result<WsClient, tungstenite::Error> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(WAIT))?;
+        stream.set_nodelay(true)?;
+        let url = format!("ws://{addr}{path_and_query}");
+        let (ws, _) = tungstenite::client(url, stream).map_err(|e| match e {
+            tungstenite::HandshakeError::Failure(e) => e,
+            tungstenite::HandshakeError::Interrupted(_) => {
+                tungstenite::Error::Io(std::io::ErrorKind::WouldBlock.into())
+            }
+        })?;
+        Ok(WsClient {
+            ws,
+            auto_pong: true,
+        })
+    }
+
+    /// Opens an Engine.IO session over WebSocket; returns the client and the open packet JSON.
+    pub fn open(addr: SocketAddr, path: &str) -> (WsClient, serde_json::Value) {
+        let mut c = WsClient::connect(addr, &format!("{path}?EIO=4&transport=websocket"))
+            .expect("websocket handshake");
+        let open = c.recv_text();
+        let json = open.strip_prefix('0').expect("first packet is open");
+        (c, serde_json::from_str(json).expect("open packet is JSON"))
+    }
+
+    /// Opens a Socket.IO connection to namespace `/` with `auth`; returns the client and the
+    /// socket id from the CONNECT reply.
+    pub fn socketio(addr: SocketAddr, auth: Option<&str>) -> (WsClient, String) {
+        let (mut c, _) = WsClient::open(addr, "/socket.io/");
+        c.send_text(&format!("40{}", auth.unwrap_or("")));
+        let reply = c.recv_text();
+        let json = reply.strip_prefix("40").expect("CONNECT reply");
+        let v: serde_json::Value = serde_json::from_str(json).expect("CONNECT reply JSON");
+        let sid = v["sid"].as_str().expect("sid in CONNECT reply").to_string();
+        (c, sid)
+    }
+
+    pub fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).expect("send text frame");
+    }
+
+    pub fn send_binary(&mut self, data: &[u8]) {
+        self.ws
+            .send(Message::binary(data.to_vec()))
+            .expect("send binary frame");
+    }
+
+    /// Sends raw bytes on the TCP stream, bypassing WebSocket framing.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.ws.get_mut().write_all(bytes).expect("raw write");
+    }
+
+    /// The next frame (pings are answered and skipped when `auto_pong`).
+    pub fn recv(&mut self) -> Frame {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Text(t)) if self.auto_pong && t.as_str() == "2" => {
+                    let _ = self.ws.send(Message::text("3"));
+                }
+                Ok(Message::Text(t)) => return Frame::Text(t.to_string()),
+                Ok(Message::Binary(b)) => return Frame::Binary(b.to_vec()),
+                Ok(Message::Close(frame)) => {
+                    return Frame::Closed(frame.map(|f| u16::from(f.code)));
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    panic!("no frame within {WAIT:?}");
+                }
+                Err(_) => return Frame::Closed(None),
+            }
+        }
+    }
+
+    pub fn recv_text(&mut self) -> String {
+        match self.recv() {
+            Frame::Text(t) => t,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    pub fn recv_binary(&mut self) -> Vec<u8> {
+        match self.recv() {
+            Frame::Binary(b) => b,
+            other => panic!("expected a binary frame, got {other:?}"),
+        }
+    }
+
+    /// Reads until the connection closes; returns the close code if a close frame came.
+    pub fn expect_closed(&mut self) -> Option<u16> {
+        loop {
+            match self.recv() {
+                Frame::Closed(code) => return code,
+                Frame::Text(_) | Frame::Binary(_) => {}
+            }
+        }
+    }
+}
+
+/// Sends a raw HTTP request and returns (status, headers, body). The request must ask for
+/// `Connection: close` or be answered with one.
+pub fn http_request(addr: SocketAddr, request: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    stream.write_all(request.as_bytes()).expect("write request");
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                response.extend_from_slice(&buf[..n]);
+                if let Some(parsed) = parse_response(&response) {
+                    return parsed;
+                }
+            }
+            Err(e) => panic!("reading the response: {e}"),
+        }
+    }
+    parse_response(&response).expect("a complete HTTP response")
+}
+
+fn parse_response(bytes: &[u8]) -> Option<(u16, String, String)> {
+    let text = String::from_utf8_lossy(bytes);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    (body.len() >= length).then(|| (status, head.to_string(), body[..length].to_string()))
+}
+
+/// The close code of a close frame, as a number.
+pub fn code(c: CloseCode) -> u16 {
+    u16::from(c)
+}
