@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::engineio::{
-    CloseReason, Connection, EngineApp, EngineAppFactory, EngineConfig, EngineShard, Message,
-    OutFrame, Session,
+    CloseReason, Connection, EngineApp, EngineAppFactory, EngineConfig, Message, OutFrame, Session,
+    ShardContext,
 };
 use crate::server::Endpoint;
 use crate::socketio::{SocketIo, SocketIoConfig};
@@ -27,7 +27,7 @@ pub fn engine_config(config: &Config) -> EngineConfig {
 pub struct Echo;
 
 impl EngineAppFactory for Echo {
-    fn for_shard(&self, _shard: &Rc<EngineShard>) -> Rc<dyn EngineApp> {
+    fn for_shard(&self, _ctx: &ShardContext) -> Rc<dyn EngineApp> {
         Rc::new(Echo)
     }
 }

@@ -27,6 +27,10 @@ pub struct RuntimeConfig {
         value_name = "MS"
     )]
     pub shutdown_timeout: u64,
+    /// Messages each shard's bus inbox holds; a full inbox refuses (counts and logs) instead
+    /// of blocking the sender.
+    #[arg(long, env = "SHARDIO_BUS_CAPACITY", default_value_t = DEFAULT_BUS_CAPACITY, value_name = "MESSAGES")]
+    pub bus_capacity: usize,
 }
 
 impl RuntimeConfig {
@@ -42,12 +46,18 @@ impl RuntimeConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.bus_capacity == 0 {
+            return Err(ConfigError::Zero("bus-capacity"));
+        }
         match self.shard_count() {
             1..=MAX_SHARDS => Ok(()),
             n => Err(ConfigError::Shards(n)),
         }
     }
 }
+
+/// Default of `--bus-capacity`.
+pub const DEFAULT_BUS_CAPACITY: usize = 16 * 1024;
 
 /// Shard indexes are one byte of every session id.
 pub const MAX_SHARDS: usize = 255;

@@ -10,6 +10,8 @@
 //! - [`config`]: the one configuration tree (flags and `SHARDIO_*` variables), defaults, checks.
 //! - [`listener`]: the SO_REUSEPORT listener group bound before any shard starts.
 //! - [`metrics`]: per-shard counters.
+//! - [`bus`]: one bounded inbox per shard, wired at startup; app messages and connection
+//!   hand-overs between shards.
 //! - [`engineio`]: Engine.IO sessions: ids that carry the owning shard, the bounded outbound
 //!   queue, the WebSocket transport (reader, batching writer, heartbeat), handshake errors.
 //! - [`socketio`]: namespaces, sockets, events, acks and binary attachments on Engine.IO; the
@@ -20,6 +22,7 @@
 //! - [`apps`]: the applications the binaries serve (the conformance test apps).
 
 pub mod apps;
+pub mod bus;
 pub mod config;
 pub mod engineio;
 pub mod http;

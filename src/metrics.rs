@@ -9,6 +9,7 @@ pub struct ShardMetrics {
     sessions_open: AtomicU64,
     sessions_total: AtomicU64,
     slow_consumers: AtomicU64,
+    bus_overflows: AtomicU64,
 }
 
 impl ShardMetrics {
@@ -23,6 +24,16 @@ impl ShardMetrics {
 
     pub(crate) fn slow_consumer(&self) {
         self.slow_consumers.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a message this shard could not put on the bus; returns the count so far.
+    pub(crate) fn bus_overflow(&self) -> u64 {
+        self.bus_overflows.fetch_add(1, Relaxed) + 1
+    }
+
+    /// Bus messages this shard dropped because the target inbox was full.
+    pub fn bus_overflows(&self) -> u64 {
+        self.bus_overflows.load(Relaxed)
     }
 
     /// Engine.IO sessions open on this shard now.

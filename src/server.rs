@@ -10,6 +10,7 @@ use std::thread;
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
+use crate::bus::Bus;
 use crate::config::RuntimeConfig;
 use crate::engineio::{EngineAppFactory, EngineConfig};
 use crate::listener;
@@ -95,12 +96,13 @@ impl Server {
             "shardio listening"
         );
         let endpoints = Arc::new(endpoints);
+        let (bus, inboxes) = Bus::new(count, self.runtime.bus_capacity, self.metrics.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
         // Each shard reports its exit here, so a dead shard stops the server instead of
         // leaving it half up.
         let (exit_tx, mut exit_rx) = mpsc::channel::<usize>(count);
         let mut threads = Vec::with_capacity(count);
-        for (id, listener) in self.listeners.into_iter().enumerate() {
+        for (id, (listener, inbox)) in self.listeners.into_iter().zip(inboxes).enumerate() {
             let setup = ShardSetup {
                 id,
                 count,
@@ -108,6 +110,8 @@ impl Server {
                 listener,
                 endpoints: endpoints.clone(),
                 metrics: self.metrics.clone(),
+                bus: bus.clone(),
+                inbox,
                 stop: stop_rx.clone(),
                 shutdown_timeout: self.runtime.shutdown_timeout(),
             };

@@ -7,6 +7,7 @@ mod queue;
 pub mod sid;
 mod websocket;
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use crate::bus::{Bus, BusMsg, Refused};
 use crate::metrics::{Metrics, ShardMetrics};
 use crate::protocol::engineio::HandshakeError;
 use crate::protocol::http::{self, RequestHead};
@@ -112,6 +114,11 @@ pub enum Message<'a> {
 pub trait EngineApp {
     /// A session was opened; returns the handler of its messages.
     fn open(&self, session: &Rc<Session>) -> Rc<dyn Connection>;
+
+    /// A message another shard's instance of this app sent over the bus.
+    fn on_bus(&self, origin: usize, msg: Box<dyn Any + Send>) {
+        let _ = (origin, msg);
+    }
 }
 
 /// Receives the messages of one session. Methods take `&self`: the handler may be re-entered
@@ -123,7 +130,28 @@ pub trait Connection {
 
 /// Builds the per-shard app; shared by all shard threads.
 pub trait EngineAppFactory: Send + Sync + 'static {
-    fn for_shard(&self, shard: &Rc<EngineShard>) -> Rc<dyn EngineApp>;
+    fn for_shard(&self, ctx: &ShardContext) -> Rc<dyn EngineApp>;
+}
+
+/// What an app instance knows of its shard: the shard's sessions and ids, the bus to the other
+/// shards, and which endpoint it serves (bus messages are addressed by endpoint).
+#[derive(Clone)]
+pub struct ShardContext {
+    pub engine: Rc<EngineShard>,
+    pub bus: Bus,
+    pub endpoint: usize,
+}
+
+impl ShardContext {
+    /// Sends an app message to this endpoint's app on shard `to`.
+    pub fn send_app(&self, to: usize, msg: Box<dyn Any + Send>) -> Result<(), Refused> {
+        let msg = BusMsg::App {
+            origin: self.engine.id,
+            endpoint: self.endpoint,
+            msg,
+        };
+        self.bus.send(self.engine.id, to, msg)
+    }
 }
 
 /// What the session remembers of the request that opened it (Socket.IO's handshake object).
@@ -338,7 +366,7 @@ impl EngineShard {
 pub struct Engine {
     pub config: EngineConfig,
     pub app: Rc<dyn EngineApp>,
-    pub shard: Rc<EngineShard>,
+    pub ctx: ShardContext,
 }
 
 /// What became of a connection after `Engine::handle`.
@@ -426,11 +454,11 @@ impl Engine {
     /// Registers a new session and lets the app attach its handler.
     fn open_session(self: &Rc<Self>, request: RequestInfo) -> Rc<Session> {
         let session = Rc::new(Session::new(
-            self.shard.next_sid(),
+            self.ctx.engine.next_sid(),
             request,
             self.config.max_buffered_bytes,
         ));
-        self.shard.insert(session.clone());
+        self.ctx.engine.insert(session.clone());
         session
     }
 

@@ -64,7 +64,7 @@ pub(super) async fn open(
     } else {
         session.close(CloseReason::TransportError);
     }
-    engine.shard.finish(&session);
+    engine.ctx.engine.finish(&session);
 }
 
 /// The session's loop: read, write, heartbeat, until the session is asked to close.

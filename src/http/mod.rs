@@ -45,16 +45,44 @@ pub async fn serve(router: Rc<Router>, mut stream: TcpStream, address: SocketAdd
                 return;
             }
         };
+        match route(&router, stream, head, leftover, address).await {
+            Some(s) => stream = s,
+            None => return,
+        }
+    }
+}
+
+/// Serves a request whose head another shard already read, then the rest of the connection.
+pub async fn serve_request(
+    router: Rc<Router>,
+    stream: TcpStream,
+    address: SocketAddr,
+    head: RequestHead,
+    leftover: Vec<u8>,
+) {
+    if let Some(stream) = route(&router, stream, head, leftover, address).await {
+        serve(router, stream, address).await;
+    }
+}
+
+/// Serves one request; returns the connection when it may carry another.
+async fn route(
+    router: &Router,
+    mut stream: TcpStream,
+    head: RequestHead,
+    leftover: Vec<u8>,
+    address: SocketAddr,
+) -> Option<TcpStream> {
+    {
         let keep_alive = head.keep_alive();
         match router.route(&head.path) {
             Some(engine) => match engine.handle(stream, head, leftover, address).await {
-                Handled::KeepAlive(s) => stream = s,
-                Handled::Done => return,
+                Handled::KeepAlive(s) => Some(s),
+                Handled::Done => None,
             },
             None => {
-                if respond(&mut stream, 404, b"Not Found").await.is_err() || !keep_alive {
-                    return;
-                }
+                let ok = respond(&mut stream, 404, b"Not Found").await.is_ok();
+                (ok && keep_alive).then_some(stream)
             }
         }
     }

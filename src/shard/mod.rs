@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use crate::engineio::{CloseReason, Engine, EngineShard};
+use crate::bus::{Bus, BusMsg, Handoff};
+use crate::engineio::{CloseReason, Engine, EngineShard, ShardContext};
 use crate::http::Router;
 use crate::metrics::Metrics;
 use crate::server::Endpoint;
@@ -22,6 +23,8 @@ pub struct ShardSetup {
     pub listener: StdListener,
     pub endpoints: Arc<Vec<Endpoint>>,
     pub metrics: Arc<Metrics>,
+    pub bus: Bus,
+    pub inbox: mpsc::Receiver<BusMsg>,
     /// Turns true when the server shuts down.
     pub stop: watch::Receiver<bool>,
     pub shutdown_timeout: Duration,
@@ -52,24 +55,38 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
         listener,
         endpoints,
         metrics,
+        bus,
+        inbox,
         mut stop,
         shutdown_timeout,
         ..
     } = setup;
     let listener = TcpListener::from_std(listener)?;
     let shard = Rc::new(EngineShard::new(id, count, metrics));
-    let routes = endpoints
+    let engines: Vec<Rc<Engine>> = endpoints
         .iter()
-        .map(|ep| {
-            let engine = Engine {
-                config: ep.engine.clone(),
-                app: ep.app.for_shard(&shard),
-                shard: shard.clone(),
+        .enumerate()
+        .map(|(endpoint, ep)| {
+            let ctx = ShardContext {
+                engine: shard.clone(),
+                bus: bus.clone(),
+                endpoint,
             };
-            (ep.path.clone(), Rc::new(engine))
+            Rc::new(Engine {
+                config: ep.engine.clone(),
+                app: ep.app.for_shard(&ctx),
+                ctx,
+            })
         })
         .collect();
-    let router = Rc::new(Router::new(routes));
+    let router = Rc::new(Router::new(
+        endpoints
+            .iter()
+            .map(|ep| ep.path.clone())
+            .zip(engines.iter().cloned())
+            .collect(),
+    ));
+    tokio::task::spawn_local(read_inbox(inbox, engines.clone(), router.clone()));
 
     loop {
         tokio::select! {
@@ -102,4 +119,52 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Messages from the other shards, handled in batches.
+async fn read_inbox(
+    mut inbox: mpsc::Receiver<BusMsg>,
+    engines: Vec<Rc<Engine>>,
+    router: Rc<Router>,
+) {
+    let mut batch = Vec::with_capacity(64);
+    while inbox.recv_many(&mut batch, 64).await > 0 {
+        for msg in batch.drain(..) {
+            match msg {
+                BusMsg::App {
+                    origin,
+                    endpoint,
+                    msg,
+                } => {
+                    if let Some(engine) = engines.get(endpoint) {
+                        engine.app.on_bus(origin, msg);
+                    }
+                }
+                BusMsg::Handoff(handoff) => serve_handoff(&router, handoff),
+            }
+        }
+    }
+}
+
+/// Continues serving a connection another shard handed over.
+fn serve_handoff(router: &Rc<Router>, handoff: Box<Handoff>) {
+    let Handoff {
+        stream,
+        head,
+        leftover,
+        address,
+        ..
+    } = *handoff;
+    match tokio::net::TcpStream::from_std(stream) {
+        Ok(stream) => {
+            tokio::task::spawn_local(crate::http::serve_request(
+                router.clone(),
+                stream,
+                address,
+                head,
+                leftover,
+            ));
+        }
+        Err(e) => tracing::warn!(error = %e, "could not adopt a handed-over connection"),
+    }
 }

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use crate::engineio::{
     CloseReason, Connection, EngineApp, EngineAppFactory, EngineShard, Message, OutFrame,
-    RequestInfo, Session, Sid,
+    RequestInfo, Session, ShardContext, Sid,
 };
 use crate::protocol::socketio::{self as codec, PacketType, Payload};
 
@@ -215,10 +215,10 @@ impl SocketIo {
 }
 
 impl EngineAppFactory for SocketIo {
-    fn for_shard(&self, shard: &Rc<EngineShard>) -> Rc<dyn EngineApp> {
+    fn for_shard(&self, ctx: &ShardContext) -> Rc<dyn EngineApp> {
         Rc::new(SioShard {
             config: self.config.clone(),
-            engine: shard.clone(),
+            engine: ctx.engine.clone(),
             namespaces: self
                 .namespaces
                 .iter()

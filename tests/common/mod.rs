@@ -34,6 +34,7 @@ pub fn runtime(shards: usize) -> RuntimeConfig {
         shards: Some(shards),
         no_pin: true,
         shutdown_timeout: 5_000,
+        bus_capacity: shardio::config::DEFAULT_BUS_CAPACITY,
     }
 }
 
