@@ -140,21 +140,21 @@ async fn read_inbox(
                         engine.app.on_bus(origin, msg);
                     }
                 }
-                BusMsg::Handoff(handoff) => serve_handoff(&router, handoff),
+                BusMsg::Handoff(handoff) => serve_handoff(&router, *handoff),
             }
         }
     }
 }
 
 /// Continues serving a connection another shard handed over.
-fn serve_handoff(router: &Rc<Router>, handoff: Box<Handoff>) {
+fn serve_handoff(router: &Rc<Router>, handoff: Handoff) {
     let Handoff {
         stream,
         head,
         leftover,
         address,
         ..
-    } = *handoff;
+    } = handoff;
     match tokio::net::TcpStream::from_std(stream) {
         Ok(stream) => {
             tokio::task::spawn_local(crate::http::serve_request(
