@@ -9,6 +9,7 @@ use crate::engineio::{
     CloseReason, Connection, EngineApp, EngineAppFactory, EngineConfig, Message, OutFrame, Session,
     ShardContext,
 };
+use crate::gateway::{self, GatewayConfig};
 use crate::server::Endpoint;
 use crate::socketio::{SocketIo, SocketIoConfig};
 use crate::Config;
@@ -102,13 +103,18 @@ pub fn conformance_endpoints() -> Vec<Endpoint> {
     ]
 }
 
-/// What `shardio` serves out of the box: Socket.IO on `config.path` with namespace `/`.
+/// What `shardio` serves out of the box: the gateway app on `config.path`.
 pub fn default_endpoints(config: &Config) -> Vec<Endpoint> {
-    let mut io = SocketIo::new(SocketIoConfig {
-        connect_timeout: config.connect_timeout(),
-        ..SocketIoConfig::default()
-    });
-    io.namespace("/");
+    let io = gateway::gateway(
+        SocketIoConfig {
+            connect_timeout: config.connect_timeout(),
+            ..SocketIoConfig::default()
+        },
+        &GatewayConfig {
+            namespaces: config.namespaces.clone(),
+            max_rooms_per_socket: config.max_rooms_per_socket,
+        },
+    );
     vec![Endpoint {
         path: config.path.clone(),
         engine: engine_config(config),

@@ -110,6 +110,22 @@ pub struct Config {
     /// Outbound bytes queued for one client before it is disconnected as a slow consumer.
     #[arg(long, env = "SHARDIO_MAX_BUFFERED_BYTES", default_value_t = 1 << 20, value_name = "BYTES")]
     pub max_buffered_bytes: usize,
+    /// A namespace the gateway serves besides `/` (repeatable).
+    #[arg(
+        long = "namespace",
+        env = "SHARDIO_NAMESPACES",
+        value_delimiter = ',',
+        value_name = "NSP"
+    )]
+    pub namespaces: Vec<String>,
+    /// Rooms one client may join (its own id room not counted).
+    #[arg(
+        long,
+        env = "SHARDIO_MAX_ROOMS_PER_SOCKET",
+        default_value_t = 128,
+        value_name = "N"
+    )]
+    pub max_rooms_per_socket: usize,
 }
 
 impl Default for Config {
@@ -125,6 +141,8 @@ pub enum ConfigError {
     Shards(usize),
     #[error("--path must start and end with '/', got {0:?}")]
     Path(String),
+    #[error("--namespace must start with '/', got {0:?}")]
+    Namespace(String),
     #[error("--{0} must be greater than zero")]
     Zero(&'static str),
 }
@@ -134,6 +152,9 @@ impl Config {
         self.runtime.validate()?;
         if !self.path.starts_with('/') || !self.path.ends_with('/') {
             return Err(ConfigError::Path(self.path.clone()));
+        }
+        if let Some(nsp) = self.namespaces.iter().find(|n| !n.starts_with('/')) {
+            return Err(ConfigError::Namespace(nsp.clone()));
         }
         for (name, value) in [
             ("ping-interval", self.ping_interval),

@@ -15,16 +15,19 @@
 //! - [`engineio`]: Engine.IO sessions: ids that carry the owning shard, the bounded outbound
 //!   queue, the WebSocket transport (reader, batching writer, heartbeat), handshake errors.
 //! - [`socketio`]: namespaces, sockets, events, acks and binary attachments on Engine.IO; the
-//!   library API for applications.
+//!   library API for applications; rooms (`RoomIndex`) and broadcasts (encoded once, delivered
+//!   locally, one bus message per other shard).
 //! - [`http`]: request heads on accepted connections, routing to the endpoints.
 //! - [`shard`]: the per-thread runtime: core pinning, accept loop, drain on shutdown.
 //! - [`server`]: binds the listeners, starts the shards, waits for the shutdown future, joins.
-//! - [`apps`]: the applications the binaries serve (the conformance test apps).
+//! - [`gateway`]: the default app on the library API: join, leave, publish.
+//! - [`apps`]: the applications the binaries serve (the gateway, the conformance test apps).
 
 pub mod apps;
 pub mod bus;
 pub mod config;
 pub mod engineio;
+pub mod gateway;
 pub mod http;
 pub mod listener;
 pub mod metrics;

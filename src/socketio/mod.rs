@@ -5,6 +5,8 @@
 //! shard that owns the socket, so a handler may keep the [`Socket`] (an `Rc`) and use it later
 //! from `tokio::task::spawn_local`.
 
+pub mod broadcast;
+pub mod room;
 mod socket;
 
 use std::cell::{Cell, RefCell};
@@ -22,7 +24,11 @@ use crate::engineio::{
 };
 use crate::protocol::socketio::{self as codec, PacketType, Payload};
 
+pub use broadcast::{BroadcastAckError, BroadcastOperator, BroadcastOpts};
 pub use socket::{AckError, AckSender, EmitError, Socket};
+
+use broadcast::{BusMessage, Collectors, RemoteBroadcast};
+use room::RoomIndex;
 
 /// Socket.IO settings.
 #[derive(Debug, Clone)]
@@ -226,7 +232,11 @@ impl EngineAppFactory for SocketIo {
                     let ns = NsShard {
                         name: name.clone(),
                         def: def.clone(),
+                        ctx: ctx.clone(),
                         sockets: RefCell::new(HashMap::new()),
+                        rooms: RefCell::new(RoomIndex::default()),
+                        next_ack: Cell::new(0),
+                        collectors: RefCell::new(HashMap::new()),
                     };
                     (name.clone(), Rc::new(ns))
                 })
@@ -242,14 +252,148 @@ struct SioShard {
     namespaces: HashMap<String, Rc<NsShard>>,
 }
 
-/// One namespace on one shard: its handlers and the sockets connected here.
+/// One namespace on one shard: its handlers, the sockets connected here and their rooms.
 pub(crate) struct NsShard {
     pub(crate) name: String,
     def: Arc<Namespace>,
+    ctx: ShardContext,
     sockets: RefCell<HashMap<Sid, Socket>>,
+    rooms: RefCell<RoomIndex<Sid>>,
+    next_ack: Cell<u64>,
+    collectors: Collectors,
+}
+
+impl NsShard {
+    fn shard(&self) -> usize {
+        self.ctx.engine.id
+    }
+
+    /// A server ack id, unique across the shards of this process: the low byte is the shard,
+    /// so other shards can register a broadcast's id on their sockets without collisions.
+    pub(crate) fn next_ack_id(&self) -> u64 {
+        let n = self.next_ack.get();
+        self.next_ack.set(n.wrapping_add(1) & ((1 << 44) - 1));
+        (n << 8) | self.shard() as u64
+    }
+
+    /// Delivers frames to the selected local sockets; returns how many took them. With
+    /// `ack = Some((id, origin))` each receiver owes an ack to shard `origin`.
+    fn deliver(
+        &self,
+        opts: &BroadcastOpts,
+        frames: &[OutFrame],
+        ack: Option<(u64, usize)>,
+    ) -> usize {
+        let sockets = self.sockets.borrow();
+        let rooms = self.rooms.borrow();
+        let mut delivered = 0;
+        rooms.select(&opts.rooms, &opts.except, sockets.keys().copied(), |sid| {
+            let Some(socket) = sockets.get(&sid) else {
+                return;
+            };
+            let sent = if opts.volatile {
+                socket.session().send_volatile(frames)
+            } else {
+                socket.session().send(frames).is_ok()
+            };
+            if sent {
+                delivered += 1;
+                if let Some((id, origin)) = ack {
+                    socket.expect_broadcast_ack(id, origin);
+                }
+            }
+        });
+        delivered
+    }
+
+    /// Delivers locally and sends one message to every other shard. Returns the local count
+    /// and how many shards the message reached.
+    fn broadcast(
+        &self,
+        opts: BroadcastOpts,
+        frames: Vec<OutFrame>,
+        ack: Option<u64>,
+    ) -> (usize, usize) {
+        let me = self.shard();
+        let local = self.deliver(&opts, &frames, ack.map(|id| (id, me)));
+        let mut reached = 0;
+        let shards = self.ctx.engine.count;
+        if shards > 1 {
+            let remote = Arc::new(RemoteBroadcast {
+                nsp: self.name.clone(),
+                opts,
+                frames,
+                ack,
+            });
+            for to in (0..shards).filter(|&s| s != me) {
+                let msg = Box::new(BusMessage::Broadcast(remote.clone()));
+                if self.ctx.send_app(to, msg).is_ok() {
+                    reached += 1;
+                }
+            }
+        }
+        (local, reached)
+    }
+
+    /// Routes a client's answer to a broadcast-with-ack to the collector on shard `origin`.
+    pub(crate) fn route_broadcast_ack(&self, id: u64, origin: usize, payload: Payload) {
+        if origin == self.shard() {
+            self.collect_ack(id, payload);
+        } else {
+            let msg = BusMessage::Ack {
+                nsp: self.name.clone(),
+                id,
+                payload,
+            };
+            let _ = self.ctx.send_app(origin, Box::new(msg));
+        }
+    }
+
+    fn collect_ack(&self, id: u64, payload: Payload) {
+        let collector = self.collectors.borrow().get(&id).cloned();
+        if let Some(c) = collector {
+            c.push(payload);
+        }
+    }
+
+    fn on_bus(&self, origin: usize, msg: BusMessage) {
+        match msg {
+            BusMessage::Broadcast(b) => {
+                let count = self.deliver(&b.opts, &b.frames, b.ack.map(|id| (id, origin)));
+                if let Some(id) = b.ack {
+                    let reply = BusMessage::AckCount {
+                        nsp: self.name.clone(),
+                        id,
+                        count,
+                    };
+                    let _ = self.ctx.send_app(origin, Box::new(reply));
+                }
+            }
+            BusMessage::AckCount { id, count, .. } => {
+                let collector = self.collectors.borrow().get(&id).cloned();
+                if let Some(c) = collector {
+                    c.shard_reported(count);
+                }
+            }
+            BusMessage::Ack { id, payload, .. } => self.collect_ack(id, payload),
+        }
+    }
 }
 
 impl EngineApp for SioShard {
+    fn on_bus(&self, origin: usize, msg: Box<dyn std::any::Any + Send>) {
+        let Ok(msg) = msg.downcast::<BusMessage>() else {
+            return;
+        };
+        let nsp = match &*msg {
+            BusMessage::Broadcast(b) => &b.nsp,
+            BusMessage::AckCount { nsp, .. } | BusMessage::Ack { nsp, .. } => nsp,
+        };
+        if let Some(ns) = self.namespaces.get(nsp.as_str()) {
+            ns.clone().on_bus(origin, *msg);
+        }
+    }
+
     fn open(&self, session: &Rc<Session>) -> Rc<dyn Connection> {
         let client = Rc::new_cyclic(|me| Client {
             me: me.clone(),
@@ -438,6 +582,10 @@ impl Client {
             return;
         }
         ns.sockets.borrow_mut().insert(socket.id(), socket.clone());
+        // Every socket is in the room named by its own id.
+        ns.rooms
+            .borrow_mut()
+            .join(socket.id(), socket.id().as_str());
         self.sockets.borrow_mut().push(socket.clone());
         if let Some(on_connect) = &ns.def.on_connect {
             on_connect(&socket);

@@ -11,7 +11,7 @@ use serde_json::Value;
 use thiserror::Error;
 use tokio::sync::oneshot;
 
-use super::{control_frame, Client, DisconnectReason, NsShard};
+use super::{control_frame, BroadcastOperator, BroadcastOpts, Client, DisconnectReason, NsShard};
 use crate::engineio::{CloseReason, OutFrame, RequestInfo, SendError, Session, Sid};
 use crate::protocol::socketio::{self as codec, PacketType, Payload, RESERVED_EVENTS};
 
@@ -60,9 +60,23 @@ struct SocketInner {
     client: Weak<Client>,
     auth: Value,
     connected: Cell<bool>,
-    next_ack: Cell<u64>,
-    acks: RefCell<HashMap<u64, oneshot::Sender<Payload>>>,
+    acks: RefCell<HashMap<u64, AckWaiter>>,
 }
+
+/// Who waits for an ack this socket owes.
+enum AckWaiter {
+    /// An `emit_with_ack` on this socket.
+    Emit(oneshot::Sender<Payload>),
+    /// A broadcast-with-ack collected on shard `origin`; forgotten after `expires`.
+    Broadcast {
+        origin: usize,
+        expires: tokio::time::Instant,
+    },
+}
+
+/// How long a socket remembers that it owes an answer to a broadcast-with-ack: the origin
+/// stops listening at its own timeout, this only bounds the socket's memory.
+const BROADCAST_ACK_MEMORY: Duration = Duration::from_secs(120);
 
 impl Socket {
     pub(super) fn new(
@@ -79,7 +93,6 @@ impl Socket {
             client,
             auth,
             connected: Cell::new(true),
-            next_ack: Cell::new(0),
             acks: RefCell::new(HashMap::new()),
         }))
     }
@@ -125,10 +138,9 @@ impl Socket {
         data: impl Into<Payload>,
         timeout: Duration,
     ) -> impl Future<Output = Result<Payload, AckError>> + 'static {
-        let id = self.0.next_ack.get();
-        self.0.next_ack.set(id.wrapping_add(1));
+        let id = self.0.ns.next_ack_id();
         let (tx, rx) = oneshot::channel();
-        self.0.acks.borrow_mut().insert(id, tx);
+        self.0.acks.borrow_mut().insert(id, AckWaiter::Emit(tx));
         // Dropping the future (or its end) forgets the pending ack.
         let guard = PendingAck {
             socket: self.clone(),
@@ -206,10 +218,80 @@ impl Socket {
             Some(Value::Array(args)) => args,
             _ => Vec::new(),
         };
+        let payload = Payload { args, bins };
         let waiter = self.0.acks.borrow_mut().remove(&id);
-        if let Some(tx) = waiter {
-            let _ = tx.send(Payload { args, bins });
+        match waiter {
+            Some(AckWaiter::Emit(tx)) => {
+                let _ = tx.send(payload);
+            }
+            Some(AckWaiter::Broadcast { origin, .. }) => {
+                self.0.ns.route_broadcast_ack(id, origin, payload);
+            }
+            None => {}
         }
+    }
+
+    /// Remembers that this socket owes shard `origin` an answer to broadcast `id`.
+    pub(super) fn expect_broadcast_ack(&self, id: u64, origin: usize) {
+        let now = tokio::time::Instant::now();
+        let mut acks = self.0.acks.borrow_mut();
+        if acks.len() >= 16 {
+            // Clients that never answer must not grow this map forever.
+            acks.retain(
+                |_, w| !matches!(w, AckWaiter::Broadcast { expires, .. } if *expires <= now),
+            );
+        }
+        acks.insert(
+            id,
+            AckWaiter::Broadcast {
+                origin,
+                expires: now + BROADCAST_ACK_MEMORY,
+            },
+        );
+    }
+
+    /// Joins `room`; returns false if the socket was already in it.
+    pub fn join(&self, room: &str) -> bool {
+        self.connected() && self.0.ns.rooms.borrow_mut().join(self.0.id, room)
+    }
+
+    /// Leaves `room`; returns false if the socket was not in it.
+    pub fn leave(&self, room: &str) -> bool {
+        self.0.ns.rooms.borrow_mut().leave(self.0.id, room)
+    }
+
+    /// The rooms this socket is in (its own id included).
+    pub fn rooms(&self) -> Vec<String> {
+        let rooms = self.0.ns.rooms.borrow();
+        rooms
+            .rooms_of(self.0.id)
+            .iter()
+            .map(|r| r.to_string())
+            .collect()
+    }
+
+    /// How many rooms this socket is in (its own id included).
+    pub fn room_count(&self) -> usize {
+        self.0.ns.rooms.borrow().rooms_of(self.0.id).len()
+    }
+
+    /// A broadcast to `room`, from this socket: the socket itself is skipped.
+    pub fn to(&self, room: impl Into<String>) -> BroadcastOperator {
+        self.broadcast().to(room)
+    }
+
+    /// A broadcast to the whole namespace, from this socket: the socket itself is skipped.
+    pub fn broadcast(&self) -> BroadcastOperator {
+        self.namespace().except(self.0.id.as_str())
+    }
+
+    /// A broadcast to the whole namespace, the socket itself included (`io.of(nsp)`).
+    pub fn namespace(&self) -> BroadcastOperator {
+        BroadcastOperator::new(self.0.ns.clone(), BroadcastOpts::default())
+    }
+
+    pub(super) fn session(&self) -> &Rc<Session> {
+        &self.0.session
     }
 
     fn forget_in_client(&self) {
@@ -224,6 +306,7 @@ impl Socket {
             return;
         }
         self.0.ns.sockets.borrow_mut().remove(&self.0.id);
+        self.0.ns.rooms.borrow_mut().leave_all(self.0.id);
         self.0.acks.borrow_mut().clear();
         if let Some(handler) = &self.0.ns.def.on_disconnect {
             handler(self, reason);
@@ -291,4 +374,33 @@ fn packet_frames(
     }));
     frames.extend(data.bins.iter().map(|bin| OutFrame::binary(bin)));
     frames
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_is_encoded_once_into_a_text_frame_and_its_attachments() {
+        let data = Payload::new().arg("a").bin(vec![1u8, 2]).bin(vec![3u8]);
+        let frames = event_frames("/chat", Some("ev"), Some(7), &data);
+        assert_eq!(frames.len(), 3);
+        assert_eq!(
+            frames[0].payload(),
+            br#"452-/chat,7["ev","a",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#
+        );
+        assert_eq!(frames[1].wire().as_ref(), &[0x82, 2, 1, 2]);
+        assert_eq!(frames[2].wire().as_ref(), &[0x82, 1, 3]);
+        // Recipients share the encoded bytes: a clone is a reference, not a copy.
+        let copy = frames[0].clone();
+        assert_eq!(copy.wire().as_ptr(), frames[0].wire().as_ptr());
+        let plain = event_frames(
+            "/",
+            Some("ev"),
+            None,
+            &Payload::from(serde_json::json!({"k": 1})),
+        );
+        assert_eq!(plain.len(), 1);
+        assert_eq!(plain[0].wire().as_ref(), b"\x81\x1042[\"ev\",{\"k\":1}]");
+    }
 }

@@ -2,6 +2,7 @@
 //! small blocking WebSocket client that speaks raw Engine.IO frames. Every wait has a timeout.
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod aclient;
 pub mod node;
 
 use std::io::{Read, Write};

@@ -1,0 +1,54 @@
+// npm socket.io-client instances against shardio's gateway app: they join a room, publish,
+// and receive, including a binary payload and an acked publish.
+// Usage: node gateway_client.mjs <url> [clients] [transports]. Prints "ok" when every check holds.
+import { io } from "socket.io-client";
+import assert from "node:assert/strict";
+
+const url = process.argv[2];
+const count = Number(process.argv[3] ?? 12);
+const transports = (process.argv[4] ?? "websocket").split(",");
+const opts = { transports, reconnection: false, timeout: 5000 };
+
+const connect = () => new Promise((resolve, reject) => {
+  const s = io(url, { ...opts, forceNew: true });
+  s.once("connect", () => resolve(s));
+  s.once("connect_error", reject);
+});
+
+const timer = setTimeout(() => { console.error("timed out"); process.exit(2); }, 25000);
+try {
+  const clients = await Promise.all(Array.from({ length: count }, connect));
+  // Even clients join "even", everyone joins "all".
+  for (const [i, c] of clients.entries()) {
+    const rooms = i % 2 === 0 ? ["even", "all"] : ["all"];
+    assert.deepEqual(await c.timeout(3000).emitWithAck("join", rooms), { ok: true });
+  }
+  const received = clients.map(() => []);
+  clients.forEach((c, i) => {
+    c.on("note", (data) => received[i].push(data));
+    c.on("blob", (data) => received[i].push({ blob: Buffer.from(data.bytes).toString("hex"), n: data.n }));
+  });
+
+  // Acked publish to "all", from client 0: everyone else receives it once.
+  assert.deepEqual(await clients[0].timeout(3000).emitWithAck("publish", { to: "all", event: "note", data: { hello: 1 } }), { ok: true });
+  // A binary payload to "even" except the room of client 2's socket id.
+  clients[1].emit("publish", { to: ["even"], except: [clients[2].id], event: "blob", data: { bytes: Buffer.from([0xde, 0xad, 0xbe, 0xef]), n: 7 } });
+  // Error acks for bad requests.
+  const bad = await clients[3].timeout(3000).emitWithAck("publish", { event: "connect" });
+  assert.match(bad.error, /reserved/);
+
+  await new Promise((r) => setTimeout(r, 500));
+  received.forEach((got, i) => {
+    const want = [];
+    if (i !== 0) want.push({ hello: 1 });
+    if (i % 2 === 0 && i !== 2) want.push({ blob: "deadbeef", n: 7 });
+    assert.deepEqual(got, want, `client ${i}`);
+  });
+  clients.forEach((c) => c.disconnect());
+  clearTimeout(timer);
+  console.log("ok");
+  process.exit(0);
+} catch (e) {
+  console.error(e);
+  process.exit(1);
+}
