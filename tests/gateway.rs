@@ -262,26 +262,8 @@ async fn bad_requests_get_error_acks_not_crashes() {
 async fn a_slow_consumer_is_disconnected_and_the_room_loses_nothing() {
     const MESSAGES: usize = 800;
     let server = gateway_server(&["--max-buffered-bytes", "262144"]);
-    // The slow client joins, then never reads again; a tiny receive buffer makes it fill fast.
-    let slow = {
-        let sock =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        sock.set_recv_buffer_size(4096).unwrap();
-        sock.connect(&server.addr.into()).unwrap();
-        let stream: std::net::TcpStream = sock.into();
-        stream.set_read_timeout(Some(common::WAIT)).unwrap();
-        let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", server.addr);
-        let (mut ws, _) = tungstenite::client(url, stream)
-            .map_err(|_| "handshake")
-            .unwrap();
-        ws.read().unwrap(); // open
-        ws.send(tungstenite::Message::text("40")).unwrap();
-        ws.read().unwrap(); // CONNECT reply
-        ws.send(tungstenite::Message::text(r#"421["join","r"]"#))
-            .unwrap();
-        ws.read().unwrap(); // ack
-        ws
-    };
+    // The slow client joins, then never reads again.
+    let slow = stalled_client(server.addr, r#"421["join","r"]"#);
     let mut healthy = Vec::new();
     for _ in 0..4 {
         let mut c = AClient::connect(server.addr, "/").await;
@@ -320,6 +302,31 @@ async fn a_slow_consumer_is_disconnected_and_the_room_loses_nothing() {
         m.shards().iter().map(|s| s.slow_consumers()).sum::<u64>() == 1
     });
     drop(slow);
+}
+
+/// A blocking client with a tiny receive buffer that sends `join` (awaiting its ack), then
+/// reads nothing until the test does.
+fn stalled_client(
+    addr: std::net::SocketAddr,
+    join: &str,
+) -> tungstenite::WebSocket<std::net::TcpStream> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let stream: std::net::TcpStream = sock.into();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tungstenite::client(url, stream)
+        .map_err(|_| "handshake")
+        .unwrap();
+    ws.read().unwrap(); // open
+    ws.send(tungstenite::Message::text("40")).unwrap();
+    ws.read().unwrap(); // CONNECT reply
+    ws.send(tungstenite::Message::text(join)).unwrap();
+    ws.read().unwrap(); // the join ack
+    ws
 }
 
 /// A library-API app: "ask-all" broadcasts to the namespace with an ack and reports the answers.
@@ -396,4 +403,78 @@ async fn broadcast_acks_are_collected_from_every_shard() {
         clients[0].recv_text().await,
         r#"42["report",{"answers":15,"missing":1}]"#
     );
+}
+
+/// "flood" sends N volatile 16 KiB packets to room "r"; "join" joins "r".
+fn volatile_app(max_buffered: usize) -> Vec<Endpoint> {
+    let mut io = SocketIo::new(SocketIoConfig::default());
+    io.namespace("/")
+        .on("join", |socket, _data, ack| {
+            socket.join("r");
+            if let Some(ack) = ack {
+                let _ = ack.send(json!({"ok": true}));
+            }
+        })
+        .on("flood", |socket, data, ack| {
+            let blob = "v".repeat(16 * 1024);
+            for s in 0..data.first().as_u64().unwrap_or(0) {
+                let _ = socket
+                    .to("r")
+                    .volatile()
+                    .emit("v", json!({"s": s, "blob": blob}));
+            }
+            if let Some(ack) = ack {
+                let _ = ack.send(json!({"ok": true}));
+            }
+        });
+    let mut config = Config::default();
+    config.max_buffered_bytes = max_buffered;
+    vec![Endpoint {
+        path: "/socket.io/".into(),
+        engine: engine_config(&config),
+        app: Arc::new(io),
+    }]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volatile_packets_are_dropped_for_a_full_client_instead_of_disconnecting_it() {
+    let server = TestServer::start(4, volatile_app(128 * 1024));
+    let mut slow = stalled_client(server.addr, r#"421["join"]"#);
+    let mut flooder = AClient::connect(server.addr, "/").await;
+    // Far more than the queue limit plus the kernel buffers, sent while `slow` reads nothing.
+    assert_eq!(
+        flooder.call("", 1, "flood", json!(1000)).await,
+        json!({"ok": true})
+    );
+    let mut seen = Vec::new();
+    while let Ok(tungstenite::Message::Text(t)) = slow.read() {
+        if let Ok(v) = serde_json::from_str::<Value>(t.trim_start_matches("42")) {
+            if let Some(s) = v[1]["s"].as_u64() {
+                seen.push(s);
+            }
+        }
+    }
+    assert!(
+        !seen.is_empty() && seen.len() < 1000,
+        "some volatile packets dropped: got {}",
+        seen.len()
+    );
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "what arrives stays in order"
+    );
+    // Still connected: a normal round trip works, and nobody was counted as slow.
+    slow.send(tungstenite::Message::text(r#"422["join"]"#))
+        .unwrap();
+    assert_eq!(
+        slow.read().unwrap().to_text().unwrap(),
+        r#"432[{"ok":true}]"#
+    );
+    let slow_consumers: u64 = server
+        .metrics
+        .shards()
+        .iter()
+        .map(|s| s.slow_consumers())
+        .sum();
+    assert_eq!(slow_consumers, 0);
 }

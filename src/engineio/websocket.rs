@@ -21,8 +21,6 @@ use crate::protocol::engineio::{self, Packet, PacketType};
 
 /// Size of the per-thread read buffer.
 const SCRATCH_LEN: usize = 64 * 1024;
-/// Reads per readiness event before yielding to other connections.
-const READS_PER_WAKE: usize = 4;
 /// Frames gathered into one `writev`.
 const WRITE_BATCH: usize = 64;
 /// How long a closing connection may take to flush its last frames and see the client's close.
@@ -109,8 +107,12 @@ async fn run(engine: &Rc<Engine>, stream: &TcpStream, session: &Rc<Session>, lef
             ready = stream.readable() => {
                 let result = ready.map_err(|_| CloseReason::TransportError)
                     .and_then(|()| read_ready(stream, &mut reader, session));
-                if let Err(reason) = result {
-                    session.close(reason);
+                match result {
+                    // A full buffer means more is waiting: let the writers this read fed
+                    // run first, so one fast sender cannot pile up everybody's queues.
+                    Ok(true) => tokio::task::yield_now().await,
+                    Ok(false) => {}
+                    Err(reason) => session.close(reason),
                 }
             }
             ready = stream.writable(), if !flushed => {
@@ -118,7 +120,8 @@ async fn run(engine: &Rc<Engine>, stream: &TcpStream, session: &Rc<Session>, lef
                     session.close(CloseReason::TransportError);
                 }
             }
-            _ = session.wake.notified(), if flushed => {}
+            // Also while blocked on a full socket: a close (slow consumer) must end the loop.
+            _ = session.wake.notified() => {}
             _ = &mut sleep => {
                 if awaiting_pong {
                     session.close(CloseReason::PingTimeout);
@@ -201,28 +204,24 @@ async fn close_transport(mut stream: TcpStream, session: &Session) {
     }
 }
 
-/// Reads what the socket has, parsing frames straight out of the shard's scratch buffer.
+/// Reads once, parsing frames straight out of the shard's scratch buffer. `Ok(true)` when the
+/// read filled the buffer (more is probably waiting).
 fn read_ready(
     stream: &TcpStream,
     reader: &mut Reader,
     session: &Rc<Session>,
-) -> Result<(), CloseReason> {
+) -> Result<bool, CloseReason> {
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
-        for _ in 0..READS_PER_WAKE {
-            match stream.try_read(&mut scratch[..]) {
-                Ok(0) => return Err(CloseReason::TransportClose),
-                Ok(n) => {
-                    reader.feed(&mut scratch[..n], session)?;
-                    if n < SCRATCH_LEN || !session.is_open() {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => return Err(CloseReason::TransportError),
+        match stream.try_read(&mut scratch[..]) {
+            Ok(0) => Err(CloseReason::TransportClose),
+            Ok(n) => {
+                reader.feed(&mut scratch[..n], session)?;
+                Ok(n == SCRATCH_LEN)
             }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(_) => Err(CloseReason::TransportError),
         }
-        Ok(())
     })
 }
 
