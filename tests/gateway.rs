@@ -427,8 +427,10 @@ fn volatile_app(max_buffered: usize) -> Vec<Endpoint> {
                 let _ = ack.send(json!({"ok": true}));
             }
         });
-    let mut config = Config::default();
-    config.max_buffered_bytes = max_buffered;
+    let config = Config {
+        max_buffered_bytes: max_buffered,
+        ..Config::default()
+    };
     vec![Endpoint {
         path: "/socket.io/".into(),
         engine: engine_config(&config),
