@@ -86,3 +86,43 @@ impl Bus {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app_msg(n: u32) -> BusMsg {
+        BusMsg::App {
+            origin: 0,
+            endpoint: 0,
+            msg: Box::new(n),
+        }
+    }
+
+    #[test]
+    fn a_full_inbox_refuses_counts_and_never_blocks() {
+        let metrics = Arc::new(Metrics::new(2));
+        let (bus, mut inboxes) = Bus::new(2, 2, metrics.clone());
+        assert!(bus.send(0, 1, app_msg(1)).is_ok());
+        assert!(bus.send(0, 1, app_msg(2)).is_ok());
+        let Err(Refused(BusMsg::App { msg, .. })) = bus.send(0, 1, app_msg(3)) else {
+            panic!("the third message must be refused");
+        };
+        assert_eq!(
+            msg.downcast_ref::<u32>(),
+            Some(&3),
+            "the refused message is handed back"
+        );
+        assert_eq!(metrics.shards()[0].bus_overflows(), 1);
+        assert_eq!(metrics.shards()[1].bus_overflows(), 0);
+        // Draining makes room again; order is kept.
+        let inbox = &mut inboxes[1];
+        for want in [1u32, 2] {
+            match inbox.try_recv() {
+                Ok(BusMsg::App { msg, .. }) => assert_eq!(msg.downcast_ref::<u32>(), Some(&want)),
+                _ => panic!("expected message {want}"),
+            }
+        }
+        assert!(bus.send(0, 1, app_msg(4)).is_ok());
+    }
+}
