@@ -10,6 +10,10 @@
 //   node server.js --mode single  [--port 3000]
 //   node server.js --mode cluster --workers N --redis redis://127.0.0.1:6379 [--port 3000]
 //
+// Fault injection, to check that shardio-bench counts what goes wrong (never in comparisons):
+//   --drop-every N   every Nth publish (per process) is acknowledged but not delivered
+//   --dup-every N    every Nth publish (per process) is delivered twice
+//
 // Cluster mode is the classic deployment: the cluster module forks one worker per core, every
 // worker listens on the same port, and rooms span workers through @socket.io/redis-adapter.
 // Only the WebSocket transport is enabled, so no sticky sessions are needed.
@@ -22,7 +26,14 @@ const os = require("node:os");
 const { Server } = require("socket.io");
 
 function parseArgs(argv) {
-  const opts = { mode: "single", port: 3000, workers: os.availableParallelism(), redis: null };
+  const opts = {
+    mode: "single",
+    port: 3000,
+    workers: os.availableParallelism(),
+    redis: null,
+    dropEvery: 0,
+    dupEvery: 0,
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const next = () => {
@@ -34,6 +45,8 @@ function parseArgs(argv) {
       case "--port": opts.port = Number(next()); break;
       case "--workers": opts.workers = Number(next()); break;
       case "--redis": opts.redis = next(); break;
+      case "--drop-every": opts.dropEvery = Number(next()); break;
+      case "--dup-every": opts.dupEvery = Number(next()); break;
       case "-h": case "--help": usage(null); break;
       default: usage(`unknown argument ${a}`);
     }
@@ -41,6 +54,9 @@ function parseArgs(argv) {
   if (!["single", "cluster"].includes(opts.mode)) usage(`--mode must be single or cluster`);
   if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535) usage("bad --port");
   if (!Number.isInteger(opts.workers) || opts.workers < 1) usage("bad --workers");
+  for (const k of ["dropEvery", "dupEvery"]) {
+    if (!Number.isInteger(opts[k]) || opts[k] < 0) usage("bad --drop-every or --dup-every");
+  }
   if (opts.mode === "cluster" && !opts.redis) usage("--mode cluster needs --redis redis://HOST:PORT");
   return opts;
 }
@@ -48,7 +64,8 @@ function parseArgs(argv) {
 function usage(err) {
   if (err) console.error(`server.js: ${err}`);
   console.error(
-    "usage: node server.js --mode single|cluster [--port 3000] [--workers N] [--redis redis://127.0.0.1:6379]",
+    "usage: node server.js --mode single|cluster [--port 3000] [--workers N] [--redis redis://127.0.0.1:6379]" +
+      " [--drop-every N] [--dup-every N]",
   );
   process.exit(err ? 2 : 0);
 }
@@ -75,7 +92,8 @@ function reply(ack, fn) {
   if (typeof ack === "function") ack(res);
 }
 
-function attachGateway(io) {
+function attachGateway(io, opts) {
+  let published = 0;
   io.on("connection", (socket) => {
     socket.on("join", (rooms, ack) => reply(ack, () => socket.join(roomsOf(rooms))));
     socket.on("leave", (rooms, ack) =>
@@ -88,7 +106,10 @@ function attachGateway(io) {
         let op = socket.broadcast;
         if (msg.to !== undefined && msg.to !== null) op = op.to(roomsOf(msg.to));
         if (msg.except !== undefined && msg.except !== null) op = op.except(roomsOf(msg.except));
+        published++;
+        if (opts.dropEvery && published % opts.dropEvery === 0) return;
         op.emit(msg.event, msg.data);
+        if (opts.dupEvery && published % opts.dupEvery === 0) op.emit(msg.event, msg.data);
       }),
     );
   });
@@ -114,7 +135,7 @@ async function startServer(opts) {
     await Promise.all([pub.connect(), sub.connect()]);
     io.adapter(createAdapter(pub, sub));
   }
-  attachGateway(io);
+  attachGateway(io, opts);
   await new Promise((resolve, reject) => {
     httpServer.once("error", reject);
     httpServer.listen(opts.port, "127.0.0.1", resolve);

@@ -94,57 +94,97 @@ impl LatencySummary {
 }
 
 /// What one subscriber saw of each publisher's stream to its room. Publishers number their
-/// publishes per room from 0, so each (subscriber, publisher) stream must arrive as 0, 1, 2, ...
+/// publishes per room from 0, so each (subscriber, publisher) stream should arrive as 0, 1, 2, ...
+/// A number that skips ahead opens a gap; a late arrival that fills a gap is counted as
+/// reordered (and delivered), one that was already seen as a duplicate.
 #[derive(Debug, Clone)]
 pub struct SeqTracker {
-    /// Next sequence number expected from each publisher.
-    next: Vec<u64>,
-    /// Distinct in-order deliveries from each publisher.
-    unique: Vec<u64>,
-    /// Deliveries whose sequence number was already passed: duplicates, or a reordering (a
-    /// server that keeps one publisher's order never produces one).
-    pub duplicates: u64,
-    /// Times a sequence number skipped ahead, and how many numbers were skipped in all.
+    streams: Vec<Stream>,
+    /// Times a sequence number skipped ahead, and how many numbers were skipped in all
+    /// (some may arrive later, reordered).
     pub gap_events: u64,
     pub gap_missing: u64,
+    /// Late deliveries that filled a gap: delivered, but out of the publisher's order.
+    pub reordered: u64,
+    /// Deliveries of a sequence number already received.
+    pub duplicates: u64,
     /// Deliveries naming a publisher that does not exist.
     pub unknown_publisher: u64,
+}
+
+/// The most open gaps remembered per stream: past it the oldest is forgotten, and a late
+/// arrival into it counts as a duplicate. Bounds memory when a server loses every other message.
+const MAX_GAPS: usize = 1024;
+
+#[derive(Debug, Clone, Default)]
+struct Stream {
+    /// Next sequence number expected.
+    next: u64,
+    /// Distinct sequence numbers received.
+    unique: u64,
+    /// Missing sequence numbers below `next`, as half-open ranges in ascending order.
+    gaps: Vec<(u64, u64)>,
 }
 
 impl SeqTracker {
     pub fn new(publishers: usize) -> SeqTracker {
         SeqTracker {
-            next: vec![0; publishers],
-            unique: vec![0; publishers],
-            duplicates: 0,
+            streams: vec![Stream::default(); publishers],
             gap_events: 0,
             gap_missing: 0,
+            reordered: 0,
+            duplicates: 0,
             unknown_publisher: 0,
         }
     }
 
     /// Returns true when the delivery is new (not a duplicate).
     pub fn record(&mut self, publisher: u32, seq: u64) -> bool {
-        let p = publisher as usize;
-        let Some(next) = self.next.get_mut(p) else {
+        let Some(st) = self.streams.get_mut(publisher as usize) else {
             self.unknown_publisher += 1;
             return false;
         };
-        if seq < *next {
-            self.duplicates += 1;
-            return false;
+        if seq >= st.next {
+            if seq > st.next {
+                self.gap_events += 1;
+                self.gap_missing += seq - st.next;
+                if st.gaps.len() == MAX_GAPS {
+                    st.gaps.remove(0);
+                }
+                st.gaps.push((st.next, seq));
+            }
+            st.next = seq + 1;
+            st.unique += 1;
+            return true;
         }
-        if seq > *next {
-            self.gap_events += 1;
-            self.gap_missing += seq - *next;
+        // Late: either it fills a gap or it was seen already.
+        let i = st.gaps.partition_point(|&(_, end)| end <= seq);
+        match st.gaps.get(i).copied() {
+            Some((start, end)) if start <= seq => {
+                match (seq == start, seq + 1 == end) {
+                    (true, true) => {
+                        st.gaps.remove(i);
+                    }
+                    (true, false) => st.gaps[i].0 = seq + 1,
+                    (false, true) => st.gaps[i].1 = seq,
+                    (false, false) => {
+                        st.gaps[i].1 = seq;
+                        st.gaps.insert(i + 1, (seq + 1, end));
+                    }
+                }
+                st.unique += 1;
+                self.reordered += 1;
+                true
+            }
+            _ => {
+                self.duplicates += 1;
+                false
+            }
         }
-        *next = seq + 1;
-        self.unique[p] += 1;
-        true
     }
 
     pub fn unique_from(&self, publisher: usize) -> u64 {
-        self.unique.get(publisher).copied().unwrap_or(0)
+        self.streams.get(publisher).map_or(0, |s| s.unique)
     }
 }
 
@@ -186,14 +226,32 @@ mod tests {
         }
         assert!(t.record(0, 5)); // 3 and 4 missing
         assert!(!t.record(0, 5)); // duplicate
-        assert!(!t.record(0, 4)); // late: counted as a duplicate, 4 stays missing
+        assert!(!t.record(0, 1)); // duplicate below the gap
         assert!(t.record(1, 0));
         assert!(!t.record(7, 0));
         assert_eq!(t.unique_from(0), 4);
         assert_eq!(t.unique_from(1), 1);
         assert_eq!((t.gap_events, t.gap_missing), (1, 2));
-        assert_eq!(t.duplicates, 2);
+        assert_eq!((t.duplicates, t.reordered), (2, 0));
         assert_eq!(t.unknown_publisher, 1);
+    }
+
+    #[test]
+    fn tracker_tells_reordering_from_duplicates() {
+        let mut t = SeqTracker::new(1);
+        for s in [0, 4, 9] {
+            assert!(t.record(0, s)); // gaps [1,4) and [5,9)
+        }
+        for s in [2, 1, 3, 7, 5, 8, 6] {
+            assert!(t.record(0, s), "{s} fills a gap");
+        }
+        for s in [2, 6, 9, 0] {
+            assert!(!t.record(0, s), "{s} is a duplicate");
+        }
+        assert_eq!(t.unique_from(0), 10);
+        assert_eq!((t.reordered, t.duplicates), (7, 4));
+        assert_eq!((t.gap_events, t.gap_missing), (2, 7));
+        assert!(t.streams[0].gaps.is_empty());
     }
 
     #[test]

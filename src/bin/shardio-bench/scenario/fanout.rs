@@ -9,6 +9,7 @@
 //! up to `--drain` seconds to receive what is still on its way before losses are counted.
 //! `cross` is the same with the subscribers on another server (`--sub-url`).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -104,11 +105,14 @@ pub struct Losses {
     pub lost: u64,
     /// (subscriber, publisher) pairs that lost at least one delivery.
     pub pairs_with_loss: u64,
-    /// Times a stream skipped sequence numbers, and how many it skipped (tail losses, after the
-    /// last delivery of a stream, are in `lost` but not here).
+    /// Times a stream skipped sequence numbers, and how many it skipped (some may have come
+    /// later, see `reordered`; tail losses after a stream's last delivery are only in `lost`).
     pub gap_events: u64,
     pub gap_missing: u64,
-    /// Deliveries that repeated (or came after a later) sequence number.
+    /// Deliveries that arrived after a later sequence number of the same publisher: delivered,
+    /// but out of the publisher's order.
+    pub reordered: u64,
+    /// Deliveries of a (subscriber, publisher, seq) already received.
     pub duplicates: u64,
     /// Deliveries beyond what was sent to the subscriber's room (wrong room, or phantom).
     pub unexpected: u64,
@@ -271,6 +275,7 @@ pub async fn run(
         pairs_with_loss: 0,
         gap_events: 0,
         gap_missing: 0,
+        reordered: 0,
         duplicates: 0,
         unexpected: 0,
         unparsed: 0,
@@ -283,6 +288,7 @@ pub async fn run(
         losses.gap_events += s.tracker.gap_events;
         losses.gap_missing += s.tracker.gap_missing;
         losses.duplicates += s.tracker.duplicates;
+        losses.reordered += s.tracker.reordered;
         losses.unparsed += s.unparsed + s.tracker.unknown_publisher;
         for (p, sent_to) in sent_by.iter().enumerate() {
             let got = s.tracker.unique_from(p);
@@ -464,13 +470,6 @@ struct PublisherJob {
     shared: Arc<Shared>,
 }
 
-/// One publish awaiting its ack: its ack id and when it was encoded.
-#[derive(Clone, Copy)]
-struct InFlight {
-    id: u64,
-    sent_us: u64,
-}
-
 impl PublisherJob {
     async fn run(
         self,
@@ -521,8 +520,9 @@ impl PublisherJob {
         let end = start + Duration::from_secs_f64(args.duration.max(0.0));
         let padding = "x".repeat(args.payload);
         let window = args.window;
-        let mut ring: Vec<Option<InFlight>> = vec![None; window];
-        let mut in_flight = 0usize;
+        // Ack id -> encode time of each unacknowledged publish. A map, not a ring indexed by
+        // id: servers that run handlers concurrently (socketioxide) ack out of order.
+        let mut in_flight: HashMap<u64, u64> = HashMap::with_capacity(window);
         let mut next_id = 1u64;
         let mut sent_total = 0u64;
         // Start each publisher on a different room so the rooms are loaded evenly.
@@ -534,7 +534,7 @@ impl PublisherJob {
             if now >= end {
                 break;
             }
-            let free = window - in_flight;
+            let free = window - in_flight.len();
             let due = if args.rate > 0.0 {
                 let owed = ((now - start).as_secs_f64() * args.rate) as u64 + 1;
                 owed.saturating_sub(sent_total).min(free as u64) as usize
@@ -552,11 +552,7 @@ impl PublisherJob {
                 conn.queue_sio(|p| {
                     sio::publish_packet(p, id, &room_names[room], &args.event, d, &padding)
                 });
-                ring[(id % window as u64) as usize] = Some(InFlight {
-                    id,
-                    sent_us: d.sent_us,
-                });
-                in_flight += 1;
+                in_flight.insert(id, d.sent_us);
                 out.sent[room] += 1;
                 sent_total += 1;
                 room = (room + 1) % args.rooms;
@@ -565,7 +561,7 @@ impl PublisherJob {
                 conn.flush().await?;
             }
             // Sleep until an ack frees the window, the next publish is due, or the end.
-            let wake = if args.rate > 0.0 && in_flight < window {
+            let wake = if args.rate > 0.0 && in_flight.len() < window {
                 (start + Duration::from_secs_f64(sent_total as f64 / args.rate)).min(end)
             } else {
                 end
@@ -573,41 +569,36 @@ impl PublisherJob {
             tokio::select! {
                 r = conn.read_some() => {
                     r?;
-                    self.take_acks(conn, &mut ring, &mut in_flight, out)?;
+                    self.take_acks(conn, &mut in_flight, out)?;
                 }
                 _ = sleep_until(wake.into()) => {}
             }
         }
         // Wait for the outstanding acks, at most the drain time.
         let deadline = Instant::now() + Duration::from_secs_f64(args.drain.max(0.0));
-        while in_flight > 0 {
+        while !in_flight.is_empty() {
             match tokio::time::timeout_at(deadline.into(), conn.read_some()).await {
                 Ok(r) => r?,
                 Err(_) => break,
             }
-            self.take_acks(conn, &mut ring, &mut in_flight, out)?;
+            self.take_acks(conn, &mut in_flight, out)?;
         }
-        out.unacked = in_flight as u64;
+        out.unacked = in_flight.len() as u64;
         Ok(())
     }
 
     fn take_acks(
         &self,
         conn: &mut Conn,
-        ring: &mut [Option<InFlight>],
-        in_flight: &mut usize,
+        in_flight: &mut HashMap<u64, u64>,
         out: &mut PubOutcome,
     ) -> Result<(), ClientError> {
         let now = self.shared.now_us();
-        let window = ring.len() as u64;
         conn.drain(|p| {
             if let SioPacket::Ack { id, body } = sio::parse_sio(p) {
-                let slot = &mut ring[(id % window) as usize];
-                if let Some(f) = slot.filter(|f| f.id == id) {
-                    *slot = None;
-                    *in_flight -= 1;
+                if let Some(sent_us) = in_flight.remove(&id) {
                     out.ack_latency
-                        .saturating_record(now.saturating_sub(f.sent_us).max(1));
+                        .saturating_record(now.saturating_sub(sent_us).max(1));
                     if sio::ack_is_ok(body) {
                         out.acked_ok += 1;
                     } else {
@@ -674,9 +665,9 @@ impl FanoutReport {
             (
                 "losses".into(),
                 format!(
-                    "expected {} received {} lost {} ({} pairs), gaps {} ({} missing), dups {}, unexpected {}, unparsed {}",
+                    "expected {} received {} lost {} ({} pairs), gaps {} ({} skipped), reordered {}, dups {}, unexpected {}, unparsed {}",
                     l.expected, l.received, l.lost, l.pairs_with_loss, l.gap_events, l.gap_missing,
-                    l.duplicates, l.unexpected, l.unparsed
+                    l.reordered, l.duplicates, l.unexpected, l.unparsed
                 ),
             ),
             ("drain".into(), format!("{:.2} s", self.drain_s)),
