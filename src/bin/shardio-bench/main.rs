@@ -116,13 +116,24 @@ impl Scenario {
             | Scenario::Cross { common, .. } => common,
         }
     }
+
+    /// Connections the scenario opens, to check the descriptor limit against.
+    fn connections(&self) -> u64 {
+        match self {
+            Scenario::Connect { args, .. } => args.count,
+            Scenario::Idle { args, .. } => args.count,
+            Scenario::Fanout { args, .. } | Scenario::Cross { args, .. } => {
+                (args.subscribers + args.publishers) as u64
+            }
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let common = cli.scenario.common().clone();
-    raise_nofile_limit();
-    let runtime = build_runtime(&common)?;
+    raise_nofile_limit(cli.scenario.connections());
+    let (runtime, threads) = build_runtime(&common)?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let ctx = Ctx {
         target: Target::parse(&common.url)?,
@@ -130,6 +141,7 @@ fn main() -> anyhow::Result<()> {
         handshake_timeout: Duration::from_secs_f64(common.timeout.max(0.001)),
         concurrency: common.concurrency,
         probe: ServerProbe::new(common.server_pid.clone()),
+        threads,
         command,
     };
     if !ctx.probe.pids().is_empty() && ctx.probe.sample().is_none() {
@@ -173,7 +185,7 @@ fn finish(
 
 /// A multi-thread runtime; with `--cpu N` every thread (workers and the main thread that
 /// coordinates) is pinned to core N, so the generator stays off the server's cores.
-fn build_runtime(common: &Common) -> anyhow::Result<tokio::runtime::Runtime> {
+fn build_runtime(common: &Common) -> anyhow::Result<(tokio::runtime::Runtime, usize)> {
     let threads = common.threads.unwrap_or_else(|| match common.cpu {
         Some(_) => 1,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -201,15 +213,20 @@ fn build_runtime(common: &Common) -> anyhow::Result<tokio::runtime::Runtime> {
         })
         .build()
         .context("building the tokio runtime")
+        .map(|rt| (rt, threads.max(1)))
 }
 
-/// Tens of thousands of connections need as many descriptors: take the hard limit.
-fn raise_nofile_limit() {
+/// Tens of thousands of connections need as many descriptors: take the hard limit, and say
+/// so when even that is too low for the run.
+fn raise_nofile_limit(connections: u64) {
+    // Room for stdio, the runtime's own descriptors and the JSON file.
+    let needed = connections + 64;
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) if n < 65_536 => {
-            eprintln!("note: open file limit is {n}; runs above that many connections will fail")
-        }
+        Ok(n) if n < needed => eprintln!(
+            "warning: the open file limit is {n}, below the {needed} this run needs: \
+             connections past it will fail (raise the hard limit with ulimit -Hn)"
+        ),
         Ok(_) => {}
-        Err(e) => eprintln!("note: cannot raise the open file limit: {e}"),
+        Err(e) => eprintln!("warning: cannot raise the open file limit: {e}"),
     }
 }

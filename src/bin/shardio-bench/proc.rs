@@ -65,6 +65,54 @@ fn vm_rss_kib(status: &str) -> Option<u64> {
     line.split_ascii_whitespace().nth(1)?.parse().ok()
 }
 
+/// CPU seconds the generator itself has used so far.
+pub fn own_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    Some(cpu_ticks(&stat)? as f64 / USER_HZ)
+}
+
+/// How busy the generator was over a measured phase: a share near 1 means it may have been
+/// the bottleneck, and the server's figures are then lower bounds.
+#[derive(Debug, Clone, Serialize)]
+pub struct GeneratorUsage {
+    pub cpu_seconds: f64,
+    pub threads: usize,
+    /// cpu_seconds / (wall seconds x threads).
+    pub busy_share: f64,
+}
+
+impl GeneratorUsage {
+    /// From a CPU reading taken at the start of a phase and the phase's wall time.
+    pub fn since(cpu_at_start: Option<f64>, wall_s: f64, threads: usize) -> Option<GeneratorUsage> {
+        let cpu_seconds = (own_cpu_seconds()? - cpu_at_start?).max(0.0);
+        let capacity = wall_s * threads.max(1) as f64;
+        Some(GeneratorUsage {
+            cpu_seconds,
+            threads,
+            busy_share: if capacity > 0.0 {
+                cpu_seconds / capacity
+            } else {
+                0.0
+            },
+        })
+    }
+
+    /// For the tables, with a warning when the generator was nearly saturated.
+    pub fn line(&self) -> String {
+        let warn = if self.busy_share > 0.9 {
+            " - SATURATED: the server's figures are lower bounds"
+        } else {
+            ""
+        };
+        format!(
+            "{:.2} s, {:.0}% of {} thread(s){warn}",
+            self.cpu_seconds,
+            self.busy_share * 100.0,
+            self.threads
+        )
+    }
+}
+
 /// What the server spent between two samples, for the reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerUsage {

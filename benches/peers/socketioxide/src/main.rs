@@ -9,8 +9,11 @@
 //! Usage: `socketioxide-peer [--port 3000]`; it listens on 127.0.0.1 only. The worker thread
 //! count is tokio's default (the cores this process may run on, so `taskset -c 0` gives one).
 
+use std::convert::Infallible;
+
 use serde_json::{json, Value};
 use socketioxide::extract::{AckSender, Data, SocketRef};
+use socketioxide::handler::ConnectHandler;
 use socketioxide::SocketIo;
 
 /// A room argument: a name or an array of names. Numbers are accepted as names, as Node does.
@@ -96,7 +99,15 @@ fn port_from_args() -> Result<u16, String> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let port = port_from_args()?;
     let (layer, io) = SocketIo::new_layer();
-    io.ns("/", async |s: SocketRef| on_connect(s));
+    // Handlers are registered in a connect middleware, not in the connect handler: socketioxide
+    // sends the CONNECT reply first and then spawns the handler, so a client that emits right
+    // after CONNECT (as the generator does with `join`) could find no handler yet and get no
+    // ack. Middlewares run before the reply is sent.
+    let register = async |s: SocketRef| {
+        on_connect(s);
+        Ok::<(), Infallible>(())
+    };
+    io.ns("/", { async || () }.with(register));
     let app = axum::Router::new().layer(layer);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     axum::serve(listener, app)

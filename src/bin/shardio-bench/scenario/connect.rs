@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{open_and_hold, Ctx};
-use crate::proc::ServerUsage;
+use crate::proc::{own_cpu_seconds, GeneratorUsage, ServerUsage};
 use crate::report::{fmt_rate, per_second};
 use crate::stats::{ErrorTally, LatencySummary};
 
@@ -38,12 +38,16 @@ pub struct ConnectReport {
     /// Server CPU over the connect phase only.
     pub server: Option<ServerUsage>,
     pub handshakes_per_server_cpu_s: Option<f64>,
+    /// The generator's own CPU over the connect phase.
+    pub generator: Option<GeneratorUsage>,
 }
 
 pub async fn run(ctx: &Ctx, args: &ConnectArgs) -> ConnectReport {
     let before = ctx.probe.sample();
+    let own_before = own_cpu_seconds();
     let conns = open_and_hold(ctx, args.count).await;
     let after = ctx.probe.sample();
+    let generator = GeneratorUsage::since(own_before, conns.elapsed.as_secs_f64(), ctx.threads);
     tokio::time::sleep(Duration::from_secs_f64(args.hold.max(0.0))).await;
     let server = ServerUsage::between(&ctx.probe, before, after);
     let elapsed = conns.elapsed.as_secs_f64();
@@ -66,6 +70,7 @@ pub async fn run(ctx: &Ctx, args: &ConnectArgs) -> ConnectReport {
             .as_ref()
             .map(|s| per_second(conns.connected as f64, s.cpu_seconds)),
         server,
+        generator,
     };
     conns.close().await;
     report
@@ -97,6 +102,9 @@ impl ConnectReport {
         if let (Some(s), Some(per)) = (&self.server, self.handshakes_per_server_cpu_s) {
             rows.push(("server CPU".into(), format!("{:.2} s", s.cpu_seconds)));
             rows.push(("handshakes/server CPU s".into(), fmt_rate(per)));
+        }
+        if let Some(g) = &self.generator {
+            rows.push(("generator CPU".into(), g.line()));
         }
         rows
     }

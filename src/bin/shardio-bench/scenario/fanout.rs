@@ -22,7 +22,7 @@ use tokio::time::sleep_until;
 
 use super::Ctx;
 use crate::client::{ClientError, Conn, Sources, Target, READ_BUSY};
-use crate::proc::ServerUsage;
+use crate::proc::{own_cpu_seconds, GeneratorUsage, ServerUsage};
 use crate::report::{fmt_rate, per_second};
 use crate::sio::{self, Delivery, SioPacket};
 use crate::stats::{new_histogram, ErrorTally, LatencySummary, SeqTracker, SharedHistogram};
@@ -152,6 +152,8 @@ pub struct FanoutReport {
     pub losses: Losses,
     pub server: Option<ServerUsage>,
     pub deliveries_per_server_cpu_s: Option<f64>,
+    /// The generator's own CPU over the same phase (publishing and drain).
+    pub generator: Option<GeneratorUsage>,
 }
 
 pub async fn run(
@@ -229,6 +231,7 @@ pub async fn run(
     }
 
     let cpu_before = ctx.probe.sample();
+    let own_before = own_cpu_seconds();
     let start = Instant::now();
     let start_us = shared.now_us();
     let _ = go_tx.send(Some(start));
@@ -259,6 +262,7 @@ pub async fn run(
     }
     let drain_s = start.elapsed().as_secs_f64() - args.duration;
     let cpu_after = ctx.probe.sample();
+    let generator = GeneratorUsage::since(own_before, start.elapsed().as_secs_f64(), ctx.threads);
     let _ = stop_tx.send(true);
     let mut sub_outcomes = Vec::new();
     while let Some(r) = subs.join_next().await {
@@ -354,6 +358,7 @@ pub async fn run(
             .map(|s| per_second(deliveries, s.cpu_seconds)),
         server,
         losses,
+        generator,
     })
 }
 
@@ -675,6 +680,9 @@ impl FanoutReport {
         if let (Some(s), Some(per)) = (&self.server, self.deliveries_per_server_cpu_s) {
             rows.push(("server CPU".into(), format!("{:.2} s", s.cpu_seconds)));
             rows.push(("deliveries/server CPU s".into(), fmt_rate(per)));
+        }
+        if let Some(g) = &self.generator {
+            rows.push(("generator CPU".into(), g.line()));
         }
         rows
     }

@@ -26,6 +26,8 @@ pub struct Ctx {
     /// Handshakes in flight at once.
     pub concurrency: usize,
     pub probe: ServerProbe,
+    /// The generator's worker threads (for its own CPU share).
+    pub threads: usize,
     /// The exact command line, recorded in the JSON.
     pub command: String,
 }
