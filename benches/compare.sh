@@ -105,7 +105,7 @@ free_port() {
 # Waits until 127.0.0.1:$1 accepts connections while pid $2 lives.
 wait_port() {
   local port=$1 pid=$2 i
-  for i in $(seq 1 150); do
+  for i in $(seq 1 300); do
     kill -0 "$pid" 2>/dev/null || return 1
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
     sleep 0.1

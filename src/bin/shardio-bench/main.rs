@@ -23,6 +23,7 @@ mod ws;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -129,8 +130,18 @@ impl Scenario {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shardio-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     let common = cli.scenario.common().clone();
     raise_nofile_limit(cli.scenario.connections());
     let (runtime, threads) = build_runtime(&common)?;
@@ -151,36 +162,42 @@ fn main() -> anyhow::Result<()> {
         match &cli.scenario {
             Scenario::Connect { args, .. } => {
                 let r = scenario::connect::run(&ctx, args).await;
-                finish("connect", &r.rows(), &r, &common)
+                finish("connect", &r.rows(), &r, r.unusable(), &common)
             }
             Scenario::Fanout { args, .. } => {
                 let r = scenario::fanout::run(&ctx, args, None).await?;
-                finish("fanout", &r.rows(), &r, &common)
+                finish("fanout", &r.rows(), &r, r.unusable(), &common)
             }
             Scenario::Cross { args, sub_url, .. } => {
                 let sub = Target::parse(sub_url)?;
                 let r = scenario::fanout::run(&ctx, args, Some(&sub)).await?;
-                finish("cross", &r.rows(), &r, &common)
+                finish("cross", &r.rows(), &r, r.unusable(), &common)
             }
             Scenario::Idle { args, .. } => {
                 let r = scenario::idle::run(&ctx, args).await?;
-                finish("idle", &r.rows(), &r, &common)
+                finish("idle", &r.rows(), &r, r.unusable(), &common)
             }
         }
     })
 }
 
+/// Prints and saves the report; a run where nothing could be measured (no connection
+/// succeeded) still writes both, then fails so that scripts notice.
 fn finish(
     title: &str,
     rows: &[(String, String)],
     value: &impl serde::Serialize,
+    unusable: Option<String>,
     common: &Common,
 ) -> anyhow::Result<()> {
     report::print_table(title, rows);
     if let Some(path) = &common.json {
         report::write_json(path, value)?;
     }
-    Ok(())
+    match unusable {
+        Some(why) => anyhow::bail!("{title}: nothing measured: {why}"),
+        None => Ok(()),
+    }
 }
 
 /// A multi-thread runtime; with `--cpu N` every thread (workers and the main thread that

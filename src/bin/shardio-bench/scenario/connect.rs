@@ -77,6 +77,12 @@ pub async fn run(ctx: &Ctx, args: &ConnectArgs) -> ConnectReport {
 }
 
 impl ConnectReport {
+    /// Why the run measured nothing, if it did not.
+    pub fn unusable(&self) -> Option<String> {
+        (self.connected == 0 && self.count > 0)
+            .then(|| format!("no connection succeeded ({})", self.failures.line()))
+    }
+
     pub fn rows(&self) -> Vec<(String, String)> {
         let mut rows = vec![
             ("server".into(), self.url.clone()),

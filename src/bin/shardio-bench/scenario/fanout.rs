@@ -260,7 +260,7 @@ pub async fn run(
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let drain_s = start.elapsed().as_secs_f64() - args.duration;
+    let drain_s = (start.elapsed().as_secs_f64() - args.duration).max(0.0);
     let cpu_after = ctx.probe.sample();
     let generator = GeneratorUsage::since(own_before, start.elapsed().as_secs_f64(), ctx.threads);
     let _ = stop_tx.send(true);
@@ -616,6 +616,23 @@ impl PublisherJob {
 }
 
 impl FanoutReport {
+    /// Why the run measured nothing, if it did not.
+    pub fn unusable(&self) -> Option<String> {
+        if self.subscribers > 0 && self.subscribers_joined == 0 {
+            Some(format!(
+                "no subscriber joined ({})",
+                self.setup_failures.line()
+            ))
+        } else if self.publishers > 0 && self.publishers_connected == 0 {
+            Some(format!(
+                "no publisher connected ({})",
+                self.setup_failures.line()
+            ))
+        } else {
+            None
+        }
+    }
+
     pub fn rows(&self) -> Vec<(String, String)> {
         let l = &self.losses;
         let mut rows = vec![

@@ -85,6 +85,12 @@ pub async fn run(ctx: &Ctx, args: &IdleArgs) -> anyhow::Result<IdleReport> {
 }
 
 impl IdleReport {
+    /// Why the run measured nothing, if it did not.
+    pub fn unusable(&self) -> Option<String> {
+        (self.connected == 0 && self.count > 0)
+            .then(|| format!("no connection succeeded ({})", self.failures.line()))
+    }
+
     pub fn rows(&self) -> Vec<(String, String)> {
         let mib =
             |b: Option<u64>| b.map_or("n/a".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0));
