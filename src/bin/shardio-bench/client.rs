@@ -413,3 +413,148 @@ async fn connect_tcp(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<Tcp
     sock.set_nodelay(true)?;
     sock.connect(addr).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// An unmasked server frame.
+    fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        assert!(payload.len() < 126);
+        let mut f = vec![(if fin { 0x80 } else { 0 }) | opcode, payload.len() as u8];
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// Reads one masked client frame and returns (opcode, unmasked payload).
+    async fn read_client_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
+        let mut head = [0u8; 2];
+        s.read_exact(&mut head).await.unwrap();
+        assert_ne!(head[1] & 0x80, 0, "client frames are masked");
+        let len = usize::from(head[1] & 0x7F);
+        assert!(len < 126);
+        let mut mask = [0u8; 4];
+        s.read_exact(&mut mask).await.unwrap();
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).await.unwrap();
+        ws::apply_mask(&mut payload, mask);
+        (head[0] & 0x0F, payload)
+    }
+
+    async fn read_request_head(s: &mut TcpStream) -> String {
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut b).await.unwrap();
+            head.push(b[0]);
+        }
+        String::from_utf8(head).unwrap()
+    }
+
+    async fn listener() -> (TcpListener, Target) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        (l, Target::parse(&format!("http://{addr}")).unwrap())
+    }
+
+    #[tokio::test]
+    async fn handshake_pings_and_fragments_as_a_server_sends_them() {
+        let (l, target) = listener().await;
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let head = read_request_head(&mut s).await;
+            assert!(head.starts_with("GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"));
+            // The head and the first frames in one write, the open packet split over two.
+            let mut out =
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n".to_vec();
+            let open = frame(
+                true,
+                ws::OP_TEXT,
+                br#"0{"sid":"abc","upgrades":[],"pingInterval":25000}"#,
+            );
+            out.extend_from_slice(&open[..10]);
+            s.write_all(&out).await.unwrap();
+            s.write_all(&open[10..]).await.unwrap();
+            assert_eq!(
+                read_client_frame(&mut s).await,
+                (ws::OP_TEXT, b"40".to_vec())
+            );
+            s.write_all(&frame(true, ws::OP_TEXT, br#"40{"sid":"xyz"}"#))
+                .await
+                .unwrap();
+            // An Engine.IO ping, a WebSocket ping, a fragmented delivery, then close.
+            let mut out = frame(true, ws::OP_TEXT, b"2");
+            out.extend(frame(true, ws::OP_PING, b"hi"));
+            out.extend(frame(false, ws::OP_TEXT, br#"42["bench",[1,"#));
+            out.extend(frame(true, ws::OP_CONTINUATION, br#"7,99]]"#));
+            s.write_all(&out).await.unwrap();
+            assert_eq!(
+                read_client_frame(&mut s).await,
+                (ws::OP_TEXT, b"3".to_vec())
+            );
+            assert_eq!(
+                read_client_frame(&mut s).await,
+                (ws::OP_PONG, b"hi".to_vec())
+            );
+            s.write_all(&frame(true, ws::OP_CLOSE, b"")).await.unwrap();
+        });
+        let mut c = Conn::open(
+            &target,
+            &Sources::default(),
+            READ_IDLE,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        let mut got = Vec::new();
+        let end = loop {
+            if let Err(e) = c.read_some().await {
+                break e;
+            }
+            let r = c.drain(|p| got.push(p.to_vec()));
+            if c.has_pending() {
+                c.flush().await.unwrap();
+            }
+            if let Err(e) = r {
+                break e;
+            }
+        };
+        assert!(matches!(end, ClientError::Closed), "{end}");
+        assert_eq!(got, vec![br#"2["bench",[1,7,99]]"#.to_vec()]);
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn misbehaving_servers_are_errors_not_panics() {
+        let cases: [(&[u8], &str); 4] = [
+            (
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+                "http_status",
+            ),
+            (b"\x00\x01garbage\r\n\r\n", "bad_http"),
+            (b"HTTP/1.1 101 OK\r\n\r\n\x81\x82abcd12", "frame"),
+            (b"HTTP/1.1 101 OK\r\n\r\n\x81\x024{", "closed"),
+        ];
+        for (reply, kind) in cases {
+            let (l, target) = listener().await;
+            let server = tokio::spawn(async move {
+                let (mut s, _) = l.accept().await.unwrap();
+                read_request_head(&mut s).await;
+                s.write_all(reply).await.unwrap();
+                // Then hang up: a client still waiting sees EOF.
+            });
+            let r = Conn::open(
+                &target,
+                &Sources::default(),
+                READ_IDLE,
+                Duration::from_secs(5),
+            )
+            .await;
+            let e = r.err().expect("the handshake must fail");
+            assert_eq!(e.kind(), kind, "{e}");
+            server.await.unwrap();
+        }
+    }
+}
