@@ -205,7 +205,8 @@ for server in $SERVERS; do
       port=$(free_port)
       if ! start_server "$server" "$port"; then
         log "$server: failed to start (see $OUT_DIR/$server.log)"
-        echo "$server failed to start: $(tail -n 3 "$OUT_DIR/$server.log" | tr '\n' ' ')" >"$OUT_DIR/$server.unavailable"
+        why=$(tail -n 3 "$OUT_DIR/$server.log" | tr '\n' ' ')
+        echo "$server did not listen on 127.0.0.1:$port within 30 s${why:+: $why}" >"$OUT_DIR/$server.unavailable"
         continue 3
       fi
       json="$OUT_DIR/$server-$scenario-$rep.json"

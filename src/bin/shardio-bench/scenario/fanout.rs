@@ -95,7 +95,7 @@ struct PubOutcome {
     ended: Option<&'static str>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct Losses {
     /// Deliveries that room membership says must arrive.
     pub expected: u64,
@@ -272,18 +272,7 @@ pub async fn run(
     }
 
     // Count losses exactly, per (subscriber, publisher).
-    let mut losses = Losses {
-        expected: 0,
-        received: 0,
-        lost: 0,
-        pairs_with_loss: 0,
-        gap_events: 0,
-        gap_missing: 0,
-        reordered: 0,
-        duplicates: 0,
-        unexpected: 0,
-        unparsed: 0,
-    };
+    let mut losses = Losses::default();
     let mut disconnects = ErrorTally::default();
     for s in &sub_outcomes {
         if let Some(kind) = s.ended {
