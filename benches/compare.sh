@@ -94,6 +94,7 @@ fi
 [[ -x $SIOXIDE ]] || UNAVAILABLE[socketioxide]=${UNAVAILABLE[socketioxide]:-"binary missing"}
 command -v redis-server >/dev/null || UNAVAILABLE[node-cluster]="redis-server missing"
 mkdir -p "$OUT_DIR"
+cut -d' ' -f1-3 /proc/loadavg >"$OUT_DIR/loadavg-start"
 
 # ---------------------------------------------------------------------------------------------
 # Starting and stopping servers.

@@ -102,6 +102,10 @@ function unavailable(server) {
   return fs.existsSync(f) ? fs.readFileSync(f, "utf8").trim() : null;
 }
 
+// Commands as run from the repository root (compare.sh passes absolute paths).
+const ROOT = path.resolve(__dirname, "..") + "/";
+const relative = (cmd) => cmd.split(ROOT).join("");
+
 function sh(cmd) {
   try {
     return execSync(cmd, { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
@@ -123,8 +127,13 @@ p();
 p(`- machine: ${os.cpus()[0]?.model ?? "unknown"}, ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB`);
 p(`- kernel: ${os.type()} ${os.release()}`);
 p(`- commit: ${env("RESULTS_COMMIT", "unknown")}`);
-p(`- date: ${new Date().toISOString()}`);
+const cmdFile = path.join(dir, "commands.txt");
+const ranAt = fs.existsSync(cmdFile) ? fs.statSync(cmdFile).mtime : new Date();
+p(`- date of the runs: ${ranAt.toISOString()}`);
 p(`- toolchain: ${sh("rustc --version")}; node ${process.version}; ${sh("redis-server --version").split(" ").slice(0, 3).join(" ")}`);
+const startLoad = fs.existsSync(path.join(dir, "loadavg-start")) ? fs.readFileSync(path.join(dir, "loadavg-start"), "utf8").trim() : "unknown";
+p(`- load average (1/5/15 min) before the runs: ${startLoad}; after: ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}` +
+  " (other work on the machine shares the cores: compare figures of one run, not across runs)");
 p(`- pinning: servers on cpu ${env("RESULTS_SERVER_CPUS", "?")} (taskset), generator on cpu ${env("RESULTS_BENCH_CPU", "?")} (taskset and --cpu)`);
 p("- server CPU and RSS are summed over all of a server's processes (node-cluster: primary, workers and its redis-server)");
 p();
@@ -178,7 +187,7 @@ for (const scenario of scenarios) {
   p();
   p("```");
   const pin = env("RESULTS_BENCH_CPU", null);
-  for (const s of servers) if (med[s].cmd) p((pin ? `taskset -c ${pin} ` : "") + med[s].cmd);
+  for (const s of servers) if (med[s].cmd) p((pin ? `taskset -c ${pin} ` : "") + relative(med[s].cmd));
   p("```");
   p();
 }
@@ -192,7 +201,7 @@ if (fs.existsSync(cmds)) {
   for (const line of fs.readFileSync(cmds, "utf8").split("\n")) {
     const m = line.match(/^\s+server: (.*)$/);
     if (!m) continue;
-    const generic = m[1].replace(/(--port |127\.0\.0\.1:)\d+/g, "$1PORT").replace(/redis:\/\/127\.0\.0\.1:\d+/, "redis://127.0.0.1:RPORT");
+    const generic = relative(m[1]).replace(/(--port |127\.0\.0\.1:)\d+/g, "$1PORT").replace(/redis:\/\/127\.0\.0\.1:\d+/, "redis://127.0.0.1:RPORT");
     if (!seen.has(generic)) {
       seen.add(generic);
       p(generic);
