@@ -1,0 +1,249 @@
+//! shardio-bench: a load generator for Socket.IO servers that implement the shardio gateway
+//! events (`join`, `leave`, `publish` with acks) on namespace `/`, over the WebSocket transport.
+//!
+//! It depends on nothing of the shardio library, so it measures any such server (shardio, the
+//! Node and socketioxide peers in `benches/peers/`) with the same client.
+//!
+//! # Layout
+//! - `ws`: WebSocket client framing (pure).
+//! - `sio`: Engine.IO/Socket.IO packets the generator sends and reads (pure, no JSON parse).
+//! - `client`: one connection: TCP, upgrade, handshake, batched writes, automatic pongs.
+//! - `stats`: histograms, per-(subscriber, publisher) sequence tracking, error tallies.
+//! - `proc`: the server's CPU time and RSS from /proc.
+//! - `report`: human tables and JSON.
+//! - `scenario`: `connect`, `fanout` (and `cross`), `idle`.
+
+mod client;
+mod proc;
+mod report;
+mod scenario;
+mod sio;
+mod stats;
+mod ws;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use client::{Sources, Target};
+use proc::ServerProbe;
+use scenario::{connect::ConnectArgs, fanout::FanoutArgs, idle::IdleArgs, Ctx};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shardio-bench",
+    version,
+    about = "Load generator for Socket.IO gateway servers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Full Socket.IO handshakes per second, up to --count connections held open.
+    Connect {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: ConnectArgs,
+    },
+    /// Subscribers in rooms, publishers publishing: deliveries/s, latency, losses.
+    Fanout {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: FanoutArgs,
+    },
+    /// Hold --count idle connections: server RSS per connection and idle CPU.
+    Idle {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: IdleArgs,
+    },
+    /// Fanout across servers: publishers on --url, subscribers on --sub-url.
+    Cross {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: FanoutArgs,
+        /// Server the subscribers connect to.
+        #[arg(long)]
+        sub_url: String,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct Common {
+    /// Server to load (publishers' server for `cross`).
+    #[arg(long, default_value = "http://127.0.0.1:3000")]
+    url: String,
+    /// Server process ids (comma separated, summed) for CPU and RSS figures.
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+    /// Pin the generator's threads to this core.
+    #[arg(long)]
+    cpu: Option<usize>,
+    /// Generator worker threads [default: 1 with --cpu, else the available cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Source addresses for client sockets, used round robin (e.g. 127.0.0.1,127.0.0.2).
+    #[arg(long, value_delimiter = ',')]
+    source_addrs: Vec<IpAddr>,
+    /// Handshakes in flight at once.
+    #[arg(long, default_value_t = 200)]
+    concurrency: usize,
+    /// Seconds allowed for one handshake (and one join).
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+impl Scenario {
+    fn common(&self) -> &Common {
+        match self {
+            Scenario::Connect { common, .. }
+            | Scenario::Fanout { common, .. }
+            | Scenario::Idle { common, .. }
+            | Scenario::Cross { common, .. } => common,
+        }
+    }
+
+    /// Connections the scenario opens, to check the descriptor limit against.
+    fn connections(&self) -> u64 {
+        match self {
+            Scenario::Connect { args, .. } => args.count,
+            Scenario::Idle { args, .. } => args.count,
+            Scenario::Fanout { args, .. } | Scenario::Cross { args, .. } => {
+                (args.subscribers + args.publishers) as u64
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shardio-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let common = cli.scenario.common().clone();
+    raise_nofile_limit(cli.scenario.connections());
+    let (runtime, threads) = build_runtime(&common)?;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let ctx = Ctx {
+        target: Target::parse(&common.url)?,
+        sources: Arc::new(Sources::new(common.source_addrs.clone())),
+        handshake_timeout: Duration::from_secs_f64(common.timeout.max(0.001)),
+        concurrency: common.concurrency,
+        probe: ServerProbe::new(common.server_pid.clone()),
+        threads,
+        command,
+    };
+    if !ctx.probe.pids().is_empty() && ctx.probe.sample().is_none() {
+        anyhow::bail!("cannot read /proc for --server-pid {:?}", ctx.probe.pids());
+    }
+    runtime.block_on(async {
+        match &cli.scenario {
+            Scenario::Connect { args, .. } => {
+                let r = scenario::connect::run(&ctx, args).await;
+                finish("connect", &r.rows(), &r, r.unusable(), &common)
+            }
+            Scenario::Fanout { args, .. } => {
+                let r = scenario::fanout::run(&ctx, args, None).await?;
+                finish("fanout", &r.rows(), &r, r.unusable(), &common)
+            }
+            Scenario::Cross { args, sub_url, .. } => {
+                let sub = Target::parse(sub_url)?;
+                let r = scenario::fanout::run(&ctx, args, Some(&sub)).await?;
+                finish("cross", &r.rows(), &r, r.unusable(), &common)
+            }
+            Scenario::Idle { args, .. } => {
+                let r = scenario::idle::run(&ctx, args).await?;
+                finish("idle", &r.rows(), &r, r.unusable(), &common)
+            }
+        }
+    })
+}
+
+/// Prints and saves the report; a run where nothing could be measured (no connection
+/// succeeded) still writes both, then fails so that scripts notice.
+fn finish(
+    title: &str,
+    rows: &[(String, String)],
+    value: &impl serde::Serialize,
+    unusable: Option<String>,
+    common: &Common,
+) -> anyhow::Result<()> {
+    report::print_table(title, rows);
+    if let Some(path) = &common.json {
+        report::write_json(path, value)?;
+    }
+    match unusable {
+        Some(why) => anyhow::bail!("{title}: nothing measured: {why}"),
+        None => Ok(()),
+    }
+}
+
+/// A multi-thread runtime; with `--cpu N` every thread (workers and the main thread that
+/// coordinates) is pinned to core N, so the generator stays off the server's cores.
+fn build_runtime(common: &Common) -> anyhow::Result<(tokio::runtime::Runtime, usize)> {
+    let threads = common.threads.unwrap_or_else(|| match common.cpu {
+        Some(_) => 1,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    });
+    let core = match common.cpu {
+        Some(id) => {
+            let cores = core_affinity::get_core_ids().unwrap_or_default();
+            let core = cores.into_iter().find(|c| c.id == id).with_context(|| {
+                format!("--cpu {id}: no such core in this process's affinity mask")
+            })?;
+            if !core_affinity::set_for_current(core) {
+                anyhow::bail!("--cpu {id}: pinning failed");
+            }
+            Some(core)
+        }
+        None => None,
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .on_thread_start(move || {
+            if let Some(core) = core {
+                core_affinity::set_for_current(core);
+            }
+        })
+        .build()
+        .context("building the tokio runtime")
+        .map(|rt| (rt, threads.max(1)))
+}
+
+/// Tens of thousands of connections need as many descriptors: take the hard limit, and say
+/// so when even that is too low for the run.
+fn raise_nofile_limit(connections: u64) {
+    // Room for stdio, the runtime's own descriptors and the JSON file.
+    let needed = connections + 64;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) if n < needed => eprintln!(
+            "warning: the open file limit is {n}, below the {needed} this run needs: \
+             connections past it will fail (raise the hard limit with ulimit -Hn)"
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: cannot raise the open file limit: {e}"),
+    }
+}
