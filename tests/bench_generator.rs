@@ -1,67 +1,14 @@
-//! The load generator against a real server: the Node socket.io peer in single mode
-//! (`benches/peers/node/server.js`), on a port the server picks. A tiny fanout must deliver
-//! everything exactly once and report non-zero rates in its JSON.
-//!
-//! Needs `node` and `npm ci` run once in `benches/peers/node` (the test says so when it is not).
+//! The load generator against a real server: shardio's gateway on 4 shards, on a port the
+//! server picks. Tiny runs must deliver everything exactly once and report non-zero rates in
+//! their JSON. (Speed is measured by `benches/compare.sh`, never asserted here.)
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod common;
+
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A server under test, killed when dropped (also when an assertion fails).
-struct ServerUnderTest {
-    child: Child,
-    url: String,
-}
-
-impl ServerUnderTest {
-    /// `node server.js --mode single --port 0`; waits for its `ready ... port=N` line.
-    fn start_node_single(root: &Path) -> ServerUnderTest {
-        let dir = root.join("benches/peers/node");
-        assert!(
-            dir.join("node_modules/socket.io").is_dir(),
-            "benches/peers/node/node_modules is missing: run `npm ci` in benches/peers/node first"
-        );
-        let mut child = Command::new("node")
-            .args(["server.js", "--mode", "single", "--port", "0"])
-            .current_dir(&dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting `node` (is Node.js installed?)");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut server = ServerUnderTest {
-            child,
-            url: String::new(),
-        };
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the Node peer did not print its ready line within 20 s");
-        let port = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("port="))
-            .unwrap_or_else(|| panic!("no port in the ready line {line:?}"));
-        server.url = format!("http://127.0.0.1:{port}");
-        server
-    }
-}
-
-impl Drop for ServerUnderTest {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::TestServer;
 
 /// Runs the generator with a hard deadline; returns its parsed JSON report.
 fn run_bench(args: &[&str], json: &Path, deadline: Duration) -> serde_json::Value {
@@ -89,17 +36,28 @@ fn run_bench(args: &[&str], json: &Path, deadline: Duration) -> serde_json::Valu
     serde_json::from_str(&text).expect("the JSON report parses")
 }
 
+fn gateway() -> TestServer {
+    let config = <shardio::Config as clap::Parser>::parse_from(["shardio"]);
+    TestServer::start(4, shardio::apps::default_endpoints(&config))
+}
+
+fn json_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "shardio-bench-test-{name}-{}.json",
+        std::process::id()
+    ))
+}
+
 #[test]
-fn fanout_against_node_peer_loses_nothing() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let server = ServerUnderTest::start_node_single(&root);
-    let json = std::env::temp_dir().join(format!("shardio-bench-test-{}.json", std::process::id()));
-    let pid = server.child.id().to_string();
+fn fanout_against_shardio_loses_nothing() {
+    let server = gateway();
+    let json = json_path("fanout");
+    let pid = std::process::id().to_string();
     let r = run_bench(
         &[
             "fanout",
             "--url",
-            &server.url,
+            &server.url(),
             "--server-pid",
             &pid,
             "--subscribers",
@@ -135,4 +93,56 @@ fn fanout_against_node_peer_loses_nothing() {
     assert!(num("/deliveries_per_s") > 0.0, "{r:#}");
     assert!(num("/latency/p99_us") > 0.0, "{r:#}");
     assert!(num("/server/cpu_seconds") >= 0.0, "{r:#}");
+}
+
+#[test]
+fn connect_and_idle_against_shardio_report_rates_and_memory() {
+    let server = gateway();
+    let pid = std::process::id().to_string();
+    let json = json_path("connect");
+    let r = run_bench(
+        &[
+            "connect",
+            "--url",
+            &server.url(),
+            "--server-pid",
+            &pid,
+            "--count",
+            "200",
+            "--threads",
+            "1",
+        ],
+        &json,
+        Duration::from_secs(60),
+    );
+    let num = |r: &serde_json::Value, path: &str| {
+        r.pointer(path)
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or_else(|| panic!("{path} missing from {r:#}"))
+    };
+    assert!(num(&r, "/handshakes_per_s") > 0.0, "{r:#}");
+    server.wait_until("the generator's connections to close", |m| {
+        m.sessions_open() == 0
+    });
+    let json = json_path("idle");
+    let r = run_bench(
+        &[
+            "idle",
+            "--url",
+            &server.url(),
+            "--server-pid",
+            &pid,
+            "--count",
+            "200",
+            "--settle",
+            "1",
+            "--duration",
+            "1",
+            "--threads",
+            "1",
+        ],
+        &json,
+        Duration::from_secs(60),
+    );
+    assert_eq!(num(&r, "/connected"), 200.0, "{r:#}");
 }
