@@ -5,19 +5,25 @@ use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::rc::Rc;
 
+use rustc_hash::FxBuildHasher;
+
+/// Members are server-made random ids, so a fast non-keyed hash is safe for them; room names
+/// come from clients and keep the default keyed hash (no collision flooding).
+type Members<K> = HashSet<K, FxBuildHasher>;
+
 /// Room membership. `K` is the member key (a socket id).
 #[derive(Debug)]
 pub struct RoomIndex<K> {
-    rooms: HashMap<Rc<str>, HashSet<K>>,
+    rooms: HashMap<Rc<str>, Members<K>>,
     /// Each member's rooms; a short list, so a Vec beats a set.
-    members: HashMap<K, Vec<Rc<str>>>,
+    members: HashMap<K, Vec<Rc<str>>, FxBuildHasher>,
 }
 
 impl<K> Default for RoomIndex<K> {
     fn default() -> Self {
         RoomIndex {
             rooms: HashMap::new(),
-            members: HashMap::new(),
+            members: HashMap::default(),
         }
     }
 }
@@ -102,7 +108,12 @@ impl<K: Copy + Eq + Hash> RoomIndex<K> {
         everyone: impl Iterator<Item = K>,
         mut f: impl FnMut(K),
     ) {
-        let excluded = |m: &K| except.iter().any(|r| self.contains(r.as_ref(), *m));
+        // Resolve the except rooms once, not once per member.
+        let except: Vec<&Members<K>> = except
+            .iter()
+            .filter_map(|r| self.rooms.get(r.as_ref()))
+            .collect();
+        let excluded = |m: &K| except.iter().any(|set| set.contains(m));
         match rooms {
             [] => everyone.filter(|m| !excluded(m)).for_each(f),
             [room] => {
@@ -112,7 +123,7 @@ impl<K: Copy + Eq + Hash> RoomIndex<K> {
             }
             _ => {
                 // A member of several target rooms receives the packet once.
-                let mut seen = HashSet::new();
+                let mut seen = Members::default();
                 for room in rooms {
                     if let Some(set) = self.rooms.get(room.as_ref()) {
                         for m in set {
