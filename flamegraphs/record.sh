@@ -172,6 +172,22 @@ run_load() {
   esac
 }
 
+# The load and its result (under perf: slower than without), the sampling, the kernel.
+subtitle() {
+  local name=$1 load result
+  case $name in
+    fanout)
+      load="$FANOUT_SUBS subscribers / $FANOUT_ROOMS rooms / $FANOUT_PUBS publishers flat out, ${FANOUT_DURATION} s"
+      result=$(awk '/deliveries\/s/ {print $2 " deliveries/s"; exit}' "$WORK/$name.bench.txt")
+      ;;
+    connect)
+      load="$CONNECT_ROUNDS x $CONNECT_COUNT handshakes, closed after each round"
+      result="$(awk '/^  handshakes\/s/ {printf "%s%s", sep, $2; sep=", "}' "$WORK/$name.bench.txt") handshakes/s"
+      ;;
+  esac
+  echo "$load: $result; perf -F $FREQ --call-graph $CALL_GRAPH; Linux $(uname -r); $(date -u +%Y-%m-%d)"
+}
+
 for name in $SCENARIOS; do
   port=$(free_port)
   log "$name: shardio on 127.0.0.1:$port (core $SERVER_CPU), generator on core $BENCH_CPU"
@@ -192,8 +208,8 @@ for name in $SCENARIOS; do
   timeout 600 "$PERF" script -i "$WORK/$name.perf.data" 2>"$WORK/$name.script.log" |
     "$COLLAPSE" --all >"$WORK/$name.folded" || die "$name: perf script or inferno-collapse-perf failed"
   [[ -s $WORK/$name.folded ]] || die "$name: no samples (see $WORK/$name.perf.log)"
-  title="shardio $name, 1 shard, $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo -dirty)"
-  "$FLAMEGRAPH" --title "$title" --subtitle "$(head -n 1 "$WORK/$name.bench.txt")" \
+  title="shardio $name, 1 shard, commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo -dirty)"
+  "$FLAMEGRAPH" --title "$title" --subtitle "$(subtitle "$name")" \
     --minwidth "$MINWIDTH" --width 1600 --colors rust "$WORK/$name.folded" >"$OUT_DIR/$name.svg" ||
     die "$name: inferno-flamegraph failed"
   log "$name: wrote flamegraphs/$name.svg ($(du -h "$OUT_DIR/$name.svg" | cut -f1))"
