@@ -178,11 +178,11 @@ subtitle() {
   case $name in
     fanout)
       load="$FANOUT_SUBS subscribers / $FANOUT_ROOMS rooms / $FANOUT_PUBS publishers flat out, ${FANOUT_DURATION} s"
-      result=$(awk '/deliveries\/s/ {print $2 " deliveries/s"; exit}' "$WORK/$name.bench.txt")
+      result=$(awk '$1 == "deliveries/s" {print $2 " deliveries/s"; exit}' "$WORK/$name.bench.txt")
       ;;
     connect)
       load="$CONNECT_ROUNDS x $CONNECT_COUNT handshakes, closed after each round"
-      result="$(awk '/^  handshakes\/s/ {printf "%s%s", sep, $2; sep=", "}' "$WORK/$name.bench.txt") handshakes/s"
+      result="$(awk '$1 == "handshakes/s" {printf "%s%s", sep, $2; sep=", "}' "$WORK/$name.bench.txt") handshakes/s"
       ;;
   esac
   echo "$load: $result; perf -F $FREQ --call-graph $CALL_GRAPH; Linux $(uname -r); $(date -u +%Y-%m-%d)"
