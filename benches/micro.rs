@@ -17,8 +17,9 @@
 //!   70 KB) and the refcount clone every recipient of a broadcast gets.
 //! - `room_select`: `RoomIndex::select` over `Sid` members (each socket also in its own id room,
 //!   as Socket.IO does): 1 room of 1,000; the same except the publisher's id (the gateway's
-//!   `socket.broadcast().to(room)`); 3 overlapping rooms with an except room; the whole
-//!   namespace of 10,000 except one socket id. Throughput is in selected members.
+//!   `socket.broadcast().to(room)`); 3 overlapping rooms (1,350 selected of 2,500 visited) with
+//!   an except room; the whole namespace of 10,000 except one socket id. Throughput is in
+//!   selected members.
 //! - `sid`: `SidGenerator::next_sid`, `Sid::parse`, `Sid::shard`.
 //! - `adapter`: `BroadcastMessage` decode and encode, for the classic adapter's captured
 //!   `io.emit("hello", 1, "two", {three: 3})` and for a broadcast carrying a 4 KiB binary.
@@ -28,10 +29,13 @@
 //!   messages per second. The sender keeps at most the inbox capacity in flight, so it measures
 //!   the accepted path, never the overflow path.
 //!
-//! Running:
+//! Not here: the writer's batching (`engineio::queue::OutQueue`) is private to the crate;
+//! `flamegraphs/fanout.svg` shows its share under real load instead.
+//!
+//! Running (figures from one run, with their context: `benches/MICRO.md`):
 //!
 //! ```sh
-//! cargo bench --bench micro                     # everything, about 2 minutes
+//! cargo bench --bench micro                     # everything, about 2 minutes once built
 //! cargo bench --bench micro -- room_select      # one group
 //! cargo bench --bench micro -- 'socketio_(de|en)code/event'
 //! cargo bench --bench micro -- --warm-up-time 3 --measurement-time 10   # steadier figures
@@ -350,8 +354,9 @@ fn room_select(c: &mut Criterion) {
         b.iter(|| one.count(black_box(&room), &publisher))
     });
 
-    // 3,000 sockets: a, b, c of 1,000 each overlapping by half (socket i is in rooms i/500 and
-    // i/500 + 1 of a..d), minus the members of room "muted" (every 10th socket).
+    // 3,000 sockets, socket i in rooms i/500 and i/500 + 1 of a..g: a holds 500 sockets, b and c
+    // 1,000 each, b overlapping a and c by 500; the union (1,500) less every 10th socket, which
+    // is in the except room "muted", is 1,350 selected of 2,500 visited.
     let names = ["a", "b", "c", "d", "e", "f", "g"];
     let three = Namespace::new(3000, |i| {
         let mut r = vec![names[i / 500].to_string(), names[i / 500 + 1].to_string()];

@@ -54,6 +54,8 @@ die() { log "error: $*"; exit 1; }
 # Tools and binaries.
 
 [[ -x $PERF ]] || die "perf not found (Debian: apt-get install linux-perf)"
+command -v python3 >/dev/null || die "python3 is needed to pick a free port"
+command -v taskset >/dev/null || die "taskset not found (Debian: util-linux)"
 if [[ $(id -u) != 0 ]] && (($(cat /proc/sys/kernel/perf_event_paranoid) > 1)); then
   die "perf cannot attach to another process: run as root or set kernel.perf_event_paranoid=1"
 fi
