@@ -54,6 +54,9 @@ die() { log "error: $*"; exit 1; }
 # Tools and binaries.
 
 [[ -x $PERF ]] || die "perf not found (Debian: apt-get install linux-perf)"
+for name in $SCENARIOS; do
+  [[ $name == fanout || $name == connect ]] || die "unknown scenario '$name' (fanout, connect)"
+done
 command -v python3 >/dev/null || die "python3 is needed to pick a free port"
 command -v taskset >/dev/null || die "taskset not found (Debian: util-linux)"
 if [[ $(id -u) != 0 ]] && (($(cat /proc/sys/kernel/perf_event_paranoid) > 1)); then
@@ -170,7 +173,7 @@ run_load() {
           return 1
       done
       ;;
-    *) die "unknown scenario $name (fanout, connect)" ;;
+    *) return 1 ;;
   esac
 }
 
