@@ -39,11 +39,32 @@ fn open_packet_has_exactly_the_node_keys() {
 #[test]
 fn bad_handshakes_get_nodes_exact_errors() {
     let server = TestServer::conformance();
+    // SOCKETIO.md §1.5, captured from socket.io@4.8.4.
     let cases = [
         (
             "/engine.io/?transport=polling",
             400,
-            r#"{"code":0,"message":"Transport unknown"}"#,
+            r#"{"code":5,"message":"Unsupported protocol version"}"#,
+        ),
+        (
+            "/engine.io/?EIO=abc&transport=polling",
+            400,
+            r#"{"code":5,"message":"Unsupported protocol version"}"#,
+        ),
+        (
+            "/engine.io/?EIO=3&transport=polling",
+            400,
+            r#"{"code":5,"message":"Unsupported protocol version"}"#,
+        ),
+        (
+            "/engine.io/?EIO=4&transport=polling&sid=nope",
+            400,
+            r#"{"code":1,"message":"Session ID unknown"}"#,
+        ),
+        (
+            "/engine.io/?EIO=4&transport=polling&sid=AAAAAAAAAAAAAAAAAAAA",
+            400,
+            r#"{"code":1,"message":"Session ID unknown"}"#,
         ),
         (
             "/engine.io/?EIO=4",
@@ -78,12 +99,14 @@ fn bad_handshakes_get_nodes_exact_errors() {
             .to_ascii_lowercase()
             .contains("content-type: application/json"));
     }
-    let req = "POST /engine.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-    let (status, _, body) = http_request(server.addr, req);
-    assert_eq!(
-        (status, body.as_str()),
-        (400, r#"{"code":2,"message":"Bad handshake method"}"#)
-    );
+    for transport in ["websocket", "polling"] {
+        let req = format!("POST /engine.io/?EIO=4&transport={transport} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let (status, _, body) = http_request(server.addr, &req);
+        assert_eq!(
+            (status, body.as_str()),
+            (400, r#"{"code":2,"message":"Bad handshake method"}"#)
+        );
+    }
 }
 
 #[test]

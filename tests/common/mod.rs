@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
 pub mod node;
+pub mod polling;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -60,6 +61,16 @@ impl TestServer {
     /// The conformance apps (Engine.IO echo, Socket.IO test app) on 4 shards.
     pub fn conformance() -> TestServer {
         TestServer::start(4, shardio::apps::conformance_endpoints())
+    }
+
+    /// The conformance apps on 4 shards with settings changed by `tune` (e.g. a heartbeat slow
+    /// enough that a test need not answer pings).
+    pub fn conformance_with(tune: impl Fn(&mut shardio::engineio::EngineConfig)) -> TestServer {
+        let mut endpoints = shardio::apps::conformance_endpoints();
+        for ep in &mut endpoints {
+            tune(&mut ep.engine);
+        }
+        TestServer::start(4, endpoints)
     }
 
     pub fn url(&self) -> String {
