@@ -1,11 +1,22 @@
-//! The official npm socket.io-client against shardio.
+//! The official npm socket.io-client and the python-socketio client against shardio.
 
 mod common;
 
 use std::time::Duration;
 
-use common::node::run_script;
+use common::node::{run_python, run_script};
 use common::TestServer;
+
+/// The conformance apps with a heartbeat of 2 s + 2 s instead of the suites' 300 + 200 ms:
+/// dozens of polling clients in one Node event loop, on a shared 2-core machine, cannot all
+/// answer a ping within 200 ms, and the clients themselves close when a ping is 500 ms late.
+/// The suites' timings over polling are tested with plain HTTP in tests/polling.rs.
+fn conformance_for_many_polling_clients() -> TestServer {
+    TestServer::conformance_with(|e| {
+        e.ping_interval = Duration::from_secs(2);
+        e.ping_timeout = Duration::from_secs(2);
+    })
+}
 
 #[test]
 fn socketio_client_over_websocket_on_four_shards() {
@@ -26,4 +37,39 @@ fn socketio_client_over_websocket_on_four_shards() {
             >= 2,
         "16 clients should have landed on several shards"
     );
+}
+
+#[test]
+fn socketio_clients_with_default_options_poll_then_upgrade_on_four_shards() {
+    let server = conformance_for_many_polling_clients();
+    let out = run_script(
+        "transports_client.mjs",
+        &[&server.url(), "50", "default"],
+        Duration::from_secs(45),
+    );
+    assert_eq!(out.trim(), "ok");
+    // Polling requests and upgrades on new connections land on any shard: without the
+    // hand-over to the owning shard these clients would get "Session ID unknown".
+    assert!(
+        server.metrics.handoffs() > 0,
+        "50 clients never needed a hand-over: the test proves nothing"
+    );
+}
+
+#[test]
+fn socketio_clients_on_polling_only_on_four_shards() {
+    let server = conformance_for_many_polling_clients();
+    let out = run_script(
+        "transports_client.mjs",
+        &[&server.url(), "20", "polling"],
+        Duration::from_secs(45),
+    );
+    assert_eq!(out.trim(), "ok");
+}
+
+#[test]
+fn python_socketio_client_with_default_transports() {
+    let server = TestServer::conformance();
+    let out = run_python("client.py", &[&server.url()], Duration::from_secs(30));
+    assert_eq!(out.trim(), "ok");
 }

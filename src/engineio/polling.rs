@@ -88,6 +88,7 @@ async fn get(
 ) -> Handled {
     if session.poll.get_pending.get() {
         // "overlap from client": refused, and the session closes; the pending GET answers `1`.
+        tracing::debug!(sid = %session.sid(), "overlapping GET");
         session.close(CloseReason::TransportError);
         return engine
             .reply(stream, head, leftover, Reply::new(400, b""))
@@ -108,6 +109,7 @@ async fn get(
             Some(body) => body,
             None => {
                 // "poll connection closed prematurely": the client gave up on the session.
+                tracing::debug!(sid = %session.sid(), "long poll aborted");
                 session.close(CloseReason::TransportError);
                 return Handled::Done;
             }
@@ -216,6 +218,7 @@ async fn post(
     if binary || session.poll.post_pending.get() {
         // v4 carries binary as base64 text ("invalid content"), and a POST may not overlap
         // another ("data request overlap from client"): both end the session.
+        tracing::debug!(sid = %session.sid(), binary, "binary or overlapping POST");
         session.close(CloseReason::TransportError);
         return engine
             .reply(stream, head, leftover, Reply::new(400, b""))
@@ -228,12 +231,14 @@ async fn post(
     let (body, rest) = match read {
         Ok(read) => read,
         Err(err @ (BodyError::TooLarge | BodyError::Malformed)) => {
+            tracing::debug!(sid = %session.sid(), %err, "POST body refused");
             // The session lives on, as in Node; the connection cannot be reused.
             let reply = Reply::new(err.status(), b"").closing();
             return engine.reply(stream, head, Vec::new(), reply).await;
         }
         Err(BodyError::Closed) => {
             // "data request connection closed prematurely"
+            tracing::debug!(sid = %session.sid(), "POST aborted");
             session.close(CloseReason::TransportError);
             return Handled::Done;
         }
