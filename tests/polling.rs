@@ -202,6 +202,17 @@ fn a_close_packet_ends_the_session_and_the_pending_get_returns_noop() {
 }
 
 #[test]
+fn a_sid_is_known_only_on_the_endpoint_that_opened_it() {
+    let server = server();
+    let (c, _) = PollingClient::open(server.addr, "/engine.io/");
+    let elsewhere = PollingClient {
+        path: "/socket.io/".into(),
+        ..c
+    };
+    assert_unknown_sid(&elsewhere.get());
+}
+
+#[test]
 fn other_methods_on_a_session_get_500() {
     let server = server();
     let (c, _) = PollingClient::open(server.addr, "/engine.io/");

@@ -248,6 +248,8 @@ struct PollState {
 /// One Engine.IO session, owned by the shard that opened it.
 pub struct Session {
     sid: Sid,
+    /// The endpoint (path) that opened it: its requests must come to the same one.
+    endpoint: usize,
     request: RequestInfo,
     out: RefCell<OutQueue>,
     /// Wakes whoever delivers the queue (the WebSocket loop, or the pending GET) when the queue
@@ -269,12 +271,14 @@ pub struct Session {
 impl Session {
     fn new(
         sid: Sid,
+        endpoint: usize,
         request: RequestInfo,
         max_buffered_bytes: usize,
         transport: Transport,
     ) -> Self {
         Session {
             sid,
+            endpoint,
             request,
             out: RefCell::new(OutQueue::new(max_buffered_bytes)),
             wake: Notify::new(),
@@ -555,7 +559,10 @@ impl Engine {
         {
             return self.hand_off(owner, stream, head, leftover, address).await;
         }
-        let Some(session) = sid.and_then(|sid| engine.session(&sid)) else {
+        let session = sid
+            .and_then(|sid| engine.session(&sid))
+            .filter(|s| s.endpoint == self.ctx.endpoint);
+        let Some(session) = session else {
             return self
                 .refuse(stream, &head, leftover, HandshakeError::UnknownSid)
                 .await;
@@ -576,7 +583,7 @@ impl Engine {
             websocket::upgrade(self, stream, &key, session, leftover).await;
             return Handled::Done;
         }
-        if requested != Requested::Polling || session.transport.get().name() != "polling" {
+        if requested != Requested::Polling || session.is_websocket() {
             // TRANSPORT_MISMATCH: e.g. polling on a session that upgraded to WebSocket.
             return self
                 .refuse(stream, &head, leftover, HandshakeError::BadRequest)
@@ -723,6 +730,7 @@ impl Engine {
     fn open_session(self: &Rc<Self>, request: RequestInfo, transport: Transport) -> Rc<Session> {
         let session = Rc::new(Session::new(
             self.ctx.engine.next_sid(),
+            self.ctx.endpoint,
             request,
             self.config.max_buffered_bytes,
             transport,

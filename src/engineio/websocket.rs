@@ -104,14 +104,16 @@ pub(super) async fn upgrade(
     session: Rc<Session>,
     leftover: Vec<u8>,
 ) {
+    // Before any await: a second upgrade request for this sid is refused from now on.
+    session.transport.set(Transport::Upgrading);
     if stream
         .write_all(&switching_protocols(key, None))
         .await
         .is_err()
     {
+        end_candidate(&session);
         return;
     }
-    session.transport.set(Transport::Upgrading);
     let mut ws = WsTransport::new(stream, leftover, engine.config.max_payload);
     let upgraded = probe(engine, &session, &mut ws).await;
     if upgraded && session.is_open() {
@@ -119,10 +121,15 @@ pub(super) async fn upgrade(
         session.events.notify_one();
         return;
     }
+    end_candidate(&session);
+    let _ = ws.stream.shutdown().await;
+}
+
+/// A candidate that did not upgrade leaves the session on polling, free to try again.
+fn end_candidate(session: &Session) {
     if session.transport.get() == Transport::Upgrading {
         session.transport.set(Transport::Polling);
     }
-    let _ = ws.stream.shutdown().await;
 }
 
 /// The probe of §1.7 on a candidate WebSocket. Returns whether the upgrade completed.

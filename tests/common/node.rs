@@ -6,7 +6,9 @@ use std::process::Command;
 use std::time::Duration;
 
 fn tests_dir(sub: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join(sub)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(sub)
 }
 
 /// Runs `node tests/js/<script> <args...>` and returns its stdout; fails the test with the
