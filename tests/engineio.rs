@@ -2,38 +2,13 @@
 
 mod common;
 
-use common::{http_request, Frame, TestServer, WsClient};
-use std::collections::HashSet;
+use common::{assert_conformance_open_packet, http_request, Frame, TestServer, WsClient};
 
 #[test]
 fn open_packet_has_exactly_the_node_keys() {
     let server = TestServer::conformance();
     let (_c, open) = WsClient::open(server.addr, "/socket.io/");
-    let keys: HashSet<&str> = open
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(
-        keys,
-        HashSet::from([
-            "sid",
-            "upgrades",
-            "pingInterval",
-            "pingTimeout",
-            "maxPayload"
-        ])
-    );
-    assert_eq!(open["upgrades"], serde_json::json!([]));
-    assert_eq!(open["pingInterval"], 300);
-    assert_eq!(open["pingTimeout"], 200);
-    assert_eq!(open["maxPayload"], 1_000_000);
-    let sid = open["sid"].as_str().unwrap();
-    assert_eq!(sid.len(), 20);
-    assert!(sid
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    assert_conformance_open_packet(&open, &[]);
 }
 
 #[test]

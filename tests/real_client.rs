@@ -39,32 +39,33 @@ fn socketio_client_over_websocket_on_four_shards() {
     );
 }
 
-#[test]
-fn socketio_clients_with_default_options_poll_then_upgrade_on_four_shards() {
+/// Runs `clients` npm clients in `mode` (see tests/js/transports_client.mjs) on 4 shards and
+/// returns how many requests had to be handed to the shard owning their session.
+fn polling_clients(clients: usize, mode: &str) -> u64 {
     let server = conformance_for_many_polling_clients();
+    let clients = clients.to_string();
     let out = run_script(
         "transports_client.mjs",
-        &[&server.url(), "50", "default"],
+        &[&server.url(), &clients, mode],
         Duration::from_secs(45),
     );
     assert_eq!(out.trim(), "ok");
+    server.metrics.handoffs()
+}
+
+#[test]
+fn socketio_clients_with_default_options_poll_then_upgrade_on_four_shards() {
     // Polling requests and upgrades on new connections land on any shard: without the
     // hand-over to the owning shard these clients would get "Session ID unknown".
     assert!(
-        server.metrics.handoffs() > 0,
+        polling_clients(50, "default") > 0,
         "50 clients never needed a hand-over: the test proves nothing"
     );
 }
 
 #[test]
 fn socketio_clients_on_polling_only_on_four_shards() {
-    let server = conformance_for_many_polling_clients();
-    let out = run_script(
-        "transports_client.mjs",
-        &[&server.url(), "20", "polling"],
-        Duration::from_secs(45),
-    );
-    assert_eq!(out.trim(), "ok");
+    polling_clients(20, "polling");
 }
 
 #[test]

@@ -87,12 +87,16 @@ async fn get(
     cookie: Option<String>,
 ) -> Handled {
     if session.poll.get_pending.get() {
-        // "overlap from client": refused, and the session closes; the pending GET answers `1`.
-        tracing::debug!(sid = %session.sid(), "overlapping GET");
-        session.close(CloseReason::TransportError);
-        return engine
-            .reply(stream, head, leftover, Reply::new(400, b""))
-            .await;
+        // The pending GET then answers `1`.
+        return misuse(
+            engine,
+            session,
+            stream,
+            head,
+            leftover,
+            "overlap from client",
+        )
+        .await;
     }
     let body = {
         let _pending = Pending::set(&session.poll.get_pending);
@@ -204,6 +208,23 @@ fn take_batch(out: &mut OutQueue, max_payload: usize) -> Vec<u8> {
     body
 }
 
+/// A request that breaks the polling rules (`what`: Node's error message) is answered 400 and
+/// ends the session.
+async fn misuse(
+    engine: &Engine,
+    session: &Session,
+    stream: TcpStream,
+    head: &RequestHead,
+    leftover: Vec<u8>,
+    what: &str,
+) -> Handled {
+    tracing::debug!(sid = %session.sid(), what, "polling request refused");
+    session.close(CloseReason::TransportError);
+    engine
+        .reply(stream, head, leftover, Reply::new(400, b""))
+        .await
+}
+
 /// The client's packets.
 async fn post(
     engine: &Engine,
@@ -215,14 +236,13 @@ async fn post(
     let binary = head
         .header("content-type")
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/octet-stream"));
-    if binary || session.poll.post_pending.get() {
-        // v4 carries binary as base64 text ("invalid content"), and a POST may not overlap
-        // another ("data request overlap from client"): both end the session.
-        tracing::debug!(sid = %session.sid(), binary, "binary or overlapping POST");
-        session.close(CloseReason::TransportError);
-        return engine
-            .reply(stream, head, leftover, Reply::new(400, b""))
-            .await;
+    if binary {
+        // v4 carries binary as base64 text.
+        return misuse(engine, session, stream, head, leftover, "invalid content").await;
+    }
+    if session.poll.post_pending.get() {
+        let what = "data request overlap from client";
+        return misuse(engine, session, stream, head, leftover, what).await;
     }
     let read = {
         let _pending = Pending::set(&session.poll.post_pending);

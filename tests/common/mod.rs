@@ -267,6 +267,36 @@ fn parse_response(bytes: &[u8]) -> Option<(u16, String, String)> {
     (body.len() >= length).then(|| (status, head.to_string(), body[..length].to_string()))
 }
 
+/// Checks an open packet of the conformance apps: exactly Node's keys (§1.2), the suites'
+/// timings, and the upgrades the transport offers.
+pub fn assert_conformance_open_packet(open: &serde_json::Value, upgrades: &[&str]) {
+    let keys: std::collections::HashSet<&str> = open
+        .as_object()
+        .expect("open packet is an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        std::collections::HashSet::from([
+            "sid",
+            "upgrades",
+            "pingInterval",
+            "pingTimeout",
+            "maxPayload"
+        ])
+    );
+    assert_eq!(open["upgrades"], serde_json::json!(upgrades));
+    assert_eq!(open["pingInterval"], 300);
+    assert_eq!(open["pingTimeout"], 200);
+    assert_eq!(open["maxPayload"], 1_000_000);
+    let sid = open["sid"].as_str().expect("sid");
+    assert_eq!(sid.len(), 20);
+    assert!(sid
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+}
+
 /// The close code of a close frame, as a number.
 pub fn code(c: CloseCode) -> u16 {
     u16::from(c)

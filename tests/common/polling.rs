@@ -219,6 +219,26 @@ impl PollingClient {
         conn
     }
 
+    /// A GET on a fresh connection that the server holds (nothing is queued): read its
+    /// response later.
+    pub fn held_get(&self) -> HttpConn {
+        let mut conn = self.start_get();
+        assert!(
+            conn.response_within(Duration::from_millis(100)).is_none(),
+            "the GET must wait for packets"
+        );
+        conn
+    }
+
+    /// Starts a POST on a fresh connection with raw bytes after the request line: header
+    /// lines, the blank line, and as much of the body as the test wants sent now.
+    pub fn raw_post(&self, rest: &str) -> HttpConn {
+        let mut conn = HttpConn::connect(self.addr);
+        let head = format!("POST {} HTTP/1.1\r\nHost: t\r\n{rest}", self.target());
+        conn.send(head.as_bytes());
+        conn
+    }
+
     /// A POST of a payload on a fresh connection.
     pub fn post(&self, payload: &str) -> Response {
         request(
