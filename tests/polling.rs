@@ -464,6 +464,9 @@ fn cors_preflights_and_headers_on_every_response() {
         Some("content-type,x-token")
     );
     assert_eq!(r.header("vary"), Some("Access-Control-Request-Headers"));
+    for name in ["access-control-allow-origin", "vary"] {
+        assert_eq!(r.header_count(name), 1, "{name} once");
+    }
     // Errors carry the headers too.
     let r = request(
         server.addr,
@@ -507,6 +510,34 @@ fn credentials_echo_the_origin_and_the_cookie_carries_the_sid() {
         r.header("set-cookie"),
         Some(format!("io={sid}; Path=/; HttpOnly; SameSite=Lax").as_str())
     );
+    // A credentialed preflight: the exact origin, once, and both Vary reasons.
+    let r = request(
+        server.addr,
+        "OPTIONS",
+        &format!("/engine.io/?EIO=4&transport=polling&sid={sid}"),
+        &[
+            "Origin: https://app.example",
+            "Access-Control-Request-Headers: content-type",
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(
+        r.header("vary"),
+        Some("Origin, Access-Control-Request-Headers")
+    );
+    for name in [
+        "access-control-allow-origin",
+        "access-control-allow-credentials",
+        "vary",
+    ] {
+        assert_eq!(r.header_count(name), 1, "{name} once");
+    }
     // An origin not on the list gets no Allow-Origin.
     let r = request(
         server.addr,

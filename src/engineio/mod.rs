@@ -533,7 +533,7 @@ impl Engine {
                     head.header("origin"),
                     head.header("access-control-request-headers"),
                 );
-                let reply = Reply::new(204, b"").headers(headers);
+                let reply = Reply::new(204, b"").headers(headers).cors_included();
                 return self.reply(stream, &head, leftover, reply).await;
             }
         }
@@ -703,12 +703,10 @@ impl Engine {
             headers.push(("Content-Type", content_type));
         }
         headers.extend(reply.headers.iter().map(|(k, v)| (*k, v.as_str())));
-        let cors = self
-            .config
-            .cors
-            .as_ref()
-            .map(|cors| cors.response_headers(head.header("origin")))
-            .unwrap_or_default();
+        let cors = match &self.config.cors {
+            Some(cors) if !reply.cors_included => cors.response_headers(head.header("origin")),
+            _ => Vec::new(),
+        };
         headers.extend(cors.iter().map(|(k, v)| (*k, v.as_str())));
         if !keep {
             headers.push(("Connection", "close"));
@@ -781,6 +779,8 @@ struct Reply<'a> {
     body_unread: bool,
     /// Close the connection after this response whatever the client asked.
     close: bool,
+    /// `headers` already hold the CORS headers (a preflight answer).
+    cors_included: bool,
 }
 
 impl<'a> Reply<'a> {
@@ -792,6 +792,7 @@ impl<'a> Reply<'a> {
             body,
             body_unread: true,
             close: false,
+            cors_included: false,
         }
     }
 
@@ -813,6 +814,11 @@ impl<'a> Reply<'a> {
 
     fn closing(mut self) -> Self {
         self.close = true;
+        self
+    }
+
+    fn cors_included(mut self) -> Self {
+        self.cors_included = true;
         self
     }
 }

@@ -23,6 +23,11 @@ impl Response {
             .map(|(_, v)| v.as_str())
     }
 
+    /// How many times a header appears.
+    pub fn header_count(&self, name: &str) -> usize {
+        self.headers.iter().filter(|(n, _)| n == name).count()
+    }
+
     pub fn text(&self) -> &str {
         std::str::from_utf8(&self.body).expect("UTF-8 body")
     }
