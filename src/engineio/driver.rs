@@ -23,7 +23,7 @@ const POLL_CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// Runs a session until it closes, then removes it from the shard (running `on_close`).
 /// `ws`: the session's WebSocket, or `None` for a polling session.
 pub(super) async fn drive(engine: Rc<Engine>, session: Rc<Session>, ws: Option<WsTransport>) {
-    let mut heartbeat = Heartbeat::new(&engine.config);
+    let mut heartbeat = Heartbeat::new(&engine.config, &session);
     let ws = match ws {
         Some(ws) => Some(ws),
         None => poll_until_upgrade(&session, &mut heartbeat).await,
@@ -43,7 +43,7 @@ pub(super) async fn drive(engine: Rc<Engine>, session: Rc<Session>, ws: Option<W
 async fn poll_until_upgrade(session: &Session, heartbeat: &mut Heartbeat) -> Option<WsTransport> {
     loop {
         if session.take_pong() {
-            heartbeat.on_pong();
+            heartbeat.on_pong(session);
         }
         if let Some(ws) = session.upgraded.borrow_mut().take() {
             return Some(*ws);
@@ -87,13 +87,22 @@ pub(super) struct Heartbeat {
 }
 
 impl Heartbeat {
-    fn new(config: &EngineConfig) -> Self {
-        Heartbeat {
-            sleep: Box::pin(tokio::time::sleep(config.ping_interval)),
+    /// The first ping is due `ping_interval` after the session opened.
+    fn new(config: &EngineConfig, session: &Session) -> Self {
+        let mut heartbeat = Heartbeat {
+            sleep: Box::pin(tokio::time::sleep_until(session.opened_at)),
             awaiting_pong: false,
             interval: config.ping_interval,
             timeout: config.ping_timeout,
-        }
+        };
+        heartbeat.schedule_ping(session, session.opened_at + config.ping_interval);
+        heartbeat
+    }
+
+    /// Arms the next ping; a session that answers no ping is dead `ping_timeout` after it.
+    fn schedule_ping(&mut self, session: &Session, at: Instant) {
+        self.sleep.as_mut().reset(at);
+        session.alive_until.set(at + self.timeout);
     }
 
     /// Completes when it is time to ping, or when the pong is late.
@@ -102,10 +111,10 @@ impl Heartbeat {
     }
 
     /// Node re-arms the interval from the moment the pong arrives.
-    pub(super) fn on_pong(&mut self) {
+    pub(super) fn on_pong(&mut self, session: &Session) {
         if self.awaiting_pong {
             self.awaiting_pong = false;
-            self.sleep.as_mut().reset(Instant::now() + self.interval);
+            self.schedule_ping(session, Instant::now() + self.interval);
         }
     }
 
@@ -116,7 +125,9 @@ impl Heartbeat {
         } else {
             self.awaiting_pong = true;
             let _ = session.send(&[ping_frame()]);
-            self.sleep.as_mut().reset(Instant::now() + self.timeout);
+            // Counted from when the ping was due, not from a late timer: the deadline is the
+            // one requests already check (`alive_until`).
+            self.sleep.as_mut().reset(session.alive_until.get());
         }
     }
 }

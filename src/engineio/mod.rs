@@ -260,6 +260,12 @@ pub struct Session {
     transport: Cell<Transport>,
     /// A pong arrived since the driver last looked.
     pong: Cell<bool>,
+    /// The session is dead after this instant unless a pong arrives first: the next (or the
+    /// outstanding) ping's time plus `ping_timeout`. Kept by the heartbeat.
+    alive_until: Cell<tokio::time::Instant>,
+    /// When the session opened: the heartbeat counts from here, as Node's does, not from
+    /// whenever its driver task first runs.
+    opened_at: tokio::time::Instant,
     /// Wakes the driver of a polling session: a pong, a close, a finished upgrade, a delivered
     /// close packet.
     events: Notify,
@@ -275,7 +281,9 @@ impl Session {
         request: RequestInfo,
         max_buffered_bytes: usize,
         transport: Transport,
+        first_ping_window: Duration,
     ) -> Self {
+        let opened_at = tokio::time::Instant::now();
         Session {
             sid,
             endpoint,
@@ -286,6 +294,8 @@ impl Session {
             conn: RefCell::new(None),
             transport: Cell::new(transport),
             pong: Cell::new(false),
+            alive_until: Cell::new(opened_at + first_ping_window),
+            opened_at,
             events: Notify::new(),
             poll: PollState::default(),
             upgraded: RefCell::new(None),
@@ -353,6 +363,18 @@ impl Session {
             self.wake.notify_one();
             self.events.notify_one();
         }
+    }
+
+    /// Whether a new request may still find this session. A session closing for a reason that
+    /// leaves nothing to deliver is gone at once, as Node drops it from its table; so is one
+    /// whose pong is overdue even if its driver has not run yet, so that what a client sees
+    /// does not depend on the order in which the shard runs its tasks.
+    fn takes_requests(&self) -> bool {
+        // A pong the driver has not seen yet may have saved it: the driver decides then.
+        if !self.pong.get() && tokio::time::Instant::now() >= self.alive_until.get() {
+            self.close(CloseReason::PingTimeout);
+        }
+        self.closing.get().is_none_or(CloseReason::flushes_queue)
     }
 
     /// Whether the session is carried by a WebSocket now (it started on one, or upgraded).
@@ -561,7 +583,7 @@ impl Engine {
         }
         let session = sid
             .and_then(|sid| engine.session(&sid))
-            .filter(|s| s.endpoint == self.ctx.endpoint);
+            .filter(|s| s.endpoint == self.ctx.endpoint && s.takes_requests());
         let Some(session) = session else {
             return self
                 .refuse(stream, &head, leftover, HandshakeError::UnknownSid)
@@ -732,6 +754,7 @@ impl Engine {
             request,
             self.config.max_buffered_bytes,
             transport,
+            self.config.ping_interval + self.config.ping_timeout,
         ));
         self.ctx.engine.insert(session.clone());
         session

@@ -185,7 +185,7 @@ pub(super) async fn run(session: &Rc<Session>, ws: &mut WsTransport, heartbeat: 
     }
     loop {
         if session.take_pong() {
-            heartbeat.on_pong();
+            heartbeat.on_pong(session);
         }
         let flushed = match flush(stream, session) {
             Ok(flushed) => flushed,
