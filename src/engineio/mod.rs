@@ -490,7 +490,12 @@ impl EngineShard {
     fn finish(&self, session: &Rc<Session>) {
         let reason = session.closing.get().unwrap_or(CloseReason::TransportClose);
         session.closing.set(Some(reason));
-        tracing::debug!(sid = %session.sid, reason = reason.as_str(), transport = session.transport.get().name(), "session closed");
+        tracing::debug!(
+            sid = %session.sid,
+            reason = reason.as_str(),
+            transport = session.transport.get().name(),
+            "session closed"
+        );
         if reason == CloseReason::SlowConsumer {
             self.metrics().slow_consumer();
         }
@@ -698,7 +703,12 @@ impl Engine {
         leftover: Vec<u8>,
         err: HandshakeError,
     ) -> Handled {
-        tracing::debug!(method = %head.method, query = %head.query, error = err.message(), "request refused");
+        tracing::debug!(
+            method = %head.method,
+            query = %head.query,
+            error = err.message(),
+            "request refused"
+        );
         if head.is_websocket_upgrade() {
             abort_upgrade(stream, 400, err.message()).await;
             return Handled::Done;
