@@ -24,16 +24,18 @@ const POLL_CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// `ws`: the session's WebSocket, or `None` for a polling session.
 pub(super) async fn drive(engine: Rc<Engine>, session: Rc<Session>, ws: Option<WsTransport>) {
     let mut heartbeat = Heartbeat::new(&engine.config, &session);
+    // What runs once (the polling phase, the close) is boxed, so that the future that lives
+    // as long as the session (the WebSocket loop) stays small: idle sessions must be cheap.
     let ws = match ws {
         Some(ws) => Some(ws),
-        None => poll_until_upgrade(&session, &mut heartbeat).await,
+        None => Box::pin(poll_until_upgrade(&session, &mut heartbeat)).await,
     };
     match ws {
         Some(mut ws) => {
             websocket::run(&session, &mut ws, &mut heartbeat).await;
-            websocket::close(ws, &session).await;
+            Box::pin(websocket::close(ws, &session)).await;
         }
-        None => linger(&session).await,
+        None => Box::pin(linger(&session)).await,
     }
     engine.ctx.engine.finish(&session);
 }

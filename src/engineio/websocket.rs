@@ -85,7 +85,9 @@ pub(super) async fn open(
     if stream.write_all(&response).await.is_ok() {
         engine.attach(&session);
         let ws = WsTransport::new(stream, leftover, engine.config.max_payload);
-        driver::drive(engine.clone(), session, Some(ws)).await;
+        // The driver gets a task of its own, sized for the session's life; the HTTP task, whose
+        // future is sized for every kind of request, ends here and frees its memory.
+        tokio::task::spawn_local(driver::drive(engine.clone(), session, Some(ws)));
     } else {
         session.close(CloseReason::TransportError);
         engine.ctx.engine.finish(&session);
