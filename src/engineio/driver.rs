@@ -31,9 +31,10 @@ pub(super) async fn drive(engine: Rc<Engine>, session: Rc<Session>, ws: Option<W
         None => Box::pin(poll_until_upgrade(&session, &mut heartbeat)).await,
     };
     match ws {
-        Some(mut ws) => {
-            websocket::run(&session, &mut ws, &mut heartbeat).await;
-            Box::pin(websocket::close(ws, &session)).await;
+        Some(ws) => {
+            if let Some(ws) = websocket::run(&session, ws, &mut heartbeat).await {
+                Box::pin(websocket::close(ws, &session)).await;
+            }
         }
         None => Box::pin(linger(&session)).await,
     }

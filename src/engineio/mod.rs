@@ -9,6 +9,7 @@
 //! A request for a session another shard owns is handed to that shard over the bus.
 
 mod driver;
+mod flusher;
 pub mod frame;
 mod polling;
 mod queue;
@@ -19,7 +20,7 @@ use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -34,6 +35,7 @@ use crate::protocol::cors::CorsPolicy;
 use crate::protocol::engineio::{HandshakeError, Packet, PacketType};
 use crate::protocol::http::{self, BodyFraming, RequestHead};
 
+use flusher::Flusher;
 pub use frame::{FrameKind, OutFrame};
 use queue::OutQueue;
 pub use sid::{Sid, SidGenerator};
@@ -317,6 +319,12 @@ pub struct Session {
     poll: PollState,
     /// The WebSocket of a finished upgrade, until the driver takes it over.
     upgraded: RefCell<Option<Box<websocket::WsTransport>>>,
+    me: Weak<Session>,
+    /// The socket while the WebSocket loop runs, so the shard's flusher can write to it.
+    ws: RefCell<Option<Rc<TcpStream>>>,
+    /// Listed in the flusher, not written yet.
+    dirty: Cell<bool>,
+    flusher: Rc<Flusher>,
 }
 
 impl Session {
@@ -327,6 +335,7 @@ impl Session {
         max_buffered_bytes: usize,
         transport: Transport,
         first_ping_window: Duration,
+        (me, flusher): (Weak<Session>, Rc<Flusher>),
     ) -> Self {
         let opened_at = tokio::time::Instant::now();
         Session {
@@ -344,6 +353,10 @@ impl Session {
             events: Notify::new(),
             poll: PollState::default(),
             upgraded: RefCell::new(None),
+            me,
+            ws: RefCell::new(None),
+            dirty: Cell::new(false),
+            flusher,
         }
     }
 
@@ -377,7 +390,7 @@ impl Session {
             was_empty
         };
         if was_empty {
-            self.wake.notify_one();
+            self.wake_writer();
         }
         Ok(())
     }
@@ -395,9 +408,35 @@ impl Session {
         }
         drop(out);
         if was_empty {
-            self.wake.notify_one();
+            self.wake_writer();
         }
         true
+    }
+
+    /// Something was queued on an empty queue: a WebSocket session is listed for the shard's
+    /// flusher; a polling session wakes its pending GET.
+    fn wake_writer(&self) {
+        if self.ws.borrow().is_none() {
+            self.wake.notify_one();
+        } else if !self.dirty.replace(true) {
+            if let Some(me) = self.me.upgrade() {
+                self.flusher.push(me);
+            }
+        }
+    }
+
+    /// Called by the flusher: writes what the socket takes now; a full socket is left to the
+    /// session's own task, which waits for it to drain.
+    fn flush_now(&self) {
+        self.dirty.set(false);
+        let stream = self.ws.borrow().clone();
+        if let Some(stream) = stream {
+            match websocket::flush(&stream, self) {
+                Ok(true) => {}
+                Ok(false) => self.wake.notify_one(),
+                Err(_) => self.close(CloseReason::TransportError),
+            }
+        }
     }
 
     /// Asks the transport to close the session. Idempotent; the first reason wins. The
@@ -474,6 +513,7 @@ pub struct EngineShard {
     all_metrics: Arc<Metrics>,
     /// Signalled when the last session goes away.
     drained: Notify,
+    flusher: Rc<Flusher>,
 }
 
 impl EngineShard {
@@ -485,7 +525,13 @@ impl EngineShard {
             sids: RefCell::new(SidGenerator::new(id)),
             all_metrics: metrics,
             drained: Notify::new(),
+            flusher: Rc::default(),
         }
+    }
+
+    /// The shard's WebSocket writer; the shard runs it for its whole life.
+    pub fn run_flusher(&self) -> impl std::future::Future<Output = ()> + 'static {
+        self.flusher.clone().run()
     }
 
     /// This shard's counters.
@@ -803,14 +849,17 @@ impl Engine {
 
     /// Registers a new session and lets the app attach its handler.
     fn open_session(self: &Rc<Self>, request: RequestInfo, transport: Transport) -> Rc<Session> {
-        let session = Rc::new(Session::new(
-            self.ctx.engine.next_sid(),
-            self.ctx.endpoint,
-            request,
-            self.config.max_buffered_bytes,
-            transport,
-            self.config.ping_interval + self.config.ping_timeout,
-        ));
+        let session = Rc::new_cyclic(|me| {
+            Session::new(
+                self.ctx.engine.next_sid(),
+                self.ctx.endpoint,
+                request,
+                self.config.max_buffered_bytes,
+                transport,
+                self.config.ping_interval + self.config.ping_timeout,
+                (me.clone(), self.ctx.engine.flusher.clone()),
+            )
+        });
         self.ctx.engine.insert(session.clone());
         session
     }

@@ -178,8 +178,30 @@ async fn probe(engine: &Engine, session: &Rc<Session>, ws: &mut WsTransport) -> 
 }
 
 /// The session's WebSocket loop: read, write, heartbeat, until the session is asked to close.
-pub(super) async fn run(session: &Rc<Session>, ws: &mut WsTransport, heartbeat: &mut Heartbeat) {
-    let WsTransport { stream, reader } = ws;
+/// Returns the transport for the close, unless the socket could not be taken back.
+pub(super) async fn run(
+    session: &Rc<Session>,
+    ws: WsTransport,
+    heartbeat: &mut Heartbeat,
+) -> Option<WsTransport> {
+    let WsTransport { stream, mut reader } = ws;
+    // Shared with the shard's flusher, which writes this socket between our turns.
+    let stream = Rc::new(stream);
+    *session.ws.borrow_mut() = Some(stream.clone());
+    run_loop(session, &stream, &mut reader, heartbeat).await;
+    session.ws.borrow_mut().take();
+    session.dirty.set(false);
+    // The flusher clones the socket only inside a synchronous write, so it is ours again.
+    let stream = Rc::try_unwrap(stream).ok()?;
+    Some(WsTransport { stream, reader })
+}
+
+async fn run_loop(
+    session: &Rc<Session>,
+    stream: &TcpStream,
+    reader: &mut Reader,
+    heartbeat: &mut Heartbeat,
+) {
     let mut sink = SessionSink(session);
     if let Err(reason) = reader.feed(&mut [], &mut sink) {
         session.close(reason);
@@ -224,7 +246,7 @@ pub(super) async fn run(session: &Rc<Session>, ws: &mut WsTransport, heartbeat: 
 }
 
 /// Writes as much of the queue as the socket takes without waiting. `Ok(true)`: all written.
-fn flush(stream: &TcpStream, session: &Session) -> io::Result<bool> {
+pub(super) fn flush(stream: &TcpStream, session: &Session) -> io::Result<bool> {
     loop {
         let mut out = session.out.borrow_mut();
         if out.is_empty() {
