@@ -264,7 +264,7 @@ pub(crate) struct NsShard {
     def: Arc<Namespace>,
     ctx: ShardContext,
     sockets: RefCell<HashMap<Sid, Socket, rustc_hash::FxBuildHasher>>,
-    rooms: RefCell<RoomIndex<Sid>>,
+    rooms: RefCell<RoomIndex<Sid, Rc<Session>>>,
     next_ack: Cell<u64>,
     collectors: Collectors,
 }
@@ -292,20 +292,20 @@ impl NsShard {
     ) -> usize {
         let sockets = self.sockets.borrow();
         let rooms = self.rooms.borrow();
+        let everyone = sockets.iter().map(|(sid, socket)| (*sid, socket.session()));
         let mut delivered = 0;
-        rooms.select(&opts.rooms, &opts.except, sockets.keys().copied(), |sid| {
-            let Some(socket) = sockets.get(&sid) else {
-                return;
-            };
+        rooms.select(&opts.rooms, &opts.except, everyone, |sid, session| {
             let sent = if opts.volatile {
-                socket.session().send_volatile(frames)
+                session.send_volatile(frames)
             } else {
-                socket.session().send(frames).is_ok()
+                session.send(frames).is_ok()
             };
             if sent {
                 delivered += 1;
                 if let Some((id, origin)) = ack {
-                    socket.expect_broadcast_ack(id, origin);
+                    if let Some(socket) = sockets.get(&sid) {
+                        socket.expect_broadcast_ack(id, origin);
+                    }
                 }
             }
         });
@@ -625,7 +625,7 @@ impl Client {
         // Every socket is in the room named by its own id.
         ns.rooms
             .borrow_mut()
-            .join(socket.id(), socket.id().as_str());
+            .join(socket.id(), session, socket.id().as_str());
         self.sockets.borrow_mut().push(socket.clone());
         if let Some(on_connect) = &ns.def.on_connect {
             on_connect(&socket);
