@@ -3,8 +3,8 @@
 //! Groups (filter with a substring or regex of `group/name`):
 //!
 //! - `engineio`: Engine.IO text packet decode and encode, polling payload decode (text records
-//!   and a `b`+base64 record) and encode (composed from the public pieces the polling transport
-//!   uses: there is no `encode_payload` yet), a 1 KiB binary to and from base64.
+//!   and a `b`+base64 record) and encode (`append_to_payload` over queued frames, as the
+//!   polling transport builds a GET answer), a 1 KiB binary to and from base64.
 //! - `socketio_decode`: `protocol::socketio::decode` of an event with an ack id (the load
 //!   generator's `publish`), a binary event header with one placeholder, an invalid packet
 //!   (truncated JSON, refused after the JSON parse).
@@ -15,8 +15,9 @@
 //!   polling GET, and the upgrade plus the query lookups the router makes.
 //! - `outframe`: `OutFrame` building at each WebSocket header size (payload < 126, 126..=65535,
 //!   70 KB) and the refcount clone every recipient of a broadcast gets.
-//! - `room_select`: `RoomIndex::select` over `Sid` members (each socket also in its own id room,
-//!   as Socket.IO does): 1 room of 1,000; the same except the publisher's id (the gateway's
+//! - `room_select`: `RoomIndex::select` over `Sid` members, each with an `Rc` standing for the
+//!   session the index hands to the delivery loop (each socket also in its own id room, as
+//!   Socket.IO does): 1 room of 1,000; the same except the publisher's id (the gateway's
 //!   `socket.broadcast().to(room)`); 3 overlapping rooms (1,350 selected of 2,500 visited) with
 //!   an except room; the whole namespace of 10,000 except one socket id. Throughput is in
 //!   selected members.
@@ -47,7 +48,9 @@
 //! commit next to it. Under `cargo test --all-targets` criterion runs every benchmark once, as a
 //! smoke test.
 
+use std::collections::HashMap;
 use std::hint::black_box;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,12 +61,12 @@ use rustc_hash::FxBuildHasher;
 use serde_json::json;
 
 use shardio::bus::{Bus, BusMsg, DEFAULT_BUS_CAPACITY};
-use shardio::engineio::{OutFrame, Sid, SidGenerator};
+use shardio::engineio::{FrameKind, OutFrame, Sid, SidGenerator};
 use shardio::metrics::Metrics;
 use shardio::protocol::adapter::{
     BroadcastFlags, BroadcastMessage, BroadcastOpts, JsValue, Packet as AdapterPacket,
 };
-use shardio::protocol::engineio::{self as eio, PacketType as EioType};
+use shardio::protocol::engineio::{self as eio, EncodedPacket, PacketType as EioType};
 use shardio::protocol::http::parse_head;
 use shardio::protocol::socketio::{self as sio, PacketType as SioType, Payload};
 use shardio::socketio::room::RoomIndex;
@@ -102,7 +105,8 @@ fn engineio(c: &mut Criterion) {
         b.iter(|| eio::decode_payload(black_box(&payload)))
     });
 
-    // A polling GET answer: the frames queued for the session, joined by the record separator.
+    // A polling GET answer: the frames queued for the session, joined as the polling
+    // transport's `take_batch` does with `append_to_payload`.
     let frames = vec![
         OutFrame::text(64, |b| b.extend_from_slice(b"2")),
         OutFrame::text(128, |b| {
@@ -121,16 +125,12 @@ fn engineio(c: &mut Criterion) {
         let mut out = Vec::with_capacity(4096);
         b.iter(|| {
             out.clear();
-            for (i, f) in black_box(&frames).iter().enumerate() {
-                if i > 0 {
-                    out.push(eio::RECORD_SEPARATOR);
-                }
-                match f.kind() {
-                    shardio::engineio::FrameKind::Binary => {
-                        eio::encode_binary_for_polling(f.payload(), &mut out)
-                    }
-                    _ => out.extend_from_slice(f.payload()),
-                }
+            for f in black_box(&frames) {
+                let packet = match f.kind() {
+                    FrameKind::Binary => EncodedPacket::Binary(f.payload()),
+                    _ => EncodedPacket::Text(f.payload()),
+                };
+                eio::append_to_payload(&mut out, packet);
             }
             black_box(&out);
         })
@@ -299,12 +299,15 @@ fn outframe(c: &mut Criterion) {
 // ---------------------------------------------------------------------------------------------
 // Rooms
 
-/// A namespace on one shard: every socket id, and the room index with each socket in its own
-/// id room plus `rooms_of(i)`.
+/// Stands for the `Rc<Session>` the index keeps per member: one pointer to follow.
+type Reach = Rc<u64>;
+
+/// A namespace on one shard: every socket id (with how to reach it, like `NsShard::sockets`),
+/// and the room index with each socket in its own id room plus `rooms_of(i)`.
 struct Namespace {
     ids: Vec<Sid>,
-    everyone: std::collections::HashSet<Sid, FxBuildHasher>,
-    rooms: RoomIndex<Sid>,
+    everyone: HashMap<Sid, Reach, FxBuildHasher>,
+    rooms: RoomIndex<Sid, Reach>,
 }
 
 impl Namespace {
@@ -317,23 +320,24 @@ impl Namespace {
         };
         for i in 0..sockets {
             let id = gen.next_sid();
-            ns.rooms.join(id, id.as_str());
+            let reach = Rc::new(i as u64);
+            ns.rooms.join(id, &reach, id.as_str());
             for room in rooms_of(i) {
-                ns.rooms.join(id, &room);
+                ns.rooms.join(id, &reach, &room);
             }
             ns.ids.push(id);
-            ns.everyone.insert(id);
+            ns.everyone.insert(id, reach);
         }
         ns
     }
 
     fn count(&self, rooms: &[String], except: &[String]) -> u64 {
         let mut n = 0u64;
-        self.rooms
-            .select(rooms, except, self.everyone.iter().copied(), |sid| {
-                black_box(sid);
-                n += 1;
-            });
+        let everyone = self.everyone.iter().map(|(sid, reach)| (*sid, reach));
+        self.rooms.select(rooms, except, everyone, |sid, reach| {
+            black_box((sid, **reach));
+            n += 1;
+        });
         n
     }
 }

@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
 # Runs every test of shardio. Installs what the tests need when it is missing:
-# the npm packages of the real-client tests (tests/js, from package-lock.json).
+# the npm packages of the real-client tests (tests/js, from package-lock.json) and the
+# python-socketio client (tests/py/.venv, from tests/py/requirements.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for tool in cargo node npm; do
+for tool in cargo node npm python3; do
   command -v "$tool" >/dev/null || { echo "scripts/test.sh: $tool is required" >&2; exit 1; }
 done
 
 # npm packages for the real-client tests, installed exactly from the lock file.
 if ! (cd tests/js && npm ls --silent >/dev/null 2>&1); then
   (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# The python-socketio client, in a virtualenv; reinstalled when the requirements change.
+venv=tests/py/.venv
+if ! cmp -s tests/py/requirements.txt "$venv/requirements.installed" 2>/dev/null; then
+  rm -rf "$venv"
+  python3 -m venv "$venv" || { echo "scripts/test.sh: python3 -m venv failed (on Debian: apt-get install python3-venv)" >&2; exit 1; }
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/py/requirements.txt
+  cp tests/py/requirements.txt "$venv/requirements.installed"
 fi
 
 cargo test --all-targets "$@"

@@ -10,6 +10,7 @@ use crate::engineio::{
     ShardContext,
 };
 use crate::gateway::{self, GatewayConfig};
+use crate::protocol::cors::{AllowedOrigins, CorsPolicy};
 use crate::server::Endpoint;
 use crate::socketio::{SocketIo, SocketIoConfig};
 use crate::Config;
@@ -21,6 +22,9 @@ pub fn engine_config(config: &Config) -> EngineConfig {
         ping_timeout: Duration::from_millis(config.ping_timeout),
         max_payload: config.max_payload,
         max_buffered_bytes: config.max_buffered_bytes,
+        cors: CorsPolicy::from_origins(&config.cors_origins, config.cors_credentials),
+        cookie: config.cookie.clone(),
+        ..EngineConfig::default()
     }
 }
 
@@ -79,14 +83,18 @@ pub fn conformance_socketio(connect_timeout: Duration) -> SocketIo {
     io
 }
 
-/// The conformance endpoints with the suites' timings: pingInterval 300, pingTimeout 200,
-/// maxPayload 1000000, connectTimeout 1000. Raw Engine.IO echo on `/engine.io/`, the
-/// Socket.IO test app on `/socket.io/`.
+/// The conformance endpoints with the suites' settings: pingInterval 300, pingTimeout 200,
+/// maxPayload 1000000, connectTimeout 1000, CORS origin `*`, both transports. Raw Engine.IO
+/// echo on `/engine.io/`, the Socket.IO test app on `/socket.io/`.
 pub fn conformance_endpoints() -> Vec<Endpoint> {
     let engine = EngineConfig {
         ping_interval: Duration::from_millis(300),
         ping_timeout: Duration::from_millis(200),
         max_payload: 1_000_000,
+        cors: Some(CorsPolicy {
+            origins: AllowedOrigins::Any,
+            credentials: false,
+        }),
         ..EngineConfig::default()
     };
     vec![

@@ -126,6 +126,23 @@ pub struct Config {
         value_name = "N"
     )]
     pub max_rooms_per_socket: usize,
+    /// An origin allowed to use the endpoint cross-origin (CORS); repeat it for several, or
+    /// give `*` for any. Default: none (CORS off).
+    #[arg(
+        long = "cors-origin",
+        env = "SHARDIO_CORS_ORIGIN",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub cors_origins: Vec<String>,
+    /// Allow credentialed cross-origin requests: the request's exact origin is echoed and
+    /// `Access-Control-Allow-Credentials: true` is sent. Needs `--cors-origin`.
+    #[arg(long, env = "SHARDIO_CORS_CREDENTIALS")]
+    pub cors_credentials: bool,
+    /// Set a cookie NAME=<sid> (`Path=/; HttpOnly; SameSite=Lax`) on the handshake response,
+    /// for load balancers that stick by cookie. Default: no cookie.
+    #[arg(long, env = "SHARDIO_COOKIE", value_name = "NAME")]
+    pub cookie: Option<String>,
 }
 
 impl Default for Config {
@@ -145,6 +162,12 @@ pub enum ConfigError {
     Namespace(String),
     #[error("--{0} must be greater than zero")]
     Zero(&'static str),
+    #[error("--cors-origin must be `*` or an origin such as https://example.com, got {0:?}")]
+    CorsOrigin(String),
+    #[error("--cors-credentials needs at least one --cors-origin")]
+    CredentialsWithoutOrigin,
+    #[error("--cookie must be a cookie name (letters, digits and !#$%&'*+-.^_`|~), got {0:?}")]
+    Cookie(String),
 }
 
 impl Config {
@@ -165,6 +188,23 @@ impl Config {
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));
+            }
+        }
+        // Origins are echoed into response headers: nothing that could break a header line.
+        if let Some(bad) = self.cors_origins.iter().find(|o| {
+            o.is_empty()
+                || o.bytes()
+                    .any(|b| b.is_ascii_control() || b == b' ' || b == b',')
+        }) {
+            return Err(ConfigError::CorsOrigin(bad.clone()));
+        }
+        if self.cors_credentials && self.cors_origins.is_empty() {
+            return Err(ConfigError::CredentialsWithoutOrigin);
+        }
+        if let Some(name) = &self.cookie {
+            let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            if name.is_empty() || !name.bytes().all(token) {
+                return Err(ConfigError::Cookie(name.clone()));
             }
         }
         Ok(())
@@ -199,5 +239,38 @@ mod tests {
         assert_eq!(c.validate(), Err(ConfigError::Path("/x".into())));
         let c = Config::parse_from(["shardio", "--ping-timeout", "0"]);
         assert_eq!(c.validate(), Err(ConfigError::Zero("ping-timeout")));
+        let c = Config::parse_from(["shardio", "--cors-credentials"]);
+        assert_eq!(c.validate(), Err(ConfigError::CredentialsWithoutOrigin));
+        let c = Config::parse_from(["shardio", "--cors-origin", "https://a\r\nX: y"]);
+        assert!(matches!(c.validate(), Err(ConfigError::CorsOrigin(_))));
+        let c = Config::parse_from(["shardio", "--cookie", "io; evil"]);
+        assert!(matches!(c.validate(), Err(ConfigError::Cookie(_))));
+    }
+
+    #[test]
+    fn cors_and_cookie_flags() {
+        let c = Config::default();
+        assert!(c.cors_origins.is_empty() && !c.cors_credentials && c.cookie.is_none());
+        let c = Config::parse_from([
+            "shardio",
+            "--cors-origin",
+            "https://a.example",
+            "--cors-origin",
+            "https://b.example,https://c.example",
+            "--cors-credentials",
+            "--cookie",
+            "io",
+        ]);
+        assert_eq!(
+            c.cors_origins,
+            [
+                "https://a.example",
+                "https://b.example",
+                "https://c.example"
+            ]
+        );
+        assert!(c.cors_credentials);
+        assert_eq!(c.cookie.as_deref(), Some("io"));
+        assert!(c.validate().is_ok());
     }
 }

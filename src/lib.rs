@@ -6,14 +6,17 @@
 //! Floors, lowest first; a module uses only modules on its floor or below.
 //!
 //! - [`protocol`]: pure codecs, no runtime, no sockets: Engine.IO packets and polling
-//!   payloads, Socket.IO packets and binary placeholders, HTTP request heads.
+//!   payloads, Socket.IO packets and binary placeholders, HTTP request heads and chunked
+//!   bodies, the CORS policy.
 //! - [`config`]: the one configuration tree (flags and `SHARDIO_*` variables), defaults, checks.
 //! - [`listener`]: the SO_REUSEPORT listener group bound before any shard starts.
 //! - [`metrics`]: per-shard counters.
 //! - [`bus`]: one bounded inbox per shard, wired at startup; app messages and connection
 //!   hand-overs between shards.
 //! - [`engineio`]: Engine.IO sessions: ids that carry the owning shard, the bounded outbound
-//!   queue, the WebSocket transport (reader, batching writer, heartbeat), handshake errors.
+//!   queue, one driver per session (heartbeat, lifetime), the WebSocket transport (reader,
+//!   batching writer), the long-polling transport, the upgrade probe, the hand-over of requests
+//!   to the owning shard, handshake errors.
 //! - [`socketio`]: namespaces, sockets, events, acks and binary attachments on Engine.IO; the
 //!   library API for applications; rooms (`RoomIndex`) and broadcasts (encoded once, delivered
 //!   locally, one bus message per other shard).

@@ -10,6 +10,8 @@ pub struct ShardMetrics {
     sessions_total: AtomicU64,
     slow_consumers: AtomicU64,
     bus_overflows: AtomicU64,
+    handoffs_sent: AtomicU64,
+    handoffs_received: AtomicU64,
 }
 
 impl ShardMetrics {
@@ -29,6 +31,25 @@ impl ShardMetrics {
     /// Counts a message this shard could not put on the bus; returns the count so far.
     pub(crate) fn bus_overflow(&self) -> u64 {
         self.bus_overflows.fetch_add(1, Relaxed) + 1
+    }
+
+    pub(crate) fn handoff_sent(&self) {
+        self.handoffs_sent.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn handoff_received(&self) {
+        self.handoffs_received.fetch_add(1, Relaxed);
+    }
+
+    /// Requests this shard handed to the shard owning their session (polling requests and
+    /// WebSocket upgrades that landed here).
+    pub fn handoffs_sent(&self) -> u64 {
+        self.handoffs_sent.load(Relaxed)
+    }
+
+    /// Requests other shards handed to this one because it owns their session.
+    pub fn handoffs_received(&self) -> u64 {
+        self.handoffs_received.load(Relaxed)
     }
 
     /// Bus messages this shard dropped because the target inbox was full.
@@ -72,5 +93,10 @@ impl Metrics {
     /// Sessions open on all shards.
     pub fn sessions_open(&self) -> u64 {
         self.shards.iter().map(ShardMetrics::sessions_open).sum()
+    }
+
+    /// Requests handed from one shard to another, all shards together.
+    pub fn handoffs(&self) -> u64 {
+        self.shards.iter().map(ShardMetrics::handoffs_sent).sum()
     }
 }

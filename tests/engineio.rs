@@ -2,88 +2,53 @@
 
 mod common;
 
-use common::{http_request, Frame, TestServer, WsClient};
-use std::collections::HashSet;
+use common::{assert_conformance_open_packet, http_request, Frame, TestServer, WsClient};
 
 #[test]
 fn open_packet_has_exactly_the_node_keys() {
     let server = TestServer::conformance();
     let (_c, open) = WsClient::open(server.addr, "/socket.io/");
-    let keys: HashSet<&str> = open
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(
-        keys,
-        HashSet::from([
-            "sid",
-            "upgrades",
-            "pingInterval",
-            "pingTimeout",
-            "maxPayload"
-        ])
-    );
-    assert_eq!(open["upgrades"], serde_json::json!([]));
-    assert_eq!(open["pingInterval"], 300);
-    assert_eq!(open["pingTimeout"], 200);
-    assert_eq!(open["maxPayload"], 1_000_000);
-    let sid = open["sid"].as_str().unwrap();
-    assert_eq!(sid.len(), 20);
-    assert!(sid
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    assert_conformance_open_packet(&open, &[]);
 }
 
 #[test]
 fn bad_handshakes_get_nodes_exact_errors() {
     let server = TestServer::conformance();
+    // SOCKETIO.md §1.5, captured from socket.io@4.8.4 (every one is a 400).
+    const VERSION: &str = r#"{"code":5,"message":"Unsupported protocol version"}"#;
+    const SID: &str = r#"{"code":1,"message":"Session ID unknown"}"#;
+    const TRANSPORT: &str = r#"{"code":0,"message":"Transport unknown"}"#;
+    const BAD_REQUEST: &str = r#"{"code":3,"message":"Bad request"}"#;
     let cases = [
+        ("/engine.io/?transport=polling", VERSION),
+        ("/engine.io/?EIO=abc&transport=polling", VERSION),
+        ("/engine.io/?EIO=3&transport=polling", VERSION),
+        ("/engine.io/?EIO=4&transport=polling&sid=nope", SID),
         (
-            "/engine.io/?transport=polling",
-            400,
-            r#"{"code":0,"message":"Transport unknown"}"#,
+            "/engine.io/?EIO=4&transport=polling&sid=AAAAAAAAAAAAAAAAAAAA",
+            SID,
         ),
-        (
-            "/engine.io/?EIO=4",
-            400,
-            r#"{"code":0,"message":"Transport unknown"}"#,
-        ),
-        (
-            "/engine.io/?EIO=4&transport=abc",
-            400,
-            r#"{"code":0,"message":"Transport unknown"}"#,
-        ),
-        (
-            "/engine.io/?EIO=4&transport=websocket",
-            400,
-            r#"{"code":3,"message":"Bad request"}"#,
-        ),
-        (
-            "/engine.io/?EIO=4&transport=websocket&sid=nope",
-            400,
-            r#"{"code":1,"message":"Session ID unknown"}"#,
-        ),
+        ("/engine.io/?EIO=4", TRANSPORT),
+        ("/engine.io/?EIO=4&transport=abc", TRANSPORT),
+        ("/engine.io/?EIO=4&transport=websocket", BAD_REQUEST),
+        ("/engine.io/?EIO=4&transport=websocket&sid=nope", SID),
     ];
-    for (target, status, body) in cases {
+    for (target, body) in cases {
         let req = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         let (got_status, head, got_body) = http_request(server.addr, &req);
-        assert_eq!(
-            (got_status, got_body.as_str()),
-            (status, body),
-            "GET {target}"
-        );
+        assert_eq!((got_status, got_body.as_str()), (400, body), "GET {target}");
         assert!(head
             .to_ascii_lowercase()
             .contains("content-type: application/json"));
     }
-    let req = "POST /engine.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-    let (status, _, body) = http_request(server.addr, req);
-    assert_eq!(
-        (status, body.as_str()),
-        (400, r#"{"code":2,"message":"Bad handshake method"}"#)
-    );
+    for transport in ["websocket", "polling"] {
+        let req = format!("POST /engine.io/?EIO=4&transport={transport} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let (status, _, body) = http_request(server.addr, &req);
+        assert_eq!(
+            (status, body.as_str()),
+            (400, r#"{"code":2,"message":"Bad handshake method"}"#)
+        );
+    }
 }
 
 #[test]

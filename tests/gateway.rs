@@ -270,16 +270,14 @@ async fn a_slow_consumer_is_disconnected_and_the_room_loses_nothing() {
         assert_eq!(c.call("", 1, "join", json!("r")).await, json!({"ok": true}));
         healthy.push(c);
     }
-    let publisher = AClient::connect(server.addr, "/").await;
-    let blob = "z".repeat(16 * 1024);
-    for s in 0..MESSAGES {
-        publisher.send(&format!(
-            "42{}",
-            json!(["publish", {"to": "r", "event": "m", "data": {"p": 0, "s": s, "blob": blob}}])
-        ));
-    }
+    // Healthy clients count what they got; the publisher stays a few messages ahead of the
+    // slowest of them, so their queues stay far below the limit however loaded the machine is,
+    // while the stalled client's queue grows until it passes the limit.
+    const WINDOW: usize = 4;
+    let progress: Vec<Arc<std::sync::atomic::AtomicUsize>> =
+        (0..healthy.len()).map(|_| Arc::default()).collect();
     let mut readers = Vec::new();
-    for mut c in healthy {
+    for (mut c, got) in healthy.into_iter().zip(progress.iter().cloned()) {
         readers.push(tokio::spawn(async move {
             let mut seqs = Vec::new();
             while seqs.len() < MESSAGES {
@@ -287,6 +285,7 @@ async fn a_slow_consumer_is_disconnected_and_the_room_loses_nothing() {
                     Frame::Text(t) => {
                         if let Some((_, s)) = parse_m(&t) {
                             seqs.push(s);
+                            got.store(seqs.len(), std::sync::atomic::Ordering::Relaxed);
                         }
                     }
                     other => panic!("healthy client got {other:?}"),
@@ -294,6 +293,30 @@ async fn a_slow_consumer_is_disconnected_and_the_room_loses_nothing() {
             }
             seqs
         }));
+    }
+    let publisher = AClient::connect(server.addr, "/").await;
+    let blob = "z".repeat(16 * 1024);
+    for s in 0..MESSAGES {
+        let slowest = || {
+            progress
+                .iter()
+                .map(|p| p.load(std::sync::atomic::Ordering::Relaxed))
+                .min()
+                .unwrap_or(0)
+        };
+        let deadline = tokio::time::Instant::now() + common::WAIT;
+        while slowest() + WINDOW < s {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "healthy clients stalled at {}",
+                slowest()
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        publisher.send(&format!(
+            "42{}",
+            json!(["publish", {"to": "r", "event": "m", "data": {"p": 0, "s": s, "blob": blob}}])
+        ));
     }
     for r in readers {
         assert_eq!(r.await.unwrap(), (0..MESSAGES).collect::<Vec<_>>());

@@ -1,11 +1,22 @@
-//! The official npm socket.io-client against shardio.
+//! The official npm socket.io-client and the python-socketio client against shardio.
 
 mod common;
 
 use std::time::Duration;
 
-use common::node::run_script;
+use common::node::{run_python, run_script};
 use common::TestServer;
+
+/// The conformance apps with a heartbeat of 2 s + 2 s instead of the suites' 300 + 200 ms:
+/// dozens of polling clients in one Node event loop, on a shared 2-core machine, cannot all
+/// answer a ping within 200 ms, and the clients themselves close when a ping is 500 ms late.
+/// The suites' timings over polling are tested with plain HTTP in tests/polling.rs.
+fn conformance_for_many_polling_clients() -> TestServer {
+    TestServer::conformance_with(|e| {
+        e.ping_interval = Duration::from_secs(2);
+        e.ping_timeout = Duration::from_secs(2);
+    })
+}
 
 #[test]
 fn socketio_client_over_websocket_on_four_shards() {
@@ -28,13 +39,12 @@ fn socketio_client_over_websocket_on_four_shards() {
     );
 }
 
-#[test]
-fn socketio_clients_join_publish_and_receive_through_the_gateway() {
+fn gateway_clients(clients: usize, transports: &str) {
     let config = <shardio::Config as clap::Parser>::parse_from(["shardio"]);
     let server = TestServer::start(4, shardio::apps::default_endpoints(&config));
     let out = run_script(
         "gateway_client.mjs",
-        &[&server.url(), "12"],
+        &[&server.url(), &clients.to_string(), transports],
         Duration::from_secs(30),
     );
     assert_eq!(out.trim(), "ok");
@@ -46,6 +56,57 @@ fn socketio_clients_join_publish_and_receive_through_the_gateway() {
             .filter(|s| s.sessions_total() > 0)
             .count()
             >= 2,
-        "12 clients should have landed on several shards"
+        "{clients} clients should have landed on several shards"
     );
+}
+
+#[test]
+fn socketio_clients_join_publish_and_receive_through_the_gateway() {
+    gateway_clients(12, "websocket");
+}
+
+#[test]
+fn default_socketio_clients_poll_upgrade_join_and_publish_through_the_gateway() {
+    gateway_clients(50, "polling,websocket");
+}
+
+#[test]
+fn polling_only_socketio_clients_join_and_publish_through_the_gateway() {
+    gateway_clients(20, "polling");
+}
+
+/// Runs `clients` npm clients in `mode` (see tests/js/transports_client.mjs) on 4 shards and
+/// returns how many requests had to be handed to the shard owning their session.
+fn polling_clients(clients: usize, mode: &str) -> u64 {
+    let server = conformance_for_many_polling_clients();
+    let clients = clients.to_string();
+    let out = run_script(
+        "transports_client.mjs",
+        &[&server.url(), &clients, mode],
+        Duration::from_secs(45),
+    );
+    assert_eq!(out.trim(), "ok");
+    server.metrics.handoffs()
+}
+
+#[test]
+fn socketio_clients_with_default_options_poll_then_upgrade_on_four_shards() {
+    // Polling requests and upgrades on new connections land on any shard: without the
+    // hand-over to the owning shard these clients would get "Session ID unknown".
+    assert!(
+        polling_clients(50, "default") > 0,
+        "50 clients never needed a hand-over: the test proves nothing"
+    );
+}
+
+#[test]
+fn socketio_clients_on_polling_only_on_four_shards() {
+    polling_clients(20, "polling");
+}
+
+#[test]
+fn python_socketio_client_with_default_transports() {
+    let server = TestServer::conformance();
+    let out = run_python("client.py", &[&server.url()], Duration::from_secs(30));
+    assert_eq!(out.trim(), "ok");
 }

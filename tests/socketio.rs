@@ -185,19 +185,28 @@ fn ack_app() -> Vec<Endpoint> {
 fn server_acks_arrive_or_time_out() {
     let server = TestServer::start(4, ack_app());
     let (mut c, _) = WsClient::socketio(server.addr, Some(r#"{"token":"good"}"#));
-    c.send_text(r#"42["ask",2000]"#);
-    assert_eq!(
-        c.recv_text(),
-        r#"4510["question","ready?",{"_placeholder":true,"num":0}]"#.replace("4510", "451-0")
-    );
-    assert_eq!(c.recv_binary(), vec![7, 7]);
-    c.send_text(r#"430["yes",{"n":1}]"#);
+    // The question carries a server ack id: `451-<id>[...]` (one attachment).
+    let ask = |c: &mut WsClient, timeout_ms: u64| -> String {
+        c.send_text(&format!(r#"42["ask",{timeout_ms}]"#));
+        let q = c.recv_text();
+        let rest = q
+            .strip_prefix("451-")
+            .expect("a binary event with one attachment");
+        let id: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        assert_eq!(
+            &rest[id.len()..],
+            r#"["question","ready?",{"_placeholder":true,"num":0}]"#
+        );
+        assert_eq!(c.recv_binary(), vec![7, 7]);
+        id
+    };
+    let id = ask(&mut c, 2000);
+    c.send_text(&format!(r#"43{id}["yes",{{"n":1}}]"#));
     assert_eq!(c.recv_text(), r#"42["answer","yes",{"n":1}]"#);
     // A binary ack from the client.
-    c.send_text(r#"42["ask",2000]"#);
-    assert!(c.recv_text().starts_with(r#"451-1["question""#));
-    c.recv_binary();
-    c.send_text(r#"461-1[{"_placeholder":true,"num":0}]"#);
+    let id2 = ask(&mut c, 2000);
+    assert_ne!(id, id2, "each emit gets its own ack id");
+    c.send_text(&format!(r#"461-{id2}[{{"_placeholder":true,"num":0}}]"#));
     c.send_binary(&[9]);
     assert_eq!(
         c.recv_text(),
@@ -205,12 +214,10 @@ fn server_acks_arrive_or_time_out() {
     );
     assert_eq!(c.recv_binary(), vec![9]);
     // No answer: the ack times out.
-    c.send_text(r#"42["ask",100]"#);
-    assert!(c.recv_text().starts_with(r#"451-2["question""#));
-    c.recv_binary();
+    let id3 = ask(&mut c, 100);
     assert_eq!(c.recv_text(), r#"42["answer-error","ack timed out"]"#);
     // A late answer to an expired ack is ignored.
-    c.send_text(r#"432["late"]"#);
+    c.send_text(&format!(r#"43{id3}["late"]"#));
     c.send_text(r#"421["emit-reserved"]"#);
     assert_eq!(c.recv_text(), "431[true]");
 }

@@ -93,12 +93,22 @@ impl OutQueue {
         }
     }
 
-    /// Drains the unwritten frames, for transports that re-encode them (polling).
-    #[allow(dead_code)] // used by the polling transport
-    pub fn take(&mut self) -> Vec<OutFrame> {
-        self.bytes = 0;
-        self.head_written = 0;
-        std::mem::take(&mut self.frames).into()
+    /// The next frame to send.
+    pub fn front(&self) -> Option<&OutFrame> {
+        self.frames.front()
+    }
+
+    /// Removes the front frame whole, for transports that re-encode frames (polling) and so
+    /// never write part of one.
+    pub fn pop_front(&mut self) -> Option<OutFrame> {
+        debug_assert_eq!(self.head_written, 0, "pop_front after a partial write");
+        let frame = self.frames.pop_front()?;
+        self.bytes -= frame.len();
+        if self.frames.is_empty() && self.frames.capacity() > 64 {
+            // As in `advance`: idle sessions must stay small.
+            self.frames = VecDeque::new();
+        }
+        Some(frame)
     }
 
     pub fn clear(&mut self) {
@@ -125,6 +135,22 @@ mod tests {
         assert!(!q.fits(&[text("")]));
         q.push_control(OutFrame::close(1001));
         assert_eq!(q.frames.len(), 3);
+    }
+
+    #[test]
+    fn pop_front_keeps_the_byte_count() {
+        let mut q = OutQueue::new(20);
+        assert!(q.push_all(&[text("4aaaaaaa"), text("4b")]));
+        assert_eq!(q.front(), Some(&text("4aaaaaaa")));
+        assert_eq!(q.pop_front(), Some(text("4aaaaaaa")));
+        assert!(
+            q.push_all(&[text("4ccccccc")]),
+            "the popped bytes are free again"
+        );
+        assert_eq!(q.pop_front(), Some(text("4b")));
+        assert_eq!(q.pop_front(), Some(text("4ccccccc")));
+        assert_eq!(q.pop_front(), None);
+        assert_eq!(q.bytes, 0);
     }
 
     #[test]

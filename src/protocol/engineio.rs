@@ -79,35 +79,73 @@ pub enum PayloadPacket<'a> {
     Binary(Vec<u8>),
 }
 
-/// Splits a polling payload on `\x1e` and decodes every record. Like the reference parser, the
-/// first bad record fails the whole payload.
+/// Splits a polling payload on `\x1e` and decodes every record. Like the reference parser,
+/// the first bad record fails the whole payload.
 pub fn decode_payload(body: &str) -> Result<Vec<PayloadPacket<'_>>, DecodeError> {
+    payload_packets(body).collect()
+}
+
+/// The packets of a polling payload, in order. Like the reference parser (`decodePayload`),
+/// a transport stops at the first error: the packets before it have been delivered.
+pub fn payload_packets(body: &str) -> impl Iterator<Item = Result<PayloadPacket<'_>, DecodeError>> {
     body.split(RECORD_SEPARATOR as char)
         .map(|record| match record.strip_prefix('b') {
             Some(b64) => base64::engine::general_purpose::STANDARD
                 .decode(b64)
                 .map(PayloadPacket::Binary)
                 .map_err(|_| DecodeError::Base64),
-            None => match decode_text(record)? {
-                Packet::Text(ty, data) => Ok(PayloadPacket::Text(ty, data)),
-                Packet::Binary(_) => unreachable!("decode_text only returns text packets"),
-            },
+            None => {
+                let first = *record.as_bytes().first().ok_or(DecodeError::UnknownType)?;
+                let ty = PacketType::from_digit(first).ok_or(DecodeError::UnknownType)?;
+                Ok(PayloadPacket::Text(ty, &record[1..]))
+            }
         })
-        .collect()
 }
 
 /// Appends a binary packet in its polling form (`b` + base64) to `out`.
 pub fn encode_binary_for_polling(data: &[u8], out: &mut Vec<u8>) {
     out.push(b'b');
     let start = out.len();
-    out.resize(
-        start + base64::encoded_len(data.len(), true).unwrap_or(0),
-        0,
-    );
+    out.resize(start + base64_len(data.len()), 0);
     let written = base64::engine::general_purpose::STANDARD
         .encode_slice(data, &mut out[start..])
         .unwrap_or(0);
     out.truncate(start + written);
+}
+
+fn base64_len(n: usize) -> usize {
+    n.div_ceil(3) * 4
+}
+
+/// An already encoded packet on its way into a polling payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncodedPacket<'a> {
+    /// A text packet, type digit first (`4hello`, `2`).
+    Text(&'a [u8]),
+    /// The raw data of a binary message.
+    Binary(&'a [u8]),
+}
+
+impl EncodedPacket<'_> {
+    /// Bytes this packet takes in a payload, separator excluded.
+    pub fn payload_len(&self) -> usize {
+        match self {
+            EncodedPacket::Text(t) => t.len(),
+            EncodedPacket::Binary(b) => 1 + base64_len(b.len()),
+        }
+    }
+}
+
+/// Appends one packet to the polling payload being built in `out`: the record separator when
+/// `out` already holds a packet, then the packet (binary as `b`+base64).
+pub fn append_to_payload(out: &mut Vec<u8>, packet: EncodedPacket<'_>) {
+    if !out.is_empty() {
+        out.push(RECORD_SEPARATOR);
+    }
+    match packet {
+        EncodedPacket::Text(text) => out.extend_from_slice(text),
+        EncodedPacket::Binary(data) => encode_binary_for_polling(data, out),
+    }
 }
 
 /// The handshake JSON of the `open` packet: exactly the keys Node sends (§1.2), in its order.
@@ -222,6 +260,62 @@ mod tests {
         let mut out = Vec::new();
         encode_binary_for_polling(&[1, 2, 3, 4], &mut out);
         assert_eq!(out, b"bAQIDBA==");
+    }
+
+    #[test]
+    fn payload_packets_stop_at_the_first_error_like_node() {
+        let mut it = payload_packets("4a\x1e7\x1e4b");
+        assert_eq!(
+            it.next(),
+            Some(Ok(PayloadPacket::Text(PacketType::Message, "a")))
+        );
+        assert_eq!(it.next(), Some(Err(DecodeError::UnknownType)));
+        // An empty body is one empty record, which is an error (Node's decodePacket("")).
+        assert_eq!(decode_payload(""), Err(DecodeError::UnknownType));
+        assert_eq!(
+            decode_payload("4\x1e3"),
+            Ok(vec![
+                PayloadPacket::Text(PacketType::Message, ""),
+                PayloadPacket::Text(PacketType::Pong, "")
+            ])
+        );
+        // `b` alone is an empty binary message.
+        assert_eq!(decode_payload("b"), Ok(vec![PayloadPacket::Binary(vec![])]));
+    }
+
+    #[test]
+    fn builds_polling_payloads() {
+        let mut out = Vec::new();
+        let packets = [
+            EncodedPacket::Text(b"4hello"),
+            EncodedPacket::Text(b"2"),
+            EncodedPacket::Binary(&[1, 2, 3, 4]),
+            EncodedPacket::Text("4€".as_bytes()),
+        ];
+        for p in packets {
+            append_to_payload(&mut out, p);
+        }
+        assert_eq!(out, "4hello\x1e2\x1ebAQIDBA==\x1e4€".as_bytes());
+        let sizes: usize = packets.iter().map(EncodedPacket::payload_len).sum();
+        assert_eq!(out.len(), sizes + packets.len() - 1);
+        // And back.
+        assert_eq!(
+            decode_payload(std::str::from_utf8(&out).unwrap()),
+            Ok(vec![
+                PayloadPacket::Text(PacketType::Message, "hello"),
+                PayloadPacket::Text(PacketType::Ping, ""),
+                PayloadPacket::Binary(vec![1, 2, 3, 4]),
+                PayloadPacket::Text(PacketType::Message, "€"),
+            ])
+        );
+        for n in 0..8 {
+            let mut out = Vec::new();
+            append_to_payload(&mut out, EncodedPacket::Binary(&vec![0xff; n]));
+            assert_eq!(out.len(), EncodedPacket::Binary(&vec![0; n]).payload_len());
+        }
+        let mut out = Vec::new();
+        append_to_payload(&mut out, EncodedPacket::Binary(&[]));
+        assert_eq!(out, b"b");
     }
 
     #[test]

@@ -118,6 +118,216 @@ impl RequestHead {
     }
 }
 
+/// How a request's body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body (no `Content-Length`, or `Content-Length: 0`).
+    None,
+    /// Exactly this many bytes follow the head.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+impl RequestHead {
+    /// How the body of this request is delimited. A transfer coding other than `chunked`, or a
+    /// `Content-Length` that is not a number (or disagrees with a second one), is malformed.
+    pub fn body_framing(&self) -> Result<BodyFraming, HeadError> {
+        if let Some(te) = self.header("transfer-encoding") {
+            // Only `chunked` alone is understood; anything else could not be framed safely.
+            return if te.trim().eq_ignore_ascii_case("chunked") {
+                Ok(BodyFraming::Chunked)
+            } else {
+                Err(HeadError::Malformed)
+            };
+        }
+        let mut length = None;
+        for (_, value) in self.headers.iter().filter(|(n, _)| n == "content-length") {
+            let value = value.trim();
+            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(HeadError::Malformed);
+            }
+            let n: u64 = value.parse().map_err(|_| HeadError::Malformed)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(HeadError::Malformed);
+            }
+            length = Some(n);
+        }
+        Ok(match length {
+            None | Some(0) => BodyFraming::None,
+            Some(n) => BodyFraming::Length(n),
+        })
+    }
+}
+
+/// Why a chunked body could not be decoded.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkedError {
+    /// The chunk framing is broken; answer 400 and close the connection.
+    #[error("malformed chunked body")]
+    Malformed,
+    /// The decoded body would pass the limit; answer 413 and close the connection.
+    #[error("chunked body too large")]
+    TooLarge,
+}
+
+/// Longest chunk extension or trailer section accepted, in bytes: they are skipped, never
+/// stored, but a peer must not keep a request open forever by sending them.
+const MAX_CHUNK_METADATA: usize = 8 * 1024;
+
+/// An incremental decoder of a `Transfer-Encoding: chunked` body (RFC 9112 §7.1). Feed it the
+/// bytes as they arrive; it appends the data to the caller's buffer, never more than `limit`
+/// bytes in all, and skips extensions and trailers.
+#[derive(Debug, Clone)]
+pub struct ChunkedDecoder {
+    state: ChunkState,
+    limit: usize,
+    decoded: usize,
+    /// Bytes of extensions and trailers skipped so far.
+    metadata: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// Reading the hex size; `digits` so far.
+    Size {
+        size: u64,
+        digits: u8,
+    },
+    /// After the size: optional whitespace, then `;extension` or CR.
+    SizeEnd {
+        size: u64,
+    },
+    /// Skipping a chunk extension up to CR.
+    Extension {
+        size: u64,
+    },
+    /// Expecting the LF that ends the size line.
+    SizeLf {
+        size: u64,
+    },
+    /// Copying chunk data.
+    Data {
+        left: u64,
+    },
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line (or of the final CRLF).
+    TrailerStart,
+    /// Inside a trailer line, up to its CR.
+    TrailerLine,
+    TrailerLf,
+    FinalLf,
+    Done,
+}
+
+impl ChunkedDecoder {
+    pub fn new(limit: usize) -> Self {
+        ChunkedDecoder {
+            state: ChunkState::Size { size: 0, digits: 0 },
+            limit,
+            decoded: 0,
+            metadata: 0,
+        }
+    }
+
+    /// Whether the last chunk and the trailers have been read.
+    pub fn is_done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// Decodes from `input`, appending body data to `out`. Returns how many bytes of `input`
+    /// were used: all of them unless the body ended, in which case the rest belongs to the
+    /// next request.
+    pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, ChunkedError> {
+        use ChunkState::*;
+        let mut i = 0;
+        while i < input.len() {
+            let b = input[i];
+            self.state = match self.state {
+                Done => return Ok(i),
+                Size { size, digits } => match hex_digit(b) {
+                    Some(d) if digits < 16 => Size {
+                        size: size << 4 | u64::from(d),
+                        digits: digits + 1,
+                    },
+                    Some(_) => return Err(ChunkedError::Malformed),
+                    None if digits == 0 => return Err(ChunkedError::Malformed),
+                    None => {
+                        // Re-read this byte as the end of the size.
+                        self.state = SizeEnd { size };
+                        continue;
+                    }
+                },
+                SizeEnd { size } => match b {
+                    b' ' | b'\t' => SizeEnd { size },
+                    b';' => Extension { size },
+                    b'\r' => SizeLf { size },
+                    _ => return Err(ChunkedError::Malformed),
+                },
+                Extension { size } => {
+                    self.skip_metadata()?;
+                    if b == b'\r' {
+                        SizeLf { size }
+                    } else {
+                        Extension { size }
+                    }
+                }
+                SizeLf { size } => match (b, size) {
+                    (b'\n', 0) => TrailerStart,
+                    (b'\n', size) => {
+                        if size > (self.limit - self.decoded) as u64 {
+                            return Err(ChunkedError::TooLarge);
+                        }
+                        Data { left: size }
+                    }
+                    _ => return Err(ChunkedError::Malformed),
+                },
+                Data { left } => {
+                    // Bounded by the limit check on the size line.
+                    let n = (left as usize).min(input.len() - i);
+                    out.extend_from_slice(&input[i..i + n]);
+                    self.decoded += n;
+                    i += n;
+                    let left = left - n as u64;
+                    self.state = if left == 0 { DataCr } else { Data { left } };
+                    continue;
+                }
+                DataCr if b == b'\r' => DataLf,
+                DataLf if b == b'\n' => Size { size: 0, digits: 0 },
+                DataCr | DataLf => return Err(ChunkedError::Malformed),
+                TrailerStart if b == b'\r' => FinalLf,
+                TrailerStart | TrailerLine => {
+                    self.skip_metadata()?;
+                    if b == b'\r' {
+                        TrailerLf
+                    } else {
+                        TrailerLine
+                    }
+                }
+                TrailerLf if b == b'\n' => TrailerStart,
+                FinalLf if b == b'\n' => Done,
+                TrailerLf | FinalLf => return Err(ChunkedError::Malformed),
+            };
+            i += 1;
+        }
+        Ok(i)
+    }
+
+    fn skip_metadata(&mut self) -> Result<(), ChunkedError> {
+        self.metadata += 1;
+        if self.metadata > MAX_CHUNK_METADATA {
+            Err(ChunkedError::Malformed)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn hex_digit(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
 /// Decodes `%xx` escapes and `+` (as a space), as URLSearchParams does.
 pub fn percent_decode(s: &str) -> String {
     if !s.bytes().any(|b| b == b'%' || b == b'+') {
@@ -129,7 +339,8 @@ pub fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+            b'%' if i + 2 < bytes.len() => match (hex_digit(bytes[i + 1]), hex_digit(bytes[i + 2]))
+            {
                 (Some(hi), Some(lo)) => {
                     out.push(hi << 4 | lo);
                     i += 2;
@@ -141,10 +352,6 @@ pub fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
 }
 
 /// The reason phrase of the statuses shardio sends.
@@ -227,6 +434,143 @@ mod tests {
         assert_eq!(
             r,
             b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+        );
+    }
+    fn head_with(headers: &[(&str, &str)]) -> RequestHead {
+        RequestHead {
+            method: "POST".into(),
+            path: "/".into(),
+            query: String::new(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            http10: false,
+        }
+    }
+
+    #[test]
+    fn body_framing() {
+        assert_eq!(head_with(&[]).body_framing(), Ok(BodyFraming::None));
+        assert_eq!(
+            head_with(&[("content-length", "0")]).body_framing(),
+            Ok(BodyFraming::None)
+        );
+        assert_eq!(
+            head_with(&[("content-length", " 12 ")]).body_framing(),
+            Ok(BodyFraming::Length(12))
+        );
+        assert_eq!(
+            head_with(&[("transfer-encoding", "Chunked"), ("content-length", "3")]).body_framing(),
+            Ok(BodyFraming::Chunked),
+            "chunked wins over a length (RFC 9112 6.3)"
+        );
+        for bad in [
+            &[("content-length", "-1")][..],
+            &[("content-length", "1e3")],
+            &[("content-length", "")],
+            &[("content-length", "99999999999999999999999")],
+            &[("content-length", "3"), ("content-length", "4")],
+            &[("transfer-encoding", "gzip, chunked")],
+        ] {
+            assert_eq!(
+                head_with(bad).body_framing(),
+                Err(HeadError::Malformed),
+                "{bad:?}"
+            );
+        }
+    }
+
+    const CHUNKED: &[u8] = b"4\r\nWiki\r\n5;name=value\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT";
+
+    #[test]
+    fn decodes_a_chunked_body_with_extensions_and_trailers() {
+        let mut d = ChunkedDecoder::new(1000);
+        let mut out = Vec::new();
+        let used = d.decode(CHUNKED, &mut out).unwrap();
+        assert!(d.is_done());
+        assert_eq!(out, b"Wikipedia in\r\n\r\nchunks.");
+        assert_eq!(
+            &CHUNKED[used..],
+            b"NEXT",
+            "bytes after the body are left alone"
+        );
+    }
+
+    #[test]
+    fn chunked_decoding_does_not_depend_on_how_bytes_arrive() {
+        for split in 0..=CHUNKED.len() - 4 {
+            let mut d = ChunkedDecoder::new(1000);
+            let mut out = Vec::new();
+            let first = d.decode(&CHUNKED[..split], &mut out).unwrap();
+            assert_eq!(first, split);
+            let used = d.decode(&CHUNKED[split..], &mut out).unwrap();
+            assert!(d.is_done(), "split at {split}");
+            assert_eq!(out, b"Wikipedia in\r\n\r\nchunks.");
+            assert_eq!(&CHUNKED[split + used..], b"NEXT");
+        }
+        // One byte at a time.
+        let mut d = ChunkedDecoder::new(1000);
+        let mut out = Vec::new();
+        for b in &CHUNKED[..CHUNKED.len() - 4] {
+            assert_eq!(d.decode(std::slice::from_ref(b), &mut out), Ok(1));
+        }
+        assert!(d.is_done());
+        assert_eq!(out, b"Wikipedia in\r\n\r\nchunks.");
+    }
+
+    #[test]
+    fn chunked_bodies_over_the_limit_are_refused_before_copying() {
+        let mut d = ChunkedDecoder::new(8);
+        let mut out = Vec::new();
+        assert_eq!(d.decode(b"4\r\nabcd\r\n", &mut out), Ok(9));
+        assert_eq!(
+            d.decode(b"5\r\nefghi\r\n", &mut out),
+            Err(ChunkedError::TooLarge)
+        );
+        assert_eq!(out, b"abcd");
+        let mut d = ChunkedDecoder::new(8);
+        assert_eq!(
+            d.decode(b"ffffffffffffffff\r\n", &mut Vec::new()),
+            Err(ChunkedError::TooLarge)
+        );
+        let mut d = ChunkedDecoder::new(8);
+        assert_eq!(
+            d.decode(b"8\r\n12345678\r\n0\r\n\r\n", &mut Vec::new()),
+            Ok(18),
+            "exactly the limit is fine"
+        );
+        assert!(d.is_done());
+    }
+
+    #[test]
+    fn malformed_chunked_bodies() {
+        for bad in [
+            &b"\r\n"[..],
+            b"g\r\n",
+            b"4\nWiki",
+            b"4\r\nWikiX",
+            b"4\r\nWiki\rX",
+            b"0\r\nX\rY",
+            b"0\r\n\rX",
+            b"11111111111111111\r\n",
+            b"4 x\r\n",
+        ] {
+            let mut d = ChunkedDecoder::new(1000);
+            assert_eq!(
+                d.decode(bad, &mut Vec::new()),
+                Err(ChunkedError::Malformed),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // Endless extensions are cut off.
+        let mut d = ChunkedDecoder::new(1000);
+        let mut long = b"1;".to_vec();
+        long.extend(std::iter::repeat_n(b'x', MAX_CHUNK_METADATA + 1));
+        assert_eq!(
+            d.decode(&long, &mut Vec::new()),
+            Err(ChunkedError::Malformed)
         );
     }
 }

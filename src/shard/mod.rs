@@ -63,6 +63,7 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
     } = setup;
     let listener = TcpListener::from_std(listener)?;
     let shard = Rc::new(EngineShard::new(id, count, metrics));
+    tokio::task::spawn_local(shard.run_flusher());
     let engines: Vec<Rc<Engine>> = endpoints
         .iter()
         .enumerate()

@@ -10,7 +10,7 @@ pub mod room;
 mod socket;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
@@ -222,25 +222,29 @@ impl SocketIo {
 
 impl EngineAppFactory for SocketIo {
     fn for_shard(&self, ctx: &ShardContext) -> Rc<dyn EngineApp> {
+        let connect_deadlines = Rc::new(ConnectDeadlines::default());
+        tokio::task::spawn_local(connect_deadlines.clone().enforce());
         Rc::new(SioShard {
             config: self.config.clone(),
             engine: ctx.engine.clone(),
-            namespaces: self
-                .namespaces
-                .iter()
-                .map(|(name, def)| {
-                    let ns = NsShard {
-                        name: name.clone(),
-                        def: def.clone(),
-                        ctx: ctx.clone(),
-                        sockets: RefCell::new(HashMap::default()),
-                        rooms: RefCell::new(RoomIndex::default()),
-                        next_ack: Cell::new(0),
-                        collectors: RefCell::new(HashMap::new()),
-                    };
-                    (name.clone(), Rc::new(ns))
-                })
-                .collect(),
+            connect_deadlines,
+            namespaces: Rc::new(
+                self.namespaces
+                    .iter()
+                    .map(|(name, def)| {
+                        let ns = NsShard {
+                            name: name.clone(),
+                            def: def.clone(),
+                            ctx: ctx.clone(),
+                            sockets: RefCell::new(HashMap::default()),
+                            rooms: RefCell::new(RoomIndex::default()),
+                            next_ack: Cell::new(0),
+                            collectors: RefCell::new(HashMap::new()),
+                        };
+                        (name.clone(), Rc::new(ns))
+                    })
+                    .collect(),
+            ),
         })
     }
 }
@@ -249,7 +253,9 @@ impl EngineAppFactory for SocketIo {
 struct SioShard {
     config: SocketIoConfig,
     engine: Rc<EngineShard>,
-    namespaces: HashMap<String, Rc<NsShard>>,
+    connect_deadlines: Rc<ConnectDeadlines>,
+    /// Shared with every client of the shard (never copied per connection).
+    namespaces: Rc<HashMap<String, Rc<NsShard>>>,
 }
 
 /// One namespace on one shard: its handlers, the sockets connected here and their rooms.
@@ -258,7 +264,7 @@ pub(crate) struct NsShard {
     def: Arc<Namespace>,
     ctx: ShardContext,
     sockets: RefCell<HashMap<Sid, Socket, rustc_hash::FxBuildHasher>>,
-    rooms: RefCell<RoomIndex<Sid>>,
+    rooms: RefCell<RoomIndex<Sid, Rc<Session>>>,
     next_ack: Cell<u64>,
     collectors: Collectors,
 }
@@ -286,20 +292,20 @@ impl NsShard {
     ) -> usize {
         let sockets = self.sockets.borrow();
         let rooms = self.rooms.borrow();
+        let everyone = sockets.iter().map(|(sid, socket)| (*sid, socket.session()));
         let mut delivered = 0;
-        rooms.select(&opts.rooms, &opts.except, sockets.keys().copied(), |sid| {
-            let Some(socket) = sockets.get(&sid) else {
-                return;
-            };
+        rooms.select(&opts.rooms, &opts.except, everyone, |sid, session| {
             let sent = if opts.volatile {
-                socket.session().send_volatile(frames)
+                session.send_volatile(frames)
             } else {
-                socket.session().send(frames).is_ok()
+                session.send(frames).is_ok()
             };
             if sent {
                 delivered += 1;
                 if let Some((id, origin)) = ack {
-                    socket.expect_broadcast_ack(id, origin);
+                    if let Some(socket) = sockets.get(&sid) {
+                        socket.expect_broadcast_ack(id, origin);
+                    }
                 }
             }
         });
@@ -404,18 +410,52 @@ impl EngineApp for SioShard {
             pending: RefCell::new(None),
             got_connect: Cell::new(false),
         });
-        let (weak_session, weak_client) = (Rc::downgrade(session), Rc::downgrade(&client));
-        let timeout = self.config.connect_timeout;
-        tokio::task::spawn_local(close_if_never_connected(weak_session, weak_client, timeout));
+        self.connect_deadlines.push(
+            tokio::time::Instant::now() + self.config.connect_timeout,
+            Rc::downgrade(session),
+            Rc::downgrade(&client),
+        );
         client
     }
 }
 
-async fn close_if_never_connected(session: Weak<Session>, client: Weak<Client>, after: Duration) {
-    tokio::time::sleep(after).await;
-    if let (Some(session), Some(client)) = (session.upgrade(), client.upgrade()) {
-        if !client.got_connect.get() {
-            session.close(CloseReason::ForcedClose);
+/// When a connection must have sent CONNECT by, and the connection.
+type ConnectDeadline = (tokio::time::Instant, Weak<Session>, Weak<Client>);
+
+/// Connections that must send CONNECT before a deadline, oldest first. One queue and one
+/// timer task per shard instead of a timer per connection: the timeout is the same for all,
+/// so the queue stays sorted by simply appending.
+#[derive(Default)]
+struct ConnectDeadlines {
+    queue: RefCell<VecDeque<ConnectDeadline>>,
+    added: tokio::sync::Notify,
+}
+
+impl ConnectDeadlines {
+    fn push(&self, at: tokio::time::Instant, session: Weak<Session>, client: Weak<Client>) {
+        self.queue.borrow_mut().push_back((at, session, client));
+        self.added.notify_one();
+    }
+
+    /// Closes the connections whose deadline passed without a CONNECT; runs for the shard's life.
+    async fn enforce(self: Rc<Self>) {
+        loop {
+            let next = self.queue.borrow().front().map(|(at, _, _)| *at);
+            match next {
+                None => self.added.notified().await,
+                Some(at) if at > tokio::time::Instant::now() => tokio::time::sleep_until(at).await,
+                Some(_) => {
+                    let expired = self.queue.borrow_mut().pop_front();
+                    if let Some((_, session, client)) = expired {
+                        if let (Some(session), Some(client)) = (session.upgrade(), client.upgrade())
+                        {
+                            if !client.got_connect.get() {
+                                session.close(CloseReason::ForcedClose);
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -434,7 +474,7 @@ struct PendingBinary {
 /// packet being assembled.
 struct Client {
     me: Weak<Client>,
-    namespaces: HashMap<String, Rc<NsShard>>,
+    namespaces: Rc<HashMap<String, Rc<NsShard>>>,
     engine: Rc<EngineShard>,
     max_attachments: usize,
     sockets: RefCell<Vec<Socket>>,
@@ -585,7 +625,7 @@ impl Client {
         // Every socket is in the room named by its own id.
         ns.rooms
             .borrow_mut()
-            .join(socket.id(), socket.id().as_str());
+            .join(socket.id(), session, socket.id().as_str());
         self.sockets.borrow_mut().push(socket.clone());
         if let Some(on_connect) = &ns.def.on_connect {
             on_connect(&socket);

@@ -8,18 +8,20 @@ use std::rc::Rc;
 use rustc_hash::FxBuildHasher;
 
 /// Members are server-made random ids, so a fast non-keyed hash is safe for them; room names
-/// come from clients and keep the default keyed hash (no collision flooding).
-type Members<K> = HashSet<K, FxBuildHasher>;
+/// come from clients and keep the default keyed hash (no collision flooding). Each member
+/// carries a value (how to reach it), so a broadcast needs no second lookup per member.
+type Members<K, V> = HashMap<K, V, FxBuildHasher>;
 
-/// Room membership. `K` is the member key (a socket id).
+/// Room membership. `K` is the member key (a socket id), `V` what a broadcast needs to reach
+/// the member (stored once per room the member is in).
 #[derive(Debug)]
-pub struct RoomIndex<K> {
-    rooms: HashMap<Rc<str>, Members<K>>,
+pub struct RoomIndex<K, V> {
+    rooms: HashMap<Rc<str>, Members<K, V>>,
     /// Each member's rooms; a short list, so a Vec beats a set.
     members: HashMap<K, Vec<Rc<str>>, FxBuildHasher>,
 }
 
-impl<K> Default for RoomIndex<K> {
+impl<K, V> Default for RoomIndex<K, V> {
     fn default() -> Self {
         RoomIndex {
             rooms: HashMap::new(),
@@ -28,17 +30,19 @@ impl<K> Default for RoomIndex<K> {
     }
 }
 
-impl<K: Copy + Eq + Hash> RoomIndex<K> {
-    /// Adds `member` to `room`; returns false if it was already there.
-    pub fn join(&mut self, member: K, room: &str) -> bool {
+impl<K: Copy + Eq + Hash, V: Clone> RoomIndex<K, V> {
+    /// Adds `member` (reached through `value`) to `room`; returns false if it was already there.
+    pub fn join(&mut self, member: K, value: &V, room: &str) -> bool {
         // Members share one allocation of the room name.
         let name = match self.rooms.get_key_value(room) {
             Some((name, _)) => name.clone(),
             None => Rc::from(room),
         };
-        if !self.rooms.entry(name.clone()).or_default().insert(member) {
+        let set = self.rooms.entry(name.clone()).or_default();
+        if set.contains_key(&member) {
             return false;
         }
+        set.insert(member, value.clone());
         self.members.entry(member).or_default().push(name);
         true
     }
@@ -48,7 +52,7 @@ impl<K: Copy + Eq + Hash> RoomIndex<K> {
         let Some(set) = self.rooms.get_mut(room) else {
             return false;
         };
-        if !set.remove(&member) {
+        if set.remove(&member).is_none() {
             return false;
         }
         if set.is_empty() {
@@ -82,7 +86,9 @@ impl<K: Copy + Eq + Hash> RoomIndex<K> {
 
     /// Whether `member` is in `room`.
     pub fn contains(&self, room: &str, member: K) -> bool {
-        self.rooms.get(room).is_some_and(|s| s.contains(&member))
+        self.rooms
+            .get(room)
+            .is_some_and(|s| s.contains_key(&member))
     }
 
     /// Whether any member is in `room`.
@@ -101,34 +107,38 @@ impl<K: Copy + Eq + Hash> RoomIndex<K> {
 
     /// Calls `f` once for every member selected by a broadcast to `rooms` (all of `everyone`
     /// when `rooms` is empty) that is in none of the `except` rooms.
-    pub fn select(
-        &self,
+    pub fn select<'a>(
+        &'a self,
         rooms: &[impl AsRef<str>],
         except: &[impl AsRef<str>],
-        everyone: impl Iterator<Item = K>,
-        mut f: impl FnMut(K),
+        everyone: impl Iterator<Item = (K, &'a V)>,
+        mut f: impl FnMut(K, &V),
     ) {
         // Resolve the except rooms once, not once per member.
-        let except: Vec<&Members<K>> = except
+        let except: Vec<&Members<K, V>> = except
             .iter()
             .filter_map(|r| self.rooms.get(r.as_ref()))
             .collect();
-        let excluded = |m: &K| except.iter().any(|set| set.contains(m));
+        let excluded = |m: &K| except.iter().any(|set| set.contains_key(m));
         match rooms {
-            [] => everyone.filter(|m| !excluded(m)).for_each(f),
+            [] => everyone
+                .filter(|(m, _)| !excluded(m))
+                .for_each(|(m, v)| f(m, v)),
             [room] => {
                 if let Some(set) = self.rooms.get(room.as_ref()) {
-                    set.iter().copied().filter(|m| !excluded(m)).for_each(f);
+                    set.iter()
+                        .filter(|(m, _)| !excluded(m))
+                        .for_each(|(m, v)| f(*m, v));
                 }
             }
             _ => {
                 // A member of several target rooms receives the packet once.
-                let mut seen = Members::default();
+                let mut seen = HashSet::with_hasher(FxBuildHasher);
                 for room in rooms {
                     if let Some(set) = self.rooms.get(room.as_ref()) {
-                        for m in set {
+                        for (m, v) in set {
                             if seen.insert(*m) && !excluded(m) {
-                                f(*m);
+                                f(*m, v);
                             }
                         }
                     }
@@ -142,9 +152,17 @@ impl<K: Copy + Eq + Hash> RoomIndex<K> {
 mod tests {
     use super::*;
 
-    fn selected(idx: &RoomIndex<u32>, rooms: &[&str], except: &[&str], all: &[u32]) -> Vec<u32> {
+    fn selected(
+        idx: &RoomIndex<u32, u32>,
+        rooms: &[&str],
+        except: &[&str],
+        all: &[u32],
+    ) -> Vec<u32> {
         let mut out = Vec::new();
-        idx.select(rooms, except, all.iter().copied(), |m| out.push(m));
+        idx.select(rooms, except, all.iter().map(|m| (*m, m)), |m, v| {
+            assert_eq!(m, *v, "each member comes with its own value");
+            out.push(m)
+        });
         out.sort_unstable();
         out
     }
@@ -152,10 +170,10 @@ mod tests {
     #[test]
     fn join_leave_and_membership() {
         let mut idx = RoomIndex::default();
-        assert!(idx.join(1, "a"));
-        assert!(!idx.join(1, "a"));
-        assert!(idx.join(1, "b"));
-        assert!(idx.join(2, "a"));
+        assert!(idx.join(1, &1, "a"));
+        assert!(!idx.join(1, &1, "a"));
+        assert!(idx.join(1, &1, "b"));
+        assert!(idx.join(2, &2, "a"));
         assert_eq!(idx.rooms_of(1).len(), 2);
         assert!(idx.contains("a", 2));
         assert!(idx.leave(1, "a"));
@@ -172,9 +190,9 @@ mod tests {
         let mut idx = RoomIndex::default();
         for round in 0..200_000u32 {
             for r in ["x", "y", "z"] {
-                idx.join(round, r);
+                idx.join(round, &round, r);
             }
-            idx.join(round, &format!("own-{round}"));
+            idx.join(round, &round, &format!("own-{round}"));
             idx.leave_all(round);
         }
         assert_eq!(idx.room_count(), 0);
@@ -192,7 +210,7 @@ mod tests {
             (4, &["c"]),
         ] {
             for r in rooms {
-                idx.join(m, r);
+                idx.join(m, &m, r);
             }
         }
         let all = [1, 2, 3, 4, 5];

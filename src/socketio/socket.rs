@@ -252,7 +252,13 @@ impl Socket {
 
     /// Joins `room`; returns false if the socket was already in it.
     pub fn join(&self, room: &str) -> bool {
-        self.connected() && self.0.ns.rooms.borrow_mut().join(self.0.id, room)
+        self.connected()
+            && self
+                .0
+                .ns
+                .rooms
+                .borrow_mut()
+                .join(self.0.id, &self.0.session, room)
     }
 
     /// Leaves `room`; returns false if the socket was not in it.

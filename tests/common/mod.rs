@@ -4,6 +4,7 @@
 
 pub mod aclient;
 pub mod node;
+pub mod polling;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -61,6 +62,16 @@ impl TestServer {
     /// The conformance apps (Engine.IO echo, Socket.IO test app) on 4 shards.
     pub fn conformance() -> TestServer {
         TestServer::start(4, shardio::apps::conformance_endpoints())
+    }
+
+    /// The conformance apps on 4 shards with settings changed by `tune` (e.g. a heartbeat slow
+    /// enough that a test need not answer pings).
+    pub fn conformance_with(tune: impl Fn(&mut shardio::engineio::EngineConfig)) -> TestServer {
+        let mut endpoints = shardio::apps::conformance_endpoints();
+        for ep in &mut endpoints {
+            tune(&mut ep.engine);
+        }
+        TestServer::start(4, endpoints)
     }
 
     pub fn url(&self) -> String {
@@ -255,6 +266,36 @@ fn parse_response(bytes: &[u8]) -> Option<(u16, String, String)> {
         })
         .unwrap_or(0);
     (body.len() >= length).then(|| (status, head.to_string(), body[..length].to_string()))
+}
+
+/// Checks an open packet of the conformance apps: exactly Node's keys (§1.2), the suites'
+/// timings, and the upgrades the transport offers.
+pub fn assert_conformance_open_packet(open: &serde_json::Value, upgrades: &[&str]) {
+    let keys: std::collections::HashSet<&str> = open
+        .as_object()
+        .expect("open packet is an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        std::collections::HashSet::from([
+            "sid",
+            "upgrades",
+            "pingInterval",
+            "pingTimeout",
+            "maxPayload"
+        ])
+    );
+    assert_eq!(open["upgrades"], serde_json::json!(upgrades));
+    assert_eq!(open["pingInterval"], 300);
+    assert_eq!(open["pingTimeout"], 200);
+    assert_eq!(open["maxPayload"], 1_000_000);
+    let sid = open["sid"].as_str().expect("sid");
+    assert_eq!(sid.len(), 20);
+    assert!(sid
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
 }
 
 /// The close code of a close frame, as a number.

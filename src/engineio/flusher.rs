@@ -1,0 +1,50 @@
+//! The shard's writer of WebSocket sessions. A send to a session whose queue was empty marks it
+//! dirty and lists it here, instead of waking the session's own task; this task writes the
+//! listed sessions in chunks and yields between chunks. Reads (new publishes) are handled in
+//! between, so a session not reached yet collects more frames and gets them in the same
+//! `writev`: under load, one syscall carries many messages. A session whose socket is full is
+//! handed back to its own task, which waits for the socket to drain.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use tokio::sync::Notify;
+
+use super::Session;
+
+/// Sessions written per turn before the flusher lets other tasks (reads) run.
+const CHUNK: usize = 256;
+
+#[derive(Default)]
+pub(crate) struct Flusher {
+    dirty: RefCell<Vec<Rc<Session>>>,
+    wake: Notify,
+}
+
+impl Flusher {
+    /// Lists a session to be written; the caller marked it dirty, so it is listed once.
+    pub(crate) fn push(&self, session: Rc<Session>) {
+        let mut dirty = self.dirty.borrow_mut();
+        dirty.push(session);
+        if dirty.len() == 1 {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Runs for the shard's life.
+    pub(crate) async fn run(self: Rc<Self>) {
+        loop {
+            let batch = std::mem::take(&mut *self.dirty.borrow_mut());
+            if batch.is_empty() {
+                self.wake.notified().await;
+                continue;
+            }
+            for chunk in batch.chunks(CHUNK) {
+                for session in chunk {
+                    session.flush_now();
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! The HTTP long-polling transport (SOCKETIO.md §1.4): a GET is held until packets are queued
+//! and answers them joined by `\x1e`; a POST carries the client's packets and is answered `ok`.
+//! Each request runs on its connection's task; the session's driver keeps the heartbeat.
+//!
+//! Bounds: a POST body is at most `max_payload` bytes (413 beyond), read with an idle timeout;
+//! a GET answers at most about `max_payload` bytes, the rest waits for the next GET.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+use super::driver;
+use super::queue::OutQueue;
+use super::{CloseReason, Engine, FrameKind, Handled, Reply, Session, Transport};
+use crate::protocol::engineio::{self, EncodedPacket, Packet, PayloadPacket};
+use crate::protocol::http::{BodyFraming, ChunkedDecoder, ChunkedError, RequestHead};
+
+/// How long a POST body may stall between two reads before the request is dropped.
+const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves the handshake GET of a new polling session: its open packet is the first packet
+/// the GET delivers.
+pub(super) async fn handshake(
+    engine: &Rc<Engine>,
+    stream: TcpStream,
+    head: RequestHead,
+    leftover: Vec<u8>,
+    address: std::net::SocketAddr,
+) -> Handled {
+    let request = super::request_info(head.clone(), address);
+    let session = engine.open_session(request, Transport::Polling);
+    // Fails only when `max_buffered_bytes` is tiny, and then the session closes as a slow
+    // consumer: the GET below answers the close.
+    let _ = session.send(&[engine.open_packet(&session)]);
+    engine.attach(&session);
+    tokio::task::spawn_local(driver::drive(engine.clone(), session.clone(), None));
+    let cookie = engine.cookie(&session);
+    get(engine, &session, stream, &head, leftover, cookie).await
+}
+
+/// Serves a polling request on an existing session.
+pub(super) async fn serve(
+    engine: &Rc<Engine>,
+    session: Rc<Session>,
+    stream: TcpStream,
+    head: RequestHead,
+    leftover: Vec<u8>,
+) -> Handled {
+    match head.method.as_str() {
+        "GET" => get(engine, &session, stream, &head, leftover, None).await,
+        "POST" => post(engine, &session, stream, &head, leftover).await,
+        // Node's polling transport answers any other method 500; the session lives on.
+        _ => {
+            let reply = Reply::new(500, b"");
+            engine.reply(stream, &head, leftover, reply).await
+        }
+    }
+}
+
+/// Sets a flag for as long as it lives, so that it is cleared on every way out.
+struct Pending<'a>(&'a Cell<bool>);
+
+impl<'a> Pending<'a> {
+    fn set(flag: &'a Cell<bool>) -> Self {
+        flag.set(true);
+        Pending(flag)
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
+/// The long poll.
+async fn get(
+    engine: &Engine,
+    session: &Rc<Session>,
+    stream: TcpStream,
+    head: &RequestHead,
+    leftover: Vec<u8>,
+    cookie: Option<String>,
+) -> Handled {
+    if session.poll.get_pending.get() {
+        // The pending GET then answers `1`.
+        return misuse(
+            engine,
+            session,
+            stream,
+            head,
+            leftover,
+            "overlap from client",
+        )
+        .await;
+    }
+    let body = {
+        let _pending = Pending::set(&session.poll.get_pending);
+        // A client that pipelined its next request cannot be told from one that left; only
+        // watch for an abort when nothing else was sent.
+        match wait_for_packets(
+            session,
+            &stream,
+            leftover.is_empty(),
+            engine.config.max_payload,
+        )
+        .await
+        {
+            Some(body) => body,
+            None => {
+                // "poll connection closed prematurely": the client gave up on the session.
+                tracing::debug!(sid = %session.sid(), "long poll aborted");
+                session.close(CloseReason::TransportError);
+                return Handled::Done;
+            }
+        }
+    };
+    session.poll.noop_due.set(false);
+    let mut headers = vec![("cache-control", "no-store".to_string())];
+    if let Some(cookie) = cookie {
+        headers.push(("Set-Cookie", cookie));
+    }
+    let reply = Reply::new(200, &body)
+        .content_type("text/plain; charset=UTF-8")
+        .headers(headers);
+    engine.reply(stream, head, leftover, reply).await
+}
+
+/// Waits until the GET has something to answer. `None`: the client closed the connection.
+async fn wait_for_packets(
+    session: &Session,
+    stream: &TcpStream,
+    mut watch_abort: bool,
+    max_payload: usize,
+) -> Option<Vec<u8>> {
+    loop {
+        if let Some(body) = next_body(session, max_payload) {
+            return Some(body);
+        }
+        let mut probe = [0u8; 1];
+        tokio::select! {
+            _ = session.wake.notified() => {}
+            peeked = stream.peek(&mut probe), if watch_abort => match peeked {
+                Ok(0) | Err(_) => return None,
+                // The next request, pipelined: it waits for this response.
+                Ok(_) => watch_abort = false,
+            },
+        }
+    }
+}
+
+/// What a GET answers now, if anything.
+fn next_body(session: &Session, max_payload: usize) -> Option<Vec<u8>> {
+    if session.transport.get() == Transport::WebSocket {
+        // Upgraded while this GET waited: end it cleanly; the packets go on the WebSocket.
+        return Some(vec![engineio::PacketType::Noop.digit()]);
+    }
+    if let Some(reason) = session.closing.get() {
+        let mut body = Vec::new();
+        if reason.flushes_queue() {
+            body = take_batch(&mut session.out.borrow_mut(), max_payload);
+        }
+        // A client that asked to close gets a noop (§1.4); otherwise it is told to close.
+        let last = if reason == CloseReason::TransportClose {
+            engineio::PacketType::Noop
+        } else {
+            engineio::PacketType::Close
+        };
+        engineio::append_to_payload(&mut body, EncodedPacket::Text(&[last.digit()]));
+        session.poll.close_delivered.set(true);
+        session.events.notify_one();
+        return Some(body);
+    }
+    let body = take_batch(&mut session.out.borrow_mut(), max_payload);
+    if !body.is_empty() {
+        return Some(body);
+    }
+    if session.poll.noop_due.replace(false) {
+        return Some(vec![engineio::PacketType::Noop.digit()]);
+    }
+    None
+}
+
+/// Takes queued packets off the front as one payload: at least one packet, then as many as
+/// keep the payload within `max_payload` bytes.
+fn take_batch(out: &mut OutQueue, max_payload: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Some(frame) = out.front().cloned() {
+        let packet = match frame.kind() {
+            FrameKind::Text => EncodedPacket::Text(frame.payload()),
+            FrameKind::Binary => EncodedPacket::Binary(frame.payload()),
+            // WebSocket control frames mean nothing on polling.
+            FrameKind::Control => {
+                out.pop_front();
+                continue;
+            }
+        };
+        if !body.is_empty() && body.len() + 1 + packet.payload_len() > max_payload {
+            break;
+        }
+        engineio::append_to_payload(&mut body, packet);
+        out.pop_front();
+    }
+    body
+}
+
+/// A request that breaks the polling rules (`what`: Node's error message) is answered 400 and
+/// ends the session.
+async fn misuse(
+    engine: &Engine,
+    session: &Session,
+    stream: TcpStream,
+    head: &RequestHead,
+    leftover: Vec<u8>,
+    what: &str,
+) -> Handled {
+    tracing::debug!(sid = %session.sid(), what, "polling request refused");
+    session.close(CloseReason::TransportError);
+    engine
+        .reply(stream, head, leftover, Reply::new(400, b""))
+        .await
+}
+
+/// The client's packets.
+async fn post(
+    engine: &Engine,
+    session: &Rc<Session>,
+    mut stream: TcpStream,
+    head: &RequestHead,
+    leftover: Vec<u8>,
+) -> Handled {
+    let binary = head
+        .header("content-type")
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/octet-stream"));
+    if binary {
+        // v4 carries binary as base64 text.
+        return misuse(engine, session, stream, head, leftover, "invalid content").await;
+    }
+    if session.poll.post_pending.get() {
+        let what = "data request overlap from client";
+        return misuse(engine, session, stream, head, leftover, what).await;
+    }
+    let read = {
+        let _pending = Pending::set(&session.poll.post_pending);
+        read_body(&mut stream, head, leftover, engine.config.max_payload).await
+    };
+    let (body, rest) = match read {
+        Ok(read) => read,
+        Err(err @ (BodyError::TooLarge | BodyError::Malformed)) => {
+            tracing::debug!(sid = %session.sid(), %err, "POST body refused");
+            // The session lives on, as in Node; the connection cannot be reused.
+            let reply = Reply::new(err.status(), b"").closing();
+            return engine.reply(stream, head, Vec::new(), reply).await;
+        }
+        Err(BodyError::Closed) => {
+            // "data request connection closed prematurely"
+            tracing::debug!(sid = %session.sid(), "POST aborted");
+            session.close(CloseReason::TransportError);
+            return Handled::Done;
+        }
+    };
+    receive_payload(session, &body);
+    let reply = Reply::new(200, b"ok")
+        .content_type("text/html")
+        .headers(vec![("cache-control", "no-store".to_string())])
+        .body_read();
+    engine.reply(stream, head, rest, reply).await
+}
+
+/// Hands the packets of a POST body to the session, in order, stopping at the first bad one
+/// (which closes the session, as in Node; the POST itself is still answered `ok`).
+fn receive_payload(session: &Rc<Session>, body: &[u8]) {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return session.close(CloseReason::ParseError);
+    };
+    for packet in engineio::payload_packets(text) {
+        if !session.is_open() {
+            return;
+        }
+        let result = match &packet {
+            Ok(PayloadPacket::Text(ty, data)) => session.receive(Packet::Text(*ty, data)),
+            Ok(PayloadPacket::Binary(data)) => session.receive(Packet::Binary(data)),
+            Err(_) => Err(CloseReason::ParseError),
+        };
+        if let Err(reason) = result {
+            return session.close(reason);
+        }
+    }
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+enum BodyError {
+    /// Larger than `max_payload`: answer 413 and close the connection.
+    #[error("request body too large")]
+    TooLarge,
+    /// Framing that cannot be read (bad length, bad chunks): answer 400 and close.
+    #[error("malformed request body")]
+    Malformed,
+    /// The client closed the connection, or stalled past the idle timeout, mid-body.
+    #[error("connection closed during the request body")]
+    Closed,
+}
+
+impl BodyError {
+    fn status(self) -> u16 {
+        match self {
+            BodyError::TooLarge => 413,
+            BodyError::Malformed | BodyError::Closed => 400,
+        }
+    }
+}
+
+impl From<ChunkedError> for BodyError {
+    fn from(e: ChunkedError) -> Self {
+        match e {
+            ChunkedError::TooLarge => BodyError::TooLarge,
+            ChunkedError::Malformed => BodyError::Malformed,
+        }
+    }
+}
+
+/// Reads a request body of at most `limit` bytes. `buf` holds what was already read past the
+/// head. Returns the body and the bytes read past it (the start of the next request).
+async fn read_body(
+    stream: &mut TcpStream,
+    head: &RequestHead,
+    mut buf: Vec<u8>,
+    limit: usize,
+) -> Result<(Vec<u8>, Vec<u8>), BodyError> {
+    match head.body_framing().map_err(|_| BodyError::Malformed)? {
+        BodyFraming::None => Ok((Vec::new(), buf)),
+        BodyFraming::Length(n) => {
+            // Refused before reading a byte of it.
+            let n = usize::try_from(n)
+                .ok()
+                .filter(|&n| n <= limit)
+                .ok_or(BodyError::TooLarge)?;
+            while buf.len() < n {
+                let want = n - buf.len();
+                read_more(stream, &mut buf, want).await?;
+            }
+            let rest = buf.split_off(n);
+            Ok((buf, rest))
+        }
+        BodyFraming::Chunked => {
+            let mut decoder = ChunkedDecoder::new(limit);
+            let mut body = Vec::new();
+            loop {
+                let used = decoder.decode(&buf, &mut body)?;
+                if decoder.is_done() {
+                    return Ok((body, buf.split_off(used)));
+                }
+                buf.clear();
+                read_more(stream, &mut buf, 16 * 1024).await?;
+            }
+        }
+    }
+}
+
+/// Appends what the socket has (at most about `want` bytes) to `buf`.
+async fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    want: usize,
+) -> Result<(), BodyError> {
+    buf.reserve(want.min(64 * 1024));
+    match tokio::time::timeout(BODY_IDLE_TIMEOUT, stream.read_buf(buf)).await {
+        Ok(Ok(n)) if n > 0 => Ok(()),
+        _ => Err(BodyError::Closed),
+    }
+}
