@@ -81,6 +81,10 @@ fi
 
 ulimit -n "$(ulimit -Hn)" # thousands of connections need descriptors, on both sides
 
+# The commit profiled; the SVGs this script rewrites do not make it dirty.
+COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+git diff --quiet HEAD -- . ':(exclude)flamegraphs/*.svg' 2>/dev/null || COMMIT+="-dirty"
+
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/shardio-flamegraphs.XXXXXX")
 
 # ---------------------------------------------------------------------------------------------
@@ -213,7 +217,7 @@ for name in $SCENARIOS; do
   timeout 600 "$PERF" script -i "$WORK/$name.perf.data" 2>"$WORK/$name.script.log" |
     "$COLLAPSE" --all >"$WORK/$name.folded" || die "$name: perf script or inferno-collapse-perf failed"
   [[ -s $WORK/$name.folded ]] || die "$name: no samples (see $WORK/$name.perf.log)"
-  title="shardio $name, 1 shard, commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo -dirty)"
+  title="shardio $name, 1 shard, commit $COMMIT"
   "$FLAMEGRAPH" --title "$title" --subtitle "$(subtitle "$name")" \
     --minwidth "$MINWIDTH" --width 1600 --colors rust "$WORK/$name.folded" >"$OUT_DIR/$name.svg" ||
     die "$name: inferno-flamegraph failed"
