@@ -33,7 +33,7 @@
 //! Not here: the writer's batching (`engineio::queue::OutQueue`) is private to the crate;
 //! `flamegraphs/fanout.svg` shows its share under real load instead.
 //!
-//! Running (figures from one run, with their context: `benches/MICRO.md`):
+//! Running (figures, with their machine and commit: `benches/MICRO.md`):
 //!
 //! ```sh
 //! cargo bench --bench micro                     # everything, about 2 minutes once built
