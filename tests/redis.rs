@@ -383,3 +383,28 @@ async fn malformed_messages_from_redis_are_counted_and_dropped() {
     assert_quiet(&mut a1, "the publisher").await;
     assert_eq!(a.metrics.bridge().connected(), 1);
 }
+
+#[test]
+fn a_node_socketio_server_and_shardio_share_one_redis() {
+    let redis = RedisServer::start();
+    let shardio = gateway(&redis);
+    let out = common::node::run_script(
+        "node_cluster.mjs",
+        &[&redis.url(), &shardio.url()],
+        Duration::from_secs(45),
+    );
+    assert_eq!(out.trim(), "ok");
+    assert_eq!(shardio.metrics.bridge().malformed(), 0);
+}
+
+#[test]
+fn the_redis_emitter_reaches_shardio_clients() {
+    let redis = RedisServer::start();
+    let shardio = gateway(&redis);
+    let out = common::node::run_script(
+        "emitter.mjs",
+        &[&redis.url(), &shardio.url()],
+        Duration::from_secs(25),
+    );
+    assert_eq!(out.trim(), "ok");
+}
