@@ -408,3 +408,98 @@ fn the_redis_emitter_reaches_shardio_clients() {
     );
     assert_eq!(out.trim(), "ok");
 }
+
+/// `deploy/haproxy.cfg` in front of `backends`, on a free port; killed on drop.
+struct Haproxy {
+    port: u16,
+    child: std::process::Child,
+    _config: std::path::PathBuf,
+}
+
+impl Haproxy {
+    fn start(backends: &[std::net::SocketAddr]) -> Haproxy {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let deployed = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/haproxy.cfg"),
+        )
+        .expect("deploy/haproxy.cfg");
+        // The deployed file, with this test's addresses.
+        let mut config = deployed.replace("bind *:8080", &format!("bind 127.0.0.1:{port}"));
+        for (i, slot) in ["127.0.0.1:3001", "127.0.0.1:3002", "127.0.0.1:3003"]
+            .iter()
+            .enumerate()
+        {
+            match backends.get(i) {
+                Some(addr) => config = config.replace(slot, &addr.to_string()),
+                None => {
+                    config = config
+                        .lines()
+                        .filter(|l| !l.contains(slot))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                        + "\n"
+                }
+            }
+        }
+        let path = std::env::temp_dir().join(format!("shardio-haproxy-{port}.cfg"));
+        std::fs::write(&path, config).expect("write the test config");
+        let haproxy = ["/usr/sbin/haproxy", "haproxy"]
+            .into_iter()
+            .find(|p| std::process::Command::new(p).arg("-v").output().is_ok())
+            .expect("haproxy must be installed (scripts/test.sh installs it)");
+        let child = std::process::Command::new(haproxy)
+            .args(["-db", "-f"])
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start haproxy");
+        let deadline = Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "haproxy did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Haproxy {
+            port,
+            child,
+            _config: path,
+        }
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self._config);
+    }
+}
+
+#[test]
+fn socketio_clients_behind_haproxy_see_each_others_publishes() {
+    let redis = RedisServer::start();
+    let (a, b) = (gateway(&redis), gateway(&redis));
+    let lb = Haproxy::start(&[a.addr, b.addr]);
+    // The official client, WebSocket only: its clients land on both machines and every
+    // publish must reach every eligible client once (gateway_client.mjs checks that).
+    let out = common::node::run_script(
+        "gateway_client.mjs",
+        &[&format!("http://127.0.0.1:{}", lb.port), "8", "websocket"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.trim(), "ok");
+    for m in [&a, &b] {
+        assert!(
+            m.metrics
+                .shards()
+                .iter()
+                .map(|s| s.sessions_total())
+                .sum::<u64>()
+                >= 2,
+            "the load balancer used both machines"
+        );
+    }
+}
