@@ -503,3 +503,109 @@ fn socketio_clients_behind_haproxy_see_each_others_publishes() {
         );
     }
 }
+
+/// A TCP relay to Redis that can silently swallow what Redis sends on subscriber connections
+/// (those that sent SUBSCRIBE), keeping them open: a subscription that stops delivering
+/// without any error, which only the bridge's probe can notice.
+struct SilentRelay {
+    port: u16,
+    mute: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SilentRelay {
+    fn start(target: std::net::SocketAddr) -> SilentRelay {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let mute = Arc::new(AtomicBool::new(false));
+        let muted = mute.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let Ok(mut server) = std::net::TcpStream::connect(target) else {
+                    return;
+                };
+                let subscriber = Arc::new(AtomicBool::new(false));
+                let (mut client_r, mut server_w) = (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                );
+                let sub = subscriber.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = client_r.read(&mut buf) {
+                        if buf[..n]
+                            .windows(9)
+                            .any(|w| w.eq_ignore_ascii_case(b"subscribe"))
+                        {
+                            sub.store(true, Relaxed);
+                        }
+                        if server_w.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+                let muted = muted.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = server.read(&mut buf) {
+                        if muted.load(Relaxed) && subscriber.load(Relaxed) {
+                            continue;
+                        }
+                        if client.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        SilentRelay { port, mute }
+    }
+
+    fn set_muted(&self, muted: bool) {
+        self.mute.store(muted, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_that_silently_stops_is_caught_by_the_probe() {
+    let redis = RedisServer::start();
+    let relay = SilentRelay::start(redis.addr());
+    let mut config =
+        shardio::config::RedisConfig::new(format!("redis://127.0.0.1:{}/0", relay.port));
+    config.probe_interval = 300;
+    let url = redis.url();
+    let gw = <Config as clap::Parser>::parse_from(["shardio", "--redis", url.as_str()]);
+    let a = TestServer::start_with_redis(2, default_endpoints(&gw), Some(config));
+    wait_bridged(&a);
+    let b = gateway(&redis);
+    let mut a1 = joined(a.addr, json!("r")).await;
+    let b1 = joined(b.addr, json!("r")).await;
+    let publish = |n: u32| {
+        b1.send(&format!(
+            r#"42["publish",{{"to":"r","event":"n","data":{n}}}]"#
+        ))
+    };
+    publish(0);
+    assert_eq!(next_event(&mut a1).await.1, json!(0));
+
+    relay.set_muted(true);
+    a.wait_until("the probe to be missed", |m| m.bridge().probes_lost() >= 1);
+    relay.set_muted(false);
+    let back = Instant::now();
+    let mut n = 1;
+    loop {
+        publish(n);
+        if let Some(Frame::Text(_)) = a1.try_recv(Duration::from_millis(100)).await {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(8),
+            "delivery did not resume"
+        );
+        n += 1;
+    }
+    assert!(a.metrics.bridge().reconnects() >= 1);
+}
