@@ -701,6 +701,11 @@ impl Bridge {
             self.probe = None;
             return;
         }
+        // Responses to other servers' requests arrive too; they match nothing here.
+        if !self.pending.knows(response.request_id()) {
+            return;
+        }
+        self.stats().received_one();
         let due = match response {
             Response::RemoteFetch {
                 request_id,
@@ -735,9 +740,7 @@ impl Bridge {
             // Answers to requests this bridge never sends.
             Response::Sockets { .. } | Response::Done { .. } => None,
         };
-        // Responses to other servers' requests arrive too; they match nothing here.
         if let Some(due) = due {
-            self.stats().received_one();
             self.carry_out(due);
         }
     }

@@ -138,6 +138,11 @@ impl Pending {
         self.outbound.insert(request_id, req);
     }
 
+    /// Whether `request_id` is one of this bridge's requests in flight.
+    pub(crate) fn knows(&self, request_id: &str) -> bool {
+        self.outbound.contains_key(request_id)
+    }
+
     /// A shard's answer to inbound request `id`.
     pub(crate) fn shard_answered(&mut self, id: u64, answer: Answer) -> Option<Due> {
         let req = self.inbound.get_mut(&id)?;

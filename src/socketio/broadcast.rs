@@ -236,7 +236,8 @@ impl BroadcastOperator {
     }
 
     /// Sends `event` to the other machines' server-side handlers and collects one ack from
-    /// each within `timeout`.
+    /// each within `timeout`. On [`BroadcastAckError::Timeout`], `missing` is 0: how many
+    /// servers did not answer is not known, only that not all did.
     pub fn server_side_emit_with_ack(
         &self,
         event: &str,
