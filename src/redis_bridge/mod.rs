@@ -545,57 +545,48 @@ impl Bridge {
             return;
         }
         self.stats().received_one();
-        let nsp = self.namespaces[ns].name.clone();
-        let command = |cmd| BusMessage::Command {
-            nsp: nsp.clone(),
-            cmd,
-        };
-        match request.body {
-            RequestBody::RemoteJoin { opts, rooms } => {
-                let cmd = Command::Join {
-                    opts: convert::local_opts(opts),
-                    rooms,
-                };
-                self.to_every_shard(|| command(cmd.clone()));
-            }
-            RequestBody::RemoteLeave { opts, rooms } => {
-                let cmd = Command::Leave {
-                    opts: convert::local_opts(opts),
-                    rooms,
-                };
-                self.to_every_shard(|| command(cmd.clone()));
-            }
-            RequestBody::RemoteDisconnect { opts, close } => {
-                let cmd = Command::Disconnect {
-                    opts: convert::local_opts(opts),
-                    close,
-                };
-                self.to_every_shard(|| command(cmd.clone()));
-            }
+        let cmd = match request.body {
+            RequestBody::RemoteJoin { opts, rooms } => Command::Join {
+                opts: convert::local_opts(opts),
+                rooms,
+            },
+            RequestBody::RemoteLeave { opts, rooms } => Command::Leave {
+                opts: convert::local_opts(opts),
+                rooms,
+            },
+            RequestBody::RemoteDisconnect { opts, close } => Command::Disconnect {
+                opts: convert::local_opts(opts),
+                close,
+            },
             RequestBody::RemoteFetch { request_id, opts } => {
                 let query = Query::FetchSockets(convert::local_opts(opts));
-                self.ask_shards(ns, request_id, InboundKind::FetchSockets, query);
+                return self.ask_shards(ns, request_id, InboundKind::FetchSockets, query);
             }
             RequestBody::AllRooms { request_id } => {
-                self.ask_shards(ns, request_id, InboundKind::AllRooms, Query::AllRooms);
+                return self.ask_shards(ns, request_id, InboundKind::AllRooms, Query::AllRooms);
             }
             RequestBody::ServerSideEmit { request_id, data } => {
-                self.on_server_side_emit(ns, request_id, data);
+                return self.on_server_side_emit(ns, request_id, data);
             }
             RequestBody::Broadcast {
                 request_id,
                 packet,
                 opts,
-            } => self.on_broadcast_with_ack(ns, request_id, packet, opts),
+            } => return self.on_broadcast_with_ack(ns, request_id, packet, opts),
             // Adapter 8 never sends these (it fetches instead); an older node that does gets
             // no answer from this server.
             RequestBody::Sockets { .. }
             | RequestBody::LegacyJoin { .. }
             | RequestBody::LegacyLeave { .. }
             | RequestBody::LegacyDisconnect { .. } => {
-                tracing::debug!(kind = ?request.body, "legacy adapter request ignored");
+                return tracing::debug!(kind = ?request.body, "legacy adapter request ignored");
             }
-        }
+        };
+        let nsp = &self.namespaces[ns].name;
+        self.to_every_shard(|| BusMessage::Command {
+            nsp: nsp.clone(),
+            cmd: cmd.clone(),
+        });
     }
 
     fn ask_shards(&mut self, ns: usize, request_id: String, kind: InboundKind, query: Query) {

@@ -347,6 +347,42 @@ mod tests {
     use crate::socketio::SocketInfo;
     use std::time::Duration;
 
+    fn outbound(kind: OutboundKind, deadline: Instant) -> Outbound {
+        Outbound {
+            ns: 0,
+            origin: 1,
+            id: 4,
+            kind,
+            deadline,
+        }
+    }
+
+    fn ask(deadline: Instant) -> Outbound {
+        outbound(
+            OutboundKind::Ask(Tally::new(Answer::Rooms(Vec::new()), None)),
+            deadline,
+        )
+    }
+
+    fn broadcast(deadline: Instant) -> Outbound {
+        let kind = OutboundKind::BroadcastAck {
+            counts: Tally::new(0, None),
+            reported: false,
+        };
+        outbound(kind, deadline)
+    }
+
+    fn inbound_ack(now: Instant) -> InboundAck {
+        InboundAck {
+            ns: 0,
+            request_id: "b".into(),
+            counts: Tally::new(0, Some(2)),
+            counted: false,
+            count_deadline: now + Duration::from_millis(100),
+            deadline: now + Duration::from_secs(1),
+        }
+    }
+
     fn socket_ids(answer: &Answer) -> Vec<&str> {
         match answer {
             Answer::Sockets(s) => s.iter().map(|s| s.id.as_str()).collect(),
@@ -415,15 +451,7 @@ mod tests {
     fn a_broadcast_from_another_server_counts_once_even_when_no_client_got_it() {
         let now = Instant::now();
         let mut p = Pending::default();
-        let req = InboundAck {
-            ns: 0,
-            request_id: "b".into(),
-            counts: Tally::new(0, Some(2)),
-            counted: false,
-            count_deadline: now + Duration::from_millis(100),
-            deadline: now + Duration::from_secs(1),
-        };
-        assert!(p.add_inbound_ack(5, req).is_none());
+        assert!(p.add_inbound_ack(5, inbound_ack(now)).is_none());
         assert!(p.shard_counted(5, 0).is_none());
         assert!(matches!(
             p.shard_counted(5, 0),
@@ -446,15 +474,7 @@ mod tests {
     fn a_shard_that_never_counts_does_not_keep_the_count_from_going_out() {
         let now = Instant::now();
         let mut p = Pending::default();
-        let req = InboundAck {
-            ns: 0,
-            request_id: "b".into(),
-            counts: Tally::new(0, Some(2)),
-            counted: false,
-            count_deadline: now + Duration::from_millis(100),
-            deadline: now + Duration::from_secs(1),
-        };
-        p.add_inbound_ack(5, req);
+        p.add_inbound_ack(5, inbound_ack(now));
         p.shard_counted(5, 3);
         let due = p.expire(now + Duration::from_millis(100));
         assert!(matches!(&due[..], [Due::ClientCount { count: 3, .. }]));
@@ -464,14 +484,8 @@ mod tests {
     fn an_outbound_ask_completes_once_every_other_server_answered() {
         let now = Instant::now();
         let mut p = Pending::default();
-        let req = Outbound {
-            ns: 0,
-            origin: 2,
-            id: 9,
-            kind: OutboundKind::Ask(Tally::new(Answer::Sockets(Vec::new()), None)),
-            deadline: now + Duration::from_secs(5),
-        };
-        p.add_outbound("q".into(), req);
+        let kind = OutboundKind::Ask(Tally::new(Answer::Sockets(Vec::new()), None));
+        p.add_outbound("q".into(), outbound(kind, now + Duration::from_secs(5)));
         // An answer may come before the publisher reports how many servers got the request.
         assert!(p
             .server_answered("q", Answer::Sockets(vec![info("n1")]))
@@ -486,7 +500,7 @@ mod tests {
         else {
             panic!("one other server, and it answered");
         };
-        assert_eq!((origin, id, whole), (2, 9, true));
+        assert_eq!((origin, id, whole), (1, 4, true));
         assert_eq!(socket_ids(&answer), ["n1"]);
         assert!(p
             .server_answered("q", Answer::Sockets(Vec::new()))
@@ -498,14 +512,7 @@ mod tests {
         let now = Instant::now();
         let mut p = Pending::default();
         for (key, deadline) in [("a", 1), ("b", 60)] {
-            let req = Outbound {
-                ns: 0,
-                origin: 0,
-                id: 1,
-                kind: OutboundKind::Ask(Tally::new(Answer::Rooms(Vec::new()), None)),
-                deadline: now + Duration::from_secs(deadline),
-            };
-            p.add_outbound(key.into(), req);
+            p.add_outbound(key.into(), ask(now + Duration::from_secs(deadline)));
         }
         p.servers_known("a", Some(2));
         let due = p.expire(now + Duration::from_secs(1));
@@ -519,17 +526,7 @@ mod tests {
     fn an_outbound_broadcast_reports_the_other_servers_count_once() {
         let now = Instant::now();
         let mut p = Pending::default();
-        let req = Outbound {
-            ns: 0,
-            origin: 1,
-            id: 4,
-            kind: OutboundKind::BroadcastAck {
-                counts: Tally::new(0, None),
-                reported: false,
-            },
-            deadline: now + Duration::from_secs(1),
-        };
-        p.add_outbound("b".into(), req);
+        p.add_outbound("b".into(), broadcast(now + Duration::from_secs(1)));
         assert!(p.servers_known("b", Some(2)).is_none());
         assert!(p.server_counted("b", 2).is_none());
         assert!(matches!(
@@ -557,29 +554,12 @@ mod tests {
     fn a_failed_publish_ends_a_request_at_once() {
         let now = Instant::now();
         let mut p = Pending::default();
-        let req = Outbound {
-            ns: 0,
-            origin: 0,
-            id: 1,
-            kind: OutboundKind::BroadcastAck {
-                counts: Tally::new(0, None),
-                reported: false,
-            },
-            deadline: now + Duration::from_secs(1),
-        };
-        p.add_outbound("b".into(), req);
+        p.add_outbound("b".into(), broadcast(now + Duration::from_secs(1)));
         assert!(matches!(
             p.servers_known("b", None),
             Some(Due::AckCount { count: 0, .. })
         ));
-        let req = Outbound {
-            ns: 0,
-            origin: 0,
-            id: 2,
-            kind: OutboundKind::Ask(Tally::new(Answer::Rooms(Vec::new()), None)),
-            deadline: now + Duration::from_secs(1),
-        };
-        p.add_outbound("q".into(), req);
+        p.add_outbound("q".into(), ask(now + Duration::from_secs(1)));
         assert!(matches!(
             p.servers_known("q", None),
             Some(Due::Answer { whole: false, .. })

@@ -3,25 +3,18 @@
 import assert from "node:assert/strict";
 import { Emitter } from "@socket.io/redis-emitter";
 import { createClient } from "redis";
-import { io as connect } from "socket.io-client";
+import { client, once } from "./clients.mjs";
 
 const [redisUrl, shardioUrl] = process.argv.slice(2);
 const timer = setTimeout(() => { console.error("timed out"); process.exit(2); }, 20000);
-const opts = { transports: ["websocket"], reconnection: false, forceNew: true, timeout: 5000 };
-const client = () => new Promise((resolve, reject) => {
-  const s = connect(shardioUrl, opts);
-  s.once("connect", () => resolve(s));
-  s.once("connect_error", reject);
-});
-const once = (socket, event) => new Promise((resolve) => socket.once(event, (...args) => resolve(args)));
 
 try {
   const redis = createClient({ url: redisUrl });
   await redis.connect();
   const emitter = new Emitter(redis);
 
-  const inRoom = await client();
-  const outside = await client();
+  const inRoom = await client(shardioUrl);
+  const outside = await client(shardioUrl);
   assert.deepEqual(await inRoom.timeout(3000).emitWithAck("join", "room1"), { ok: true });
   let leaked = false;
   outside.on("from-emitter", () => { leaked = true; });

@@ -2,17 +2,11 @@
 // room, a client on server B receives; both clients live in this process, so one clock times
 // both ends. Usage: node latency.mjs <urlA> <urlB> [messages=2000] [gap-ms=2]
 // Prints the median, p90, p99 and max in microseconds. Not a test: it asserts nothing.
-import { io as connect } from "socket.io-client";
+import { client } from "./clients.mjs";
 
 const [urlA, urlB] = process.argv.slice(2, 4);
 const count = Number(process.argv[4] ?? 2000);
 const gap = Number(process.argv[5] ?? 2);
-const opts = { transports: ["websocket"], reconnection: false, forceNew: true };
-const client = (url) => new Promise((resolve, reject) => {
-  const s = connect(url, opts);
-  s.once("connect", () => resolve(s));
-  s.once("connect_error", reject);
-});
 
 const [a, b] = await Promise.all([client(urlA), client(urlB)]);
 await b.timeout(3000).emitWithAck("join", "lat");

@@ -5,17 +5,10 @@ import assert from "node:assert/strict";
 import { Server } from "socket.io";
 import { createAdapter } from "@socket.io/redis-adapter";
 import { createClient } from "redis";
-import { io as connect } from "socket.io-client";
+import { client, once } from "./clients.mjs";
 
 const [redisUrl, shardioUrl] = process.argv.slice(2);
 const timer = setTimeout(() => { console.error("timed out"); process.exit(2); }, 40000);
-const opts = { transports: ["websocket"], reconnection: false, forceNew: true, timeout: 5000 };
-const client = (url) => new Promise((resolve, reject) => {
-  const s = connect(url, opts);
-  s.once("connect", () => resolve(s));
-  s.once("connect_error", reject);
-});
-const once = (socket, event) => new Promise((resolve) => socket.once(event, (...args) => resolve(args)));
 
 try {
   const pub = createClient({ url: redisUrl });
