@@ -185,19 +185,25 @@ fn ack_app() -> Vec<Endpoint> {
 fn server_acks_arrive_or_time_out() {
     let server = TestServer::start(4, ack_app());
     let (mut c, _) = WsClient::socketio(server.addr, Some(r#"{"token":"good"}"#));
-    c.send_text(r#"42["ask",2000]"#);
-    assert_eq!(
-        c.recv_text(),
-        r#"4510["question","ready?",{"_placeholder":true,"num":0}]"#.replace("4510", "451-0")
-    );
-    assert_eq!(c.recv_binary(), vec![7, 7]);
-    c.send_text(r#"430["yes",{"n":1}]"#);
+    // Server ack ids carry the shard in their low byte: read each from the question.
+    let ask = |c: &mut WsClient, timeout: u32| {
+        c.send_text(&format!(r#"42["ask",{timeout}]"#));
+        let question = c.recv_text();
+        let rest = question.strip_prefix("451-").expect("a binary event");
+        let id: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        assert_eq!(
+            &rest[id.len()..],
+            r#"["question","ready?",{"_placeholder":true,"num":0}]"#
+        );
+        assert_eq!(c.recv_binary(), vec![7, 7]);
+        id
+    };
+    let id = ask(&mut c, 2000);
+    c.send_text(&format!(r#"43{id}["yes",{{"n":1}}]"#));
     assert_eq!(c.recv_text(), r#"42["answer","yes",{"n":1}]"#);
     // A binary ack from the client.
-    c.send_text(r#"42["ask",2000]"#);
-    assert!(c.recv_text().starts_with(r#"451-1["question""#));
-    c.recv_binary();
-    c.send_text(r#"461-1[{"_placeholder":true,"num":0}]"#);
+    let id = ask(&mut c, 2000);
+    c.send_text(&format!(r#"461-{id}[{{"_placeholder":true,"num":0}}]"#));
     c.send_binary(&[9]);
     assert_eq!(
         c.recv_text(),
@@ -205,12 +211,10 @@ fn server_acks_arrive_or_time_out() {
     );
     assert_eq!(c.recv_binary(), vec![9]);
     // No answer: the ack times out.
-    c.send_text(r#"42["ask",100]"#);
-    assert!(c.recv_text().starts_with(r#"451-2["question""#));
-    c.recv_binary();
+    let id = ask(&mut c, 100);
     assert_eq!(c.recv_text(), r#"42["answer-error","ack timed out"]"#);
     // A late answer to an expired ack is ignored.
-    c.send_text(r#"432["late"]"#);
+    c.send_text(&format!(r#"43{id}["late"]"#));
     c.send_text(r#"421["emit-reserved"]"#);
     assert_eq!(c.recv_text(), "431[true]");
 }
