@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
 # Runs every test of shardio. Installs what the tests need when it is missing:
-# the npm packages of the real-client tests (tests/js, from package-lock.json) and the
-# python-socketio client (tests/py/.venv, from tests/py/requirements.txt).
+# redis-server and haproxy (Debian packages; the Redis bridge and load balancer tests start
+# their own), the npm packages of the real-client tests (tests/js, from package-lock.json) and
+# the python-socketio client (tests/py/.venv, from tests/py/requirements.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 for tool in cargo node npm python3; do
   command -v "$tool" >/dev/null || { echo "scripts/test.sh: $tool is required" >&2; exit 1; }
 done
+
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+if [ ${#missing[@]} -gt 0 ]; then
+  command -v apt-get >/dev/null || { echo "scripts/test.sh: install ${missing[*]}" >&2; exit 1; }
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y "${missing[@]}" >/dev/null 2>&1 \
+    || { apt-get update >/dev/null && apt-get install -y "${missing[@]}" >/dev/null; }
+fi
 
 # npm packages for the real-client tests, installed exactly from the lock file.
 if ! (cd tests/js && npm ls --silent >/dev/null 2>&1); then

@@ -1,8 +1,12 @@
-//! The in-process bus between shards: one bounded inbox per shard, wired once at startup.
+//! The in-process bus between shards: one bounded inbox per shard, wired once at startup, and,
+//! when the Redis bridge runs, one bounded queue from the shards to the bridge.
 //!
 //! Overflow policy: a full inbox refuses the message at once (`try_send`); the sender counts it
-//! in its shard's `bus_overflows` metric and logs it. Sending never blocks a shard.
-//! Every message carries its origin shard; receivers act locally and never re-forward.
+//! in its shard's `bus_overflows` metric and logs it. Sending never blocks a shard. The same
+//! holds for the bridge queue (counted in the bridge's `dropped`), and for the bridge sending
+//! into a full shard inbox (also the bridge's `dropped`): the bridge never waits on a shard.
+//! Every message carries its origin (a shard, or the bridge by its own variant); receivers act
+//! locally and never re-forward.
 
 use std::any::Any;
 use std::net::SocketAddr;
@@ -27,6 +31,19 @@ pub enum BusMsg {
     /// An HTTP request for a session the receiving shard owns, with its connection and the
     /// bytes already read past the head.
     Handoff(Box<Handoff>),
+    /// From the Redis bridge, for the application of endpoint `endpoint` (its type is the
+    /// application's business, as for `App`).
+    FromBridge {
+        endpoint: usize,
+        msg: Box<dyn Any + Send>,
+    },
+}
+
+/// One message from a shard's application to the Redis bridge.
+pub struct ToBridge {
+    pub origin: usize,
+    pub endpoint: usize,
+    pub msg: Box<dyn Any + Send>,
 }
 
 /// A connection handed to the shard that owns the session it asks for.
@@ -42,6 +59,7 @@ pub struct Handoff {
 #[derive(Clone)]
 pub struct Bus {
     inboxes: Arc<[mpsc::Sender<BusMsg>]>,
+    bridge: Option<mpsc::Sender<ToBridge>>,
     metrics: Arc<Metrics>,
 }
 
@@ -61,6 +79,7 @@ impl Bus {
         (
             Bus {
                 inboxes: senders.into(),
+                bridge: None,
                 metrics,
             },
             receivers,
@@ -69,6 +88,64 @@ impl Bus {
 
     pub fn shards(&self) -> usize {
         self.inboxes.len()
+    }
+
+    /// Adds the bounded queue to the Redis bridge; call before the bus is cloned to the shards.
+    /// Returns the bridge's end.
+    pub fn attach_bridge(&mut self, capacity: usize) -> mpsc::Receiver<ToBridge> {
+        let (tx, rx) = mpsc::channel(capacity);
+        self.bridge = Some(tx);
+        rx
+    }
+
+    /// Whether a Redis bridge is attached.
+    pub fn has_bridge(&self) -> bool {
+        self.bridge.is_some()
+    }
+
+    /// Queues `msg` for the bridge without waiting. False when there is no bridge, it stopped,
+    /// or its queue is full (counted in the bridge's `dropped` and logged): the message is lost
+    /// and the caller must not wait for an answer.
+    pub fn to_bridge(&self, origin: usize, endpoint: usize, msg: Box<dyn Any + Send>) -> bool {
+        let Some(bridge) = &self.bridge else {
+            return false;
+        };
+        let msg = ToBridge {
+            origin,
+            endpoint,
+            msg,
+        };
+        match bridge.try_send(msg) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let dropped = self.metrics.bridge().drop_one();
+                if dropped.is_power_of_two() {
+                    tracing::warn!(
+                        from = origin,
+                        dropped,
+                        "Redis bridge queue full: message dropped"
+                    );
+                }
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Sends `msg` from the bridge to the app of `endpoint` on shard `to`, without waiting.
+    /// A full inbox drops it (counted in the bridge's `dropped`, logged).
+    pub fn from_bridge(&self, to: usize, endpoint: usize, msg: Box<dyn Any + Send>) -> bool {
+        match self.inboxes[to].try_send(BusMsg::FromBridge { endpoint, msg }) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let dropped = self.metrics.bridge().drop_one();
+                if dropped.is_power_of_two() {
+                    tracing::warn!(to, dropped, "shard inbox full: message from Redis dropped");
+                }
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
     }
 
     /// Sends `msg` from shard `from` to shard `to` without waiting.
@@ -124,5 +201,26 @@ mod tests {
             }
         }
         assert!(bus.send(0, 1, app_msg(4)).is_ok());
+    }
+
+    #[test]
+    fn the_bridge_queue_drops_when_full_and_never_blocks() {
+        let metrics = Arc::new(Metrics::new(2));
+        let (mut bus, mut inboxes) = Bus::new(2, 1, metrics.clone());
+        assert!(!bus.to_bridge(0, 0, Box::new(1u32)), "no bridge attached");
+        let mut queue = bus.attach_bridge(1);
+        assert!(bus.to_bridge(0, 0, Box::new(1u32)));
+        assert!(!bus.to_bridge(1, 0, Box::new(2u32)));
+        assert_eq!(metrics.bridge().dropped(), 1);
+        let got = queue.try_recv().expect("the first message is queued");
+        assert_eq!((got.origin, got.msg.downcast_ref::<u32>()), (0, Some(&1)));
+        // Bridge to shard: a full inbox drops too.
+        assert!(bus.from_bridge(1, 0, Box::new(3u32)));
+        assert!(!bus.from_bridge(1, 0, Box::new(4u32)));
+        assert_eq!(metrics.bridge().dropped(), 2);
+        assert!(matches!(
+            inboxes[1].try_recv(),
+            Ok(BusMsg::FromBridge { endpoint: 0, .. })
+        ));
     }
 }

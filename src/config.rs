@@ -56,6 +56,116 @@ impl RuntimeConfig {
     }
 }
 
+/// The Redis bridge to other machines (`--redis`), wire-compatible with Node's
+/// `@socket.io/redis-adapter` and `@socket.io/redis-emitter`. Off without `--redis`.
+#[derive(Debug, Clone, Args)]
+pub struct RedisConfig {
+    /// Redis URL, e.g. `redis://127.0.0.1:6379/0`; turns the bridge on. Default: off, the
+    /// process serves its own clients only.
+    #[arg(long = "redis", env = "SHARDIO_REDIS", value_name = "URL")]
+    pub url: Option<String>,
+    /// Channel prefix, Node's `key` option: every server of a cluster must use the same.
+    #[arg(
+        long = "redis-prefix",
+        env = "SHARDIO_REDIS_PREFIX",
+        default_value = "socket.io"
+    )]
+    pub prefix: String,
+    /// How long a cluster request (fetchSockets, allRooms, acks, ...) waits for the other
+    /// servers, in milliseconds (Node's `requestsTimeout`).
+    #[arg(
+        long = "redis-requests-timeout",
+        env = "SHARDIO_REDIS_REQUESTS_TIMEOUT",
+        default_value_t = 5_000,
+        value_name = "MS"
+    )]
+    pub requests_timeout: u64,
+    /// Messages the shards may queue for the bridge; a full queue drops (counted, logged).
+    #[arg(
+        long = "redis-queue",
+        env = "SHARDIO_REDIS_QUEUE",
+        default_value_t = 16 * 1024,
+        value_name = "MESSAGES"
+    )]
+    pub queue: usize,
+    /// How often a probe goes through Redis and back, in milliseconds. A probe not back by the
+    /// next one means the subscription is dead: the bridge reconnects.
+    #[arg(
+        long = "redis-probe-interval",
+        env = "SHARDIO_REDIS_PROBE_INTERVAL",
+        default_value_t = 2_000,
+        value_name = "MS"
+    )]
+    pub probe_interval: u64,
+    /// Longest wait between reconnection attempts, in milliseconds; the first waits 250 ms and
+    /// each failure doubles it up to this.
+    #[arg(
+        long = "redis-reconnect-max",
+        env = "SHARDIO_REDIS_RECONNECT_MAX",
+        default_value_t = 2_000,
+        value_name = "MS"
+    )]
+    pub reconnect_max: u64,
+}
+
+/// The shortest wait between two connection attempts to Redis, so a dead Redis never makes the
+/// bridge spin.
+pub const REDIS_RECONNECT_MIN: Duration = Duration::from_millis(250);
+
+impl RedisConfig {
+    /// The bridge for `url`, other settings at their defaults.
+    pub fn new(url: impl Into<String>) -> Self {
+        let mut config = RedisConfig::parse_default();
+        config.url = Some(url.into());
+        config
+    }
+
+    fn parse_default() -> Self {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            redis: RedisConfig,
+        }
+        Only::parse_from(["shardio"]).redis
+    }
+
+    pub fn requests_timeout(&self) -> Duration {
+        Duration::from_millis(self.requests_timeout)
+    }
+
+    pub fn probe_interval(&self) -> Duration {
+        Duration::from_millis(self.probe_interval)
+    }
+
+    pub fn reconnect_max(&self) -> Duration {
+        Duration::from_millis(self.reconnect_max).max(REDIS_RECONNECT_MIN)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.url {
+            if !["redis://", "unix://", "redis+unix://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+            {
+                return Err(ConfigError::RedisUrl(url.clone()));
+            }
+        }
+        if self.prefix.is_empty() {
+            return Err(ConfigError::Zero("redis-prefix length"));
+        }
+        for (name, value) in [
+            ("redis-requests-timeout", self.requests_timeout),
+            ("redis-queue", self.queue as u64),
+            ("redis-probe-interval", self.probe_interval),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Default of `--bus-capacity`.
 pub const DEFAULT_BUS_CAPACITY: usize = 16 * 1024;
 
@@ -143,6 +253,8 @@ pub struct Config {
     /// for load balancers that stick by cookie. Default: no cookie.
     #[arg(long, env = "SHARDIO_COOKIE", value_name = "NAME")]
     pub cookie: Option<String>,
+    #[command(flatten)]
+    pub redis: RedisConfig,
 }
 
 impl Default for Config {
@@ -168,11 +280,14 @@ pub enum ConfigError {
     CredentialsWithoutOrigin,
     #[error("--cookie must be a cookie name (letters, digits and !#$%&'*+-.^_`|~), got {0:?}")]
     Cookie(String),
+    #[error("--redis must be a redis://, unix:// or redis+unix:// URL, got {0:?}")]
+    RedisUrl(String),
 }
 
 impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.runtime.validate()?;
+        self.redis.validate()?;
         if !self.path.starts_with('/') || !self.path.ends_with('/') {
             return Err(ConfigError::Path(self.path.clone()));
         }
@@ -239,6 +354,8 @@ mod tests {
         assert_eq!(c.validate(), Err(ConfigError::Path("/x".into())));
         let c = Config::parse_from(["shardio", "--ping-timeout", "0"]);
         assert_eq!(c.validate(), Err(ConfigError::Zero("ping-timeout")));
+        let c = Config::parse_from(["shardio", "--redis", "http://x"]);
+        assert_eq!(c.validate(), Err(ConfigError::RedisUrl("http://x".into())));
         let c = Config::parse_from(["shardio", "--cors-credentials"]);
         assert_eq!(c.validate(), Err(ConfigError::CredentialsWithoutOrigin));
         let c = Config::parse_from(["shardio", "--cors-origin", "https://a\r\nX: y"]);
@@ -272,5 +389,17 @@ mod tests {
         assert!(c.cors_credentials);
         assert_eq!(c.cookie.as_deref(), Some("io"));
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn redis_is_off_by_default_and_node_compatible_when_on() {
+        let c = Config::default();
+        assert_eq!(c.redis.url, None);
+        assert_eq!(c.redis.prefix, "socket.io");
+        assert_eq!(c.redis.requests_timeout, 5_000);
+        let r = RedisConfig::new("redis://127.0.0.1:6379/0");
+        assert_eq!(r.url.as_deref(), Some("redis://127.0.0.1:6379/0"));
+        assert!(r.validate().is_ok());
+        assert!(r.reconnect_max() >= REDIS_RECONNECT_MIN);
     }
 }

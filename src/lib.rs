@@ -21,8 +21,12 @@
 //!   library API for applications; rooms (`RoomIndex`) and broadcasts (encoded once, delivered
 //!   locally, one bus message per other shard).
 //! - [`http`]: request heads on accepted connections, routing to the endpoints.
+//! - [`redis_bridge`]: the one bridge thread per process between the shards and Redis, in
+//!   Node's redis-adapter format: publishes broadcasts, delivers other machines' broadcasts,
+//!   answers and asks cluster requests, reconnects and probes.
 //! - [`shard`]: the per-thread runtime: core pinning, accept loop, drain on shutdown.
-//! - [`server`]: binds the listeners, starts the shards, waits for the shutdown future, joins.
+//! - [`server`]: binds the listeners, starts the bridge and the shards, waits for the shutdown
+//!   future, joins.
 //! - [`gateway`]: the default app on the library API: join, leave, publish.
 //! - [`apps`]: the applications the binaries serve (the gateway, the conformance test apps).
 
@@ -35,6 +39,7 @@ pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod protocol;
+pub mod redis_bridge;
 pub mod server;
 pub mod shard;
 pub mod socketio;

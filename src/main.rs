@@ -19,6 +19,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let server = server.with_redis(config.redis.clone());
     match server.run(apps::default_endpoints(&config), shardio::shutdown_signal()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

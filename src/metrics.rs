@@ -1,5 +1,6 @@
 //! Per-shard counters. Each shard writes only its own counters (relaxed atomics, no contention);
-//! readers (tests, the metrics endpoint) sum them on demand.
+//! readers (tests, the metrics endpoint) sum them on demand. The Redis bridge has its own set,
+//! written by the bridge thread (and by shards only when they overflow its queue).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -73,21 +74,107 @@ impl ShardMetrics {
     }
 }
 
-/// The counters of every shard of a server.
+/// The counters of the Redis bridge (all zero when it is off).
+#[derive(Debug, Default)]
+pub struct BridgeMetrics {
+    connected: AtomicU64,
+    reconnects: AtomicU64,
+    published: AtomicU64,
+    received: AtomicU64,
+    dropped: AtomicU64,
+    malformed: AtomicU64,
+    probes_lost: AtomicU64,
+}
+
+impl BridgeMetrics {
+    pub(crate) fn set_connected(&self, up: bool) {
+        self.connected.store(u64::from(up), Relaxed);
+    }
+
+    pub(crate) fn reconnected(&self) {
+        self.reconnects.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn add_published(&self, n: u64) {
+        self.published.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn received_one(&self) {
+        self.received.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a message lost on its way through the bridge; returns the count so far.
+    pub(crate) fn drop_one(&self) -> u64 {
+        self.dropped.fetch_add(1, Relaxed) + 1
+    }
+
+    /// Counts a message from Redis that did not decode; returns the count so far.
+    pub(crate) fn malformed_one(&self) -> u64 {
+        self.malformed.fetch_add(1, Relaxed) + 1
+    }
+
+    pub(crate) fn probe_lost(&self) {
+        self.probes_lost.fetch_add(1, Relaxed);
+    }
+
+    /// 1 while the bridge holds working Redis connections, else 0.
+    pub fn connected(&self) -> u64 {
+        self.connected.load(Relaxed)
+    }
+
+    /// Times the bridge connected again after losing Redis.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Relaxed)
+    }
+
+    /// Messages published to Redis (broadcasts, requests, responses).
+    pub fn published(&self) -> u64 {
+        self.published.load(Relaxed)
+    }
+
+    /// Messages from other servers accepted from Redis (own messages and probes not counted).
+    pub fn received(&self) -> u64 {
+        self.received.load(Relaxed)
+    }
+
+    /// Messages lost in the bridge: its queue was full, Redis was away, or a shard's inbox
+    /// was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Relaxed)
+    }
+
+    /// Messages from Redis that did not decode and were dropped.
+    pub fn malformed(&self) -> u64 {
+        self.malformed.load(Relaxed)
+    }
+
+    /// Probes that did not come back through the subscription in time.
+    pub fn probes_lost(&self) -> u64 {
+        self.probes_lost.load(Relaxed)
+    }
+}
+
+/// The counters of every shard of a server, and of its Redis bridge.
 #[derive(Debug)]
 pub struct Metrics {
     shards: Box<[ShardMetrics]>,
+    bridge: BridgeMetrics,
 }
 
 impl Metrics {
     pub fn new(shards: usize) -> Self {
         Metrics {
             shards: (0..shards).map(|_| ShardMetrics::default()).collect(),
+            bridge: BridgeMetrics::default(),
         }
     }
 
     pub fn shards(&self) -> &[ShardMetrics] {
         &self.shards
+    }
+
+    pub fn bridge(&self) -> &BridgeMetrics {
+        &self.bridge
     }
 
     /// Sessions open on all shards.

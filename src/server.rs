@@ -1,6 +1,7 @@
-//! Starts a shardio server: binds every listener first (a bind error fails fast), then one
-//! pinned shard thread per listener, waits for the shutdown future, stops the shards and joins
-//! them. The server never reads signals itself; the caller hands it a shutdown future.
+//! Starts a shardio server: binds every listener first (a bind error fails fast), builds the bus,
+//! starts the Redis bridge if configured, then one pinned shard thread per listener, waits for
+//! the shutdown future, stops the shards and joins them, and stops the bridge last. The server
+//! never reads signals itself; the caller hands it a shutdown future.
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
@@ -11,10 +12,11 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
 use crate::bus::Bus;
-use crate::config::RuntimeConfig;
+use crate::config::{RedisConfig, RuntimeConfig};
 use crate::engineio::{EngineAppFactory, EngineConfig};
 use crate::listener;
 use crate::metrics::Metrics;
+use crate::redis_bridge::{self, BridgeError, BridgeSetup};
 use crate::shard::{self, ShardSetup};
 
 /// An Engine.IO endpoint: requests whose path starts with `path` go to `app`.
@@ -39,6 +41,10 @@ pub enum ServerError {
     /// A shard thread failed or panicked; its clients were dropped. See the log.
     #[error("shard {0} stopped unexpectedly")]
     ShardFailed(usize),
+    /// The Redis bridge could not start (a malformed `--redis` URL). An unreachable Redis is
+    /// not an error: the bridge keeps retrying while the server serves its own clients.
+    #[error(transparent)]
+    Bridge(#[from] BridgeError),
 }
 
 /// A server whose listeners are bound and whose shards are not started yet.
@@ -47,6 +53,7 @@ pub struct Server {
     runtime: RuntimeConfig,
     metrics: Arc<Metrics>,
     addr: SocketAddr,
+    redis: Option<RedisConfig>,
 }
 
 impl Server {
@@ -64,7 +71,16 @@ impl Server {
             runtime: runtime.clone(),
             metrics: Arc::new(Metrics::new(count)),
             addr,
+            redis: None,
         })
+    }
+
+    /// Shares the Socket.IO endpoint's namespaces with other machines through Redis (a no-op
+    /// when `config.url` is `None`). The bridge serves the first endpoint whose app has
+    /// namespaces.
+    pub fn with_redis(mut self, config: RedisConfig) -> Self {
+        self.redis = config.url.is_some().then_some(config);
+        self
     }
 
     /// The bound address (with the real port when port 0 was asked for).
@@ -95,8 +111,15 @@ impl Server {
             pinning = if cores.is_some() { "on" } else { "off" },
             "shardio listening"
         );
+        let (mut bus, inboxes) = Bus::new(count, self.runtime.bus_capacity, self.metrics.clone());
+        let (bridge, bridged) = match self.redis {
+            Some(config) => match start_bridge(config, &endpoints, &mut bus, &self.metrics)? {
+                Some((handle, endpoint)) => (Some(handle), Some(endpoint)),
+                None => (None, None),
+            },
+            None => (None, None),
+        };
         let endpoints = Arc::new(endpoints);
-        let (bus, inboxes) = Bus::new(count, self.runtime.bus_capacity, self.metrics.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
         // Each shard reports its exit here, so a dead shard stops the server instead of
         // leaving it half up.
@@ -109,6 +132,7 @@ impl Server {
                 core: cores.as_ref().map(|c| c[id % c.len()]),
                 listener,
                 endpoints: endpoints.clone(),
+                bridged,
                 metrics: self.metrics.clone(),
                 bus: bus.clone(),
                 inbox,
@@ -152,8 +176,49 @@ impl Server {
                 Err(_) => result = Err(ServerError::ShardFailed(id)),
             }
         }
+        // Last: the shards may publish until they stop.
+        if let Some(bridge) = bridge {
+            bridge.stop();
+        }
         result
     }
+}
+
+/// Starts the bridge for the first endpoint with Socket.IO namespaces; `None` if there is none.
+fn start_bridge(
+    config: RedisConfig,
+    endpoints: &[Endpoint],
+    bus: &mut Bus,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<(redis_bridge::BridgeHandle, usize)>, ServerError> {
+    let mut bridged = endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, ep)| (i, ep.app.cluster_namespaces()))
+        .filter(|(_, namespaces)| !namespaces.is_empty());
+    let Some((endpoint, namespaces)) = bridged.next() else {
+        tracing::warn!(
+            "--redis given, but no endpoint serves Socket.IO namespaces: bridge not started"
+        );
+        return Ok(None);
+    };
+    if let Some((other, _)) = bridged.next() {
+        tracing::warn!(
+            bridged = %endpoints[endpoint].path,
+            not_bridged = %endpoints[other].path,
+            "the Redis bridge serves one Socket.IO endpoint; the others stay local"
+        );
+    }
+    let queue = bus.attach_bridge(config.queue);
+    let handle = redis_bridge::spawn(BridgeSetup {
+        config,
+        endpoint,
+        namespaces,
+        bus: bus.clone(),
+        queue,
+        metrics: metrics.clone(),
+    })?;
+    Ok(Some((handle, endpoint)))
 }
 
 /// Sends the shard id when dropped: on return and on panic alike.

@@ -149,6 +149,11 @@ pub trait EngineApp {
     fn on_bus(&self, origin: usize, msg: Box<dyn Any + Send>) {
         let _ = (origin, msg);
     }
+
+    /// A message the Redis bridge sent to this app.
+    fn on_bridge(&self, msg: Box<dyn Any + Send>) {
+        let _ = msg;
+    }
 }
 
 /// Receives the messages of one session. Methods take `&self`: the handler may be re-entered
@@ -161,6 +166,12 @@ pub trait Connection {
 /// Builds the per-shard app; shared by all shard threads.
 pub trait EngineAppFactory: Send + Sync + 'static {
     fn for_shard(&self, ctx: &ShardContext) -> Rc<dyn EngineApp>;
+
+    /// The Socket.IO namespaces this app shares with other machines through the Redis bridge;
+    /// empty for apps that take no part (raw Engine.IO apps).
+    fn cluster_namespaces(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// What an app instance knows of its shard: the shard's sessions and ids, the bus to the other
@@ -170,6 +181,8 @@ pub struct ShardContext {
     pub engine: Rc<EngineShard>,
     pub bus: Bus,
     pub endpoint: usize,
+    /// Whether this endpoint is the one the Redis bridge serves.
+    pub bridge: bool,
 }
 
 impl ShardContext {
@@ -190,6 +203,17 @@ impl ShardContext {
             msg,
         };
         self.bus.send(self.engine.id, to, msg)
+    }
+
+    /// Whether this endpoint's app is connected to the Redis bridge.
+    pub fn has_bridge(&self) -> bool {
+        self.bridge && self.bus.has_bridge()
+    }
+
+    /// Queues an app message for the Redis bridge; false when it was not queued (no bridge, or
+    /// its queue is full: counted and logged).
+    pub fn send_bridge(&self, msg: Box<dyn Any + Send>) -> bool {
+        self.has_bridge() && self.bus.to_bridge(self.engine.id, self.endpoint, msg)
     }
 }
 

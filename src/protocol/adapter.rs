@@ -445,6 +445,36 @@ fn iso_date(ms: i64) -> Option<String> {
     ))
 }
 
+/// `Date.prototype.toString()` of a Node process running in UTC, the form of `handshake.time` in
+/// fetchSockets answers (SOCKETIO.md §2.4): `Wed Nov 25 2026 11:27:04 GMT+0000 (Coordinated
+/// Universal Time)`. `None` for an Invalid Date.
+pub fn js_date_string(ms: i64) -> Option<String> {
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    if !(-MAX_DATE_MS..=MAX_DATE_MS).contains(&ms) {
+        return None;
+    }
+    let days = ms.div_euclid(86_400_000);
+    let secs = ms.rem_euclid(86_400_000) / 1000;
+    let (year, month, day) = civil_from_days(days);
+    // 1970-01-01 was a Thursday.
+    let weekday = DAYS[(days + 4).rem_euclid(7) as usize];
+    let year = if year < 0 {
+        format!("-{:06}", -year)
+    } else {
+        format!("{year:04}")
+    };
+    Some(format!(
+        "{weekday} {} {day:02} {year} {:02}:{:02}:{:02} GMT+0000 (Coordinated Universal Time)",
+        MONTHS[(month - 1) as usize],
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    ))
+}
+
 /// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01 (H. Hinnant's
 /// `civil_from_days`).
 fn civil_from_days(days: i64) -> (i64, i64, i64) {
@@ -3002,5 +3032,19 @@ mod tests {
         }
         assert_eq!(RequestType::from_code(10), None);
         assert_eq!(RequestType::from_code(-1), None);
+    }
+
+    #[test]
+    fn js_date_strings_match_node_in_utc() {
+        // The capture's handshake.time for issued 1795606024820.
+        assert_eq!(
+            js_date_string(1_795_606_024_820).as_deref(),
+            Some("Wed Nov 25 2026 11:27:04 GMT+0000 (Coordinated Universal Time)")
+        );
+        assert_eq!(
+            js_date_string(0).as_deref(),
+            Some("Thu Jan 01 1970 00:00:00 GMT+0000 (Coordinated Universal Time)")
+        );
+        assert_eq!(js_date_string(MAX_DATE_MS + 1), None);
     }
 }

@@ -22,6 +22,8 @@ pub struct ShardSetup {
     pub core: Option<core_affinity::CoreId>,
     pub listener: StdListener,
     pub endpoints: Arc<Vec<Endpoint>>,
+    /// The endpoint the Redis bridge serves, if it runs.
+    pub bridged: Option<usize>,
     pub metrics: Arc<Metrics>,
     pub bus: Bus,
     pub inbox: mpsc::Receiver<BusMsg>,
@@ -54,6 +56,7 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
         count,
         listener,
         endpoints,
+        bridged,
         metrics,
         bus,
         inbox,
@@ -72,6 +75,7 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
                 engine: shard.clone(),
                 bus: bus.clone(),
                 endpoint,
+                bridge: bridged == Some(endpoint),
             };
             Rc::new(Engine {
                 config: ep.engine.clone(),
@@ -142,6 +146,11 @@ async fn read_inbox(
                     }
                 }
                 BusMsg::Handoff(handoff) => serve_handoff(&router, *handoff),
+                BusMsg::FromBridge { endpoint, msg } => {
+                    if let Some(engine) = engines.get(endpoint) {
+                        engine.app.on_bridge(msg);
+                    }
+                }
             }
         }
     }

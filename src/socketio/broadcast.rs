@@ -1,7 +1,8 @@
 //! Broadcasts: encode the packet ONCE into shared frames, deliver to the matching local sockets,
-//! and send ONE bus message to each other shard, whose Socket.IO layer delivers locally and
-//! never re-forwards. Acks from every receiving client, on every shard, are collected by the
-//! shard that broadcast.
+//! send ONE bus message to each other shard, whose Socket.IO layer delivers locally and never
+//! re-forwards, and unless the broadcast is local, hand the unencoded packet to the Redis bridge
+//! (when it runs), which publishes it to the other machines. Acks from every receiving client,
+//! on every shard and every machine, are collected by the shard that broadcast.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::Notify;
 
+use super::cluster::{Answer, Command, Gathering, Incomplete, Query, SocketInfo};
 use super::socket::{event_frames, EmitError};
 use super::NsShard;
 use crate::engineio::OutFrame;
@@ -96,16 +98,19 @@ impl BroadcastOperator {
         &self.opts
     }
 
-    /// Sends `event` with `data` to every selected socket on every shard.
+    /// Sends `event` with `data` to every selected socket on every shard, and on every machine
+    /// when the Redis bridge runs (unless [`local`](Self::local)).
     pub fn emit(&self, event: &str, data: impl Into<Payload>) -> Result<(), EmitError> {
         check_event(event)?;
-        let frames = event_frames(&self.ns.name, Some(event), None, &data.into());
-        self.ns.broadcast(self.opts.clone(), frames, None);
+        let data = data.into();
+        let frames = event_frames(&self.ns.name, Some(event), None, &data);
+        self.ns
+            .broadcast(self.opts.clone(), frames, None, Some((event, data)));
         Ok(())
     }
 
-    /// Sends `event` and collects the ack of every receiving client (on every shard) within
-    /// `timeout`.
+    /// Sends `event` and collects the ack of every receiving client (on every shard, and on
+    /// every machine when the Redis bridge runs) within `timeout`.
     pub fn emit_with_ack(
         &self,
         event: &str,
@@ -114,15 +119,24 @@ impl BroadcastOperator {
     ) -> impl Future<Output = Result<Vec<Payload>, BroadcastAckError>> + 'static {
         let prepared = check_event(event).map(|()| {
             let id = self.ns.next_ack_id();
-            let frames = event_frames(&self.ns.name, Some(event), Some(id), &data.into());
+            let data = data.into();
+            let frames = event_frames(&self.ns.name, Some(event), Some(id), &data);
             let collector = Rc::new(Collector::default());
             self.ns
                 .collectors
                 .borrow_mut()
                 .insert(id, collector.clone());
-            let (local, shards) = self.ns.broadcast(self.opts.clone(), frames, Some(id));
-            collector.add_count(local);
-            collector.shards_pending.set(shards);
+            let sent = self.ns.broadcast(
+                self.opts.clone(),
+                frames,
+                Some((id, timeout)),
+                Some((event, data)),
+            );
+            collector.add_count(sent.local);
+            // The bridge reports the other machines' clients as one more participant.
+            collector
+                .shards_pending
+                .set(sent.shards + usize::from(sent.bridged));
             (id, collector)
         });
         let ns = self.ns.clone();
@@ -142,6 +156,147 @@ impl BroadcastOperator {
     }
 }
 
+impl BroadcastOperator {
+    /// Describes the selected sockets of every shard and, with the bridge, every machine.
+    pub fn fetch_sockets(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Vec<SocketInfo>, Incomplete<Vec<SocketInfo>>>> + 'static {
+        let asked = self.ask(Query::FetchSockets(self.opts.clone()), timeout);
+        async move {
+            match asked.await {
+                Ok(Answer::Sockets(s)) => Ok(s),
+                Err(Incomplete {
+                    partial: Answer::Sockets(s),
+                }) => Err(Incomplete { partial: s }),
+                _ => Ok(Vec::new()),
+            }
+        }
+    }
+
+    /// Every room of the namespace with at least one member, on every shard and machine,
+    /// sorted, without duplicates (Node's `adapter.allRooms()`). The selection is ignored.
+    pub fn all_rooms(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Vec<String>, Incomplete<Vec<String>>>> + 'static {
+        let asked = self.ask(Query::AllRooms, timeout);
+        let rooms = |answer| match answer {
+            Answer::Rooms(mut r) => {
+                r.sort_unstable();
+                r.dedup();
+                r
+            }
+            _ => Vec::new(),
+        };
+        async move {
+            asked.await.map(rooms).map_err(|e| Incomplete {
+                partial: rooms(e.partial),
+            })
+        }
+    }
+
+    /// Makes the selected sockets, on every shard and machine, join `rooms`.
+    pub fn sockets_join(&self, rooms: impl IntoIterator<Item = impl Into<String>>) {
+        let rooms = rooms.into_iter().map(Into::into).collect();
+        self.tell(Command::Join {
+            opts: self.opts.clone(),
+            rooms,
+        });
+    }
+
+    /// Makes the selected sockets, on every shard and machine, leave `rooms`.
+    pub fn sockets_leave(&self, rooms: impl IntoIterator<Item = impl Into<String>>) {
+        let rooms = rooms.into_iter().map(Into::into).collect();
+        self.tell(Command::Leave {
+            opts: self.opts.clone(),
+            rooms,
+        });
+    }
+
+    /// Disconnects the selected sockets on every shard and machine; with `close`, their whole
+    /// connections.
+    pub fn disconnect_sockets(&self, close: bool) {
+        self.tell(Command::Disconnect {
+            opts: self.opts.clone(),
+            close,
+        });
+    }
+
+    /// Sends `event` to the server-side handler of the other machines (never to this process,
+    /// which is one server, as Node's `serverSideEmit`).
+    pub fn server_side_emit(&self, event: &str, data: impl Into<Payload>) -> Result<(), EmitError> {
+        check_event(event)?;
+        let cmd = Command::ServerSideEmit {
+            event: event.to_owned(),
+            data: data.into(),
+        };
+        self.ns.tell_bridge(cmd);
+        Ok(())
+    }
+
+    /// Sends `event` to the other machines' server-side handlers and collects one ack from
+    /// each within `timeout`. On [`BroadcastAckError::Timeout`], `missing` is 0: how many
+    /// servers did not answer is not known, only that not all did.
+    pub fn server_side_emit_with_ack(
+        &self,
+        event: &str,
+        data: impl Into<Payload>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Vec<Payload>, BroadcastAckError>> + 'static {
+        let checked = check_event(event);
+        let query = Query::ServerSideEmit {
+            event: event.to_owned(),
+            data: data.into(),
+        };
+        let asked = self.ask(query, timeout);
+        async move {
+            checked?;
+            let acks = |answer| match answer {
+                Answer::Acks(a) => a,
+                _ => Vec::new(),
+            };
+            asked
+                .await
+                .map(acks)
+                .map_err(|e| BroadcastAckError::Timeout {
+                    responses: acks(e.partial),
+                    missing: 0,
+                })
+        }
+    }
+
+    fn tell(&self, cmd: Command) {
+        self.ns.tell(cmd, !self.opts.local);
+    }
+
+    fn ask(
+        &self,
+        query: Query,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Answer, Incomplete<Answer>>> + 'static {
+        let (id, gathering) = self.ns.ask(query, !self.opts.local, timeout);
+        let ns = self.ns.clone();
+        async move {
+            let done = tokio::time::timeout(timeout, gathering.done()).await;
+            ns.gatherings.borrow_mut().remove(&id);
+            let whole = done.is_ok() && gathering.tally.borrow().is_whole();
+            let answer = std::mem::replace(
+                &mut gathering.tally.borrow_mut().acc,
+                Answer::Acks(Vec::new()),
+            );
+            if whole {
+                Ok(answer)
+            } else {
+                Err(Incomplete { partial: answer })
+            }
+        }
+    }
+}
+
+/// Open queries of a namespace on their origin shard, by id.
+pub(crate) type Gatherings = RefCell<HashMap<u64, Rc<Gathering>>>;
+
 fn check_event(event: &str) -> Result<(), EmitError> {
     if RESERVED_EVENTS.contains(&event) {
         Err(EmitError::ReservedEvent)
@@ -150,7 +305,8 @@ fn check_event(event: &str) -> Result<(), EmitError> {
     }
 }
 
-/// What the Socket.IO layers of two shards say to each other over the bus.
+/// What the Socket.IO layers of two shards, or a shard and the Redis bridge, say to each other
+/// over the bus. Replies go back to the sender ([`super::cluster::ReplyTo`]).
 pub(crate) enum BusMessage {
     /// Deliver to local sockets; never forward.
     Broadcast(Arc<RemoteBroadcast>),
@@ -162,6 +318,40 @@ pub(crate) enum BusMessage {
         id: u64,
         payload: Payload,
     },
+    /// Answer `query` from local state with one [`BusMessage::Answer`].
+    Query { nsp: String, id: u64, query: Query },
+    /// An answer to query `id`; `whole` is false when the answerer itself missed some
+    /// (the bridge, when machines did not answer or Redis is away).
+    Answer {
+        nsp: String,
+        id: u64,
+        answer: Answer,
+        whole: bool,
+    },
+    /// Carry out `cmd` on local sockets.
+    Command { nsp: String, cmd: Command },
+    /// From the bridge to one shard: run the namespace's server-side handler; with `ack`, answer
+    /// with one [`BusMessage::Answer`] holding the handler's ack.
+    ServerSideEmit {
+        nsp: String,
+        event: String,
+        data: Payload,
+        ack: Option<u64>,
+    },
+}
+
+impl BusMessage {
+    pub(crate) fn nsp(&self) -> &str {
+        match self {
+            BusMessage::Broadcast(b) => &b.nsp,
+            BusMessage::AckCount { nsp, .. }
+            | BusMessage::Ack { nsp, .. }
+            | BusMessage::Query { nsp, .. }
+            | BusMessage::Answer { nsp, .. }
+            | BusMessage::Command { nsp, .. }
+            | BusMessage::ServerSideEmit { nsp, .. } => nsp,
+        }
+    }
 }
 
 /// A broadcast encoded by another shard.

@@ -6,6 +6,7 @@
 //! from `tokio::task::spawn_local`.
 
 pub mod broadcast;
+pub mod cluster;
 pub mod room;
 mod socket;
 
@@ -25,9 +26,15 @@ use crate::engineio::{
 use crate::protocol::socketio::{self as codec, PacketType, Payload};
 
 pub use broadcast::{BroadcastAckError, BroadcastOperator, BroadcastOpts};
+pub use cluster::{Incomplete, SocketInfo};
 pub use socket::{AckError, AckSender, EmitError, Socket};
 
-use broadcast::{BusMessage, Collectors, RemoteBroadcast};
+pub(crate) use broadcast::{BusMessage, RemoteBroadcast};
+pub(crate) use cluster::{Answer, Command, PublishedBroadcast, Query, ReplyTo, ShardToBridge};
+pub(crate) use socket::event_frames;
+
+use broadcast::{Collectors, Gatherings};
+use cluster::Gathering;
 use room::RoomIndex;
 
 /// Socket.IO settings.
@@ -108,6 +115,8 @@ type ConnectFn = dyn Fn(&Socket) + Send + Sync;
 type EventFn = dyn Fn(&Socket, Payload, Option<AckSender>) + Send + Sync;
 type AnyEventFn = dyn Fn(&Socket, &str, Payload, Option<AckSender>) + Send + Sync;
 type DisconnectFn = dyn Fn(&Socket, DisconnectReason) + Send + Sync;
+type ServerSideEmitFn =
+    dyn Fn(&BroadcastOperator, &str, Payload, Option<ServerSideAck>) + Send + Sync;
 
 /// The handlers of one namespace.
 #[derive(Default)]
@@ -117,6 +126,7 @@ pub struct Namespace {
     events: HashMap<String, Arc<EventFn>>,
     on_any: Option<Arc<AnyEventFn>>,
     on_disconnect: Option<Arc<DisconnectFn>>,
+    on_server_side_emit: Option<Arc<ServerSideEmitFn>>,
 }
 
 impl Namespace {
@@ -162,6 +172,39 @@ impl Namespace {
     ) -> &mut Self {
         self.on_disconnect = Some(Arc::new(f));
         self
+    }
+
+    /// Handles the events other servers send with `serverSideEmit` (Node's `io.on(event)`),
+    /// once per process, on one of its shards. The handler gets the namespace (as `io.of(nsp)`),
+    /// the event, its arguments, and `ack` when the sender waits for one answer per server.
+    /// Without a handler, a sender that waits gets `null` from this server at once.
+    pub fn on_server_side_emit(
+        &mut self,
+        f: impl Fn(&BroadcastOperator, &str, Payload, Option<ServerSideAck>) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.on_server_side_emit = Some(Arc::new(f));
+        self
+    }
+}
+
+/// Answers a server-side emit whose sender waits (Node forwards only the first argument).
+/// Consumed by `send`, so it answers at most once.
+pub struct ServerSideAck {
+    ns: Rc<NsShard>,
+    id: u64,
+}
+
+impl ServerSideAck {
+    pub fn send(self, data: impl Into<Payload>) {
+        self.ns.reply(
+            ReplyTo::Bridge,
+            BusMessage::Answer {
+                nsp: self.ns.name.clone(),
+                id: self.id,
+                answer: Answer::Acks(vec![data.into()]),
+                whole: true,
+            },
+        );
     }
 }
 
@@ -221,6 +264,12 @@ impl SocketIo {
 }
 
 impl EngineAppFactory for SocketIo {
+    fn cluster_namespaces(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.namespaces.keys().cloned().collect();
+        names.sort_unstable();
+        names
+    }
+
     fn for_shard(&self, ctx: &ShardContext) -> Rc<dyn EngineApp> {
         let connect_deadlines = Rc::new(ConnectDeadlines::default());
         tokio::task::spawn_local(connect_deadlines.clone().enforce());
@@ -240,6 +289,7 @@ impl EngineAppFactory for SocketIo {
                             rooms: RefCell::new(RoomIndex::default()),
                             next_ack: Cell::new(0),
                             collectors: RefCell::new(HashMap::new()),
+                            gatherings: RefCell::new(HashMap::new()),
                         };
                         (name.clone(), Rc::new(ns))
                     })
@@ -267,6 +317,14 @@ pub(crate) struct NsShard {
     rooms: RefCell<RoomIndex<Sid, Rc<Session>>>,
     next_ack: Cell<u64>,
     collectors: Collectors,
+    gatherings: Gatherings,
+}
+
+/// What a broadcast reached: local sockets, other shards, and whether the bridge took it.
+pub(crate) struct Sent {
+    pub local: usize,
+    pub shards: usize,
+    pub bridged: bool,
 }
 
 impl NsShard {
@@ -283,12 +341,12 @@ impl NsShard {
     }
 
     /// Delivers frames to the selected local sockets; returns how many took them. With
-    /// `ack = Some((id, origin))` each receiver owes an ack to shard `origin`.
+    /// `ack = Some((id, origin))` each receiver owes an ack to `origin`.
     fn deliver(
         &self,
         opts: &BroadcastOpts,
         frames: &[OutFrame],
-        ack: Option<(u64, usize)>,
+        ack: Option<(u64, ReplyTo)>,
     ) -> usize {
         let sockets = self.sockets.borrow();
         let rooms = self.rooms.borrow();
@@ -312,47 +370,136 @@ impl NsShard {
         delivered
     }
 
-    /// Delivers locally and sends one message to every other shard. Returns the local count
-    /// and how many shards the message reached.
+    /// Delivers locally, sends one message to every other shard and, unless the broadcast is
+    /// local, hands `packet` (the event and its unencoded payload) to the Redis bridge.
     fn broadcast(
         &self,
         opts: BroadcastOpts,
         frames: Vec<OutFrame>,
-        ack: Option<u64>,
-    ) -> (usize, usize) {
+        ack: Option<(u64, Duration)>,
+        packet: Option<(&str, Payload)>,
+    ) -> Sent {
         let me = self.shard();
-        let local = self.deliver(&opts, &frames, ack.map(|id| (id, me)));
-        let mut reached = 0;
-        let shards = self.ctx.engine.count;
-        if shards > 1 {
+        let id = ack.map(|(id, _)| id);
+        let local = self.deliver(&opts, &frames, id.map(|id| (id, ReplyTo::Shard(me))));
+        let bridged = match packet {
+            Some((event, data)) if !opts.local && self.ctx.has_bridge() => {
+                self.ctx
+                    .send_bridge(Box::new(ShardToBridge::Publish(PublishedBroadcast {
+                        nsp: self.name.clone(),
+                        event: event.to_owned(),
+                        data,
+                        opts: opts.clone(),
+                        ack,
+                    })))
+            }
+            _ => false,
+        };
+        let mut shards = 0;
+        let count = self.ctx.engine.count;
+        if count > 1 {
             let remote = Arc::new(RemoteBroadcast {
                 nsp: self.name.clone(),
                 opts,
                 frames,
-                ack,
+                ack: id,
             });
-            for to in (0..shards).filter(|&s| s != me) {
+            for to in (0..count).filter(|&s| s != me) {
                 let msg = Box::new(BusMessage::Broadcast(remote.clone()));
                 if self.ctx.send_app(to, msg).is_ok() {
-                    reached += 1;
+                    shards += 1;
                 }
             }
         }
-        (local, reached)
+        Sent {
+            local,
+            shards,
+            bridged,
+        }
     }
 
-    /// Routes a client's answer to a broadcast-with-ack to the collector on shard `origin`.
-    pub(crate) fn route_broadcast_ack(&self, id: u64, origin: usize, payload: Payload) {
-        if origin == self.shard() {
-            self.collect_ack(id, payload);
-        } else {
-            let msg = BusMessage::Ack {
-                nsp: self.name.clone(),
-                id,
-                payload,
-            };
-            let _ = self.ctx.send_app(origin, Box::new(msg));
+    /// Sends `msg` to whoever asked: a shard over the bus, or the bridge.
+    pub(crate) fn reply(&self, to: ReplyTo, msg: BusMessage) {
+        match to {
+            ReplyTo::Shard(shard) if shard == self.shard() => self.on_reply(msg),
+            ReplyTo::Shard(shard) => {
+                let _ = self.ctx.send_app(shard, Box::new(msg));
+            }
+            ReplyTo::Bridge => {
+                self.ctx.send_bridge(Box::new(ShardToBridge::Reply(msg)));
+            }
         }
+    }
+
+    /// Routes a client's answer to a broadcast-with-ack to the collector of `origin`.
+    pub(crate) fn route_broadcast_ack(&self, id: u64, origin: ReplyTo, payload: Payload) {
+        let msg = BusMessage::Ack {
+            nsp: self.name.clone(),
+            id,
+            payload,
+        };
+        self.reply(origin, msg);
+    }
+
+    /// Carries out `cmd` here, on every other shard, and with `remote`, on the other machines.
+    pub(crate) fn tell(&self, cmd: Command, remote: bool) {
+        self.apply(&cmd);
+        for to in (0..self.ctx.engine.count).filter(|&s| s != self.shard()) {
+            let msg = BusMessage::Command {
+                nsp: self.name.clone(),
+                cmd: cmd.clone(),
+            };
+            let _ = self.ctx.send_app(to, Box::new(msg));
+        }
+        if remote {
+            self.tell_bridge(cmd);
+        }
+    }
+
+    /// Hands `cmd` to the bridge for the other machines (dropped without a bridge).
+    pub(crate) fn tell_bridge(&self, cmd: Command) {
+        self.ctx.send_bridge(Box::new(ShardToBridge::Tell {
+            nsp: self.name.clone(),
+            cmd,
+        }));
+    }
+
+    /// Starts `query` on every shard (unless only other machines answer it) and, with `remote`,
+    /// on the other machines. The caller waits on the returned gathering (bounded) and removes
+    /// it from `gatherings`.
+    pub(crate) fn ask(
+        &self,
+        query: Query,
+        remote: bool,
+        timeout: Duration,
+    ) -> (u64, Rc<Gathering>) {
+        let id = self.next_ack_id();
+        let gathering = Gathering::new(self.answer(&query));
+        self.gatherings.borrow_mut().insert(id, gathering.clone());
+        let mut expected = 0;
+        if !matches!(query, Query::ServerSideEmit { .. }) {
+            for to in (0..self.ctx.engine.count).filter(|&s| s != self.shard()) {
+                let msg = BusMessage::Query {
+                    nsp: self.name.clone(),
+                    id,
+                    query: query.clone(),
+                };
+                if self.ctx.send_app(to, Box::new(msg)).is_ok() {
+                    expected += 1;
+                }
+            }
+        }
+        let ask = ShardToBridge::Ask {
+            nsp: self.name.clone(),
+            id,
+            query,
+            timeout,
+        };
+        if remote && self.ctx.send_bridge(Box::new(ask)) {
+            expected += 1;
+        }
+        gathering.tally.borrow_mut().expect(expected);
+        (id, gathering)
     }
 
     fn collect_ack(&self, id: u64, payload: Payload) {
@@ -362,19 +509,41 @@ impl NsShard {
         }
     }
 
-    fn on_bus(&self, origin: usize, msg: BusMessage) {
+    fn on_bus(self: &Rc<Self>, from: ReplyTo, msg: BusMessage) {
         match msg {
             BusMessage::Broadcast(b) => {
-                let count = self.deliver(&b.opts, &b.frames, b.ack.map(|id| (id, origin)));
+                let count = self.deliver(&b.opts, &b.frames, b.ack.map(|id| (id, from)));
                 if let Some(id) = b.ack {
                     let reply = BusMessage::AckCount {
                         nsp: self.name.clone(),
                         id,
                         count,
                     };
-                    let _ = self.ctx.send_app(origin, Box::new(reply));
+                    self.reply(from, reply);
                 }
             }
+            reply @ (BusMessage::AckCount { .. }
+            | BusMessage::Ack { .. }
+            | BusMessage::Answer { .. }) => self.on_reply(reply),
+            BusMessage::Query { id, query, .. } => {
+                let answer = BusMessage::Answer {
+                    nsp: self.name.clone(),
+                    id,
+                    answer: self.answer(&query),
+                    whole: true,
+                };
+                self.reply(from, answer);
+            }
+            BusMessage::Command { cmd, .. } => self.apply(&cmd),
+            BusMessage::ServerSideEmit {
+                event, data, ack, ..
+            } => self.on_server_side_emit(&event, data, ack),
+        }
+    }
+
+    /// A reply to something this shard started: a broadcast-with-ack or a query.
+    fn on_reply(&self, msg: BusMessage) {
+        match msg {
             BusMessage::AckCount { id, count, .. } => {
                 let collector = self.collectors.borrow().get(&id).cloned();
                 if let Some(c) = collector {
@@ -382,22 +551,56 @@ impl NsShard {
                 }
             }
             BusMessage::Ack { id, payload, .. } => self.collect_ack(id, payload),
+            BusMessage::Answer {
+                id, answer, whole, ..
+            } => {
+                let gathering = self.gatherings.borrow().get(&id).cloned();
+                if let Some(g) = gathering {
+                    g.add(answer, whole);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_server_side_emit(self: &Rc<Self>, event: &str, data: Payload, ack: Option<u64>) {
+        let ack = ack.map(|id| ServerSideAck {
+            ns: self.clone(),
+            id,
+        });
+        match &self.def.on_server_side_emit {
+            Some(handler) => {
+                let io = BroadcastOperator::new(self.clone(), BroadcastOpts::default());
+                handler(&io, event, data, ack);
+            }
+            // Nobody listens here: say so at once rather than let the sender time out.
+            None => {
+                if let Some(ack) = ack {
+                    ack.send(Value::Null);
+                }
+            }
+        }
+    }
+}
+
+impl SioShard {
+    fn dispatch(&self, from: ReplyTo, msg: Box<dyn std::any::Any + Send>) {
+        let Ok(msg) = msg.downcast::<BusMessage>() else {
+            return;
+        };
+        if let Some(ns) = self.namespaces.get(msg.nsp()) {
+            ns.on_bus(from, *msg);
         }
     }
 }
 
 impl EngineApp for SioShard {
     fn on_bus(&self, origin: usize, msg: Box<dyn std::any::Any + Send>) {
-        let Ok(msg) = msg.downcast::<BusMessage>() else {
-            return;
-        };
-        let nsp = match &*msg {
-            BusMessage::Broadcast(b) => &b.nsp,
-            BusMessage::AckCount { nsp, .. } | BusMessage::Ack { nsp, .. } => nsp,
-        };
-        if let Some(ns) = self.namespaces.get(nsp.as_str()) {
-            ns.clone().on_bus(origin, *msg);
-        }
+        self.dispatch(ReplyTo::Shard(origin), msg);
+    }
+
+    fn on_bridge(&self, msg: Box<dyn std::any::Any + Send>) {
+        self.dispatch(ReplyTo::Bridge, msg);
     }
 
     fn open(&self, session: &Rc<Session>) -> Rc<dyn Connection> {

@@ -11,7 +11,9 @@ use serde_json::Value;
 use thiserror::Error;
 use tokio::sync::oneshot;
 
-use super::{control_frame, BroadcastOperator, BroadcastOpts, Client, DisconnectReason, NsShard};
+use super::{
+    control_frame, BroadcastOperator, BroadcastOpts, Client, DisconnectReason, NsShard, ReplyTo,
+};
 use crate::engineio::{CloseReason, OutFrame, RequestInfo, SendError, Session, Sid};
 use crate::protocol::socketio::{self as codec, PacketType, Payload, RESERVED_EVENTS};
 
@@ -67,9 +69,10 @@ struct SocketInner {
 enum AckWaiter {
     /// An `emit_with_ack` on this socket.
     Emit(oneshot::Sender<Payload>),
-    /// A broadcast-with-ack collected on shard `origin`; forgotten after `expires`.
+    /// A broadcast-with-ack collected by `origin` (a shard, or the bridge for a broadcast from
+    /// another machine); forgotten after `expires`.
     Broadcast {
-        origin: usize,
+        origin: ReplyTo,
         expires: tokio::time::Instant,
     },
 }
@@ -231,8 +234,8 @@ impl Socket {
         }
     }
 
-    /// Remembers that this socket owes shard `origin` an answer to broadcast `id`.
-    pub(super) fn expect_broadcast_ack(&self, id: u64, origin: usize) {
+    /// Remembers that this socket owes `origin` an answer to broadcast `id`.
+    pub(super) fn expect_broadcast_ack(&self, id: u64, origin: ReplyTo) {
         let now = tokio::time::Instant::now();
         let mut acks = self.0.acks.borrow_mut();
         if acks.len() >= 16 {

@@ -5,6 +5,7 @@
 pub mod aclient;
 pub mod node;
 pub mod polling;
+pub mod redis;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use shardio::config::RuntimeConfig;
+use shardio::config::{RedisConfig, RuntimeConfig};
 use shardio::metrics::Metrics;
 use shardio::server::{Endpoint, ServerError};
 use shardio::Server;
@@ -42,7 +43,19 @@ pub fn runtime(shards: usize) -> RuntimeConfig {
 
 impl TestServer {
     pub fn start(shards: usize, endpoints: Vec<Endpoint>) -> TestServer {
-        let server = Server::bind(&runtime(shards)).expect("bind 127.0.0.1:0");
+        TestServer::start_with_redis(shards, endpoints, None)
+    }
+
+    /// A server whose Redis bridge uses `redis` (when given).
+    pub fn start_with_redis(
+        shards: usize,
+        endpoints: Vec<Endpoint>,
+        redis: Option<RedisConfig>,
+    ) -> TestServer {
+        let mut server = Server::bind(&runtime(shards)).expect("bind 127.0.0.1:0");
+        if let Some(redis) = redis {
+            server = server.with_redis(redis);
+        }
         let addr = server.local_addr();
         let metrics = server.metrics();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

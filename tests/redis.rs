@@ -1,0 +1,611 @@
+//! The Redis bridge between machines: several shardio servers (2 shards each) in one test, one
+//! real `redis-server` started by the test, real WebSocket clients.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::aclient::AClient;
+use common::redis::RedisServer;
+use common::{Frame, TestServer, WAIT};
+use serde_json::{json, Value};
+use shardio::apps::default_endpoints;
+use shardio::protocol::socketio::Payload;
+use shardio::socketio::{SocketIo, SocketIoConfig};
+use shardio::{Config, Endpoint};
+
+/// The gateway app with the bridge on `redis`.
+fn gateway(redis: &RedisServer) -> TestServer {
+    let url = redis.url();
+    let config = <Config as clap::Parser>::parse_from(["shardio", "--redis", url.as_str()]);
+    let server =
+        TestServer::start_with_redis(2, default_endpoints(&config), Some(config.redis.clone()));
+    wait_bridged(&server);
+    server
+}
+
+fn wait_bridged(server: &TestServer) {
+    server.wait_until("the bridge to subscribe", |m| m.bridge().connected() == 1);
+}
+
+/// The next event a client receives: (name, first argument, binary attachments).
+async fn next_event(c: &mut AClient) -> (String, Value, Vec<Vec<u8>>) {
+    let text = c.recv_text().await;
+    let (attachments, json) = match text.strip_prefix("45") {
+        Some(rest) => {
+            let (n, json) = rest.split_once('-').expect("attachment count");
+            (n.parse::<usize>().expect("count"), json.to_owned())
+        }
+        None => (0, text.strip_prefix("42").expect("an event").to_owned()),
+    };
+    let v: Value = serde_json::from_str(&json).expect("event JSON");
+    let mut bins = Vec::new();
+    for _ in 0..attachments {
+        match c.recv().await {
+            Frame::Binary(b) => bins.push(b),
+            other => panic!("expected an attachment, got {other:?}"),
+        }
+    }
+    (v[0].as_str().expect("name").to_owned(), v[1].clone(), bins)
+}
+
+/// Nothing more arrives for a while.
+async fn assert_quiet(c: &mut AClient, who: &str) {
+    if let Some(frame) = c.try_recv(Duration::from_millis(300)).await {
+        panic!("{who} got an unexpected frame: {frame:?}");
+    }
+}
+
+async fn joined(addr: std::net::SocketAddr, rooms: Value) -> AClient {
+    let mut c = AClient::connect(addr, "/").await;
+    assert_eq!(c.call("", 1, "join", rooms).await, json!({"ok": true}));
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcasts_reach_every_machine_exactly_once_with_rooms_except_and_binary() {
+    let redis = RedisServer::start();
+    let machines: Vec<TestServer> = (0..3).map(|_| gateway(&redis)).collect();
+    // On each machine: c0 in r, c1 in r and x, c2 in other.
+    let mut clients = Vec::new();
+    for m in &machines {
+        for rooms in [json!(["r"]), json!(["r", "x"]), json!(["other"])] {
+            clients.push(joined(m.addr, rooms).await);
+        }
+    }
+
+    // From machine A: to r except x. The publisher itself is skipped.
+    clients[0].send(r#"42["publish",{"to":"r","except":"x","event":"note","data":{"n":1}}]"#);
+    for i in [3, 6] {
+        let (event, data, _) = next_event(&mut clients[i]).await;
+        assert_eq!(
+            (event.as_str(), data),
+            ("note", json!({"n": 1})),
+            "client {i}"
+        );
+    }
+
+    // From machine B: binary to x; B's own x member is the publisher.
+    clients[4]
+        .send(r#"451-["publish",{"to":"x","event":"blob","data":{"_placeholder":true,"num":0}}]"#);
+    clients[4].send_binary(&[0xde, 0xad, 0xbe, 0xef]);
+    for i in [1, 7] {
+        let (event, data, bins) = next_event(&mut clients[i]).await;
+        assert_eq!(event, "blob", "client {i}");
+        assert_eq!(data, json!({"_placeholder": true, "num": 0}));
+        assert_eq!(bins, vec![vec![0xde, 0xad, 0xbe, 0xef]]);
+    }
+
+    // From machine C: the whole namespace.
+    clients[8].send(r#"42["publish",{"event":"all","data":"hi"}]"#);
+    for (i, c) in clients.iter_mut().enumerate().filter(|(i, _)| *i != 8) {
+        let (event, data, _) = next_event(c).await;
+        assert_eq!((event.as_str(), data), ("all", json!("hi")), "client {i}");
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_quiet(c, &format!("client {i}")).await;
+    }
+    for m in &machines {
+        let b = m.metrics.bridge();
+        assert_eq!((b.malformed(), b.dropped()), (0, 0));
+        assert!(b.published() >= 1 && b.received() >= 1);
+    }
+}
+
+/// An app on the library API that exposes the cluster-wide operations to its clients.
+fn cluster_app(name: &'static str) -> Vec<Endpoint> {
+    const T: Duration = Duration::from_secs(3);
+    let mut io = SocketIo::new(SocketIoConfig::default());
+    io.namespace("/")
+        .on("join", |s, data, ack| {
+            s.join(data.first().as_str().unwrap_or_default());
+            let _ = ack.map(|a| a.send("ok"));
+        })
+        .on("fetch", |s, data, ack| {
+            let room = data.first().as_str().unwrap_or_default().to_owned();
+            let fetch = s.namespace().to(room).fetch_sockets(T);
+            tokio::task::spawn_local(async move {
+                let mut ids: Vec<String> = fetch
+                    .await
+                    .expect("whole")
+                    .into_iter()
+                    .map(|s| s.id)
+                    .collect();
+                ids.sort();
+                let _ = ack.map(|a| a.send(json!(ids)));
+            });
+        })
+        .on("rooms", |s, _data, ack| {
+            let rooms = s.namespace().all_rooms(T);
+            tokio::task::spawn_local(async move {
+                let rooms = rooms.await.expect("whole");
+                let _ = ack.map(|a| a.send(json!(rooms)));
+            });
+        })
+        .on("join-all", |s, data, ack| {
+            let (from, to) = (data.first()["from"].as_str(), data.first()["to"].as_str());
+            s.namespace()
+                .to(from.unwrap_or_default())
+                .sockets_join([to.unwrap_or_default()]);
+            let _ = ack.map(|a| a.send("ok"));
+        })
+        .on("kick", |s, data, ack| {
+            s.namespace()
+                .to(data.first().as_str().unwrap_or_default())
+                .disconnect_sockets(false);
+            let _ = ack.map(|a| a.send("ok"));
+        })
+        .on("sse", |s, _data, ack| {
+            let asked = s.namespace().server_side_emit_with_ack("ping", "hi", T);
+            tokio::task::spawn_local(async move {
+                let answers: Vec<Value> = asked
+                    .await
+                    .expect("every server answers")
+                    .into_iter()
+                    .map(|p| p.first().clone())
+                    .collect();
+                let _ = ack.map(|a| a.send(json!(answers)));
+            });
+        })
+        .on("bcast", |s, _data, ack| {
+            let acks = s.namespace().to("r").emit_with_ack("q", json!(1), T);
+            tokio::task::spawn_local(async move {
+                let mut answers: Vec<String> = acks
+                    .await
+                    .expect("every client acks")
+                    .iter()
+                    .map(|p| p.first().as_str().unwrap_or_default().to_owned())
+                    .collect();
+                answers.sort();
+                let _ = ack.map(|a| a.send(json!(answers)));
+            });
+        })
+        .on_server_side_emit(move |_io, event, data, ack| {
+            assert_eq!((event, data.first()), ("ping", &json!("hi")));
+            if let Some(ack) = ack {
+                ack.send(Payload::from(format!("pong-from-{name}").as_str()));
+            }
+        });
+    vec![Endpoint {
+        path: "/socket.io/".into(),
+        engine: shardio::engineio::EngineConfig::default(),
+        app: std::sync::Arc::new(io),
+    }]
+}
+
+fn cluster_server(redis: &RedisServer, name: &'static str) -> TestServer {
+    let config = shardio::config::RedisConfig::new(redis.url());
+    let server = TestServer::start_with_redis(2, cluster_app(name), Some(config));
+    wait_bridged(&server);
+    server
+}
+
+/// Answers a broadcast with ack `42<id>["q",1]` with `answer`.
+async fn answer_q(c: &mut AClient, answer: &str) {
+    let text = c.recv_text().await;
+    let rest = text.strip_prefix("42").expect("an event");
+    let id: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    assert_eq!(&rest[id.len()..], r#"["q",1]"#);
+    c.send(&format!("43{id}[\"{answer}\"]"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_operations_of_the_library_span_machines() {
+    let redis = RedisServer::start();
+    let (a, b) = (cluster_server(&redis, "A"), cluster_server(&redis, "B"));
+    let mut a1 = AClient::connect(a.addr, "/").await;
+    let mut a2 = AClient::connect(a.addr, "/").await;
+    let mut b1 = AClient::connect(b.addr, "/").await;
+    let mut b2 = AClient::connect(b.addr, "/").await;
+    for c in [&mut a1, &mut b1, &mut b2] {
+        assert_eq!(c.call("", 1, "join", json!("r")).await, json!("ok"));
+    }
+    let mut in_r = vec![a1.sid.clone(), b1.sid.clone(), b2.sid.clone()];
+    in_r.sort();
+
+    assert_eq!(a2.call("", 2, "fetch", json!("r")).await, json!(in_r));
+    let rooms = b2.call("", 2, "rooms", json!(null)).await;
+    for room in [&a1.sid, &a2.sid, &b1.sid, &b2.sid, &"r".to_owned()] {
+        assert!(
+            rooms.as_array().expect("rooms").contains(&json!(room)),
+            "{room} in {rooms}"
+        );
+    }
+
+    // Sockets of both machines join g.
+    assert_eq!(
+        a2.call("", 3, "join-all", json!({"from": "r", "to": "g"}))
+            .await,
+        json!("ok")
+    );
+    // The command travels through Redis; fetch until it has landed.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if a2.call("", 4, "fetch", json!("g")).await == json!(in_r) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sockets_join did not reach machine B"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Server-side emit: only the other machine answers.
+    assert_eq!(
+        a1.call("", 5, "sse", json!(null)).await,
+        json!(["pong-from-B"])
+    );
+    assert_eq!(
+        b1.call("", 5, "sse", json!(null)).await,
+        json!(["pong-from-A"])
+    );
+
+    // Broadcast with acks across machines.
+    a2.send(r#"426["bcast"]"#);
+    answer_q(&mut a1, "a1").await;
+    answer_q(&mut b1, "b1").await;
+    answer_q(&mut b2, "b2").await;
+    loop {
+        let t = a2.recv_text().await;
+        if let Some(rest) = t.strip_prefix("436") {
+            assert_eq!(rest, r#"[["a1","b1","b2"]]"#);
+            break;
+        }
+    }
+
+    // Disconnect a socket of the other machine.
+    assert_eq!(a1.call("", 7, "kick", json!(b1.sid)).await, json!("ok"));
+    assert_eq!(b1.recv_text().await, "41");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_redis_keeps_local_delivery_and_cross_machine_delivery_resumes() {
+    let mut redis = RedisServer::start();
+    let (a, b) = (gateway(&redis), gateway(&redis));
+    let a1 = joined(a.addr, json!("r")).await;
+    let mut a2 = joined(a.addr, json!("r")).await;
+    let mut b1 = joined(b.addr, json!("r")).await;
+    let publish = |c: &AClient, n: u32| {
+        c.send(&format!(
+            r#"42["publish",{{"to":"r","event":"n","data":{n}}}]"#
+        ));
+    };
+    publish(&a1, 0);
+    assert_eq!(next_event(&mut a2).await.1, json!(0));
+    assert_eq!(next_event(&mut b1).await.1, json!(0));
+
+    redis.kill();
+    a.wait_until("the bridge to notice", |m| m.bridge().connected() == 0);
+    for n in 1..=5 {
+        publish(&a1, n);
+        assert_eq!(
+            next_event(&mut a2).await.1,
+            json!(n),
+            "local delivery goes on"
+        );
+    }
+    assert_quiet(&mut b1, "b1 while Redis is down").await;
+
+    redis.restart();
+    let back = Instant::now();
+    let mut n = 100;
+    let resumed = loop {
+        publish(&a1, n);
+        assert_eq!(next_event(&mut a2).await.1, json!(n));
+        if let Some(Frame::Text(t)) = b1.try_recv(Duration::from_millis(100)).await {
+            break t;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "delivery did not resume within 5 s"
+        );
+        n += 1;
+    };
+    assert!(resumed.starts_with(r#"42["n","#), "{resumed}");
+    for m in [&a, &b] {
+        assert!(m.metrics.bridge().reconnects() >= 1);
+        assert_eq!(m.metrics.bridge().connected(), 1);
+    }
+    assert!(
+        a.metrics.bridge().dropped() >= 1,
+        "publishes while Redis was down are counted"
+    );
+    a.shutdown().expect("A stops cleanly");
+    b.shutdown().expect("B stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_redis_at_start_does_not_stop_the_server() {
+    let mut redis = RedisServer::start();
+    redis.kill();
+    let url = redis.url();
+    let config = <Config as clap::Parser>::parse_from(["shardio", "--redis", url.as_str()]);
+    let a = TestServer::start_with_redis(2, default_endpoints(&config), Some(config.redis.clone()));
+    let a1 = joined(a.addr, json!("r")).await;
+    let mut a2 = joined(a.addr, json!("r")).await;
+    a1.send(r#"42["publish",{"to":"r","event":"n","data":1}]"#);
+    assert_eq!(next_event(&mut a2).await.1, json!(1));
+    assert_eq!(a.metrics.bridge().connected(), 0);
+    redis.restart();
+    a.wait_until("the bridge to connect once Redis is up", |m| {
+        m.bridge().connected() == 1
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_from_redis_are_counted_and_dropped() {
+    let redis = RedisServer::start();
+    let a = gateway(&redis);
+    let mut a1 = joined(a.addr, json!("r")).await;
+    let mut pipe = std::net::TcpStream::connect(redis.addr()).expect("redis");
+    for (channel, payload) in [
+        ("socket.io#/#", &b"\x93\xc1"[..]),
+        ("socket.io#/#r#", b"not msgpack"),
+        ("socket.io-request#/#", b"{\"type\":"),
+        ("socket.io-request#/#", b"{\"type\":99}"),
+        ("socket.io-response#/#", b"\xff"),
+    ] {
+        use std::io::Write;
+        let mut cmd = format!(
+            "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{channel}\r\n${}\r\n",
+            channel.len(),
+            payload.len()
+        )
+        .into_bytes();
+        cmd.extend_from_slice(payload);
+        cmd.extend_from_slice(b"\r\n");
+        pipe.write_all(&cmd).expect("publish");
+    }
+    a.wait_until("five malformed messages", |m| m.bridge().malformed() == 5);
+    // Still serving, still bridged.
+    a1.send(r#"42["publish",{"to":"r","event":"n","data":1}]"#);
+    assert_quiet(&mut a1, "the publisher").await;
+    assert_eq!(a.metrics.bridge().connected(), 1);
+}
+
+#[test]
+fn a_node_socketio_server_and_shardio_share_one_redis() {
+    let redis = RedisServer::start();
+    let shardio = gateway(&redis);
+    let out = common::node::run_script(
+        "node_cluster.mjs",
+        &[&redis.url(), &shardio.url()],
+        Duration::from_secs(45),
+    );
+    assert_eq!(out.trim(), "ok");
+    assert_eq!(shardio.metrics.bridge().malformed(), 0);
+}
+
+#[test]
+fn the_redis_emitter_reaches_shardio_clients() {
+    let redis = RedisServer::start();
+    let shardio = gateway(&redis);
+    let out = common::node::run_script(
+        "emitter.mjs",
+        &[&redis.url(), &shardio.url()],
+        Duration::from_secs(25),
+    );
+    assert_eq!(out.trim(), "ok");
+}
+
+/// `deploy/haproxy.cfg` in front of `backends`, on a free port; killed on drop.
+struct Haproxy {
+    port: u16,
+    child: std::process::Child,
+    _config: std::path::PathBuf,
+}
+
+impl Haproxy {
+    fn start(backends: &[std::net::SocketAddr]) -> Haproxy {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let deployed = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/haproxy.cfg"),
+        )
+        .expect("deploy/haproxy.cfg");
+        // The deployed file, with this test's addresses.
+        let mut config = deployed.replace("bind *:8080", &format!("bind 127.0.0.1:{port}"));
+        for (i, slot) in ["127.0.0.1:3001", "127.0.0.1:3002", "127.0.0.1:3003"]
+            .iter()
+            .enumerate()
+        {
+            match backends.get(i) {
+                Some(addr) => config = config.replace(slot, &addr.to_string()),
+                None => {
+                    config = config
+                        .lines()
+                        .filter(|l| !l.contains(slot))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                        + "\n"
+                }
+            }
+        }
+        let path = std::env::temp_dir().join(format!("shardio-haproxy-{port}.cfg"));
+        std::fs::write(&path, config).expect("write the test config");
+        let haproxy = ["/usr/sbin/haproxy", "haproxy"]
+            .into_iter()
+            .find(|p| std::process::Command::new(p).arg("-v").output().is_ok())
+            .expect("haproxy must be installed (scripts/test.sh installs it)");
+        let child = std::process::Command::new(haproxy)
+            .args(["-db", "-f"])
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start haproxy");
+        let deadline = Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "haproxy did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Haproxy {
+            port,
+            child,
+            _config: path,
+        }
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self._config);
+    }
+}
+
+#[test]
+fn socketio_clients_behind_haproxy_see_each_others_publishes() {
+    let redis = RedisServer::start();
+    let (a, b) = (gateway(&redis), gateway(&redis));
+    let lb = Haproxy::start(&[a.addr, b.addr]);
+    // The official client, WebSocket only: its clients land on both machines and every
+    // publish must reach every eligible client once (gateway_client.mjs checks that).
+    let out = common::node::run_script(
+        "gateway_client.mjs",
+        &[&format!("http://127.0.0.1:{}", lb.port), "8", "websocket"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.trim(), "ok");
+    for m in [&a, &b] {
+        assert!(
+            m.metrics
+                .shards()
+                .iter()
+                .map(|s| s.sessions_total())
+                .sum::<u64>()
+                >= 2,
+            "the load balancer used both machines"
+        );
+    }
+}
+
+/// A TCP relay to Redis that can silently swallow what Redis sends on subscriber connections
+/// (those that sent SUBSCRIBE), keeping them open: a subscription that stops delivering
+/// without any error, which only the bridge's probe can notice.
+struct SilentRelay {
+    port: u16,
+    mute: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SilentRelay {
+    fn start(target: std::net::SocketAddr) -> SilentRelay {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let mute = Arc::new(AtomicBool::new(false));
+        let muted = mute.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let Ok(mut server) = std::net::TcpStream::connect(target) else {
+                    return;
+                };
+                let subscriber = Arc::new(AtomicBool::new(false));
+                let (mut client_r, mut server_w) = (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                );
+                let sub = subscriber.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = client_r.read(&mut buf) {
+                        if buf[..n]
+                            .windows(9)
+                            .any(|w| w.eq_ignore_ascii_case(b"subscribe"))
+                        {
+                            sub.store(true, Relaxed);
+                        }
+                        if server_w.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+                let muted = muted.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = server.read(&mut buf) {
+                        if muted.load(Relaxed) && subscriber.load(Relaxed) {
+                            continue;
+                        }
+                        if client.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        SilentRelay { port, mute }
+    }
+
+    fn set_muted(&self, muted: bool) {
+        self.mute.store(muted, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_that_silently_stops_is_caught_by_the_probe() {
+    let redis = RedisServer::start();
+    let relay = SilentRelay::start(redis.addr());
+    let mut config =
+        shardio::config::RedisConfig::new(format!("redis://127.0.0.1:{}/0", relay.port));
+    config.probe_interval = 300;
+    let url = redis.url();
+    let gw = <Config as clap::Parser>::parse_from(["shardio", "--redis", url.as_str()]);
+    let a = TestServer::start_with_redis(2, default_endpoints(&gw), Some(config));
+    wait_bridged(&a);
+    let b = gateway(&redis);
+    let mut a1 = joined(a.addr, json!("r")).await;
+    let b1 = joined(b.addr, json!("r")).await;
+    let publish = |n: u32| {
+        b1.send(&format!(
+            r#"42["publish",{{"to":"r","event":"n","data":{n}}}]"#
+        ))
+    };
+    publish(0);
+    assert_eq!(next_event(&mut a1).await.1, json!(0));
+
+    relay.set_muted(true);
+    a.wait_until("the probe to be missed", |m| m.bridge().probes_lost() >= 1);
+    relay.set_muted(false);
+    let back = Instant::now();
+    let mut n = 1;
+    loop {
+        publish(n);
+        if let Some(Frame::Text(_)) = a1.try_recv(Duration::from_millis(100)).await {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(8),
+            "delivery did not resume"
+        );
+        n += 1;
+    }
+    assert!(a.metrics.bridge().reconnects() >= 1);
+}
