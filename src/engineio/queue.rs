@@ -7,6 +7,9 @@ use std::io::IoSlice;
 
 use super::frame::{FrameKind, OutFrame};
 
+/// Queue slots kept after the queue drains (about 40 bytes each).
+const RETAINED_FRAMES: usize = 256;
+
 pub(crate) struct OutQueue {
     frames: VecDeque<OutFrame>,
     /// Bytes of the front frame already written.
@@ -87,8 +90,9 @@ impl OutQueue {
                 written = 0;
             }
         }
-        if self.frames.is_empty() && self.frames.capacity() > 64 {
-            // A burst is over: give the memory back, idle sockets must stay small.
+        if self.frames.is_empty() && self.frames.capacity() > RETAINED_FRAMES {
+            // A big burst is over: give the memory back (idle sockets must stay small), but
+            // keep a working size, so steady traffic does not regrow the queue every turn.
             self.frames = VecDeque::new();
         }
     }

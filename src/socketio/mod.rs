@@ -611,19 +611,25 @@ impl EngineApp for SioShard {
             max_attachments: self.config.max_attachments,
             sockets: RefCell::new(Vec::new()),
             pending: RefCell::new(None),
-            got_connect: Cell::new(false),
+            connect_guard: RefCell::new(None),
         });
+        let guard = Rc::new(ConnectGuard(Rc::downgrade(session)));
         self.connect_deadlines.push(
             tokio::time::Instant::now() + self.config.connect_timeout,
-            Rc::downgrade(session),
-            Rc::downgrade(&client),
+            Rc::downgrade(&guard),
         );
+        *client.connect_guard.borrow_mut() = Some(guard);
         client
     }
 }
 
-/// When a connection must have sent CONNECT by, and the connection.
-type ConnectDeadline = (tokio::time::Instant, Weak<Session>, Weak<Client>);
+/// When a connection must have sent CONNECT by, and its guard.
+type ConnectDeadline = (tokio::time::Instant, Weak<ConnectGuard>);
+
+/// Held by a client until its first CONNECT (or its close): the deadline queue only holds a
+/// weak reference to this small guard, so a connection that went away frees its session and
+/// client at once instead of when its deadline expires.
+struct ConnectGuard(Weak<Session>);
 
 /// Connections that must send CONNECT before a deadline, oldest first. One queue and one
 /// timer task per shard instead of a timer per connection: the timeout is the same for all,
@@ -635,27 +641,24 @@ struct ConnectDeadlines {
 }
 
 impl ConnectDeadlines {
-    fn push(&self, at: tokio::time::Instant, session: Weak<Session>, client: Weak<Client>) {
-        self.queue.borrow_mut().push_back((at, session, client));
+    fn push(&self, at: tokio::time::Instant, guard: Weak<ConnectGuard>) {
+        self.queue.borrow_mut().push_back((at, guard));
         self.added.notify_one();
     }
 
     /// Closes the connections whose deadline passed without a CONNECT; runs for the shard's life.
     async fn enforce(self: Rc<Self>) {
         loop {
-            let next = self.queue.borrow().front().map(|(at, _, _)| *at);
+            let next = self.queue.borrow().front().map(|(at, _)| *at);
             match next {
                 None => self.added.notified().await,
                 Some(at) if at > tokio::time::Instant::now() => tokio::time::sleep_until(at).await,
                 Some(_) => {
                     let expired = self.queue.borrow_mut().pop_front();
-                    if let Some((_, session, client)) = expired {
-                        if let (Some(session), Some(client)) = (session.upgrade(), client.upgrade())
-                        {
-                            if !client.got_connect.get() {
-                                session.close(CloseReason::ForcedClose);
-                            }
-                        }
+                    // A guard still alive means no CONNECT came in time.
+                    let session = expired.and_then(|(_, guard)| guard.upgrade()?.0.upgrade());
+                    if let Some(session) = session {
+                        session.close(CloseReason::ForcedClose);
                     }
                 }
             }
@@ -682,7 +685,8 @@ struct Client {
     max_attachments: usize,
     sockets: RefCell<Vec<Socket>>,
     pending: RefCell<Option<PendingBinary>>,
-    got_connect: Cell<bool>,
+    /// Dropped at the first CONNECT: until then the shard's connect deadline applies.
+    connect_guard: RefCell<Option<Rc<ConnectGuard>>>,
 }
 
 impl Connection for Client {
@@ -699,6 +703,7 @@ impl Connection for Client {
             socket.left(DisconnectReason::Transport(reason));
         }
         self.pending.borrow_mut().take();
+        self.connect_guard.borrow_mut().take();
     }
 }
 
@@ -790,7 +795,7 @@ impl Client {
     }
 
     fn connect(&self, session: &Rc<Session>, nsp: &str, auth: Option<Value>) {
-        self.got_connect.set(true);
+        self.connect_guard.borrow_mut().take();
         if self.sockets.borrow().iter().any(|s| s.nsp() == nsp) {
             return session.close(CloseReason::ParseError);
         }
