@@ -105,6 +105,15 @@ impl TestServer {
             .map(|t| t.join().expect("server thread must not panic"))
     }
 
+    /// How many shards have opened at least one session.
+    pub fn shards_used(&self) -> usize {
+        self.metrics
+            .shards()
+            .iter()
+            .filter(|s| s.sessions_total() > 0)
+            .count()
+    }
+
     /// Waits until `f` holds (polling the server's counters).
     pub fn wait_until(&self, what: &str, f: impl Fn(&Metrics) -> bool) {
         let deadline = Instant::now() + WAIT;
