@@ -119,7 +119,7 @@ type ServerSideEmitFn =
     dyn Fn(&BroadcastOperator, &str, Payload, Option<ServerSideAck>) + Send + Sync;
 
 /// The handlers of one namespace.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Namespace {
     authorize: Option<Arc<AuthorizeFn>>,
     on_connect: Option<Arc<ConnectFn>>,
@@ -258,8 +258,9 @@ impl SocketIo {
     /// connect to registered namespaces.
     pub fn namespace(&mut self, name: &str) -> &mut Namespace {
         let ns = self.namespaces.entry(name.to_string()).or_default();
-        // Only this builder holds the Arc until the app starts.
-        Arc::get_mut(ns).expect("namespaces are only shared once the server runs")
+        // The builder is the only holder until the app starts; were it shared, the copy would
+        // be edited (handlers are `Arc`s, so that is cheap) rather than panicking.
+        Arc::make_mut(ns)
     }
 }
 
