@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Record CPU flamegraphs of a one-shard shardio under the load generator.
 #
-#   bash flamegraphs/record.sh              # both scenarios: flamegraphs/{fanout,connect}.svg
+#   bash flamegraphs/record.sh              # all: flamegraphs/{fanout,fanout10k,connect}.svg
 #   SCENARIOS=fanout bash flamegraphs/record.sh
 #
 # What it does: builds the `profiling` profile (release + symbols) of `shardio` and
@@ -13,9 +13,10 @@
 # attach to the server: root, or kernel.perf_event_paranoid <= 1.
 #
 # Settings (env vars, defaults in brackets):
-#   SCENARIOS ["fanout connect"]  SERVER_CPU [0]  BENCH_CPU [1]  FREQ [999 samples/s]
+#   SCENARIOS ["fanout fanout10k connect"]  SERVER_CPU [0]  BENCH_CPU [1]  FREQ [999 samples/s]
 #   CALL_GRAPH [dwarf,32768; "fp" needs a build with frame pointers]
 #   FANOUT_SUBS [1000] FANOUT_ROOMS [10] FANOUT_PUBS [10] FANOUT_DURATION [10 s, flat out]
+#   TENK_SUBS [10000] TENK_RATE [50 publishes/s] (fanout10k: one room, one paced publisher)
 #   CONNECT_COUNT [5000 per round] CONNECT_ROUNDS [4]  (20,000 handshakes in all)
 #   MINWIDTH [0.2: frames narrower than this many pixels are left out, keeps the SVG small]
 #   SKIP_BUILD [0]  KEEP_DATA [0: 1 keeps perf.data and the folded stacks in $WORK]
@@ -24,7 +25,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-SCENARIOS=${SCENARIOS:-"fanout connect"}
+SCENARIOS=${SCENARIOS:-"fanout fanout10k connect"}
 SERVER_CPU=${SERVER_CPU:-0}
 BENCH_CPU=${BENCH_CPU:-1}
 FREQ=${FREQ:-999}
@@ -33,6 +34,8 @@ FANOUT_SUBS=${FANOUT_SUBS:-1000}
 FANOUT_ROOMS=${FANOUT_ROOMS:-10}
 FANOUT_PUBS=${FANOUT_PUBS:-10}
 FANOUT_DURATION=${FANOUT_DURATION:-10}
+TENK_SUBS=${TENK_SUBS:-10000}
+TENK_RATE=${TENK_RATE:-50}
 CONNECT_COUNT=${CONNECT_COUNT:-5000}
 CONNECT_ROUNDS=${CONNECT_ROUNDS:-4}
 MINWIDTH=${MINWIDTH:-0.2}
@@ -55,7 +58,8 @@ die() { log "error: $*"; exit 1; }
 
 [[ -x $PERF ]] || die "perf not found (Debian: apt-get install linux-perf)"
 for name in $SCENARIOS; do
-  [[ $name == fanout || $name == connect ]] || die "unknown scenario '$name' (fanout, connect)"
+  [[ $name == fanout || $name == fanout10k || $name == connect ]] ||
+    die "unknown scenario '$name' (fanout, fanout10k, connect)"
 done
 command -v python3 >/dev/null || die "python3 is needed to pick a free port"
 command -v taskset >/dev/null || die "taskset not found (Debian: util-linux)"
@@ -168,6 +172,11 @@ run_load() {
         --rate 0 --duration "$FANOUT_DURATION" --drain 5 --cpu "$BENCH_CPU" \
         --server-pid "$SERVER_PID"
       ;;
+    fanout10k)
+      timeout $((FANOUT_DURATION + 90)) taskset -c "$BENCH_CPU" "$BENCH" fanout --url "$url" \
+        --subscribers "$TENK_SUBS" --rooms 1 --publishers 1 --rate "$TENK_RATE" \
+        --duration "$FANOUT_DURATION" --drain 5 --cpu "$BENCH_CPU" --server-pid "$SERVER_PID"
+      ;;
     connect)
       local round
       for round in $(seq 1 "$CONNECT_ROUNDS"); do
@@ -188,6 +197,10 @@ subtitle() {
     fanout)
       load="$FANOUT_SUBS subscribers / $FANOUT_ROOMS rooms / $FANOUT_PUBS publishers flat out, ${FANOUT_DURATION} s"
       result=$(awk '$1 == "deliveries/s" {print $2 " deliveries/s"; exit}' "$WORK/$name.bench.txt")
+      ;;
+    fanout10k)
+      load="$TENK_SUBS subscribers in one room, one publisher at $TENK_RATE/s, ${FANOUT_DURATION} s"
+      result=$(awk '$1 == "latency" {print "latency p50 " $3 " / p99 " $6 " ms"; exit}' "$WORK/$name.bench.txt")
       ;;
     connect)
       load="$CONNECT_ROUNDS x $CONNECT_COUNT handshakes, closed after each round"

@@ -14,6 +14,8 @@ use super::Session;
 
 /// Sessions written per turn before the flusher lets other tasks (reads) run.
 const CHUNK: usize = 256;
+/// Sessions brought into the cache together before they are written.
+const TOUCH_AHEAD: usize = 16;
 
 #[derive(Default)]
 pub(crate) struct Flusher {
@@ -40,8 +42,15 @@ impl Flusher {
                 continue;
             }
             for chunk in batch.chunks(CHUNK) {
-                for session in chunk {
-                    session.flush_now();
+                for group in chunk.chunks(TOUCH_AHEAD) {
+                    // As a broadcast does: read every session of the group first, so that their
+                    // cache misses overlap, then write them.
+                    for session in group {
+                        std::hint::black_box(session.queued_bytes());
+                    }
+                    for session in group {
+                        session.flush_now();
+                    }
                 }
                 tokio::task::yield_now().await;
             }

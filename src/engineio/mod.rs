@@ -317,16 +317,28 @@ struct PollState {
 }
 
 /// One Engine.IO session, owned by the shard that opened it.
+///
+/// `repr(C)` keeps the fields in this order: a broadcast touches only the first group (the
+/// queue and the flags beside it) of each of thousands of sessions, so they share the cache
+/// lines right after the `Rc` counts instead of being spread over the whole struct.
+#[repr(C)]
 pub struct Session {
+    out: RefCell<OutQueue>,
+    closing: Cell<Option<CloseReason>>,
+    /// Listed in the flusher, not written yet.
+    dirty: Cell<bool>,
+    /// The socket while the WebSocket loop runs, so the shard's flusher can write to it.
+    ws: RefCell<Option<Rc<TcpStream>>>,
+    me: Weak<Session>,
+    flusher: Rc<Flusher>,
+    // The rest is touched per request or per heartbeat, not per message.
     sid: Sid,
     /// The endpoint (path) that opened it: its requests must come to the same one.
     endpoint: usize,
     request: RequestInfo,
-    out: RefCell<OutQueue>,
     /// Wakes whoever delivers the queue (the WebSocket loop, or the pending GET) when the queue
     /// goes from empty to non-empty, on close, and for an upgrade noop.
     wake: Notify,
-    closing: Cell<Option<CloseReason>>,
     conn: RefCell<Option<Rc<dyn Connection>>>,
     transport: Cell<Transport>,
     /// A pong arrived since the driver last looked.
@@ -343,12 +355,6 @@ pub struct Session {
     poll: PollState,
     /// The WebSocket of a finished upgrade, until the driver takes it over.
     upgraded: RefCell<Option<Box<websocket::WsTransport>>>,
-    me: Weak<Session>,
-    /// The socket while the WebSocket loop runs, so the shard's flusher can write to it.
-    ws: RefCell<Option<Rc<TcpStream>>>,
-    /// Listed in the flusher, not written yet.
-    dirty: Cell<bool>,
-    flusher: Rc<Flusher>,
 }
 
 impl Session {
@@ -390,6 +396,16 @@ impl Session {
 
     pub fn request(&self) -> &RequestInfo {
         &self.request
+    }
+
+    /// Bytes queued and not written yet (0 once closed). It reads what a send reads, so a
+    /// broadcast calls it on a batch of sessions to bring them into the cache together.
+    pub fn queued_bytes(&self) -> usize {
+        if self.is_open() {
+            self.out.borrow().bytes()
+        } else {
+            0
+        }
     }
 
     /// Whether the session is still open for sending.
@@ -1006,6 +1022,12 @@ async fn abort_upgrade(mut stream: TcpStream, status: u16, message: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_send_touches_only_the_first_two_cache_lines() {
+        // The Rc counts (16 bytes) come first in the allocation, then these.
+        assert!(16 + std::mem::offset_of!(Session, flusher) + 8 <= 128);
+    }
 
     #[test]
     fn request_info_keeps_url_query_and_headers_in_one_block() {

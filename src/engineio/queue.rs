@@ -33,6 +33,11 @@ impl OutQueue {
         self.frames.is_empty()
     }
 
+    /// Bytes queued and not written yet.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     pub fn fits(&self, frames: &[OutFrame]) -> bool {
         let add: usize = frames.iter().map(OutFrame::len).sum();
         self.bytes + add <= self.limit

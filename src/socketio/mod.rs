@@ -37,6 +37,9 @@ use broadcast::{Collectors, Gatherings};
 use cluster::Gathering;
 use room::RoomIndex;
 
+/// Sessions a broadcast touches together before sending to them (see `NsShard::deliver`).
+const DELIVERY_BATCH: usize = 16;
+
 /// Socket.IO settings.
 #[derive(Debug, Clone)]
 pub struct SocketIoConfig {
@@ -353,21 +356,36 @@ impl NsShard {
         let rooms = self.rooms.borrow();
         let everyone = sockets.iter().map(|(sid, socket)| (*sid, socket.session()));
         let mut delivered = 0;
-        rooms.select(&opts.rooms, &opts.except, everyone, |sid, session| {
-            let sent = if opts.volatile {
-                session.send_volatile(frames)
-            } else {
-                session.send(frames).is_ok()
-            };
-            if sent {
-                delivered += 1;
-                if let Some((id, origin)) = ack {
-                    if let Some(socket) = sockets.get(&sid) {
-                        socket.expect_broadcast_ack(id, origin);
+        let mut send = |batch: &mut Vec<(Sid, &Rc<Session>)>| {
+            // Touch every session of the batch first: the loads do not depend on each other, so
+            // their cache misses (thousands of cold sessions per broadcast) overlap.
+            for (_, session) in batch.iter() {
+                std::hint::black_box(session.queued_bytes());
+            }
+            for (sid, session) in batch.drain(..) {
+                let sent = if opts.volatile {
+                    session.send_volatile(frames)
+                } else {
+                    session.send(frames).is_ok()
+                };
+                if sent {
+                    delivered += 1;
+                    if let Some((id, origin)) = ack {
+                        if let Some(socket) = sockets.get(&sid) {
+                            socket.expect_broadcast_ack(id, origin);
+                        }
                     }
                 }
             }
+        };
+        let mut batch = Vec::with_capacity(DELIVERY_BATCH);
+        rooms.select(&opts.rooms, &opts.except, everyone, |sid, session| {
+            batch.push((sid, session));
+            if batch.len() == DELIVERY_BATCH {
+                send(&mut batch);
+            }
         });
+        send(&mut batch);
         delivered
     }
 

@@ -112,7 +112,7 @@ impl<K: Copy + Eq + Hash, V: Clone> RoomIndex<K, V> {
         rooms: &[impl AsRef<str>],
         except: &[impl AsRef<str>],
         everyone: impl Iterator<Item = (K, &'a V)>,
-        mut f: impl FnMut(K, &V),
+        mut f: impl FnMut(K, &'a V),
     ) {
         // Resolve the except rooms once, not once per member.
         let except: Vec<&Members<K, V>> = except
