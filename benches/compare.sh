@@ -3,22 +3,51 @@
 #
 #   bash benches/compare.sh            # everything, default sizes, 3 repetitions
 #   REPS=1 SCENARIOS=fanout SERVERS="node-single socketioxide" bash benches/compare.sh
+#   # two cores for the servers (shardio --shards 2, Node cluster 2 workers), generator unpinned:
+#   RESULTS=benches/RESULTS-2cores.md SERVER_CPUS=0-1 BENCH_CPU=none bash benches/compare.sh
 #
-# Each server runs in turn pinned with `taskset -c $SERVER_CPUS`, the generator pinned to
-# $BENCH_CPU; every run is bounded by `timeout`. Servers listen on 127.0.0.1 only. A server
-# that is missing or fails to start (shardio, until it exists) is marked "not available" and the
-# other rows are still produced. Raw JSON of every run goes to $OUT_DIR.
+# Each server runs in turn pinned with `taskset -c $SERVER_CPUS` (one shardio shard and one Node
+# cluster worker per core named there), the generator pinned to $BENCH_CPU (taskset and --cpu;
+# BENCH_CPU=none or empty: not pinned, it then shares the servers' cores); every run is bounded
+# by `timeout`. Servers listen on 127.0.0.1 only. A server that is missing or fails to start is
+# marked "not available" and the other rows are still produced. Raw JSON of every run goes to
+# $OUT_DIR.
 #
 # Sizes (env vars, defaults in brackets):
 #   FANOUT_SUBS [1000] FANOUT_ROOMS [10] FANOUT_PUBS [10] FANOUT_RATE [0 = flat out]
 #   FANOUT_DURATION [10] FANOUT_WINDOW [32] FANOUT_PACED_RATE [10 per publisher per second]
 #   CONNECT_COUNT [5000] IDLE_COUNT [5000]
+#   TENK_SUBS [10000] TENK_RATES ["4 10 25 50 100 150 200" publishes/s] TENK_DURATION [10]
+#   CROSS_SUBS [1000] CROSS_ROOMS [10] CROSS_PUBS [10] CROSS_RATE [20 per publisher per second]
+#   FLOOR_DURATION [5]
 #   IDLE_DURATION [10] REPS [3] SERVER_CPUS [0] BENCH_CPU [1]
 #   SERVERS ["shardio node-single node-cluster socketioxide"]
-#   SCENARIOS ["fanout fanout-paced connect idle"]
+#   SCENARIOS ["fanout fanout-paced connect idle fanout-10k cross floor"]
+#   RESULTS [benches/RESULTS.md] OUT_DIR [benches/results/<UTC time>]
 #
 # `fanout` is flat out (throughput; its latency is mostly the queue that the publish window
 # allows), `fanout-paced` is the same shape at a fixed rate every server sustains (latency).
+#
+# `fanout-10k`: TENK_SUBS subscribers in one room, one publisher at a fixed rate. Per server a
+# ladder: the rates of TENK_RATES in increasing order, a fresh server for each, TENK_DURATION s
+# each, stopping at the first rate not held. A rate is HELD when every subscriber joined, lost
+# is 0, every publish was acknowledged ok (publishes_acked = publishes_sent), the publisher kept
+# the pace (publishes_per_s >= 0.95 x rate: the window of unacknowledged publishes never held it
+# back) and the backlog did not grow: drain_s <= 1 (the last expected delivery arrived at most
+# 1 s after publishing stopped). Then one more run at half the highest held rate (the ladder's
+# run is reused when that rate was on it) gives the latency figures. One ladder per server, not
+# REPS: every rung is a single run.
+#
+# `cross`: publishers on server A, subscribers on server B, rooms shared through a redis-server
+# the script starts on a free port (pinned to SERVER_CPUS too: A, B and Redis share the same
+# cores). shardio: two processes with --redis; Node: two single-process servers with the redis
+# adapter (node-single's row); node-cluster is not run for cross and socketioxide has no Redis
+# adapter. Server CPU sums A, B and Redis. Duration FANOUT_DURATION, window FANOUT_WINDOW.
+#
+# `floor`: no server. shardio-bench floor writes 80 B per pass to each of TENK_SUBS loopback
+# sockets (capped by the descriptor limit: both ends are in one process) at 50 passes/s for
+# FLOOR_DURATION s, writer on the first core of SERVER_CPUS (where a server would write), reader
+# on BENCH_CPU: the kernel's own cost of a fan-out on this machine. Run once, not per server.
 #   SKIP_BUILD [0]: use the binaries already built.
 set -euo pipefail
 
@@ -35,11 +64,19 @@ FANOUT_PACED_RATE=${FANOUT_PACED_RATE:-10}
 CONNECT_COUNT=${CONNECT_COUNT:-5000}
 IDLE_COUNT=${IDLE_COUNT:-5000}
 IDLE_DURATION=${IDLE_DURATION:-10}
+TENK_SUBS=${TENK_SUBS:-10000}
+TENK_RATES=${TENK_RATES:-"4 10 25 50 100 150 200"}
+TENK_DURATION=${TENK_DURATION:-10}
+CROSS_SUBS=${CROSS_SUBS:-1000}
+CROSS_ROOMS=${CROSS_ROOMS:-10}
+CROSS_PUBS=${CROSS_PUBS:-10}
+CROSS_RATE=${CROSS_RATE:-20}
+FLOOR_DURATION=${FLOOR_DURATION:-5}
 REPS=${REPS:-3}
 SERVER_CPUS=${SERVER_CPUS:-0}
-BENCH_CPU=${BENCH_CPU:-1}
+BENCH_CPU=${BENCH_CPU-1}   # empty (or none): the generator is not pinned
 SERVERS=${SERVERS:-"shardio node-single node-cluster socketioxide"}
-SCENARIOS=${SCENARIOS:-"fanout fanout-paced connect idle"}
+SCENARIOS=${SCENARIOS:-"fanout fanout-paced connect idle fanout-10k cross floor"}
 SKIP_BUILD=${SKIP_BUILD:-0}
 OUT_DIR=${OUT_DIR:-"$ROOT/benches/results/$(date -u +%Y%m%dT%H%M%SZ)"}
 RESULTS=${RESULTS:-"$ROOT/benches/RESULTS.md"}
@@ -58,6 +95,13 @@ server_cores() {
   echo "$n"
 }
 CORES=$(server_cores)
+
+# How the generator runs: pinned (taskset on the process, --cpu for its threads) or not at all.
+if [[ -z $BENCH_CPU || $BENCH_CPU == none ]]; then
+  BENCH_CPU=none BENCH_PIN="" BENCH_CPU_ARG=""
+else
+  BENCH_PIN="taskset -c $BENCH_CPU " BENCH_CPU_ARG=" --cpu $BENCH_CPU"
+fi
 
 log() { printf '[compare] %s\n' "$*" >&2; }
 
@@ -114,65 +158,83 @@ wait_port() {
   return 1
 }
 
-SERVER_PID=""      # the main process of the server under test
 SERVER_PIDS=""     # every process whose CPU and RSS count (comma separated)
-SERVER_CMD=""
-EXTRA_PIDS=()      # helpers to stop with the server (redis)
+SERVER_CMD=""      # how the server(s) were started, for the report
+STARTED=()         # every process to stop after the run: servers and their redis-server
+REDIS_URL=""
 
-# start_server NAME PORT: sets SERVER_PID, SERVER_PIDS, SERVER_CMD; fails if it does not come up.
-start_server() {
-  local name=$1 port=$2
-  EXTRA_PIDS=()
-  case $name in
-    shardio)
-      SERVER_CMD="taskset -c $SERVER_CPUS $SHARDIO --listen 127.0.0.1:$port --shards $CORES"
-      ;;
-    node-single)
-      SERVER_CMD="taskset -c $SERVER_CPUS node $NODE_DIR/server.js --mode single --port $port"
-      ;;
-    node-cluster)
-      local rport
-      rport=$(free_port)
-      taskset -c "$SERVER_CPUS" redis-server --port "$rport" --bind 127.0.0.1 --save '' \
-        --appendonly no --loglevel warning >"$OUT_DIR/redis.log" 2>&1 &
-      EXTRA_PIDS+=($!)
-      wait_port "$rport" "${EXTRA_PIDS[0]}" || { log "redis-server did not start"; return 1; }
-      SERVER_CMD="taskset -c $SERVER_CPUS node $NODE_DIR/server.js --mode cluster --workers $CORES --redis redis://127.0.0.1:$rport --port $port"
-      ;;
-    socketioxide)
-      SERVER_CMD="taskset -c $SERVER_CPUS $SIOXIDE --port $port"
-      ;;
-    *) log "unknown server $name"; return 1 ;;
-  esac
-  $SERVER_CMD >"$OUT_DIR/$name.log" 2>&1 &
-  SERVER_PID=$!
-  if ! wait_port "$port" "$SERVER_PID"; then
-    stop_server
-    return 1
-  fi
-  SERVER_PIDS=$SERVER_PID
-  if [[ $name == node-cluster ]]; then
-    # The primary, its workers and the Redis they share: the whole deployment's CPU and memory.
-    local w
-    for w in $(pgrep -P "$SERVER_PID"); do SERVER_PIDS+=",$w"; done
-    SERVER_PIDS+=",${EXTRA_PIDS[0]}"
-  fi
+# launch LOG CMD...: starts CMD in the background, logging to $OUT_DIR/LOG.log; sets LAUNCHED.
+launch() {
+  local name=$1
+  shift
+  "$@" >>"$OUT_DIR/$name.log" 2>&1 &
+  LAUNCHED=$!
+  STARTED+=("$LAUNCHED")
 }
 
-stop_server() {
-  local p
-  for p in ${SERVER_PID:-} "${EXTRA_PIDS[@]}"; do
-    kill "$p" 2>/dev/null || true
+# A redis-server on a free port, on the servers' cores; sets REDIS_URL.
+start_redis() {
+  local rport
+  rport=$(free_port)
+  launch redis taskset -c "$SERVER_CPUS" redis-server --port "$rport" --bind 127.0.0.1 --save '' \
+    --appendonly no --loglevel warning
+  wait_port "$rport" "$LAUNCHED" || { log "redis-server did not start"; return 1; }
+  REDIS_URL=redis://127.0.0.1:$rport
+}
+
+# server_cmd NAME PORT: the command that starts one server NAME on PORT, joined to the
+# redis-server at $REDIS_URL when one runs.
+server_cmd() {
+  local name=$1 port=$2 redis=${REDIS_URL:+ --redis $REDIS_URL}
+  case $name in
+    shardio) echo "taskset -c $SERVER_CPUS $SHARDIO --listen 127.0.0.1:$port --shards $CORES$redis" ;;
+    node-single) echo "taskset -c $SERVER_CPUS node $NODE_DIR/server.js --mode single$redis --port $port" ;;
+    node-cluster) echo "taskset -c $SERVER_CPUS node $NODE_DIR/server.js --mode cluster --workers $CORES$redis --port $port" ;;
+    socketioxide) echo "taskset -c $SERVER_CPUS $SIOXIDE --port $port" ;;
+    *) log "unknown server $name"; return 1 ;;
+  esac
+}
+
+# start_servers NAME PORT [PORT_B]: server NAME on PORT (node-cluster with its redis-server);
+# with PORT_B a second one there, both on a fresh redis-server (cross). Sets SERVER_PIDS and
+# SERVER_CMD; fails if one does not come up.
+start_servers() {
+  local name=$1 port cmd w
+  STARTED=() REDIS_URL="" SERVER_PIDS="" SERVER_CMD=""
+  : >"$OUT_DIR/$name.log"
+  : >"$OUT_DIR/redis.log"
+  if [[ $# -gt 2 || $name == node-cluster ]] && ! start_redis; then
+    stop_servers
+    return 1
+  fi
+  for port in "${@:2}"; do
+    cmd=$(server_cmd "$name" "$port") || return 1
+    launch "$name" $cmd
+    if ! wait_port "$port" "$LAUNCHED"; then
+      stop_servers
+      return 1
+    fi
+    SERVER_PIDS+="${SERVER_PIDS:+,}$LAUNCHED"
+    if [[ $name == node-cluster ]]; then
+      for w in $(pgrep -P "$LAUNCHED"); do SERVER_PIDS+=",$w"; done
+    fi
+    SERVER_CMD+="${SERVER_CMD:+ & }$cmd"
   done
-  for p in ${SERVER_PID:-} "${EXTRA_PIDS[@]}"; do
+  # Redis too: the whole deployment's CPU and memory.
+  if [[ -n $REDIS_URL ]]; then SERVER_PIDS+=",${STARTED[0]}"; fi
+}
+
+stop_servers() {
+  local p
+  for p in "${STARTED[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${STARTED[@]}"; do
     for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$p" 2>/dev/null || true
     wait "$p" 2>/dev/null || true
   done
-  SERVER_PID=""
-  EXTRA_PIDS=()
+  STARTED=()
 }
-trap stop_server EXIT
+trap stop_servers EXIT
 
 # ---------------------------------------------------------------------------------------------
 # The runs.
@@ -181,20 +243,134 @@ scenario_args() {
   case $1 in
     fanout) echo "fanout --subscribers $FANOUT_SUBS --rooms $FANOUT_ROOMS --publishers $FANOUT_PUBS --rate $FANOUT_RATE --duration $FANOUT_DURATION --window $FANOUT_WINDOW --drain 5" ;;
     fanout-paced) echo "fanout --subscribers $FANOUT_SUBS --rooms $FANOUT_ROOMS --publishers $FANOUT_PUBS --rate $FANOUT_PACED_RATE --duration $FANOUT_DURATION --window $FANOUT_WINDOW --drain 5" ;;
+    cross) echo "cross --subscribers $CROSS_SUBS --rooms $CROSS_ROOMS --publishers $CROSS_PUBS --rate $CROSS_RATE --duration $FANOUT_DURATION --window $FANOUT_WINDOW --drain 5" ;;
     connect) echo "connect --count $CONNECT_COUNT --hold 1" ;;
     idle) echo "idle --count $IDLE_COUNT --settle 2 --duration $IDLE_DURATION" ;;
   esac
 }
 
+# fanout-10k at $1 publishes/s.
+tenk_args() {
+  echo "fanout --subscribers $TENK_SUBS --rooms 1 --publishers 1 --rate $1 --duration $TENK_DURATION --window $FANOUT_WINDOW --drain 5"
+}
+
 scenario_limit() {  # seconds a run may take before it is killed
   case $1 in
-    fanout | fanout-paced) echo $((FANOUT_DURATION + 120)) ;;
+    fanout | fanout-paced | cross) echo $((FANOUT_DURATION + 120)) ;;
+    fanout-10k) echo $((TENK_DURATION + 180)) ;;
     connect) echo 180 ;;
     idle) echo $((IDLE_DURATION + 180)) ;;
+    floor) echo $((FLOOR_DURATION + 120)) ;;
+  esac
+}
+
+# bench_run SERVER SCENARIO STEM ARGS...: a fresh server (two and a redis-server for cross), one
+# generator run with ARGS, its output in $OUT_DIR/STEM.{json,txt}. Status 2: the server did not
+# start (SERVER.unavailable says why); 1: the run failed (no JSON).
+bench_run() {
+  local server=$1 scenario=$2 stem=$3 ports cmd json
+  shift 3
+  ports=$(free_port)
+  if [[ $scenario == cross ]]; then
+    local other
+    other=$(free_port)
+    while [[ $other == "$ports" ]]; do other=$(free_port); done
+    ports+=" $other"
+  fi
+  # shellcheck disable=SC2086 # one or two ports
+  if ! start_servers "$server" $ports; then
+    log "$server: failed to start (see $OUT_DIR/$server.log)"
+    local why
+    why=$(tail -n 3 "$OUT_DIR/$server.log" | tr '\n' ' ')
+    echo "$server did not listen on 127.0.0.1:${ports// /, 127.0.0.1:} within 30 s${why:+: $why}" >"$OUT_DIR/$server.unavailable"
+    return 2
+  fi
+  json="$OUT_DIR/$stem.json"
+  local a b
+  read -r a b <<<"$ports"
+  cmd="$BENCH_PIN$BENCH $* --url http://127.0.0.1:$a${b:+ --sub-url http://127.0.0.1:$b} --server-pid $SERVER_PIDS$BENCH_CPU_ARG --json $json"
+  log "$stem: $cmd"
+  printf '%s\n  server: %s\n  bench:  %s\n' "$stem" "$SERVER_CMD" "$cmd" >>"$OUT_DIR/commands.txt"
+  local status=0
+  if ! timeout "$(scenario_limit "$scenario")" $cmd >"$OUT_DIR/$stem.txt" 2>&1; then
+    log "$stem failed (see $OUT_DIR/$stem.txt)"
+    rm -f "$json"
+    status=1
+  fi
+  stop_servers
+  return $status
+}
+
+# Why the fanout-10k run in JSON file $1 did not hold its rate (empty when it did): the rule in
+# the header, applied to the generator's JSON.
+tenk_not_held() {
+  # shellcheck disable=SC2016 # JavaScript, not shell
+  node -e '
+    const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+    const why = [];
+    if (r.subscribers_joined < r.subscribers) why.push(`${r.subscribers - r.subscribers_joined} subscribers did not join`);
+    if (r.losses.lost > 0) why.push(`lost ${r.losses.lost}`);
+    if (r.publishes_acked < r.publishes_sent) why.push(`${r.publishes_sent - r.publishes_acked} of ${r.publishes_sent} publishes not acked ok`);
+    if (r.publishes_per_s < 0.95 * r.rate_per_publisher) why.push(`published only ${r.publishes_per_s.toFixed(1)}/s`);
+    if (r.drain_s > 1) why.push(`drain ${r.drain_s.toFixed(2)} s`);
+    if (why.length && r.generator && r.generator.busy_share > 0.9) why.push(`generator saturated (${(r.generator.busy_share * 100).toFixed(0)}% busy)`);
+    console.log(why.join(", "));
+  ' "$1"
+}
+
+# The fanout-10k ladder of one server; writes SERVER-fanout-10k.ladder ("RATE held" or
+# "RATE not held: why" per rung) and SERVER-fanout-10k-half.json. Status 2: no server.
+run_tenk() {
+  local server=$1 rate why held="" half stem
+  : >"$OUT_DIR/$server-fanout-10k.ladder"
+  for rate in $TENK_RATES; do
+    stem="$server-fanout-10k-rate-$rate"
+    # shellcheck disable=SC2046 # the arguments are words
+    bench_run "$server" fanout-10k "$stem" $(tenk_args "$rate") || [[ $? == 1 ]] || return 2
+    if [[ -f $OUT_DIR/$stem.json ]]; then why=$(tenk_not_held "$OUT_DIR/$stem.json"); else why="run failed"; fi
+    echo "$rate ${why:+not }held${why:+: $why}" >>"$OUT_DIR/$server-fanout-10k.ladder"
+    log "$server fanout-10k at $rate/s: ${why:-held}"
+    [[ -z $why ]] || break
+    held=$rate
+  done
+  [[ -n $held ]] || return 0
+  half=$(awk "BEGIN { print $held / 2 }")
+  if [[ -f $OUT_DIR/$server-fanout-10k-rate-$half.json ]]; then
+    cp "$OUT_DIR/$server-fanout-10k-rate-$half.json" "$OUT_DIR/$server-fanout-10k-half.json"
+  else
+    # shellcheck disable=SC2046 # the arguments are words
+    bench_run "$server" fanout-10k "$server-fanout-10k-half" $(tenk_args "$half") || [[ $? == 1 ]] || return 2
+  fi
+}
+
+# Why SERVER cannot run SCENARIO here (empty when it can).
+not_applicable() {
+  case $1:$2 in
+    socketioxide:cross) echo "not available for cross: the socketioxide peer has no Redis adapter" ;;
+    node-cluster:cross) echo "not run for cross: the Node pair is node-single's row (two single-process servers on the redis adapter)" ;;
   esac
 }
 
 : >"$OUT_DIR/commands.txt"
+
+# The floor first, on a quiet machine: no server, both ends of every socket in one process.
+if [[ " $SCENARIOS " == *" floor "* ]]; then
+  floor_count=$(( ($(ulimit -n) - 200) / 2 ))
+  if (( floor_count > TENK_SUBS )); then floor_count=$TENK_SUBS; fi
+  if (( floor_count < TENK_SUBS )); then
+    log "floor: $floor_count connections, not $TENK_SUBS: the descriptor limit is $(ulimit -n) and each needs two"
+  fi
+  writer_cpu=${SERVER_CPUS%%[,-]*}
+  # Not under taskset: the writer must be able to pin itself outside BENCH_CPU.
+  cmd="$BENCH floor --count $floor_count --size 80 --rate 50 --duration $FLOOR_DURATION --writer-cpu $writer_cpu$BENCH_CPU_ARG --json $OUT_DIR/floor.json"
+  log "floor: $cmd"
+  printf '%s\n  bench:  %s\n' "floor" "$cmd" >>"$OUT_DIR/commands.txt"
+  if ! timeout "$(scenario_limit floor)" $cmd >"$OUT_DIR/floor.txt" 2>&1; then
+    log "floor failed (see $OUT_DIR/floor.txt)"
+    rm -f "$OUT_DIR/floor.json"
+  fi
+fi
+
 for server in $SERVERS; do
   if [[ -n ${UNAVAILABLE[$server]:-} ]]; then
     log "$server: not available (${UNAVAILABLE[$server]})"
@@ -202,23 +378,21 @@ for server in $SERVERS; do
     continue
   fi
   for scenario in $SCENARIOS; do
+    why=$(not_applicable "$server" "$scenario")
+    if [[ -n $why ]]; then
+      echo "$why" >"$OUT_DIR/$server-$scenario.unavailable"
+      continue
+    fi
+    case $scenario in
+      floor) continue ;;
+      fanout-10k)
+        run_tenk "$server" || continue 2
+        continue
+        ;;
+    esac
     for rep in $(seq 1 "$REPS"); do
-      port=$(free_port)
-      if ! start_server "$server" "$port"; then
-        log "$server: failed to start (see $OUT_DIR/$server.log)"
-        why=$(tail -n 3 "$OUT_DIR/$server.log" | tr '\n' ' ')
-        echo "$server did not listen on 127.0.0.1:$port within 30 s${why:+: $why}" >"$OUT_DIR/$server.unavailable"
-        continue 3
-      fi
-      json="$OUT_DIR/$server-$scenario-$rep.json"
-      cmd="taskset -c $BENCH_CPU $BENCH $(scenario_args "$scenario") --url http://127.0.0.1:$port --server-pid $SERVER_PIDS --cpu $BENCH_CPU --json $json"
-      log "$server $scenario #$rep: $cmd"
-      printf '%s\n  server: %s\n  bench:  %s\n' "$server $scenario #$rep" "$SERVER_CMD" "$cmd" >>"$OUT_DIR/commands.txt"
-      if ! timeout "$(scenario_limit "$scenario")" $cmd >"$OUT_DIR/$server-$scenario-$rep.txt" 2>&1; then
-        log "$server $scenario #$rep failed (see $OUT_DIR/$server-$scenario-$rep.txt)"
-        rm -f "$json"
-      fi
-      stop_server
+      # shellcheck disable=SC2046 # the arguments are words
+      bench_run "$server" "$scenario" "$server-$scenario-$rep" $(scenario_args "$scenario") || [[ $? == 1 ]] || continue 3
     done
   done
 done
@@ -227,7 +401,8 @@ done
 # Medians and the report.
 
 export RESULTS_SERVERS=$SERVERS RESULTS_SCENARIOS=$SCENARIOS RESULTS_REPS=$REPS
-export RESULTS_SERVER_CPUS=$SERVER_CPUS RESULTS_BENCH_CPU=$BENCH_CPU
+export RESULTS_SERVER_CPUS=$SERVER_CPUS RESULTS_BENCH_CPU=$BENCH_CPU RESULTS_CORES=$CORES
+export RESULTS_TENK_RATES=$TENK_RATES
 export RESULTS_COMMIT
 RESULTS_COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo '-dirty')"
 node "$ROOT/benches/summarize.js" "$OUT_DIR" >"$RESULTS"

@@ -36,6 +36,13 @@ fn run_bench(args: &[&str], json: &Path, deadline: Duration) -> serde_json::Valu
     serde_json::from_str(&text).expect("the JSON report parses")
 }
 
+/// A number of the JSON report, by JSON pointer (`/losses/lost`).
+fn num(r: &serde_json::Value, path: &str) -> f64 {
+    r.pointer(path)
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or_else(|| panic!("{path} missing from {r:#}"))
+}
+
 fn gateway() -> TestServer {
     let config = <shardio::Config as clap::Parser>::parse_from(["shardio"]);
     TestServer::start(4, shardio::apps::default_endpoints(&config))
@@ -76,23 +83,33 @@ fn fanout_against_shardio_loses_nothing() {
         &json,
         Duration::from_secs(60),
     );
-    let num = |path: &str| {
-        r.pointer(path)
-            .and_then(serde_json::Value::as_f64)
-            .unwrap_or_else(|| panic!("{path} missing from {r:#}"))
-    };
-    assert_eq!(num("/subscribers_joined"), 20.0, "{r:#}");
-    assert_eq!(num("/publishers_connected"), 2.0, "{r:#}");
-    assert!(num("/losses/expected") > 0.0, "nothing was expected: {r:#}");
-    assert_eq!(num("/losses/received"), num("/losses/expected"), "{r:#}");
+    assert_eq!(num(&r, "/subscribers_joined"), 20.0, "{r:#}");
+    assert_eq!(num(&r, "/publishers_connected"), 2.0, "{r:#}");
+    assert!(
+        num(&r, "/losses/expected") > 0.0,
+        "nothing was expected: {r:#}"
+    );
+    assert_eq!(
+        num(&r, "/losses/received"),
+        num(&r, "/losses/expected"),
+        "{r:#}"
+    );
     for counter in ["lost", "duplicates", "reordered", "unexpected", "unparsed"] {
-        assert_eq!(num(&format!("/losses/{counter}")), 0.0, "{counter}: {r:#}");
+        assert_eq!(
+            num(&r, &format!("/losses/{counter}")),
+            0.0,
+            "{counter}: {r:#}"
+        );
     }
-    assert_eq!(num("/publishes_sent"), num("/publishes_acked"), "{r:#}");
-    assert!(num("/publishes_per_s") > 0.0, "{r:#}");
-    assert!(num("/deliveries_per_s") > 0.0, "{r:#}");
-    assert!(num("/latency/p99_us") > 0.0, "{r:#}");
-    assert!(num("/server/cpu_seconds") >= 0.0, "{r:#}");
+    assert_eq!(
+        num(&r, "/publishes_sent"),
+        num(&r, "/publishes_acked"),
+        "{r:#}"
+    );
+    assert!(num(&r, "/publishes_per_s") > 0.0, "{r:#}");
+    assert!(num(&r, "/deliveries_per_s") > 0.0, "{r:#}");
+    assert!(num(&r, "/latency/p99_us") > 0.0, "{r:#}");
+    assert!(num(&r, "/server/cpu_seconds") >= 0.0, "{r:#}");
 }
 
 #[test]
@@ -115,11 +132,6 @@ fn connect_and_idle_against_shardio_report_rates_and_memory() {
         &json,
         Duration::from_secs(60),
     );
-    let num = |r: &serde_json::Value, path: &str| {
-        r.pointer(path)
-            .and_then(serde_json::Value::as_f64)
-            .unwrap_or_else(|| panic!("{path} missing from {r:#}"))
-    };
     assert!(num(&r, "/handshakes_per_s") > 0.0, "{r:#}");
     server.wait_until("the generator's connections to close", |m| {
         m.sessions_open() == 0
@@ -145,4 +157,36 @@ fn connect_and_idle_against_shardio_report_rates_and_memory() {
         Duration::from_secs(60),
     );
     assert_eq!(num(&r, "/connected"), 200.0, "{r:#}");
+}
+
+#[test]
+fn floor_reads_every_byte_written() {
+    let json = json_path("floor");
+    let core = core_affinity::get_core_ids()
+        .and_then(|ids| ids.first().map(|c| c.id))
+        .unwrap_or(0)
+        .to_string();
+    let r = run_bench(
+        &[
+            "floor",
+            "--count",
+            "50",
+            "--rate",
+            "20",
+            "--duration",
+            "1",
+            "--writer-cpu",
+            &core,
+        ],
+        &json,
+        Duration::from_secs(60),
+    );
+    assert_eq!(num(&r, "/passes"), 20.0, "{r:#}");
+    assert_eq!(num(&r, "/bytes_expected"), 20.0 * 50.0 * 80.0, "{r:#}");
+    assert_eq!(
+        num(&r, "/bytes_received"),
+        num(&r, "/bytes_expected"),
+        "{r:#}"
+    );
+    assert!(num(&r, "/pass/p99_us") > 0.0, "{r:#}");
 }

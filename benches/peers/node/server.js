@@ -7,7 +7,7 @@
 //                 with `data` as its single argument; ack {"ok":true}
 //
 // Usage:
-//   node server.js --mode single  [--port 3000]
+//   node server.js --mode single  [--redis redis://127.0.0.1:6379] [--port 3000]
 //   node server.js --mode cluster --workers N --redis redis://127.0.0.1:6379 [--port 3000]
 //
 // Fault injection, to check that shardio-bench counts what goes wrong (never in comparisons):
@@ -16,7 +16,9 @@
 //
 // Cluster mode is the classic deployment: the cluster module forks one worker per core, every
 // worker listens on the same port, and rooms span workers through @socket.io/redis-adapter.
-// Only the WebSocket transport is enabled, so no sticky sessions are needed.
+// Only the WebSocket transport is enabled, so no sticky sessions are needed. Single mode with
+// --redis uses the same adapter: several single servers on one Redis share their rooms (the
+// `cross` scenario of benches/compare.sh).
 // It listens on 127.0.0.1 only, logs nothing but errors and one "ready" line on stdout.
 "use strict";
 
@@ -118,7 +120,7 @@ function attachGateway(io, opts) {
 async function startServer(opts) {
   const httpServer = http.createServer();
   const io = new Server(httpServer, { transports: ["websocket"], serveClient: false });
-  if (opts.mode === "cluster") {
+  if (opts.redis) {
     const { createClient } = require("redis");
     const { createAdapter } = require("@socket.io/redis-adapter");
     const pub = createClient({ url: opts.redis });

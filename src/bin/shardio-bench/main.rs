@@ -11,7 +11,7 @@
 //! - `stats`: histograms, per-(subscriber, publisher) sequence tracking, error tallies.
 //! - `proc`: the server's CPU time and RSS from /proc.
 //! - `report`: human tables and JSON.
-//! - `scenario`: `connect`, `fanout` (and `cross`), `idle`.
+//! - `scenario`: `connect`, `fanout` (and `cross`), `idle`, and `floor` (the kernel alone).
 
 mod client;
 mod proc;
@@ -22,7 +22,7 @@ mod stats;
 mod ws;
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +32,7 @@ use clap::{Parser, Subcommand};
 
 use client::{Sources, Target};
 use proc::ServerProbe;
-use scenario::{connect::ConnectArgs, fanout::FanoutArgs, idle::IdleArgs, Ctx};
+use scenario::{connect::ConnectArgs, fanout::FanoutArgs, floor::FloorArgs, idle::IdleArgs, Ctx};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -78,6 +78,11 @@ enum Scenario {
         #[arg(long)]
         sub_url: String,
     },
+    /// No server: the kernel's cost of writing a small message to each of N loopback sockets.
+    Floor {
+        #[command(flatten)]
+        args: FloorArgs,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -109,15 +114,6 @@ struct Common {
 }
 
 impl Scenario {
-    fn common(&self) -> &Common {
-        match self {
-            Scenario::Connect { common, .. }
-            | Scenario::Fanout { common, .. }
-            | Scenario::Idle { common, .. }
-            | Scenario::Cross { common, .. } => common,
-        }
-    }
-
     /// Connections the scenario opens, to check the descriptor limit against.
     fn connections(&self) -> u64 {
         match self {
@@ -126,6 +122,8 @@ impl Scenario {
             Scenario::Fanout { args, .. } | Scenario::Cross { args, .. } => {
                 (args.subscribers + args.publishers) as u64
             }
+            // Both ends of every connection are in this process.
+            Scenario::Floor { args } => 2 * args.count as u64,
         }
     }
 }
@@ -142,10 +140,19 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let common = cli.scenario.common().clone();
     raise_nofile_limit(cli.scenario.connections());
-    let (runtime, threads) = build_runtime(&common)?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let common = match &cli.scenario {
+        Scenario::Floor { args } => {
+            let r = scenario::floor::run(args, command)?;
+            return finish("floor", &r.rows(), &r, r.unusable(), args.json.as_deref());
+        }
+        Scenario::Connect { common, .. }
+        | Scenario::Fanout { common, .. }
+        | Scenario::Idle { common, .. }
+        | Scenario::Cross { common, .. } => common.clone(),
+    };
+    let (runtime, threads) = build_runtime(&common)?;
     let ctx = Ctx {
         target: Target::parse(&common.url)?,
         sources: Arc::new(Sources::new(common.source_addrs.clone())),
@@ -158,25 +165,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if !ctx.probe.pids().is_empty() && ctx.probe.sample().is_none() {
         anyhow::bail!("cannot read /proc for --server-pid {:?}", ctx.probe.pids());
     }
+    let json = common.json.as_deref();
     runtime.block_on(async {
         match &cli.scenario {
             Scenario::Connect { args, .. } => {
                 let r = scenario::connect::run(&ctx, args).await;
-                finish("connect", &r.rows(), &r, r.unusable(), &common)
+                finish("connect", &r.rows(), &r, r.unusable(), json)
             }
             Scenario::Fanout { args, .. } => {
                 let r = scenario::fanout::run(&ctx, args, None).await?;
-                finish("fanout", &r.rows(), &r, r.unusable(), &common)
+                finish("fanout", &r.rows(), &r, r.unusable(), json)
             }
             Scenario::Cross { args, sub_url, .. } => {
                 let sub = Target::parse(sub_url)?;
                 let r = scenario::fanout::run(&ctx, args, Some(&sub)).await?;
-                finish("cross", &r.rows(), &r, r.unusable(), &common)
+                finish("cross", &r.rows(), &r, r.unusable(), json)
             }
             Scenario::Idle { args, .. } => {
                 let r = scenario::idle::run(&ctx, args).await?;
-                finish("idle", &r.rows(), &r, r.unusable(), &common)
+                finish("idle", &r.rows(), &r, r.unusable(), json)
             }
+            Scenario::Floor { .. } => unreachable!("floor runs without the runtime"),
         }
     })
 }
@@ -188,10 +197,10 @@ fn finish(
     rows: &[(String, String)],
     value: &impl serde::Serialize,
     unusable: Option<String>,
-    common: &Common,
+    json: Option<&Path>,
 ) -> anyhow::Result<()> {
     report::print_table(title, rows);
-    if let Some(path) = &common.json {
+    if let Some(path) = json {
         report::write_json(path, value)?;
     }
     match unusable {
@@ -207,19 +216,7 @@ fn build_runtime(common: &Common) -> anyhow::Result<(tokio::runtime::Runtime, us
         Some(_) => 1,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     });
-    let core = match common.cpu {
-        Some(id) => {
-            let cores = core_affinity::get_core_ids().unwrap_or_default();
-            let core = cores.into_iter().find(|c| c.id == id).with_context(|| {
-                format!("--cpu {id}: no such core in this process's affinity mask")
-            })?;
-            if !core_affinity::set_for_current(core) {
-                anyhow::bail!("--cpu {id}: pinning failed");
-            }
-            Some(core)
-        }
-        None => None,
-    };
+    let core = common.cpu.map(pin_current).transpose()?;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
         .enable_all()
@@ -231,6 +228,19 @@ fn build_runtime(common: &Common) -> anyhow::Result<(tokio::runtime::Runtime, us
         .build()
         .context("building the tokio runtime")
         .map(|rt| (rt, threads.max(1)))
+}
+
+/// Pins the calling thread to core `id` (which must be in this process's affinity mask).
+fn pin_current(id: usize) -> anyhow::Result<core_affinity::CoreId> {
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let core = cores
+        .into_iter()
+        .find(|c| c.id == id)
+        .with_context(|| format!("cpu {id}: no such core in this process's affinity mask"))?;
+    if !core_affinity::set_for_current(core) {
+        anyhow::bail!("cpu {id}: pinning failed");
+    }
+    Ok(core)
 }
 
 /// Tens of thousands of connections need as many descriptors: take the hard limit, and say

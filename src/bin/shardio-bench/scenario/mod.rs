@@ -3,6 +3,7 @@
 
 pub mod connect;
 pub mod fanout;
+pub mod floor;
 pub mod idle;
 
 use std::sync::atomic::{AtomicU64, Ordering};
