@@ -21,7 +21,10 @@
 #   CROSS_SUBS [1000] CROSS_ROOMS [10] CROSS_PUBS [10] CROSS_RATE [20 per publisher per second]
 #   FLOOR_DURATION [5]
 #   IDLE_DURATION [10] REPS [3] SERVER_CPUS [0] BENCH_CPU [1]
-#   SERVERS ["shardio node-single node-cluster socketioxide"]
+#   SERVERS ["shardio shardio-before node-single node-cluster socketioxide"]
+#   BASELINE [89cac51]: the commit `shardio-before` is built from (the server as it was before
+#     the tuning of the benchmark issue), in target/baseline; its rows and the shardio /
+#     shardio-before ratios are the before/after figures of that tuning, from the same run.
 #   SCENARIOS ["fanout fanout-paced connect idle fanout-10k cross floor"]
 #   RESULTS [benches/RESULTS.md] OUT_DIR [benches/results/<UTC time>]
 #
@@ -75,7 +78,8 @@ FLOOR_DURATION=${FLOOR_DURATION:-5}
 REPS=${REPS:-3}
 SERVER_CPUS=${SERVER_CPUS:-0}
 BENCH_CPU=${BENCH_CPU-1}   # empty (or none): the generator is not pinned
-SERVERS=${SERVERS:-"shardio node-single node-cluster socketioxide"}
+SERVERS=${SERVERS:-"shardio shardio-before node-single node-cluster socketioxide"}
+BASELINE=${BASELINE:-89cac51}
 SCENARIOS=${SCENARIOS:-"fanout fanout-paced connect idle fanout-10k cross floor"}
 SKIP_BUILD=${SKIP_BUILD:-0}
 OUT_DIR=${OUT_DIR:-"$ROOT/benches/results/$(date -u +%Y%m%dT%H%M%SZ)"}
@@ -83,6 +87,7 @@ RESULTS=${RESULTS:-"$ROOT/benches/RESULTS.md"}
 
 BENCH="$ROOT/target/release/shardio-bench"
 SHARDIO="$ROOT/target/release/shardio"
+BASELINE_SHARDIO="$ROOT/target/baseline/release/shardio"
 SIOXIDE="$ROOT/benches/peers/socketioxide/target/release/socketioxide-peer"
 NODE_DIR="$ROOT/benches/peers/node"
 
@@ -128,6 +133,15 @@ if [[ $SKIP_BUILD != 1 ]]; then
   if ! nice -n 10 cargo build --release --bin shardio >&2; then
     UNAVAILABLE[shardio]="does not build"
   fi
+  if [[ " $SERVERS " == *" shardio-before "* ]]; then
+    log "cargo build --release --bin shardio of $BASELINE (shardio-before) into target/baseline"
+    src=$(mktemp -d)
+    if ! { git archive "$BASELINE" | tar -x -C "$src" &&
+      (cd "$src" && CARGO_TARGET_DIR="$ROOT/target/baseline" nice -n 10 cargo build --release --bin shardio >&2); }; then
+      UNAVAILABLE[shardio-before]="commit $BASELINE does not build"
+    fi
+    rm -rf "$src"
+  fi
   log "cargo build --release (benches/peers/socketioxide)"
   if ! (cd benches/peers/socketioxide && nice -n 10 cargo build --release >&2); then
     UNAVAILABLE[socketioxide]="does not build"
@@ -135,6 +149,7 @@ if [[ $SKIP_BUILD != 1 ]]; then
 fi
 [[ -x $BENCH ]] || { log "no $BENCH: build it first"; exit 1; }
 [[ -x $SHARDIO ]] || UNAVAILABLE[shardio]=${UNAVAILABLE[shardio]:-"binary missing"}
+[[ -x $BASELINE_SHARDIO ]] || UNAVAILABLE[shardio-before]=${UNAVAILABLE[shardio-before]:-"binary missing"}
 [[ -x $SIOXIDE ]] || UNAVAILABLE[socketioxide]=${UNAVAILABLE[socketioxide]:-"binary missing"}
 command -v redis-server >/dev/null || UNAVAILABLE[node-cluster]="redis-server missing"
 mkdir -p "$OUT_DIR"
@@ -188,6 +203,7 @@ server_cmd() {
   local name=$1 port=$2 redis=${REDIS_URL:+ --redis $REDIS_URL}
   case $name in
     shardio) echo "taskset -c $SERVER_CPUS $SHARDIO --listen 127.0.0.1:$port --shards $CORES$redis" ;;
+    shardio-before) echo "taskset -c $SERVER_CPUS $BASELINE_SHARDIO --listen 127.0.0.1:$port --shards $CORES$redis" ;;
     node-single) echo "taskset -c $SERVER_CPUS node $NODE_DIR/server.js --mode single$redis --port $port" ;;
     node-cluster) echo "taskset -c $SERVER_CPUS node $NODE_DIR/server.js --mode cluster --workers $CORES$redis --port $port" ;;
     socketioxide) echo "taskset -c $SERVER_CPUS $SIOXIDE --port $port" ;;
@@ -347,6 +363,7 @@ run_tenk() {
 not_applicable() {
   case $1:$2 in
     socketioxide:cross) echo "not available for cross: the socketioxide peer has no Redis adapter" ;;
+    shardio-before:cross) echo "not run for cross: commit $BASELINE predates the Redis bridge" ;;
     node-cluster:cross) echo "not run for cross: the Node pair is node-single's row (two single-process servers on the redis adapter)" ;;
   esac
 }
@@ -402,7 +419,7 @@ done
 
 export RESULTS_SERVERS=$SERVERS RESULTS_SCENARIOS=$SCENARIOS RESULTS_REPS=$REPS
 export RESULTS_SERVER_CPUS=$SERVER_CPUS RESULTS_BENCH_CPU=$BENCH_CPU RESULTS_CORES=$CORES
-export RESULTS_TENK_RATES=$TENK_RATES
+export RESULTS_TENK_RATES=$TENK_RATES RESULTS_BASELINE=$BASELINE
 export RESULTS_COMMIT
 RESULTS_COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo '-dirty')"
 node "$ROOT/benches/summarize.js" "$OUT_DIR" >"$RESULTS"

@@ -18,7 +18,7 @@ if (!dir) {
   process.exit(2);
 }
 const env = (k, d) => process.env[k] || d;
-const servers = env("RESULTS_SERVERS", "shardio node-single node-cluster socketioxide").split(/\s+/).filter(Boolean);
+const servers = env("RESULTS_SERVERS", "shardio shardio-before node-single node-cluster socketioxide").split(/\s+/).filter(Boolean);
 const scenarios = env("RESULTS_SCENARIOS", "fanout fanout-paced connect idle fanout-10k cross floor").split(/\s+/).filter(Boolean);
 const peers = servers.filter((s) => s !== "shardio");
 
@@ -172,9 +172,13 @@ p("- server CPU and RSS are summed over all of a server's processes (node-cluste
 p();
 p("Servers:");
 p();
+const about = {
+  "shardio-before": `shardio built from commit ${env("RESULTS_BASELINE", "?")}, before the tuning of the benchmark ` +
+    "issue: its ratios are the before/after figures of that tuning, measured in the same run",
+};
 for (const s of servers) {
   const why = unavailable(s, null);
-  p(`- ${s}${why ? `: **not available** (${why})` : ""}`);
+  p(`- ${s}${about[s] ? ` (${about[s]})` : ""}${why ? `: **not available** (${why})` : ""}`);
 }
 p();
 
