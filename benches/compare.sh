@@ -22,8 +22,8 @@
 #   FLOOR_DURATION [5]
 #   IDLE_DURATION [10] REPS [3] SERVER_CPUS [0] BENCH_CPU [1]
 #   SERVERS ["shardio shardio-before node-single node-cluster socketioxide"]
-#   BASELINE [89cac51]: the commit `shardio-before` is built from (the server as it was before
-#     the tuning of the benchmark issue), in target/baseline; its rows and the shardio /
+#   BASELINE [732947b]: the commit `shardio-before` is built from (main just before the first
+#     tuning commit of the benchmark issue, with the gateway and the generator), in target/baseline; its rows and the shardio /
 #     shardio-before ratios are the before/after figures of that tuning, from the same run.
 #   SCENARIOS ["fanout fanout-paced connect idle fanout-10k cross floor"]
 #   RESULTS [benches/RESULTS.md] OUT_DIR [benches/results/<UTC time>]
@@ -79,7 +79,7 @@ REPS=${REPS:-3}
 SERVER_CPUS=${SERVER_CPUS:-0}
 BENCH_CPU=${BENCH_CPU-1}   # empty (or none): the generator is not pinned
 SERVERS=${SERVERS:-"shardio shardio-before node-single node-cluster socketioxide"}
-BASELINE=${BASELINE:-89cac51}
+BASELINE=${BASELINE:-732947b}
 SCENARIOS=${SCENARIOS:-"fanout fanout-paced connect idle fanout-10k cross floor"}
 SKIP_BUILD=${SKIP_BUILD:-0}
 OUT_DIR=${OUT_DIR:-"$ROOT/benches/results/$(date -u +%Y%m%dT%H%M%SZ)"}
@@ -88,6 +88,8 @@ RESULTS=${RESULTS:-"$ROOT/benches/RESULTS.md"}
 BENCH="$ROOT/target/release/shardio-bench"
 SHARDIO="$ROOT/target/release/shardio"
 BASELINE_SHARDIO="$ROOT/target/baseline/release/shardio"
+# The commit the binaries are built from (read now: the tree may change while the runs go on).
+RESULTS_COMMIT=${RESULTS_COMMIT:-"$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo '-dirty')"}
 SIOXIDE="$ROOT/benches/peers/socketioxide/target/release/socketioxide-peer"
 NODE_DIR="$ROOT/benches/peers/node"
 
@@ -421,6 +423,5 @@ export RESULTS_SERVERS=$SERVERS RESULTS_SCENARIOS=$SCENARIOS RESULTS_REPS=$REPS
 export RESULTS_SERVER_CPUS=$SERVER_CPUS RESULTS_BENCH_CPU=$BENCH_CPU RESULTS_CORES=$CORES
 export RESULTS_TENK_RATES=$TENK_RATES RESULTS_BASELINE=$BASELINE
 export RESULTS_COMMIT
-RESULTS_COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo '-dirty')"
 node "$ROOT/benches/summarize.js" "$OUT_DIR" >"$RESULTS"
 log "wrote $RESULTS (raw runs in $OUT_DIR)"

@@ -155,6 +155,7 @@ p();
 p(`- machine: ${os.cpus()[0]?.model ?? "unknown"}, ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB`);
 p(`- kernel: ${os.type()} ${os.release()}`);
 p(`- commit: ${env("RESULTS_COMMIT", "unknown")}`);
+if (process.env.RESULTS_NOTE) p(`- note: ${process.env.RESULTS_NOTE}`);
 const cmdFile = path.join(dir, "commands.txt");
 const ranAt = fs.existsSync(cmdFile) ? fs.statSync(cmdFile).mtime : new Date();
 p(`- date of the runs: ${ranAt.toISOString()}`);
