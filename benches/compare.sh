@@ -419,6 +419,7 @@ done
 # ---------------------------------------------------------------------------------------------
 # Medians and the report.
 
+cut -d' ' -f1-3 /proc/loadavg >"$OUT_DIR/loadavg-end"
 export RESULTS_SERVERS=$SERVERS RESULTS_SCENARIOS=$SCENARIOS RESULTS_REPS=$REPS
 export RESULTS_SERVER_CPUS=$SERVER_CPUS RESULTS_BENCH_CPU=$BENCH_CPU RESULTS_CORES=$CORES
 export RESULTS_TENK_RATES=$TENK_RATES RESULTS_BASELINE=$BASELINE

@@ -161,7 +161,9 @@ const ranAt = fs.existsSync(cmdFile) ? fs.statSync(cmdFile).mtime : new Date();
 p(`- date of the runs: ${ranAt.toISOString()}`);
 p(`- toolchain: ${sh("rustc --version")}; node ${process.version}; ${sh("redis-server --version").split(" ").slice(0, 3).join(" ")}`);
 const startLoad = fs.existsSync(path.join(dir, "loadavg-start")) ? fs.readFileSync(path.join(dir, "loadavg-start"), "utf8").trim() : "unknown";
-p(`- load average (1/5/15 min) before the runs: ${startLoad}; after: ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}` +
+const endFile = path.join(dir, "loadavg-end");
+const endLoad = fs.existsSync(endFile) ? fs.readFileSync(endFile, "utf8").trim() : os.loadavg().map((x) => x.toFixed(2)).join(" ");
+p(`- load average (1/5/15 min) before the runs: ${startLoad}; after: ${endLoad}` +
   " (other work on the machine shares the cores: compare figures of one run, not across runs)");
 const cores = env("RESULTS_CORES", "1");
 p(`- pinning: servers on cpu ${env("RESULTS_SERVER_CPUS", "?")} (taskset; shardio \`--shards ${cores}\`, node-cluster ${cores} worker(s)), ` +
@@ -308,6 +310,8 @@ function floorSection() {
 
 const SECTIONS = { "fanout-10k": tenkSection, floor: floorSection };
 
+for (const line of targetsSection()) p(line);
+
 for (const scenario of scenarios) {
   if (SECTIONS[scenario]) {
     SECTIONS[scenario]();
@@ -352,6 +356,61 @@ for (const scenario of scenarios) {
   for (const s of servers) if (med[s].cmd) p(pinned(med[s].cmd));
   p("```");
   p();
+}
+
+// The benchmark issue's targets for shardio (one shard on one core, generator on another),
+// checked against this run's medians. Printed after the context, before the sections.
+function targetsSection() {
+  if (env("RESULTS_CORES", "1") !== "1") return [];
+  const medOf = (server, scenario, key) => median(runsOf(server, scenario).map((r) => get(r, key)));
+  const maxOf = (server, scenario, key) => {
+    const v = runsOf(server, scenario).map((r) => get(r, key)).filter((x) => typeof x === "number");
+    return v.length ? Math.max(...v) : undefined;
+  };
+  const rows = [];
+  const row = (what, value, fmt, target, meets) => {
+    const verdict = value === undefined ? "not measured" : meets(value) ? "met" : "**not met**";
+    rows.push(`| ${what} | ${value === undefined ? "n/a" : fmt(value)} | ${target} | ${verdict} |`);
+  };
+  const has = (sc) => scenarios.includes(sc);
+  if (has("fanout")) {
+    const perCpu = medOf("shardio", "fanout", "deliveries_per_server_cpu_s");
+    row("fanout flat out: deliveries per server CPU second", perCpu, int, ">= 1,500,000", (v) => v >= 1.5e6);
+    row("fanout flat out: lost (worst run)", maxOf("shardio", "fanout", "losses.lost"), int, "0", (v) => v === 0);
+    for (const [peer, times] of [["socketioxide", 2], ["node-single", 20], ["node-cluster", 20]]) {
+      const other = medOf(peer, "fanout", "deliveries_per_server_cpu_s");
+      const r = perCpu !== undefined && other ? perCpu / other : undefined;
+      row(`fanout flat out: per CPU second, shardio / ${peer}`, r, (x) => x.toFixed(2), `>= ${times}`, (v) => v >= times);
+    }
+  }
+  if (has("fanout-10k")) {
+    const t = tenk("shardio");
+    row("10,000 subscribers, one room: highest rate held, publishes/s", t?.held?.rate, int, ">= 100", (v) => v >= 100);
+    row(`10,000 subscribers: p99 ms at half that rate (${t?.half?.rate_per_publisher ?? "?"}/s)`, t?.half?.latency.p99_us,
+      ms, "<= 100", (v) => v <= 100000);
+  }
+  if (has("connect")) {
+    row("connect: handshakes per server CPU second", medOf("shardio", "connect", "handshakes_per_server_cpu_s"), int,
+      ">= 10,000", (v) => v >= 10000);
+  }
+  if (has("idle")) {
+    const n = medOf("shardio", "idle", "connected");
+    row(`idle: server RSS per connection, bytes (at ${n === undefined ? "?" : int(n)} connections)`,
+      medOf("shardio", "idle", "rss_per_conn_bytes"), int, "<= 4,096 at 15,000", (v) => v <= 4096 && n >= 15000);
+  }
+  if (!rows.length) return [];
+  return [
+    "## Targets",
+    "",
+    "The benchmark issue's targets for shardio on this machine (one shard on one core, the generator on the other), " +
+      "against this run's medians (fanout-10k: its ladder). See the sections below for every figure and the peers; " +
+      "set latency against the section \"physical floor on this machine\" (the kernel's own time for one pass over the sockets).",
+    "",
+    "| target | shardio | target | |",
+    "|---|---:|---:|---|",
+    ...rows,
+    "",
+  ];
 }
 
 const cmds = path.join(dir, "commands.txt");
