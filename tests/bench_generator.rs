@@ -48,6 +48,24 @@ fn gateway() -> TestServer {
     TestServer::start(4, shardio::apps::default_endpoints(&config))
 }
 
+/// Runs `scenario` with `args` against `server`, with this process as the `--server-pid` (the
+/// test server runs in it) and one generator thread.
+fn run_against(server: &TestServer, scenario: &str, args: &[&str]) -> serde_json::Value {
+    let url = server.url();
+    let pid = std::process::id().to_string();
+    let mut all = vec![
+        scenario,
+        "--url",
+        &url,
+        "--server-pid",
+        &pid,
+        "--threads",
+        "1",
+    ];
+    all.extend_from_slice(args);
+    run_bench(&all, &json_path(scenario), Duration::from_secs(60))
+}
+
 fn json_path(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!(
         "shardio-bench-test-{name}-{}.json",
@@ -58,15 +76,10 @@ fn json_path(name: &str) -> std::path::PathBuf {
 #[test]
 fn fanout_against_shardio_loses_nothing() {
     let server = gateway();
-    let json = json_path("fanout");
-    let pid = std::process::id().to_string();
-    let r = run_bench(
+    let r = run_against(
+        &server,
+        "fanout",
         &[
-            "fanout",
-            "--url",
-            &server.url(),
-            "--server-pid",
-            &pid,
             "--subscribers",
             "20",
             "--rooms",
@@ -77,11 +90,7 @@ fn fanout_against_shardio_loses_nothing() {
             "2",
             "--drain",
             "5",
-            "--threads",
-            "1",
         ],
-        &json,
-        Duration::from_secs(60),
     );
     assert_eq!(num(&r, "/subscribers_joined"), 20.0, "{r:#}");
     assert_eq!(num(&r, "/publishers_connected"), 2.0, "{r:#}");
@@ -115,46 +124,15 @@ fn fanout_against_shardio_loses_nothing() {
 #[test]
 fn connect_and_idle_against_shardio_report_rates_and_memory() {
     let server = gateway();
-    let pid = std::process::id().to_string();
-    let json = json_path("connect");
-    let r = run_bench(
-        &[
-            "connect",
-            "--url",
-            &server.url(),
-            "--server-pid",
-            &pid,
-            "--count",
-            "200",
-            "--threads",
-            "1",
-        ],
-        &json,
-        Duration::from_secs(60),
-    );
+    let r = run_against(&server, "connect", &["--count", "200"]);
     assert!(num(&r, "/handshakes_per_s") > 0.0, "{r:#}");
     server.wait_until("the generator's connections to close", |m| {
         m.sessions_open() == 0
     });
-    let json = json_path("idle");
-    let r = run_bench(
-        &[
-            "idle",
-            "--url",
-            &server.url(),
-            "--server-pid",
-            &pid,
-            "--count",
-            "200",
-            "--settle",
-            "1",
-            "--duration",
-            "1",
-            "--threads",
-            "1",
-        ],
-        &json,
-        Duration::from_secs(60),
+    let r = run_against(
+        &server,
+        "idle",
+        &["--count", "200", "--settle", "1", "--duration", "1"],
     );
     assert_eq!(num(&r, "/connected"), 200.0, "{r:#}");
 }

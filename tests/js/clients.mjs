@@ -1,11 +1,12 @@
-// What the scripts share: connecting a socket.io-client and waiting for one event.
+// What the scripts share: connecting a socket.io-client, waiting for one event, and the exit
+// protocol the Rust tests read (stdout "ok" and status 0; 1 on a failed check; 2 on timeout).
 import { io as connect } from "socket.io-client";
 
 const opts = { transports: ["websocket"], reconnection: false, forceNew: true, timeout: 5000 };
 
-/** A connected client of `url` (WebSocket only, no reconnection). */
-export const client = (url) => new Promise((resolve, reject) => {
-  const s = connect(url, opts);
+/** A connected client of `url` (WebSocket only unless `extra` says otherwise, no reconnection). */
+export const client = (url, extra = {}) => new Promise((resolve, reject) => {
+  const s = connect(url, { ...opts, ...extra });
   s.once("connect", () => resolve(s));
   s.once("connect_error", reject);
 });
@@ -13,3 +14,17 @@ export const client = (url) => new Promise((resolve, reject) => {
 /** The arguments of the next `event` on `socket`. */
 export const once = (socket, event) =>
   new Promise((resolve) => socket.once(event, (...args) => resolve(args)));
+
+/** Runs `main`: prints "ok" and exits 0 when it resolves, 1 when it throws, 2 after `limitMs`. */
+export async function runMain(main, limitMs) {
+  const timer = setTimeout(() => { console.error("timed out"); process.exit(2); }, limitMs);
+  try {
+    await main();
+    clearTimeout(timer);
+    console.log("ok");
+    process.exit(0);
+  } catch (e) {
+    console.error(e);
+    process.exit(1);
+  }
+}

@@ -2,6 +2,7 @@
 // Each check takes a connected-or-connecting socket.io-client socket; add new checks here and
 // call them from the scripts, so every transport runs them.
 import assert from "node:assert/strict";
+import { runMain } from "./clients.mjs";
 
 export const once = (emitter, event) => new Promise((resolve, reject) => {
   emitter.once(event, (...args) => resolve(args));
@@ -58,15 +59,6 @@ export async function checkNamespaces(socket) {
 }
 
 // Runs `check(i)` for `clients` clients at once; prints "ok" and exits 0 when all pass.
-export async function runClients(clients, check, limitMs = 20000) {
-  const timer = setTimeout(() => { console.error("timed out"); process.exit(2); }, limitMs);
-  try {
-    await Promise.all(Array.from({ length: clients }, (_, i) => check(i)));
-    clearTimeout(timer);
-    console.log("ok");
-    process.exit(0);
-  } catch (e) {
-    console.error(e);
-    process.exit(1);
-  }
+export function runClients(clients, check, limitMs = 20000) {
+  return runMain(() => Promise.all(Array.from({ length: clients }, (_, i) => check(i))), limitMs);
 }

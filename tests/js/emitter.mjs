@@ -3,12 +3,10 @@
 import assert from "node:assert/strict";
 import { Emitter } from "@socket.io/redis-emitter";
 import { createClient } from "redis";
-import { client, once } from "./clients.mjs";
+import { client, once, runMain } from "./clients.mjs";
 
 const [redisUrl, shardioUrl] = process.argv.slice(2);
-const timer = setTimeout(() => { console.error("timed out"); process.exit(2); }, 20000);
-
-try {
+await runMain(async () => {
   const redis = createClient({ url: redisUrl });
   await redis.connect();
   const emitter = new Emitter(redis);
@@ -39,10 +37,4 @@ try {
 
   outside.disconnect();
   await redis.quit();
-  clearTimeout(timer);
-  console.log("ok");
-  process.exit(0);
-} catch (e) {
-  console.error(e);
-  process.exit(1);
-}
+}, 20000);

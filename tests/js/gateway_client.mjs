@@ -1,22 +1,15 @@
 // npm socket.io-client instances against shardio's gateway app: they join a room, publish,
 // and receive, including a binary payload and an acked publish.
 // Usage: node gateway_client.mjs <url> [clients] [transports]. Prints "ok" when every check holds.
-import { io } from "socket.io-client";
 import assert from "node:assert/strict";
+import { client, runMain } from "./clients.mjs";
 
 const url = process.argv[2];
 const count = Number(process.argv[3] ?? 12);
 const transports = (process.argv[4] ?? "websocket").split(",");
-const opts = { transports, reconnection: false, timeout: 5000 };
+const connect = () => client(url, { transports });
 
-const connect = () => new Promise((resolve, reject) => {
-  const s = io(url, { ...opts, forceNew: true });
-  s.once("connect", () => resolve(s));
-  s.once("connect_error", reject);
-});
-
-const timer = setTimeout(() => { console.error("timed out"); process.exit(2); }, 25000);
-try {
+await runMain(async () => {
   const clients = await Promise.all(Array.from({ length: count }, connect));
   // Even clients join "even", everyone joins "all".
   for (const [i, c] of clients.entries()) {
@@ -47,10 +40,4 @@ try {
     assert.deepEqual(got.map(key).sort(), want.map(key).sort(), `client ${i}`);
   });
   clients.forEach((c) => c.disconnect());
-  clearTimeout(timer);
-  console.log("ok");
-  process.exit(0);
-} catch (e) {
-  console.error(e);
-  process.exit(1);
-}
+}, 25000);

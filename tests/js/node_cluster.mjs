@@ -5,12 +5,10 @@ import assert from "node:assert/strict";
 import { Server } from "socket.io";
 import { createAdapter } from "@socket.io/redis-adapter";
 import { createClient } from "redis";
-import { client, once } from "./clients.mjs";
+import { client, once, runMain } from "./clients.mjs";
 
 const [redisUrl, shardioUrl] = process.argv.slice(2);
-const timer = setTimeout(() => { console.error("timed out"); process.exit(2); }, 40000);
-
-try {
+await runMain(async () => {
   const pub = createClient({ url: redisUrl });
   const sub = pub.duplicate();
   await Promise.all([pub.connect(), sub.connect()]);
@@ -74,10 +72,4 @@ try {
   onNode.disconnect();
   io.close();
   await Promise.allSettled([pub.quit(), sub.quit()]);
-  clearTimeout(timer);
-  console.log("ok");
-  process.exit(0);
-} catch (e) {
-  console.error(e);
-  process.exit(1);
-}
+}, 40000);
