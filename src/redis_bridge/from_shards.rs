@@ -143,13 +143,7 @@ impl Bridge {
         let empty = Answer::empty_for(&query);
         if self.out.is_none() || !self.pending.has_room() {
             // Redis is away: say so at once instead of letting the shard wait it out.
-            let msg = BusMessage::Answer {
-                nsp: nsp.to_owned(),
-                id,
-                answer: empty,
-                whole: false,
-            };
-            return self.to_shard(origin, msg);
+            return self.answer_incomplete(origin, nsp, id, empty);
         }
         let request_id = self.request_id();
         let body = match query {
@@ -165,15 +159,7 @@ impl Bridge {
                     request_id: Some(request_id.clone()),
                     data,
                 },
-                _ => {
-                    let msg = BusMessage::Answer {
-                        nsp: nsp.to_owned(),
-                        id,
-                        answer: empty,
-                        whole: false,
-                    };
-                    return self.to_shard(origin, msg);
-                }
+                _ => return self.answer_incomplete(origin, nsp, id, empty),
             },
         };
         let req = Outbound {
@@ -184,6 +170,18 @@ impl Bridge {
             deadline: Instant::now() + timeout.min(self.config.requests_timeout()),
         };
         self.send_request(ns, request_id, body, req);
+    }
+
+    /// Answers question `id` of shard `origin` with `answer`, marked incomplete: the cluster
+    /// could not be asked.
+    fn answer_incomplete(&self, origin: usize, nsp: &str, id: u64, answer: Answer) {
+        let msg = BusMessage::Answer {
+            nsp: nsp.to_owned(),
+            id,
+            answer,
+            whole: false,
+        };
+        self.to_shard(origin, msg);
     }
 
     pub(super) fn tell_cluster(&mut self, nsp: &str, cmd: Command) {
