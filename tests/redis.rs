@@ -135,6 +135,23 @@ fn cluster_app(name: &'static str) -> Vec<Endpoint> {
                 let _ = ack.map(|a| a.send(json!(ids)));
             });
         })
+        .on("fetch-or-partial", |s, data, ack| {
+            // A minute to wait: far past the test client's patience, so an answer it gets came
+            // without waiting for the timeout.
+            let room = data.first().as_str().unwrap_or_default().to_owned();
+            let fetch = s
+                .namespace()
+                .to(room)
+                .fetch_sockets(Duration::from_secs(60));
+            tokio::task::spawn_local(async move {
+                let (whole, sockets) = match fetch.await {
+                    Ok(sockets) => (true, sockets),
+                    Err(incomplete) => (false, incomplete.partial),
+                };
+                let ids: Vec<String> = sockets.into_iter().map(|s| s.id).collect();
+                let _ = ack.map(|a| a.send(json!({"whole": whole, "ids": ids})));
+            });
+        })
         .on("rooms", |s, _data, ack| {
             let rooms = s.namespace().all_rooms(T);
             tokio::task::spawn_local(async move {
@@ -333,6 +350,26 @@ async fn losing_redis_keeps_local_delivery_and_cross_machine_delivery_resumes() 
     );
     a.shutdown().expect("A stops cleanly");
     b.shutdown().expect("B stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_question_while_redis_is_away_gets_the_local_answer_marked_incomplete() {
+    let mut redis = RedisServer::start();
+    let a = cluster_server(&redis, "A");
+    let mut a1 = AClient::connect(a.addr, "/").await;
+    assert_eq!(a1.call("", 1, "join", json!("r")).await, json!("ok"));
+    assert_eq!(
+        a1.call("", 2, "fetch-or-partial", json!("r")).await,
+        json!({"whole": true, "ids": [a1.sid]}),
+        "with Redis up (no other server), the answer is whole"
+    );
+    redis.kill();
+    a.wait_until("the bridge to notice", |m| m.bridge().connected() == 0);
+    // The question's own timeout is a minute; the client waits far less.
+    assert_eq!(
+        a1.call("", 3, "fetch-or-partial", json!("r")).await,
+        json!({"whole": false, "ids": [a1.sid]})
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
