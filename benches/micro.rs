@@ -60,16 +60,15 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rustc_hash::FxBuildHasher;
 use serde_json::json;
 
-use shardio::bus::{Bus, BusMsg, DEFAULT_BUS_CAPACITY};
+use shardio::bench::{self as internals, RoomIndex};
+use shardio::config::defaults;
 use shardio::engineio::{FrameKind, OutFrame, Sid, SidGenerator};
-use shardio::metrics::Metrics;
 use shardio::protocol::adapter::{
     BroadcastFlags, BroadcastMessage, BroadcastOpts, JsValue, Packet as AdapterPacket,
 };
 use shardio::protocol::engineio::{self as eio, EncodedPacket, PacketType as EioType};
 use shardio::protocol::http::parse_head;
 use shardio::protocol::socketio::{self as sio, PacketType as SioType, Payload};
-use shardio::socketio::room::RoomIndex;
 
 /// What the load generator publishes (`shardio-bench` `sio::publish_packet`), inside `4`.
 const PUBLISH: &str =
@@ -170,7 +169,7 @@ fn socketio_decode(c: &mut Criterion) {
     for (name, input) in cases {
         g.throughput(Throughput::Bytes(input.len() as u64));
         g.bench_function(name, |b| {
-            b.iter(|| sio::decode(black_box(input), sio::MAX_ATTACHMENTS))
+            b.iter(|| sio::decode(black_box(input), defaults::MAX_ATTACHMENTS))
         });
     }
     g.finish();
@@ -463,8 +462,11 @@ fn adapter(c: &mut Criterion) {
 const BUS_BATCH: u64 = 64;
 
 fn bus(c: &mut Criterion) {
-    let (bus, mut inboxes) = Bus::new(2, DEFAULT_BUS_CAPACITY, Arc::new(Metrics::new(2)));
-    let mut inbox = inboxes.pop().expect("shard 1's inbox");
+    // A remote broadcast travels as an Arc of its frames, as the fan-out sends it.
+    let frames = vec![OutFrame::text(64, |b| {
+        b.extend_from_slice(br#"42["bench",[4,1234,1795606024820123]]"#)
+    })];
+    let (bus, mut inbox) = internals::bus(defaults::BUS_CAPACITY, frames);
     let received = Arc::new(AtomicU64::new(0));
     let counter = received.clone();
     // Shard 1: drains its inbox like `shard::read_inbox`, dropping what it got; it stops when
@@ -474,22 +476,16 @@ fn bus(c: &mut Criterion) {
             .build()
             .expect("a current-thread runtime");
         rt.block_on(async move {
-            let mut batch = Vec::with_capacity(BUS_BATCH as usize);
             loop {
-                let n = inbox.recv_many(&mut batch, BUS_BATCH as usize).await;
+                let n = inbox.recv_many(BUS_BATCH as usize).await;
                 if n == 0 {
                     break;
                 }
-                batch.clear();
                 counter.fetch_add(n as u64, Ordering::Release);
             }
         });
     });
-    // A remote broadcast travels as a boxed Arc of its frames.
-    let frames = Arc::new(vec![OutFrame::text(64, |b| {
-        b.extend_from_slice(br#"42["bench",[4,1234,1795606024820123]]"#)
-    })]);
-    let window = DEFAULT_BUS_CAPACITY as u64;
+    let window = defaults::BUS_CAPACITY as u64;
 
     let mut g = c.benchmark_group("bus");
     g.throughput(Throughput::Elements(BUS_BATCH));
@@ -504,13 +500,8 @@ fn bus(c: &mut Criterion) {
                 while sent - (received.load(Ordering::Acquire) - base) >= window {
                     std::thread::yield_now();
                 }
-                let msg = BusMsg::App {
-                    origin: 0,
-                    endpoint: 0,
-                    msg: Box::new(frames.clone()),
-                };
                 assert!(
-                    bus.send(0, 1, msg).is_ok(),
+                    bus.send_broadcast(),
                     "the inbox refused a message inside its capacity"
                 );
                 sent += 1;

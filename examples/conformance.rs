@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use shardio::config::RuntimeConfig;
-use shardio::{apps, Server};
+use shardio::{conformance, Server};
 
 #[derive(Parser)]
 #[command(about = "shardio running the Engine.IO v4 / Socket.IO v5 conformance apps")]
@@ -30,7 +30,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match server.run(apps::conformance_endpoints(), shardio::shutdown_signal()) {
+    match server.run(conformance::endpoints(), shardio::shutdown_signal()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

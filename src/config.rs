@@ -1,5 +1,7 @@
 //! The one configuration tree: command-line flags, each also readable from a `SHARDIO_*`
-//! environment variable. Defaults live here and only here; `validate` runs once at startup.
+//! environment variable. Defaults live here and only here ([`defaults`]): the flags and the
+//! library's `Default` impls (`EngineConfig`, `SocketIoConfig`) read them from there.
+//! `validate` runs once at startup.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -7,11 +9,55 @@ use std::time::Duration;
 use clap::{Args, Parser};
 use thiserror::Error;
 
+/// Every default of shardio, in one place. Times are in milliseconds, sizes in bytes.
+pub mod defaults {
+    /// `--listen`.
+    pub const LISTEN: &str = "0.0.0.0:3000";
+    /// `--shutdown-timeout`: how long shutdown waits for sessions to drain.
+    pub const SHUTDOWN_TIMEOUT_MS: u64 = 30_000;
+    /// `--bus-capacity`: messages each shard's bus inbox holds.
+    pub const BUS_CAPACITY: usize = 16 * 1024;
+    /// `--path`: the HTTP path of the Socket.IO endpoint.
+    pub const PATH: &str = "/socket.io/";
+    /// `--ping-interval`: Engine.IO's server ping period (Node's `pingInterval`).
+    pub const PING_INTERVAL_MS: u64 = 25_000;
+    /// `--ping-timeout`: how long a pong may take (Node's `pingTimeout`).
+    pub const PING_TIMEOUT_MS: u64 = 20_000;
+    /// `--max-payload`: the largest message a client may send (Node's `maxHttpBufferSize`).
+    pub const MAX_PAYLOAD: usize = 1_000_000;
+    /// `--max-buffered-bytes`: outbound bytes queued per session before it is disconnected as
+    /// a slow consumer.
+    pub const MAX_BUFFERED_BYTES: usize = 1 << 20;
+    /// How long a WebSocket upgrading a polling session may take to send the upgrade packet
+    /// (Node's `upgradeTimeout`). Not a flag.
+    pub const UPGRADE_TIMEOUT_MS: u64 = 10_000;
+    /// `--connect-timeout`: time a connection has to join a namespace (Node's `connectTimeout`).
+    pub const CONNECT_TIMEOUT_MS: u64 = 45_000;
+    /// Binary attachments accepted per Socket.IO packet (socket.io-parser's `maxAttachments`).
+    /// Not a flag.
+    pub const MAX_ATTACHMENTS: usize = 10;
+    /// `--max-rooms-per-socket`: rooms one gateway client may join.
+    pub const MAX_ROOMS_PER_SOCKET: usize = 128;
+    /// `--redis-prefix`: Node's adapter `key` option.
+    pub const REDIS_PREFIX: &str = "socket.io";
+    /// `--redis-requests-timeout` (Node's `requestsTimeout`).
+    pub const REDIS_REQUESTS_TIMEOUT_MS: u64 = 5_000;
+    /// `--redis-queue`: messages the shards may queue for the Redis bridge.
+    pub const REDIS_QUEUE: usize = 16 * 1024;
+    /// `--redis-probe-interval`.
+    pub const REDIS_PROBE_INTERVAL_MS: u64 = 2_000;
+    /// `--redis-reconnect-max`: the longest wait between two reconnection attempts.
+    pub const REDIS_RECONNECT_MAX_MS: u64 = 2_000;
+    /// The shortest wait between two connection attempts to Redis (and the first one), so a
+    /// dead Redis never makes the bridge spin. Not a flag.
+    pub const REDIS_RECONNECT_MIN_MS: u64 = 250;
+}
+
 /// How the process runs: where it listens, how many shards, pinning, shutdown.
 #[derive(Debug, Clone, Args)]
 pub struct RuntimeConfig {
     /// Address every shard listens on (SO_REUSEPORT). Port 0 picks a free port.
-    #[arg(long, env = "SHARDIO_LISTEN", default_value = "0.0.0.0:3000")]
+    #[arg(long, env = "SHARDIO_LISTEN", default_value = defaults::LISTEN)]
     pub listen: SocketAddr,
     /// Number of shard threads. Default: the number of available cores.
     #[arg(long, env = "SHARDIO_SHARDS")]
@@ -23,13 +69,13 @@ pub struct RuntimeConfig {
     #[arg(
         long,
         env = "SHARDIO_SHUTDOWN_TIMEOUT",
-        default_value_t = 30_000,
+        default_value_t = defaults::SHUTDOWN_TIMEOUT_MS,
         value_name = "MS"
     )]
     pub shutdown_timeout: u64,
     /// Messages each shard's bus inbox holds; a full inbox refuses (counts and logs) instead
     /// of blocking the sender.
-    #[arg(long, env = "SHARDIO_BUS_CAPACITY", default_value_t = DEFAULT_BUS_CAPACITY, value_name = "MESSAGES")]
+    #[arg(long, env = "SHARDIO_BUS_CAPACITY", default_value_t = defaults::BUS_CAPACITY, value_name = "MESSAGES")]
     pub bus_capacity: usize,
 }
 
@@ -68,7 +114,7 @@ pub struct RedisConfig {
     #[arg(
         long = "redis-prefix",
         env = "SHARDIO_REDIS_PREFIX",
-        default_value = "socket.io"
+        default_value = defaults::REDIS_PREFIX
     )]
     pub prefix: String,
     /// How long a cluster request (fetchSockets, allRooms, acks, ...) waits for the other
@@ -76,7 +122,7 @@ pub struct RedisConfig {
     #[arg(
         long = "redis-requests-timeout",
         env = "SHARDIO_REDIS_REQUESTS_TIMEOUT",
-        default_value_t = 5_000,
+        default_value_t = defaults::REDIS_REQUESTS_TIMEOUT_MS,
         value_name = "MS"
     )]
     pub requests_timeout: u64,
@@ -84,7 +130,7 @@ pub struct RedisConfig {
     #[arg(
         long = "redis-queue",
         env = "SHARDIO_REDIS_QUEUE",
-        default_value_t = 16 * 1024,
+        default_value_t = defaults::REDIS_QUEUE,
         value_name = "MESSAGES"
     )]
     pub queue: usize,
@@ -93,7 +139,7 @@ pub struct RedisConfig {
     #[arg(
         long = "redis-probe-interval",
         env = "SHARDIO_REDIS_PROBE_INTERVAL",
-        default_value_t = 2_000,
+        default_value_t = defaults::REDIS_PROBE_INTERVAL_MS,
         value_name = "MS"
     )]
     pub probe_interval: u64,
@@ -102,17 +148,16 @@ pub struct RedisConfig {
     #[arg(
         long = "redis-reconnect-max",
         env = "SHARDIO_REDIS_RECONNECT_MAX",
-        default_value_t = 2_000,
+        default_value_t = defaults::REDIS_RECONNECT_MAX_MS,
         value_name = "MS"
     )]
     pub reconnect_max: u64,
 }
 
-/// The shortest wait between two connection attempts to Redis, so a dead Redis never makes the
-/// bridge spin.
-pub const REDIS_RECONNECT_MIN: Duration = Duration::from_millis(250);
-
 impl RedisConfig {
+    /// The shortest wait between two connection attempts (see [`defaults`]).
+    pub const RECONNECT_MIN: Duration = Duration::from_millis(defaults::REDIS_RECONNECT_MIN_MS);
+
     /// The bridge for `url`, other settings at their defaults.
     pub fn new(url: impl Into<String>) -> Self {
         let mut config = RedisConfig::parse_default();
@@ -138,7 +183,7 @@ impl RedisConfig {
     }
 
     pub fn reconnect_max(&self) -> Duration {
-        Duration::from_millis(self.reconnect_max).max(REDIS_RECONNECT_MIN)
+        Duration::from_millis(self.reconnect_max).max(Self::RECONNECT_MIN)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -166,9 +211,6 @@ impl RedisConfig {
     }
 }
 
-/// Default of `--bus-capacity`.
-pub const DEFAULT_BUS_CAPACITY: usize = 16 * 1024;
-
 /// Shard indexes are one byte of every session id.
 pub const MAX_SHARDS: usize = 255;
 
@@ -183,13 +225,13 @@ pub struct Config {
     #[command(flatten)]
     pub runtime: RuntimeConfig,
     /// HTTP path of the Socket.IO endpoint.
-    #[arg(long, env = "SHARDIO_PATH", default_value = "/socket.io/")]
+    #[arg(long, env = "SHARDIO_PATH", default_value = defaults::PATH)]
     pub path: String,
     /// Engine.IO ping interval, in milliseconds.
     #[arg(
         long,
         env = "SHARDIO_PING_INTERVAL",
-        default_value_t = 25_000,
+        default_value_t = defaults::PING_INTERVAL_MS,
         value_name = "MS"
     )]
     pub ping_interval: u64,
@@ -197,7 +239,7 @@ pub struct Config {
     #[arg(
         long,
         env = "SHARDIO_PING_TIMEOUT",
-        default_value_t = 20_000,
+        default_value_t = defaults::PING_TIMEOUT_MS,
         value_name = "MS"
     )]
     pub ping_timeout: u64,
@@ -205,7 +247,7 @@ pub struct Config {
     #[arg(
         long,
         env = "SHARDIO_MAX_PAYLOAD",
-        default_value_t = 1_000_000,
+        default_value_t = defaults::MAX_PAYLOAD,
         value_name = "BYTES"
     )]
     pub max_payload: usize,
@@ -213,12 +255,12 @@ pub struct Config {
     #[arg(
         long,
         env = "SHARDIO_CONNECT_TIMEOUT",
-        default_value_t = 45_000,
+        default_value_t = defaults::CONNECT_TIMEOUT_MS,
         value_name = "MS"
     )]
     pub connect_timeout: u64,
     /// Outbound bytes queued for one client before it is disconnected as a slow consumer.
-    #[arg(long, env = "SHARDIO_MAX_BUFFERED_BYTES", default_value_t = 1 << 20, value_name = "BYTES")]
+    #[arg(long, env = "SHARDIO_MAX_BUFFERED_BYTES", default_value_t = defaults::MAX_BUFFERED_BYTES, value_name = "BYTES")]
     pub max_buffered_bytes: usize,
     /// A namespace the gateway serves besides `/` (repeatable).
     #[arg(
@@ -232,7 +274,7 @@ pub struct Config {
     #[arg(
         long,
         env = "SHARDIO_MAX_ROOMS_PER_SOCKET",
-        default_value_t = 128,
+        default_value_t = defaults::MAX_ROOMS_PER_SOCKET,
         value_name = "N"
     )]
     pub max_rooms_per_socket: usize,
@@ -400,6 +442,6 @@ mod tests {
         let r = RedisConfig::new("redis://127.0.0.1:6379/0");
         assert_eq!(r.url.as_deref(), Some("redis://127.0.0.1:6379/0"));
         assert!(r.validate().is_ok());
-        assert!(r.reconnect_max() >= REDIS_RECONNECT_MIN);
+        assert!(r.reconnect_max() >= RedisConfig::RECONNECT_MIN);
     }
 }

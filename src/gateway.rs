@@ -11,8 +11,11 @@
 
 use serde_json::{json, Value};
 
-use crate::protocol::socketio::{Payload, RESERVED_EVENTS};
-use crate::socketio::{AckSender, Socket, SocketIo, SocketIoConfig};
+use crate::config::Config;
+use crate::engineio::EngineConfig;
+use crate::protocol::socketio::Payload;
+use crate::shard::Endpoint;
+use crate::socketio::{AckSender, EmitError, Socket, SocketIo, SocketIoConfig};
 
 /// The longest room name accepted, in bytes.
 pub const MAX_ROOM_NAME: usize = 255;
@@ -24,6 +27,29 @@ pub struct GatewayConfig {
     pub namespaces: Vec<String>,
     /// Rooms one socket may be in, not counting the room of its own id.
     pub max_rooms_per_socket: usize,
+}
+
+impl GatewayConfig {
+    /// The gateway settings a [`Config`] asks for.
+    pub fn from_config(config: &Config) -> Self {
+        GatewayConfig {
+            namespaces: config.namespaces.clone(),
+            max_rooms_per_socket: config.max_rooms_per_socket,
+        }
+    }
+}
+
+/// What `shardio` serves out of the box: the gateway app on `config.path`.
+pub fn endpoints(config: &Config) -> Vec<Endpoint> {
+    let io = gateway(
+        SocketIoConfig::from_config(config),
+        &GatewayConfig::from_config(config),
+    );
+    vec![Endpoint::socketio(
+        config.path.clone(),
+        EngineConfig::from_config(config),
+        io,
+    )]
 }
 
 /// The gateway as a Socket.IO app.
@@ -120,9 +146,6 @@ fn publish(socket: &Socket, data: Payload) -> Result<(), String> {
         Some(Value::String(e)) if !e.is_empty() => e.clone(),
         _ => return Err("publish needs a non-empty string \"event\"".into()),
     };
-    if RESERVED_EVENTS.contains(&event.as_str()) {
-        return Err(format!("\"{event}\" is a reserved event name"));
-    }
     let to = match req.get("to") {
         None | Some(Value::Null) => Vec::new(),
         Some(v) => room_list(v, "to")?,
@@ -143,5 +166,8 @@ fn publish(socket: &Socket, data: Payload) -> Result<(), String> {
                 bins,
             },
         )
-        .map_err(|e| e.to_string())
+        .map_err(|e| match e {
+            EmitError::ReservedEvent => format!("\"{event}\" is a reserved event name"),
+            other => other.to_string(),
+        })
 }

@@ -1,51 +1,118 @@
 //! shardio: a Socket.IO-compatible real-time server. One thread per core, each pinned, each
-//! with its own SO_REUSEPORT listener and event loop (a shard).
+//! with its own SO_REUSEPORT listener and event loop (a shard); an in-process bus between the
+//! shards; a Redis bridge between machines, in the wire format of Node's redis-adapter.
 //!
 //! # Layout
 //!
-//! Floors, lowest first; a module uses only modules on its floor or below.
+//! Floors, lowest first; a module uses only modules on its floor or below, and no two files
+//! import each other (`tests/it/layout.rs` checks both). `docs/ARCHITECTURE.md` tells the
+//! design; `docs/PROTOCOL.md` the wire formats.
 //!
-//! - [`protocol`]: pure codecs, no runtime, no sockets: Engine.IO packets and polling
-//!   payloads, Socket.IO packets and binary placeholders, HTTP request heads and chunked
-//!   bodies, the CORS policy.
-//! - [`config`]: the one configuration tree (flags and `SHARDIO_*` variables), defaults, checks.
-//! - [`listener`]: the SO_REUSEPORT listener group bound before any shard starts.
-//! - [`metrics`]: per-shard counters.
-//! - [`bus`]: one bounded inbox per shard, wired at startup; app messages and connection
-//!   hand-overs between shards.
-//! - [`engineio`]: Engine.IO sessions: ids that carry the owning shard, the bounded outbound
-//!   queue, one driver per session (heartbeat, lifetime), the WebSocket transport (reader,
-//!   batching writer), the long-polling transport, the upgrade probe, the hand-over of requests
-//!   to the owning shard, handshake errors.
-//! - [`socketio`]: namespaces, sockets, events, acks and binary attachments on Engine.IO; the
-//!   library API for applications; rooms (`RoomIndex`) and broadcasts (encoded once, delivered
-//!   locally, one bus message per other shard).
-//! - [`http`]: request heads on accepted connections, routing to the endpoints.
-//! - [`redis_bridge`]: the one bridge thread per process between the shards and Redis, in
-//!   Node's redis-adapter format: publishes broadcasts, delivers other machines' broadcasts,
-//!   answers and asks cluster requests, reconnects and probes.
-//! - [`shard`]: the per-thread runtime: core pinning, accept loop, drain on shutdown.
-//! - [`server`]: binds the listeners, starts the bridge and the shards, waits for the shutdown
-//!   future, joins.
-//! - [`gateway`]: the default app on the library API: join, leave, publish.
-//! - [`apps`]: the applications the binaries serve (the gateway, the conformance test apps).
+//! 1. [`protocol`]: pure codecs, no runtime, no sockets: Engine.IO packets and polling
+//!    payloads, Socket.IO packets and their frames, HTTP heads and bodies and the refusals'
+//!    statuses, CORS, the Redis adapter's messages. [`config`]: the one configuration tree
+//!    and every default. `listener`: the SO_REUSEPORT listener group. [`metrics`]: per-shard
+//!    counters.
+//! 2. `bus`: one bounded inbox per shard and the bridge's queue, carrying typed messages
+//!    (`bus::cluster`: what the Socket.IO layers and the bridge say to each other). `http`:
+//!    HTTP/1.1 on a connection, bounded in size and time; the one response writer.
+//! 3. [`engineio`]: Engine.IO sessions and transports (polling, WebSocket, upgrade, hand-off
+//!    of requests to the owning shard); knows nothing of Socket.IO or Redis.
+//! 4. [`socketio`]: namespaces, sockets, acks, rooms, broadcasts (encoded once, delivered
+//!    locally, one bus message per other shard, one to the bridge), cluster-wide operations.
+//!    `redis_bridge`: the one bridge thread per process, Node's redis-adapter on the wire.
+//! 5. `shard`: the per-core runtime (accept, route, inbox) and the [`Endpoint`]s it serves;
+//!    `server`: binds, starts the bridge and the shards, waits for the shutdown future,
+//!    drains, joins ([`Server`]). [`gateway`]: the default app (join, leave, publish).
+//!    [`conformance`]: the upstream conformance suites' apps.
+//!
+//! The library API is what this file exports: the public modules above and the re-exports
+//! below. Everything else is internal (`pub(crate)`).
 
-pub mod apps;
-pub mod bus;
 pub mod config;
+pub mod conformance;
 pub mod engineio;
 pub mod gateway;
-pub mod http;
-pub mod listener;
 pub mod metrics;
 pub mod protocol;
-pub mod redis_bridge;
-pub mod server;
-pub mod shard;
 pub mod socketio;
 
+mod bus;
+mod http;
+mod listener;
+mod redis_bridge;
+mod server;
+mod shard;
+
 pub use config::Config;
-pub use server::{Endpoint, Server};
+pub use server::{Server, ServerError};
+pub use shard::{App, Endpoint};
+
+/// Internals exposed for `benches/micro.rs` only; not part of the API and not stable.
+#[doc(hidden)]
+pub mod bench {
+    use std::sync::Arc;
+
+    use tokio::sync::mpsc;
+
+    use crate::bus::cluster::{BroadcastOpts, Origin, RemoteBroadcast, SioMsg};
+    use crate::bus::{Bus, ShardMsg};
+    use crate::metrics::Metrics;
+    use crate::protocol::frame::OutFrame;
+
+    pub use crate::socketio::room::RoomIndex;
+
+    /// Shard 0's end of a two-shard bus: sends one remote broadcast of the same frames per
+    /// call, as the fan-out does.
+    pub struct BusSender {
+        bus: Bus,
+        broadcast: Arc<RemoteBroadcast>,
+    }
+
+    impl BusSender {
+        /// Sends the broadcast to shard 1; false when its inbox is full.
+        pub fn send_broadcast(&self) -> bool {
+            let msg = ShardMsg::SocketIo {
+                from: Origin::Shard(0),
+                endpoint: 0,
+                msg: SioMsg::Broadcast(self.broadcast.clone()),
+            };
+            self.bus.send(0, 1, msg).is_ok()
+        }
+    }
+
+    /// Shard 1's inbox.
+    pub struct BusInbox {
+        inbox: mpsc::Receiver<ShardMsg>,
+        batch: Vec<ShardMsg>,
+    }
+
+    impl BusInbox {
+        /// Takes up to `limit` messages as the shard does, and drops them; 0 once every sender
+        /// is gone.
+        pub async fn recv_many(&mut self, limit: usize) -> usize {
+            let n = self.inbox.recv_many(&mut self.batch, limit).await;
+            self.batch.clear();
+            n
+        }
+    }
+
+    /// A two-shard bus whose inboxes hold `capacity` messages, carrying broadcasts of `frames`.
+    pub fn bus(capacity: usize, frames: Vec<OutFrame>) -> (BusSender, BusInbox) {
+        let (bus, mut inboxes) = Bus::new(2, capacity, Arc::new(Metrics::new(2)));
+        let inbox = BusInbox {
+            inbox: inboxes.swap_remove(1),
+            batch: Vec::with_capacity(64),
+        };
+        let broadcast = Arc::new(RemoteBroadcast {
+            nsp: "/".into(),
+            opts: BroadcastOpts::default(),
+            frames,
+            ack: None,
+        });
+        (BusSender { bus, broadcast }, inbox)
+    }
+}
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_tracing() {

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use shardio::{apps, Config, Server};
+use shardio::{gateway, Config, Server};
 
 fn main() -> ExitCode {
     let config = Config::parse();
@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         }
     };
     let server = server.with_redis(config.redis.clone());
-    match server.run(apps::default_endpoints(&config), shardio::shutdown_signal()) {
+    match server.run(gateway::endpoints(&config), shardio::shutdown_signal()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -13,18 +13,10 @@ use tokio::sync::{mpsc, watch};
 
 use crate::bus::Bus;
 use crate::config::{RedisConfig, RuntimeConfig};
-use crate::engineio::{EngineAppFactory, EngineConfig};
 use crate::listener;
 use crate::metrics::Metrics;
 use crate::redis_bridge::{self, BridgeError, BridgeSetup};
-use crate::shard::{self, ShardSetup};
-
-/// An Engine.IO endpoint: requests whose path starts with `path` go to `app`.
-pub struct Endpoint {
-    pub path: String,
-    pub engine: EngineConfig,
-    pub app: Arc<dyn EngineAppFactory>,
-}
+use crate::shard::{self, Endpoint, ShardSetup};
 
 /// Why the server could not start or did not stop cleanly.
 #[derive(Debug, Error)]
@@ -32,7 +24,9 @@ pub enum ServerError {
     /// The address is taken or not ours; pick another `--listen`.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address asked for.
         addr: SocketAddr,
+        /// What the OS said.
         source: std::io::Error,
     },
     /// The OS refused a thread or runtime; the machine is out of resources.
@@ -184,7 +178,7 @@ impl Server {
     }
 }
 
-/// Starts the bridge for the first endpoint with Socket.IO namespaces; `None` if there is none.
+/// Starts the bridge for the first Socket.IO endpoint with namespaces; `None` if there is none.
 fn start_bridge(
     config: RedisConfig,
     endpoints: &[Endpoint],
@@ -194,7 +188,7 @@ fn start_bridge(
     let mut bridged = endpoints
         .iter()
         .enumerate()
-        .map(|(i, ep)| (i, ep.app.cluster_namespaces()))
+        .filter_map(|(i, ep)| Some((i, ep.socketio_app()?.namespace_names())))
         .filter(|(_, namespaces)| !namespaces.is_empty());
     let Some((endpoint, namespaces)) = bridged.next() else {
         tracing::warn!(

@@ -10,7 +10,8 @@ use std::time::Duration;
 use common::aclient::AClient;
 use common::{Frame, TestServer};
 use serde_json::{json, Value};
-use shardio::apps::{default_endpoints, engine_config};
+use shardio::engineio::EngineConfig;
+use shardio::gateway::endpoints as default_endpoints;
 use shardio::protocol::socketio::Payload;
 use shardio::socketio::{BroadcastAckError, SocketIo, SocketIoConfig};
 use shardio::{Config, Endpoint};
@@ -371,11 +372,11 @@ fn ack_app() -> Vec<Endpoint> {
             let _ = socket.emit("report", report);
         });
     });
-    vec![Endpoint {
-        path: "/socket.io/".into(),
-        engine: engine_config(&Config::default()),
-        app: Arc::new(io),
-    }]
+    vec![Endpoint::socketio(
+        "/socket.io/",
+        EngineConfig::from_config(&Config::default()),
+        io,
+    )]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -454,11 +455,11 @@ fn volatile_app(max_buffered: usize) -> Vec<Endpoint> {
         max_buffered_bytes: max_buffered,
         ..Config::default()
     };
-    vec![Endpoint {
-        path: "/socket.io/".into(),
-        engine: engine_config(&config),
-        app: Arc::new(io),
-    }]
+    vec![Endpoint::socketio(
+        "/socket.io/",
+        EngineConfig::from_config(&config),
+        io,
+    )]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -561,11 +561,11 @@ fn credentials_echo_the_origin_and_the_cookie_carries_the_sid() {
     // Without CORS configured, no CORS headers and OPTIONS goes to Engine.IO's checks.
     let plain = TestServer::start(
         1,
-        vec![shardio::Endpoint {
-            path: "/engine.io/".into(),
-            engine: EngineConfig::default(),
-            app: std::sync::Arc::new(shardio::apps::Echo),
-        }],
+        vec![shardio::Endpoint::engine(
+            "/engine.io/",
+            EngineConfig::default(),
+            shardio::conformance::Echo,
+        )],
     );
     let r = request(
         plain.addr,

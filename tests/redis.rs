@@ -9,7 +9,7 @@ use common::aclient::AClient;
 use common::redis::RedisServer;
 use common::{Frame, TestServer, WAIT};
 use serde_json::{json, Value};
-use shardio::apps::default_endpoints;
+use shardio::gateway::endpoints as default_endpoints;
 use shardio::protocol::socketio::Payload;
 use shardio::socketio::{SocketIo, SocketIoConfig};
 use shardio::{Config, Endpoint};
@@ -203,11 +203,11 @@ fn cluster_app(name: &'static str) -> Vec<Endpoint> {
                 ack.send(Payload::from(format!("pong-from-{name}").as_str()));
             }
         });
-    vec![Endpoint {
-        path: "/socket.io/".into(),
-        engine: shardio::engineio::EngineConfig::default(),
-        app: std::sync::Arc::new(io),
-    }]
+    vec![Endpoint::socketio(
+        "/socket.io/",
+        shardio::engineio::EngineConfig::default(),
+        io,
+    )]
 }
 
 fn cluster_server(redis: &RedisServer, name: &'static str) -> TestServer {

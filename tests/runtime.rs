@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{TestServer, WsClient};
-use shardio::server::ServerError;
 use shardio::Server;
+use shardio::ServerError;
 
 #[test]
 fn connections_land_on_every_shard() {

@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Frame, TestServer, WsClient};
 use serde_json::json;
-use shardio::apps::engine_config;
+use shardio::engineio::EngineConfig;
 use shardio::protocol::socketio::Payload;
 use shardio::socketio::{ConnectError, SocketIo, SocketIoConfig};
 use shardio::{Config, Endpoint};
@@ -174,11 +173,11 @@ fn ack_app() -> Vec<Endpoint> {
             }
         });
     let config = Config::default();
-    vec![Endpoint {
-        path: "/socket.io/".into(),
-        engine: engine_config(&config),
-        app: Arc::new(io),
-    }]
+    vec![Endpoint::socketio(
+        "/socket.io/",
+        EngineConfig::from_config(&config),
+        io,
+    )]
 }
 
 #[test]

@@ -10,22 +10,38 @@ use std::rc::Rc;
 
 use tokio::sync::Notify;
 
-use super::Session;
-
 /// Sessions written per turn before the flusher lets other tasks (reads) run.
 const CHUNK: usize = 256;
 /// Sessions brought into the cache together before they are written.
 const TOUCH_AHEAD: usize = 16;
 
-#[derive(Default)]
-pub(crate) struct Flusher {
-    dirty: RefCell<Vec<Rc<Session>>>,
+/// What the flusher needs of a session (implemented by `Session`; generic so that this file
+/// does not depend on the session it serves).
+pub(super) trait Flush {
+    /// Bytes queued and not written yet; read first to bring the session into the cache.
+    fn queued_bytes(&self) -> usize;
+    /// Writes what the socket takes now.
+    fn flush_now(&self);
+}
+
+/// The list of sessions with frames to write, and the task that writes them.
+pub(super) struct Flusher<S> {
+    dirty: RefCell<Vec<Rc<S>>>,
     wake: Notify,
 }
 
-impl Flusher {
+impl<S> Default for Flusher<S> {
+    fn default() -> Self {
+        Flusher {
+            dirty: RefCell::new(Vec::new()),
+            wake: Notify::new(),
+        }
+    }
+}
+
+impl<S: Flush> Flusher<S> {
     /// Lists a session to be written; the caller marked it dirty, so it is listed once.
-    pub(crate) fn push(&self, session: Rc<Session>) {
+    pub(super) fn push(&self, session: Rc<S>) {
         let mut dirty = self.dirty.borrow_mut();
         dirty.push(session);
         if dirty.len() == 1 {
@@ -34,7 +50,7 @@ impl Flusher {
     }
 
     /// Runs for the shard's life.
-    pub(crate) async fn run(self: Rc<Self>) {
+    pub(super) async fn run(self: Rc<Self>) {
         loop {
             let batch = std::mem::take(&mut *self.dirty.borrow_mut());
             if batch.is_empty() {

@@ -1,4 +1,4 @@
-//! The HTTP long-polling transport (SOCKETIO.md §1.4): a GET is held until packets are queued
+//! The HTTP long-polling transport (docs/PROTOCOL.md §1.4): a GET is held until packets are queued
 //! and answers them joined by `\x1e`; a POST carries the client's packets and is answered `ok`.
 //! Each request runs on its connection's task; the session's driver keeps the heartbeat.
 //!
@@ -7,20 +7,19 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
-use std::time::Duration;
 
-use thiserror::Error;
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
+use super::close::CloseReason;
 use super::driver;
+use super::engine::{Engine, Handled, Reply};
 use super::queue::OutQueue;
-use super::{CloseReason, Engine, FrameKind, Handled, Reply, Session, Transport};
+use super::request::RequestInfo;
+use super::session::{Session, Transport};
+use crate::http;
 use crate::protocol::engineio::{self, EncodedPacket, Packet, PayloadPacket};
-use crate::protocol::http::{BodyFraming, ChunkedDecoder, ChunkedError, RequestHead};
-
-/// How long a POST body may stall between two reads before the request is dropped.
-const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::protocol::frame::FrameKind;
+use crate::protocol::http::{BodyError, Refusal, RequestHead};
 
 /// Serves the handshake GET of a new polling session: its open packet is the first packet
 /// the GET delivers.
@@ -31,7 +30,7 @@ pub(super) async fn handshake(
     leftover: Vec<u8>,
     address: std::net::SocketAddr,
 ) -> Handled {
-    let request = super::request_info(head.clone(), address);
+    let request = RequestInfo::from_head(head.clone(), address);
     let session = engine.open_session(request, Transport::Polling);
     // Fails only when `max_buffered_bytes` is tiny, and then the session closes as a slow
     // consumer: the GET below answers the close.
@@ -55,8 +54,9 @@ pub(super) async fn serve(
         "POST" => post(engine, &session, stream, &head, leftover).await,
         // Node's polling transport answers any other method 500; the session lives on.
         _ => {
-            let reply = Reply::new(500, b"");
-            engine.reply(stream, &head, leftover, reply).await
+            engine
+                .refuse(stream, &head, leftover, Refusal::PollingMethod)
+                .await
         }
     }
 }
@@ -221,7 +221,7 @@ async fn misuse(
     tracing::debug!(sid = %session.sid(), what, "polling request refused");
     session.close(CloseReason::TransportError);
     engine
-        .reply(stream, head, leftover, Reply::new(400, b""))
+        .refuse(stream, head, leftover, Refusal::PollingMisuse)
         .await
 }
 
@@ -246,15 +246,16 @@ async fn post(
     }
     let read = {
         let _pending = Pending::set(&session.poll.post_pending);
-        read_body(&mut stream, head, leftover, engine.config.max_payload).await
+        http::read_body(&mut stream, head, leftover, engine.config.max_payload).await
     };
     let (body, rest) = match read {
         Ok(read) => read,
         Err(err @ (BodyError::TooLarge | BodyError::Malformed)) => {
             tracing::debug!(sid = %session.sid(), %err, "POST body refused");
             // The session lives on, as in Node; the connection cannot be reused.
-            let reply = Reply::new(err.status(), b"").closing();
-            return engine.reply(stream, head, Vec::new(), reply).await;
+            return engine
+                .refuse(stream, head, Vec::new(), Refusal::Body(err))
+                .await;
         }
         Err(BodyError::Closed) => {
             // "data request connection closed prematurely"
@@ -289,88 +290,5 @@ fn receive_payload(session: &Rc<Session>, body: &[u8]) {
         if let Err(reason) = result {
             return session.close(reason);
         }
-    }
-}
-
-/// Why a request body could not be read.
-#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
-enum BodyError {
-    /// Larger than `max_payload`: answer 413 and close the connection.
-    #[error("request body too large")]
-    TooLarge,
-    /// Framing that cannot be read (bad length, bad chunks): answer 400 and close.
-    #[error("malformed request body")]
-    Malformed,
-    /// The client closed the connection, or stalled past the idle timeout, mid-body.
-    #[error("connection closed during the request body")]
-    Closed,
-}
-
-impl BodyError {
-    fn status(self) -> u16 {
-        match self {
-            BodyError::TooLarge => 413,
-            BodyError::Malformed | BodyError::Closed => 400,
-        }
-    }
-}
-
-impl From<ChunkedError> for BodyError {
-    fn from(e: ChunkedError) -> Self {
-        match e {
-            ChunkedError::TooLarge => BodyError::TooLarge,
-            ChunkedError::Malformed => BodyError::Malformed,
-        }
-    }
-}
-
-/// Reads a request body of at most `limit` bytes. `buf` holds what was already read past the
-/// head. Returns the body and the bytes read past it (the start of the next request).
-async fn read_body(
-    stream: &mut TcpStream,
-    head: &RequestHead,
-    mut buf: Vec<u8>,
-    limit: usize,
-) -> Result<(Vec<u8>, Vec<u8>), BodyError> {
-    match head.body_framing().map_err(|_| BodyError::Malformed)? {
-        BodyFraming::None => Ok((Vec::new(), buf)),
-        BodyFraming::Length(n) => {
-            // Refused before reading a byte of it.
-            let n = usize::try_from(n)
-                .ok()
-                .filter(|&n| n <= limit)
-                .ok_or(BodyError::TooLarge)?;
-            while buf.len() < n {
-                let want = n - buf.len();
-                read_more(stream, &mut buf, want).await?;
-            }
-            let rest = buf.split_off(n);
-            Ok((buf, rest))
-        }
-        BodyFraming::Chunked => {
-            let mut decoder = ChunkedDecoder::new(limit);
-            let mut body = Vec::new();
-            loop {
-                let used = decoder.decode(&buf, &mut body)?;
-                if decoder.is_done() {
-                    return Ok((body, buf.split_off(used)));
-                }
-                buf.clear();
-                read_more(stream, &mut buf, 16 * 1024).await?;
-            }
-        }
-    }
-}
-
-/// Appends what the socket has (at most about `want` bytes) to `buf`.
-async fn read_more(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    want: usize,
-) -> Result<(), BodyError> {
-    buf.reserve(want.min(64 * 1024));
-    match tokio::time::timeout(BODY_IDLE_TIMEOUT, stream.read_buf(buf)).await {
-        Ok(Ok(n)) if n > 0 => Ok(()),
-        _ => Err(BodyError::Closed),
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
-use super::frame::{FrameKind, OutFrame};
+use crate::protocol::frame::{FrameKind, OutFrame};
 
 /// Queue slots kept after the queue drains (about 40 bytes each).
 const RETAINED_FRAMES: usize = 256;

@@ -1,124 +1,42 @@
-//! HTTP/1.1 on a freshly accepted connection: read request heads (bounded size, bounded
-//! time), route each request to the Engine.IO endpoint whose path it starts with.
+//! HTTP/1.1 on an accepted connection, bounded in size and time: read a request head, read a
+//! request body, write a response. The one writer of HTTP responses: every response shardio
+//! sends goes through [`write`], with its write timeout. Knows nothing of Engine.IO; routing
+//! is the shard's (`shard/router.rs`), answering is the endpoint's.
 
-use std::net::SocketAddr;
-use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::engineio::{Engine, Handled};
-use crate::protocol::http::{self, HeadError, RequestHead};
+use crate::protocol::http::{
+    self, BodyError, BodyFraming, ChunkedDecoder, HeadError, Refusal, RequestHead,
+};
 
 /// Largest request head accepted, in bytes.
-pub const MAX_HEAD: usize = 16 * 1024;
+pub(crate) const MAX_HEAD: usize = 16 * 1024;
 /// Time a client has to send a complete request head (also the keep-alive idle limit).
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The endpoints of one shard, by path prefix.
-pub struct Router {
-    routes: Vec<(String, Rc<Engine>)>,
-}
-
-impl Router {
-    pub fn new(routes: Vec<(String, Rc<Engine>)>) -> Self {
-        Router { routes }
-    }
-
-    fn route(&self, path: &str) -> Option<&Rc<Engine>> {
-        self.routes
-            .iter()
-            .find(|(prefix, _)| path.starts_with(prefix.as_str()))
-            .map(|(_, engine)| engine)
-    }
-}
-
-/// Serves the requests of one connection until it closes or is taken over (by a WebSocket, or
-/// by the shard owning the session a request asks for).
-pub async fn serve(router: Rc<Router>, stream: TcpStream, address: SocketAddr) {
-    serve_from(router, stream, address, Vec::new()).await;
-}
-
-/// Serves a request whose head another shard already read, then the rest of the connection.
-pub async fn serve_request(
-    router: Rc<Router>,
-    stream: TcpStream,
-    address: SocketAddr,
-    head: RequestHead,
-    leftover: Vec<u8>,
-) {
-    if let Some(engine) = router.route(&head.path) {
-        engine.ctx.engine.metrics().handoff_received();
-    }
-    if let Some((stream, rest)) = route(&router, stream, head, leftover, address).await {
-        serve_from(router, stream, address, rest).await;
-    }
-}
-
-/// The keep-alive loop; `buf` holds bytes of the next request already read.
-async fn serve_from(
-    router: Rc<Router>,
-    mut stream: TcpStream,
-    address: SocketAddr,
-    mut buf: Vec<u8>,
-) {
-    loop {
-        let (head, leftover) = match read_head(&mut stream, buf).await {
-            Ok(Some(parsed)) => parsed,
-            Ok(None) => return,
-            Err(status) => {
-                let _ = respond(&mut stream, status, b"", false).await;
-                return;
-            }
-        };
-        match route(&router, stream, head, leftover, address).await {
-            Some((s, rest)) => (stream, buf) = (s, rest),
-            None => return,
-        }
-    }
-}
-
-/// Serves one request; returns the connection, and what was read of the next request, when
-/// it may carry another.
-async fn route(
-    router: &Router,
-    mut stream: TcpStream,
-    head: RequestHead,
-    leftover: Vec<u8>,
-    address: SocketAddr,
-) -> Option<(TcpStream, Vec<u8>)> {
-    match router.route(&head.path) {
-        Some(engine) => match engine.handle(stream, head, leftover, address).await {
-            Handled::KeepAlive(s, rest) => Some((s, rest)),
-            Handled::Done => None,
-        },
-        None => {
-            // The body of a request to an unknown path is not read: only a bodiless request
-            // leaves the connection reusable.
-            let keep_alive =
-                head.keep_alive() && matches!(head.body_framing(), Ok(http::BodyFraming::None));
-            let ok = respond(&mut stream, 404, b"Not Found", keep_alive)
-                .await
-                .is_ok();
-            (ok && keep_alive).then_some((stream, leftover))
-        }
-    }
-}
+pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long writing one response may take before the connection is dropped: a client that
+/// does not read must not hold a task forever.
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request body may stall between two reads before the request is dropped.
+pub(crate) const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reads one request head, starting with the bytes in `buf`. `Ok(None)`: the peer closed or
-/// went idle between requests. `Err(status)`: the head was refused with that status.
-async fn read_head(
+/// went idle between requests. `Err(refusal)`: answer it, then close.
+pub(crate) async fn read_head(
     stream: &mut TcpStream,
     mut buf: Vec<u8>,
-) -> Result<Option<(RequestHead, Vec<u8>)>, u16> {
+) -> Result<Option<(RequestHead, Vec<u8>)>, Refusal> {
     let deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
     loop {
         if !buf.is_empty() {
             match http::parse_head(&buf, MAX_HEAD) {
                 Ok(Some((head, used))) => return Ok(Some((head, buf.split_off(used)))),
                 Ok(None) => {}
-                Err(e @ (HeadError::Malformed | HeadError::TooLarge)) => return Err(e.status()),
+                Err(e @ (HeadError::Malformed | HeadError::TooLarge)) => {
+                    return Err(Refusal::Head(e))
+                }
             }
         }
         // Read straight into the heap buffer: no stack chunk lives in the connection's task
@@ -128,21 +46,93 @@ async fn read_head(
             Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
             Ok(Ok(_)) => {}
             Err(_) if buf.is_empty() => return Ok(None),
-            Err(_) => return Err(408),
+            Err(_) => return Err(Refusal::HeadTimeout),
         }
     }
 }
 
-async fn respond(
+/// Reads a request body of at most `limit` bytes. `buf` holds what was already read past the
+/// head. Returns the body and the bytes read past it (the start of the next request).
+pub(crate) async fn read_body(
+    stream: &mut TcpStream,
+    head: &RequestHead,
+    mut buf: Vec<u8>,
+    limit: usize,
+) -> Result<(Vec<u8>, Vec<u8>), BodyError> {
+    match head.body_framing().map_err(|_| BodyError::Malformed)? {
+        BodyFraming::None => Ok((Vec::new(), buf)),
+        BodyFraming::Length(n) => {
+            // Refused before reading a byte of it.
+            let n = usize::try_from(n)
+                .ok()
+                .filter(|&n| n <= limit)
+                .ok_or(BodyError::TooLarge)?;
+            while buf.len() < n {
+                let want = n - buf.len();
+                read_more(stream, &mut buf, want).await?;
+            }
+            let rest = buf.split_off(n);
+            Ok((buf, rest))
+        }
+        BodyFraming::Chunked => {
+            let mut decoder = ChunkedDecoder::new(limit);
+            let mut body = Vec::new();
+            loop {
+                let used = decoder.decode(&buf, &mut body)?;
+                if decoder.is_done() {
+                    return Ok((body, buf.split_off(used)));
+                }
+                buf.clear();
+                read_more(stream, &mut buf, 16 * 1024).await?;
+            }
+        }
+    }
+}
+
+/// Appends what the socket has (at most about `want` bytes) to `buf`.
+async fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    want: usize,
+) -> Result<(), BodyError> {
+    buf.reserve(want.min(64 * 1024));
+    match tokio::time::timeout(BODY_IDLE_TIMEOUT, stream.read_buf(buf)).await {
+        Ok(Ok(n)) if n > 0 => Ok(()),
+        _ => Err(BodyError::Closed),
+    }
+}
+
+/// Writes a complete response (`Content-Length` body) within [`WRITE_TIMEOUT`]. False when
+/// the write failed or timed out: the connection is dead.
+pub(crate) async fn write(
     stream: &mut TcpStream,
     status: u16,
+    headers: &[(&str, &str)],
     body: &[u8],
-    keep_alive: bool,
-) -> std::io::Result<()> {
+) -> bool {
+    let bytes = http::response(status, headers, body);
+    write_raw(stream, &bytes).await
+}
+
+/// Writes bytes already encoded as HTTP within [`WRITE_TIMEOUT`] (the 101 of an upgrade).
+pub(crate) async fn write_raw(stream: &mut TcpStream, bytes: &[u8]) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(bytes)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Answers a refusal outside any endpoint (a bad head, an unknown path): plain text, the
+/// connection kept only when `keep_alive`. Returns whether the connection may go on.
+pub(crate) async fn refuse(stream: &mut TcpStream, refusal: Refusal, keep_alive: bool) -> bool {
+    let status = refusal.status();
     let mut headers = vec![("Content-Type", "text/plain")];
     if !keep_alive {
         headers.push(("Connection", "close"));
     }
-    let bytes = http::response(status, &headers, body);
-    stream.write_all(&bytes).await
+    let body = match refusal {
+        Refusal::NotFound => http::reason(status).as_bytes(),
+        _ => b"",
+    };
+    write(stream, status, &headers, body).await && keep_alive
 }

@@ -190,15 +190,6 @@ impl HandshakeError {
         }
     }
 
-    /// The HTTP status of a polling error: 403 for Forbidden, else 400.
-    pub fn status(self) -> u16 {
-        if self == Self::Forbidden {
-            403
-        } else {
-            400
-        }
-    }
-
     /// The JSON body of a polling error, e.g. `{"code":1,"message":"Session ID unknown"}`.
     pub fn json_body(self) -> String {
         format!(
@@ -361,7 +352,5 @@ mod tests {
             HandshakeError::BadHandshakeMethod.json_body(),
             r#"{"code":2,"message":"Bad handshake method"}"#
         );
-        assert_eq!(HandshakeError::Forbidden.status(), 403);
-        assert_eq!(HandshakeError::UnknownSid.status(), 400);
     }
 }

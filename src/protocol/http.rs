@@ -2,6 +2,8 @@
 
 use thiserror::Error;
 
+use super::engineio::HandshakeError;
+
 /// A parsed request head. Header names are lower-cased.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
@@ -15,8 +17,8 @@ pub struct RequestHead {
     pub http10: bool,
 }
 
-/// Why a request head was refused; answered with the status code, then the connection closes.
-#[derive(Debug, Error, PartialEq, Eq)]
+/// Why a request head was refused; answered with [`Refusal::Head`], then the connection closes.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
 pub enum HeadError {
     /// Not HTTP/1.x; answered 400.
     #[error("malformed request head")]
@@ -26,11 +28,78 @@ pub enum HeadError {
     TooLarge,
 }
 
-impl HeadError {
-    pub fn status(&self) -> u16 {
+/// Why a request body could not be read.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// Larger than the limit: refused before it is read; the connection cannot be reused.
+    #[error("request body too large")]
+    TooLarge,
+    /// Framing that cannot be read (bad length, bad chunks): refused, the connection closes.
+    #[error("malformed request body")]
+    Malformed,
+    /// The client closed the connection, or stalled past the idle timeout, mid-body.
+    #[error("connection closed during the request body")]
+    Closed,
+}
+
+impl From<ChunkedError> for BodyError {
+    fn from(e: ChunkedError) -> Self {
+        match e {
+            ChunkedError::TooLarge => BodyError::TooLarge,
+            ChunkedError::Malformed => BodyError::Malformed,
+        }
+    }
+}
+
+/// Every way shardio refuses an HTTP request. [`Refusal::status`] is the one place that
+/// decides the status of each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The head does not parse, or is over the size limit.
+    Head(HeadError),
+    /// The head did not arrive within the head timeout.
+    HeadTimeout,
+    /// No endpoint serves the path.
+    NotFound,
+    /// Engine.IO refused the request (Node's `code` and `message` go in the body).
+    EngineIo(HandshakeError),
+    /// The request body could not be read.
+    Body(BodyError),
+    /// A polling request that breaks the transport's rules (overlapping requests, binary
+    /// content): the session ends.
+    PollingMisuse,
+    /// A polling request with a method other than GET or POST; the session lives on.
+    PollingMethod,
+    /// The shard that owns the session cannot take the request now (its inbox is full, or it
+    /// is stopping); the client may retry.
+    OwnerBusy,
+}
+
+impl Refusal {
+    /// The HTTP status of the refusal, as Node's engine.io answers where it has an answer.
+    pub fn status(self) -> u16 {
         match self {
-            HeadError::Malformed => 400,
-            HeadError::TooLarge => 431,
+            Refusal::Head(HeadError::Malformed) => 400,
+            Refusal::Head(HeadError::TooLarge) => 431,
+            Refusal::HeadTimeout => 408,
+            Refusal::NotFound => 404,
+            Refusal::EngineIo(HandshakeError::Forbidden) => 403,
+            Refusal::EngineIo(_) => 400,
+            Refusal::Body(BodyError::TooLarge) => 413,
+            Refusal::Body(BodyError::Malformed | BodyError::Closed) => 400,
+            Refusal::PollingMisuse => 400,
+            // Node's polling transport answers any other method 500.
+            Refusal::PollingMethod => 500,
+            Refusal::OwnerBusy => 503,
+        }
+    }
+
+    /// The status of the refusal of a WebSocket upgrade request: Node's `abortUpgrade` answers
+    /// 400 whatever Engine.IO's reason.
+    pub fn upgrade_status(self) -> u16 {
+        match self {
+            Refusal::EngineIo(_) => 400,
+            other => other.status(),
         }
     }
 }
@@ -390,6 +459,32 @@ pub fn response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_map_to_nodes_statuses() {
+        let cases = [
+            (Refusal::Head(HeadError::Malformed), 400),
+            (Refusal::Head(HeadError::TooLarge), 431),
+            (Refusal::HeadTimeout, 408),
+            (Refusal::NotFound, 404),
+            (Refusal::EngineIo(HandshakeError::Forbidden), 403),
+            (Refusal::EngineIo(HandshakeError::UnknownSid), 400),
+            (Refusal::Body(BodyError::TooLarge), 413),
+            (Refusal::Body(BodyError::Closed), 400),
+            (Refusal::PollingMisuse, 400),
+            (Refusal::PollingMethod, 500),
+            (Refusal::OwnerBusy, 503),
+        ];
+        for (refusal, status) in cases {
+            assert_eq!(refusal.status(), status, "{refusal:?}");
+            assert_ne!(reason(status), "Unknown", "{status} has a reason phrase");
+        }
+        assert_eq!(
+            Refusal::EngineIo(HandshakeError::Forbidden).upgrade_status(),
+            400
+        );
+        assert_eq!(Refusal::OwnerBusy.upgrade_status(), 503);
+    }
 
     const REQ: &[u8] = b"GET /socket.io/?EIO=4&transport=websocket&t=N%20x HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: WebSocket\r\n\r\nrest";
 

@@ -1,7 +1,9 @@
-//! Pure codecs: bytes in, values out. Nothing here knows of sockets or runtimes.
+//! Pure codecs: bytes in, values out. Nothing here knows of sockets or runtimes; every decoder
+//! is bounded against hostile input.
 
 pub mod adapter;
 pub mod cors;
 pub mod engineio;
+pub mod frame;
 pub mod http;
 pub mod socketio;

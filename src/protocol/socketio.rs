@@ -5,6 +5,8 @@ use bytes::Bytes;
 use serde_json::Value;
 use thiserror::Error;
 
+use super::frame::OutFrame;
+
 /// The Socket.IO packet types, by their wire digit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PacketType {
@@ -47,8 +49,11 @@ pub const RESERVED_EVENTS: [&str; 6] = [
     "removeListener",
 ];
 
-/// The default limit on binary attachments per packet (socket.io-parser `maxAttachments`).
-pub const MAX_ATTACHMENTS: usize = 10;
+/// Whether `event` is reserved: the parser refuses it on input and the server refuses to emit
+/// it. The one check of the rule, wherever an event name comes in or goes out.
+pub fn is_reserved_event(event: &str) -> bool {
+    RESERVED_EVENTS.contains(&event)
+}
 
 /// A decoded Socket.IO packet. Binary packets still wait for `attachments` buffers.
 #[derive(Debug, Clone, PartialEq)]
@@ -162,7 +167,7 @@ fn payload_is_valid(ty: PacketType, v: &Value) -> bool {
         PacketType::ConnectError => v.is_object() || v.is_string(),
         PacketType::Event | PacketType::BinaryEvent => match v.as_array().and_then(|a| a.first()) {
             Some(Value::Number(_)) => true,
-            Some(Value::String(name)) => !RESERVED_EVENTS.contains(&name.as_str()),
+            Some(Value::String(name)) => !is_reserved_event(name),
             _ => false,
         },
         PacketType::Ack | PacketType::BinaryAck => v.is_array(),
@@ -307,13 +312,104 @@ pub fn write_json(v: &Value, out: &mut Vec<u8>) {
     let _ = serde_json::to_writer(out, v);
 }
 
+/// An EVENT (BINARY_EVENT when `data` has attachments) as Engine.IO message frames: the text
+/// packet, then one binary frame per attachment. Encoded once; every recipient shares them.
+pub fn event_frames(nsp: &str, event: &str, ack: Option<u64>, data: &Payload) -> Vec<OutFrame> {
+    packet_frames(PacketType::Event, nsp, Some(event), ack, data)
+}
+
+/// An ACK (BINARY_ACK with attachments) answering `id`, as Engine.IO message frames.
+pub fn ack_frames(nsp: &str, id: u64, data: &Payload) -> Vec<OutFrame> {
+    packet_frames(PacketType::Ack, nsp, None, Some(id), data)
+}
+
+fn packet_frames(
+    ty: PacketType,
+    nsp: &str,
+    event: Option<&str>,
+    id: Option<u64>,
+    data: &Payload,
+) -> Vec<OutFrame> {
+    let mut frames = Vec::with_capacity(1 + data.bins.len());
+    frames.push(OutFrame::text(64, |b| {
+        b.push(ENGINEIO_MESSAGE);
+        encode_header(ty, nsp, id, data.bins.len(), b);
+        match event {
+            Some(event) => encode_event_args(event, &data.args, b),
+            None => encode_args(&data.args, b),
+        }
+    }));
+    frames.extend(data.bins.iter().map(|bin| OutFrame::binary(bin)));
+    frames
+}
+
+/// A CONNECT, CONNECT_ERROR or DISCONNECT packet as an Engine.IO message frame.
+pub fn control_frame(ty: PacketType, nsp: &str, data: Option<&Value>) -> OutFrame {
+    OutFrame::text(32 + nsp.len(), |b| {
+        b.push(ENGINEIO_MESSAGE);
+        encode_header(ty, nsp, None, 0, b);
+        if let Some(data) = data {
+            write_json(data, b);
+        }
+    })
+}
+
+/// The Engine.IO `message` type digit every Socket.IO packet rides in.
+const ENGINEIO_MESSAGE: u8 = b'4';
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_is_encoded_once_into_a_text_frame_and_its_attachments() {
+        let data = Payload::new().arg("a").bin(vec![1u8, 2]).bin(vec![3u8]);
+        let frames = event_frames("/chat", "ev", Some(7), &data);
+        assert_eq!(frames.len(), 3);
+        assert_eq!(
+            frames[0].payload(),
+            br#"452-/chat,7["ev","a",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#
+        );
+        assert_eq!(frames[1].wire().as_ref(), &[0x82, 2, 1, 2]);
+        assert_eq!(frames[2].wire().as_ref(), &[0x82, 1, 3]);
+        // Recipients share the encoded bytes: a clone is a reference, not a copy.
+        let copy = frames[0].clone();
+        assert_eq!(copy.wire().as_ptr(), frames[0].wire().as_ptr());
+        let plain = event_frames("/", "ev", None, &Payload::from(serde_json::json!({"k": 1})));
+        assert_eq!(plain.len(), 1);
+        assert_eq!(plain[0].wire().as_ref(), b"\x81\x1042[\"ev\",{\"k\":1}]");
+    }
+
+    #[test]
+    fn acks_and_control_packets_are_framed_like_node() {
+        let ack = ack_frames("/", 12, &Payload::from("ok"));
+        assert_eq!(ack[0].payload(), br#"4312["ok"]"#);
+        let bin_ack = ack_frames("/a", 3, &Payload::new().bin(vec![9u8]));
+        assert_eq!(
+            bin_ack[0].payload(),
+            br#"461-/a,3[{"_placeholder":true,"num":0}]"#
+        );
+        let connect = control_frame(
+            PacketType::Connect,
+            "/",
+            Some(&serde_json::json!({"sid": "x"})),
+        );
+        assert_eq!(connect.payload(), br#"40{"sid":"x"}"#);
+        let disconnect = control_frame(PacketType::Disconnect, "/chat", None);
+        assert_eq!(disconnect.payload(), b"41/chat,");
+    }
+
+    #[test]
+    fn reserved_events_are_recognised() {
+        assert!(is_reserved_event("connect"));
+        assert!(is_reserved_event("removeListener"));
+        assert!(!is_reserved_event("message"));
+        assert!(!is_reserved_event("Connect"));
+    }
     use serde_json::json;
 
     fn dec(s: &str) -> Result<Packet<'_>, DecodeError> {
-        decode(s, MAX_ATTACHMENTS)
+        decode(s, 10)
     }
 
     #[test]

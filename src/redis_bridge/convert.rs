@@ -5,9 +5,9 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::bus::cluster::{BroadcastOpts, SocketInfo};
 use crate::protocol::adapter::{self, AdapterError, JsValue, RemoteSocket};
 use crate::protocol::socketio::Payload;
-use crate::socketio::{BroadcastOpts, SocketInfo};
 
 /// `[event, ...args]`, binaries back in place, as Node's adapter carries an EVENT's data.
 pub(crate) fn event_data(event: &str, data: &Payload) -> Result<JsValue, AdapterError> {

@@ -1,4 +1,4 @@
-//! What arrives from Redis: other servers' broadcasts, requests and responses (SOCKETIO.md §3),
+//! What arrives from Redis: other servers' broadcasts, requests and responses (docs/PROTOCOL.md §3),
 //! decoded and handed to the shards.
 
 use super::*;
@@ -38,7 +38,7 @@ impl Bridge {
             return;
         };
         self.stats().received_one();
-        self.to_every_shard(|| BusMessage::Broadcast(broadcast.clone()));
+        self.to_every_shard(|| SioMsg::Broadcast(broadcast.clone()));
     }
 
     /// Encodes a packet from Redis once, into the frames every shard shares.
@@ -59,7 +59,7 @@ impl Bridge {
             return None;
         };
         let nsp = self.namespaces[ns].name.clone();
-        let frames = event_frames(&nsp, Some(&event), ack, &data);
+        let frames = event_frames(&nsp, &event, ack, &data);
         Some(Arc::new(RemoteBroadcast {
             nsp,
             opts: convert::local_opts(opts),
@@ -111,9 +111,9 @@ impl Bridge {
             }
         };
         let nsp = &self.namespaces[ns].name;
-        self.to_every_shard(|| BusMessage::Command {
+        self.to_every_shard(|| SioMsg::Command {
             nsp: nsp.clone(),
-            cmd: cmd.clone(),
+            cmd: Box::new(cmd.clone()),
         });
     }
 
@@ -130,10 +130,10 @@ impl Bridge {
         }
         let id = self.shard_id();
         let nsp = self.namespaces[ns].name.clone();
-        let asked = self.to_every_shard(|| BusMessage::Query {
+        let asked = self.to_every_shard(|| SioMsg::Query {
             nsp: nsp.clone(),
             id,
-            query: query.clone(),
+            query: Box::new(query.clone()),
         });
         let req = Inbound {
             ns,
@@ -183,13 +183,13 @@ impl Bridge {
         // One server runs it once: one shard, taking turns.
         let shard = self.next_emit_shard % self.shards;
         self.next_emit_shard = self.next_emit_shard.wrapping_add(1);
-        let msg = BusMessage::ServerSideEmit {
+        let emit = ServerSideEmit {
             nsp: self.namespaces[ns].name.clone(),
             event,
             data,
             ack,
         };
-        self.to_shard(shard, msg);
+        self.to_shard(shard, SioMsg::ServerSideEmit(Box::new(emit)));
     }
 
     pub(super) fn on_broadcast_with_ack(
@@ -211,7 +211,7 @@ impl Bridge {
         let Some(broadcast) = self.decode_event(ns, packet, opts, Some(id)) else {
             return;
         };
-        let reached = self.to_every_shard(|| BusMessage::Broadcast(broadcast.clone()));
+        let reached = self.to_every_shard(|| SioMsg::Broadcast(broadcast.clone()));
         let now = Instant::now();
         let req = InboundAck {
             ns,
@@ -258,12 +258,12 @@ impl Bridge {
             } => self.pending.server_counted(&request_id, client_count),
             Response::BroadcastAck { request_id, packet } => {
                 if let Some((ns, origin, id)) = self.pending.outbound_ack_target(&request_id) {
-                    let msg = BusMessage::Ack {
+                    let reply = Reply::Ack {
                         nsp: self.namespaces[ns].name.clone(),
                         id,
                         payload: convert::payload_of(packet),
                     };
-                    self.to_shard(origin, msg);
+                    self.reply_to_shard(origin, reply);
                 }
                 None
             }

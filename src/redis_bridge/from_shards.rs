@@ -5,20 +5,17 @@ use super::*;
 
 impl Bridge {
     pub(super) fn on_shard(&mut self, work: ToBridge) {
-        let origin = work.origin;
-        let Ok(msg) = work.msg.downcast::<ShardToBridge>() else {
-            return;
-        };
-        match *msg {
-            ShardToBridge::Publish(b) => self.publish_broadcast(origin, b),
-            ShardToBridge::Ask {
+        let origin = work.from;
+        match work.msg {
+            BridgeMsg::Publish(b) => self.publish_broadcast(origin, *b),
+            BridgeMsg::Ask {
                 nsp,
                 id,
                 query,
                 timeout,
-            } => self.ask_cluster(origin, &nsp, id, query, timeout),
-            ShardToBridge::Tell { nsp, cmd } => self.tell_cluster(&nsp, cmd),
-            ShardToBridge::Reply(reply) => self.on_shard_reply(reply),
+            } => self.ask_cluster(origin, &nsp, id, *query, timeout),
+            BridgeMsg::Tell { nsp, cmd } => self.tell_cluster(&nsp, *cmd),
+            BridgeMsg::Reply(reply) => self.on_shard_reply(*reply),
         }
     }
 
@@ -94,12 +91,12 @@ impl Bridge {
         ack: Option<(u64, Duration)>,
     ) {
         if let Some((id, _)) = ack {
-            let msg = BusMessage::AckCount {
+            let reply = Reply::AckCount {
                 nsp: self.namespaces[ns].name.clone(),
                 id,
                 count: 0,
             };
-            self.to_shard(origin, msg);
+            self.reply_to_shard(origin, reply);
         }
     }
 
@@ -175,13 +172,13 @@ impl Bridge {
     /// Answers question `id` of shard `origin` with `answer`, marked incomplete: the cluster
     /// could not be asked.
     fn answer_incomplete(&self, origin: usize, nsp: &str, id: u64, answer: Answer) {
-        let msg = BusMessage::Answer {
+        let reply = Reply::Answer {
             nsp: nsp.to_owned(),
             id,
             answer,
             whole: false,
         };
-        self.to_shard(origin, msg);
+        self.reply_to_shard(origin, reply);
     }
 
     pub(super) fn tell_cluster(&mut self, nsp: &str, cmd: Command) {
@@ -221,11 +218,11 @@ impl Bridge {
         self.publish(channel, payload);
     }
 
-    pub(super) fn on_shard_reply(&mut self, reply: BusMessage) {
+    pub(super) fn on_shard_reply(&mut self, reply: Reply) {
         let due = match reply {
-            BusMessage::Answer { id, answer, .. } => self.pending.shard_answered(id, answer),
-            BusMessage::AckCount { id, count, .. } => self.pending.shard_counted(id, count),
-            BusMessage::Ack { id, payload, .. } => {
+            Reply::Answer { id, answer, .. } => self.pending.shard_answered(id, answer),
+            Reply::AckCount { id, count, .. } => self.pending.shard_counted(id, count),
+            Reply::Ack { id, payload, .. } => {
                 if let Some((ns, request_id)) = self.pending.inbound_ack_target(id) {
                     let response = Response::BroadcastAck {
                         request_id: request_id.to_owned(),
@@ -236,7 +233,6 @@ impl Bridge {
                 }
                 None
             }
-            _ => None,
         };
         if let Some(due) = due {
             self.carry_out(due);
@@ -291,13 +287,13 @@ impl Bridge {
                 answer,
                 whole,
             } => {
-                let msg = BusMessage::Answer {
+                let reply = Reply::Answer {
                     nsp: self.namespaces[ns].name.clone(),
                     id,
                     answer,
                     whole,
                 };
-                self.to_shard(origin, msg);
+                self.reply_to_shard(origin, reply);
             }
             Due::AckCount {
                 ns,
@@ -305,12 +301,12 @@ impl Bridge {
                 id,
                 count,
             } => {
-                let msg = BusMessage::AckCount {
+                let reply = Reply::AckCount {
                     nsp: self.namespaces[ns].name.clone(),
                     id,
                     count: usize::try_from(count).unwrap_or(usize::MAX),
                 };
-                self.to_shard(origin, msg);
+                self.reply_to_shard(origin, reply);
             }
         }
     }

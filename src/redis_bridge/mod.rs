@@ -1,15 +1,16 @@
 //! The Redis bridge: one thread per process that connects this machine's shards to the other
 //! machines of a cluster through Redis, speaking Node's `@socket.io/redis-adapter` (classic) wire
 //! format, so shardio, Node socket.io servers and `@socket.io/redis-emitter` backends share
-//! rooms (SOCKETIO.md §3).
+//! rooms (docs/PROTOCOL.md §3).
 //!
 //! # Wiring
 //!
-//! * Shards -> bridge: one bounded queue ([`crate::bus::Bus::to_bridge`]) of
-//!   [`ShardToBridge`] messages: broadcasts to publish (unencoded), questions for the cluster,
-//!   commands, and the shards' replies to the bridge. A full queue drops (counted in `dropped`).
-//! * Bridge -> shards: [`BusMessage`]s through each shard's bus inbox
-//!   ([`crate::bus::Bus::from_bridge`], `try_send`, a full inbox drops and counts).
+//! * Shards -> bridge: one bounded queue (`Bus::to_bridge`) of `BridgeMsg`s: broadcasts to
+//!   publish (unencoded), questions for the cluster, commands, and the shards' replies to the
+//!   bridge. A full queue drops (counted in `dropped`).
+//! * Bridge -> shards: `SioMsg`s through each shard's bus inbox (`Bus::from_bridge`,
+//!   `try_send`, a full inbox drops and counts). The bridge stands on the bus's message types
+//!   (`bus::cluster`) and knows nothing of `socketio/`.
 //! * Bridge -> Redis: a publisher task with its own bounded queue pipelines PUBLISH commands
 //!   (and PUBSUB NUMSUB for requests) on one multiplexed connection; a full queue drops.
 //! * Redis -> bridge: one pub/sub connection with Node's channel set per namespace.
@@ -46,17 +47,17 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::bus::{Bus, ToBridge};
-use crate::config::{RedisConfig, REDIS_RECONNECT_MIN};
+use crate::bus::cluster::{
+    ack_id, Answer, BridgeMsg, Command, Origin, PublishedBroadcast, Query, RemoteBroadcast, Reply,
+    ServerSideEmit, SioMsg, Tally,
+};
+use crate::bus::{Bus, ShardMsg, ToBridge};
+use crate::config::RedisConfig;
 use crate::metrics::{BridgeMetrics, Metrics};
 use crate::protocol::adapter::{
     self, BroadcastMessage, Channels, JsValue, Request, RequestBody, Response,
 };
-use crate::socketio::cluster::Tally;
-use crate::socketio::{
-    event_frames, Answer, BusMessage, Command, PublishedBroadcast, Query, RemoteBroadcast,
-    ShardToBridge,
-};
+use crate::protocol::socketio::event_frames;
 use pending::{Due, Inbound, InboundAck, InboundKind, Outbound, OutboundKind, Pending};
 
 /// How long the shards have to answer a request from another server, at most: well inside the
@@ -84,25 +85,25 @@ pub enum BridgeError {
 }
 
 /// What the bridge thread is started with.
-pub struct BridgeSetup {
-    pub config: RedisConfig,
+pub(crate) struct BridgeSetup {
+    pub(crate) config: RedisConfig,
     /// The endpoint whose Socket.IO app the bridge serves, and its namespaces.
-    pub endpoint: usize,
-    pub namespaces: Vec<String>,
-    pub bus: Bus,
-    pub queue: mpsc::Receiver<ToBridge>,
-    pub metrics: Arc<Metrics>,
+    pub(crate) endpoint: usize,
+    pub(crate) namespaces: Vec<String>,
+    pub(crate) bus: Bus,
+    pub(crate) queue: mpsc::Receiver<ToBridge>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// The running bridge; [`BridgeHandle::stop`] ends it.
-pub struct BridgeHandle {
+pub(crate) struct BridgeHandle {
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl BridgeHandle {
     /// Stops the bridge (queued publishes get a short while to go out) and joins its thread.
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.stop_and_join();
     }
 
@@ -126,7 +127,7 @@ impl Drop for BridgeHandle {
 
 /// Starts the bridge thread. It connects in the background: an unreachable Redis does not fail
 /// the start, only a malformed URL does.
-pub fn spawn(setup: BridgeSetup) -> Result<BridgeHandle, BridgeError> {
+pub(crate) fn spawn(setup: BridgeSetup) -> Result<BridgeHandle, BridgeError> {
     let url = setup.config.url.clone().unwrap_or_default();
     let client = redis::Client::open(url.as_str()).map_err(BridgeError::Url)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -271,7 +272,7 @@ impl Bridge {
             namespaces = ?self.namespaces.iter().map(|n| &n.name).collect::<Vec<_>>(),
             "Redis bridge starting"
         );
-        let mut backoff = REDIS_RECONNECT_MIN;
+        let mut backoff = RedisConfig::RECONNECT_MIN;
         let mut attempts: u64 = 0;
         let mut ever_connected = false;
         loop {
@@ -321,7 +322,7 @@ impl Bridge {
             }
             ever_connected = true;
             attempts = 0;
-            backoff = REDIS_RECONNECT_MIN;
+            backoff = RedisConfig::RECONNECT_MIN;
             self.stats().set_connected(true);
             let ended = self.serve(conn, stream, &mut stop).await;
             self.stats().set_connected(false);
@@ -446,11 +447,11 @@ impl Bridge {
         sent
     }
 
-    /// A fresh id for the shards: low byte 0xFF, which no shard uses (shard ids stop at 254),
-    /// so it never collides with a shard's own ack ids on a socket.
+    /// A fresh id for the shards (ack ids on sockets, query ids), which never collides with
+    /// a shard's own ids (`bus::cluster::ack_id`).
     fn shard_id(&mut self) -> u64 {
         self.next_id += 1;
-        bridge_ack_id(self.next_id)
+        ack_id(self.next_id, Origin::Bridge)
     }
 
     fn request_id(&mut self) -> String {
@@ -458,15 +459,26 @@ impl Bridge {
         format!("{}-{}", self.uid, self.next_id)
     }
 
-    fn to_shard(&self, shard: usize, msg: BusMessage) {
-        self.bus.from_bridge(shard, self.endpoint, Box::new(msg));
+    /// Sends `msg` to this bridge's endpoint on `shard`; a full inbox drops it (counted).
+    fn to_shard(&self, shard: usize, msg: SioMsg) -> bool {
+        let msg = ShardMsg::SocketIo {
+            from: Origin::Bridge,
+            endpoint: self.endpoint,
+            msg,
+        };
+        self.bus.send_from_bridge(shard, msg)
+    }
+
+    /// Sends `reply` to `shard`.
+    fn reply_to_shard(&self, shard: usize, reply: Reply) {
+        self.to_shard(shard, SioMsg::Reply(Box::new(reply)));
     }
 
     /// Sends one message to every shard (built per shard: the payload is shared by `Arc` where
     /// it is large); returns how many took it.
-    fn to_every_shard(&self, msg: impl Fn() -> BusMessage) -> usize {
+    fn to_every_shard(&self, msg: impl Fn() -> SioMsg) -> usize {
         (0..self.shards)
-            .filter(|&s| self.bus.from_bridge(s, self.endpoint, Box::new(msg())))
+            .filter(|&s| self.to_shard(s, msg()))
             .count()
     }
 
@@ -483,12 +495,6 @@ impl Bridge {
             tracing::warn!(malformed = n, "malformed messages from Redis dropped");
         }
     }
-}
-
-/// The `n`th id the bridge gives the shards (ack ids on sockets, query ids): the low byte is
-/// 0xFF, where a shard puts its own index (0..=254).
-fn bridge_ack_id(n: u64) -> u64 {
-    ((n & ((1 << 44) - 1)) << 8) | 0xFF
 }
 
 /// Completes at `deadline`, or never without one.
@@ -551,7 +557,7 @@ async fn publish_loop(
                     channel,
                     payload,
                 } => {
-                    // Node counts the servers the same way (SOCKETIO.md §3.4).
+                    // Node counts the servers the same way (docs/PROTOCOL.md §3.4).
                     pipe.cmd("PUBSUB").arg("NUMSUB").arg(channel);
                     pipe.cmd("PUBLISH")
                         .arg(channel)
@@ -618,14 +624,5 @@ mod tests {
         ]);
         assert_eq!(numsub(&reply), Some(3));
         assert_eq!(numsub(&redis::Value::Nil), None);
-    }
-
-    #[test]
-    fn bridge_ids_never_collide_with_shard_ack_ids() {
-        let ids: std::collections::HashSet<u64> = (1..1000).map(bridge_ack_id).collect();
-        assert_eq!(ids.len(), 999);
-        assert!(ids.iter().all(|id| id & 0xFF == 0xFF));
-        // A shard's ids carry its index (0..=254) in the low byte.
-        assert!((0..255u64).all(|shard| !ids.contains(&((7 << 8) | shard))));
     }
 }

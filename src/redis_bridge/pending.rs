@@ -14,9 +14,8 @@ use std::collections::HashMap;
 
 use tokio::time::Instant;
 
+use crate::bus::cluster::{Answer, Tally};
 use crate::protocol::socketio::Payload;
-use crate::socketio::cluster::Tally;
-use crate::socketio::Answer;
 
 /// Requests in flight each way, at most.
 pub(crate) const MAX_PENDING: usize = 4096;
@@ -173,8 +172,8 @@ impl Pending {
             return self.outbound_due(request_id, true);
         };
         match &mut req.kind {
-            OutboundKind::Ask(tally) => tally.expect(others),
-            OutboundKind::BroadcastAck { counts, .. } => counts.expect(others),
+            OutboundKind::Ask(tally) => tally.set_expected(others),
+            OutboundKind::BroadcastAck { counts, .. } => counts.set_expected(others),
         }
         self.outbound_due(request_id, false)
     }
@@ -344,7 +343,7 @@ pub(crate) fn first_ack(answer: Answer) -> Option<Payload> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::socketio::SocketInfo;
+    use crate::bus::cluster::SocketInfo;
     use std::time::Duration;
 
     fn outbound(kind: OutboundKind, deadline: Instant) -> Outbound {

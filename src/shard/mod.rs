@@ -1,5 +1,9 @@
 //! One shard: a thread pinned to a core, running a tokio current-thread runtime, accepting on
-//! its own SO_REUSEPORT listener. Everything a shard owns stays on its thread.
+//! its own SO_REUSEPORT listener, serving the endpoints, and reading its bus inbox.
+//! Everything a shard owns stays on its thread.
+
+mod endpoint;
+mod router;
 
 use std::net::TcpListener as StdListener;
 use std::rc::Rc;
@@ -9,31 +13,40 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::bus::{Bus, BusMsg, Handoff};
-use crate::engineio::{CloseReason, Engine, EngineShard, ShardContext};
-use crate::http::Router;
+use crate::bus::{Bus, ShardMsg};
+use crate::engineio::{CloseReason, Engine, EngineShard};
 use crate::metrics::Metrics;
-use crate::server::Endpoint;
+use crate::socketio::SioShard;
+use router::Router;
+
+pub use endpoint::{App, Endpoint};
 
 /// Everything a shard thread is started with.
-pub struct ShardSetup {
-    pub id: usize,
-    pub count: usize,
-    pub core: Option<core_affinity::CoreId>,
-    pub listener: StdListener,
-    pub endpoints: Arc<Vec<Endpoint>>,
+pub(crate) struct ShardSetup {
+    pub(crate) id: usize,
+    pub(crate) count: usize,
+    pub(crate) core: Option<core_affinity::CoreId>,
+    pub(crate) listener: StdListener,
+    pub(crate) endpoints: Arc<Vec<Endpoint>>,
     /// The endpoint the Redis bridge serves, if it runs.
-    pub bridged: Option<usize>,
-    pub metrics: Arc<Metrics>,
-    pub bus: Bus,
-    pub inbox: mpsc::Receiver<BusMsg>,
+    pub(crate) bridged: Option<usize>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) bus: Bus,
+    pub(crate) inbox: mpsc::Receiver<ShardMsg>,
     /// Turns true when the server shuts down.
-    pub stop: watch::Receiver<bool>,
-    pub shutdown_timeout: Duration,
+    pub(crate) stop: watch::Receiver<bool>,
+    pub(crate) shutdown_timeout: Duration,
+}
+
+/// One endpoint on this shard: its Engine.IO side, and its Socket.IO side when it has one
+/// (the receiver of the endpoint's bus messages).
+struct ShardEndpoint {
+    engine: Rc<Engine>,
+    socketio: Option<Rc<SioShard>>,
 }
 
 /// Runs a shard until shutdown has drained its sessions (or the drain deadline passed).
-pub fn run(setup: ShardSetup) -> std::io::Result<()> {
+pub(crate) fn run(setup: ShardSetup) -> std::io::Result<()> {
     if let Some(core) = setup.core {
         if !core_affinity::set_for_current(core) {
             tracing::warn!(
@@ -67,38 +80,26 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
     let listener = TcpListener::from_std(listener)?;
     let shard = Rc::new(EngineShard::new(id, count, metrics));
     tokio::task::spawn_local(shard.run_flusher());
-    let engines: Vec<Rc<Engine>> = endpoints
+    let served: Vec<ShardEndpoint> = endpoints
         .iter()
         .enumerate()
-        .map(|(endpoint, ep)| {
-            let ctx = ShardContext {
-                engine: shard.clone(),
-                bus: bus.clone(),
-                endpoint,
-                bridge: bridged == Some(endpoint),
-            };
-            Rc::new(Engine {
-                config: ep.engine.clone(),
-                app: ep.app.for_shard(&ctx),
-                ctx,
-            })
-        })
+        .map(|(index, ep)| start_endpoint(&shard, &bus, index, ep, bridged == Some(index)))
         .collect();
     let router = Rc::new(Router::new(
         endpoints
             .iter()
-            .map(|ep| ep.path.clone())
-            .zip(engines.iter().cloned())
+            .zip(&served)
+            .map(|(ep, served)| (ep.path.clone(), served.engine.clone()))
             .collect(),
     ));
-    tokio::task::spawn_local(read_inbox(inbox, engines.clone(), router.clone()));
+    tokio::task::spawn_local(read_inbox(inbox, served, router.clone()));
 
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, address)) => {
                     let _ = stream.set_nodelay(true);
-                    tokio::task::spawn_local(crate::http::serve(router.clone(), stream, address));
+                    tokio::task::spawn_local(router::serve(router.clone(), stream, address));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -126,55 +127,53 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Messages from the other shards, handled in batches.
+/// Builds endpoint `index` on this shard: its app instance and its Engine.IO side.
+fn start_endpoint(
+    shard: &Rc<EngineShard>,
+    bus: &Bus,
+    index: usize,
+    ep: &Endpoint,
+    bridged: bool,
+) -> ShardEndpoint {
+    let (app, socketio): (Rc<dyn crate::engineio::EngineApp>, _) = match &ep.app {
+        App::SocketIo(io) => {
+            let sio = io.for_shard(shard, bus.clone(), index, bridged);
+            (sio.clone(), Some(sio))
+        }
+        App::Engine(factory) => (factory.for_shard(shard), None),
+    };
+    let engine = Engine::new(ep.engine.clone(), app, shard.clone(), index, bus.clone());
+    ShardEndpoint {
+        engine: Rc::new(engine),
+        socketio,
+    }
+}
+
+/// Messages from the other shards and the bridge, handled in batches.
 async fn read_inbox(
-    mut inbox: mpsc::Receiver<BusMsg>,
-    engines: Vec<Rc<Engine>>,
+    mut inbox: mpsc::Receiver<ShardMsg>,
+    endpoints: Vec<ShardEndpoint>,
     router: Rc<Router>,
 ) {
     let mut batch = Vec::with_capacity(64);
     while inbox.recv_many(&mut batch, 64).await > 0 {
         for msg in batch.drain(..) {
             match msg {
-                BusMsg::App {
-                    origin,
+                ShardMsg::Handoff(handoff) => router::serve_handoff(&router, *handoff),
+                ShardMsg::SocketIo {
+                    from,
                     endpoint,
                     msg,
-                } => {
-                    if let Some(engine) = engines.get(endpoint) {
-                        engine.app.on_bus(origin, msg);
-                    }
-                }
-                BusMsg::Handoff(handoff) => serve_handoff(&router, *handoff),
-                BusMsg::FromBridge { endpoint, msg } => {
-                    if let Some(engine) = engines.get(endpoint) {
-                        engine.app.on_bridge(msg);
-                    }
-                }
+                } => match endpoints.get(endpoint).and_then(|e| e.socketio.as_ref()) {
+                    Some(sio) => sio.on_bus(from, msg),
+                    // Every shard serves the same endpoints: a bug, never a client's doing.
+                    None => tracing::warn!(
+                        endpoint,
+                        ?from,
+                        "Socket.IO message for an endpoint without Socket.IO dropped"
+                    ),
+                },
             }
         }
-    }
-}
-
-/// Continues serving a connection another shard handed over.
-fn serve_handoff(router: &Rc<Router>, handoff: Handoff) {
-    let Handoff {
-        stream,
-        head,
-        leftover,
-        address,
-        ..
-    } = handoff;
-    match tokio::net::TcpStream::from_std(stream) {
-        Ok(stream) => {
-            tokio::task::spawn_local(crate::http::serve_request(
-                router.clone(),
-                stream,
-                address,
-                head,
-                leftover,
-            ));
-        }
-        Err(e) => tracing::warn!(error = %e, "could not adopt a handed-over connection"),
     }
 }

@@ -4,7 +4,7 @@
 //! (when it runs), which publishes it to the other machines. Acks from every receiving client,
 //! on every shard and every machine, are collected by the shard that broadcast.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
@@ -14,24 +14,17 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::Notify;
 
-use super::cluster::{Answer, Command, Gathering, Incomplete, Query, SocketInfo};
-use super::socket::{event_frames, EmitError};
+use super::socket::{EmitError, Socket};
 use super::NsShard;
-use crate::engineio::OutFrame;
-use crate::protocol::socketio::{Payload, RESERVED_EVENTS};
+use crate::bus::cluster::{
+    BridgeMsg, BroadcastOpts, Origin, PublishedBroadcast, RemoteBroadcast, Reply, SioMsg,
+};
+use crate::engineio::{Session, Sid};
+use crate::protocol::frame::OutFrame;
+use crate::protocol::socketio::{event_frames, is_reserved_event, Payload};
 
-/// Who receives a broadcast, and how.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BroadcastOpts {
-    /// Target rooms; empty means the whole namespace.
-    pub rooms: Vec<String>,
-    /// Sockets in any of these rooms are skipped (socket ids are rooms too).
-    pub except: Vec<String>,
-    /// Drop the packet for a client whose queue is full instead of disconnecting it.
-    pub volatile: bool,
-    /// This process only: never sent to other machines (shards of this process still get it).
-    pub local: bool,
-}
+/// Sessions a broadcast touches together before sending to them (see `NsShard::deliver`).
+const DELIVERY_BATCH: usize = 16;
 
 /// Why a broadcast with acks did not collect every answer.
 #[derive(Debug, Error, Clone, PartialEq)]
@@ -49,8 +42,8 @@ pub enum BroadcastAckError {
 /// Builds and sends a broadcast: `socket.to("room").except("other").emit(..)` and friends.
 #[derive(Clone)]
 pub struct BroadcastOperator {
-    ns: Rc<NsShard>,
-    opts: BroadcastOpts,
+    pub(super) ns: Rc<NsShard>,
+    pub(super) opts: BroadcastOpts,
 }
 
 impl BroadcastOperator {
@@ -94,6 +87,7 @@ impl BroadcastOperator {
         self
     }
 
+    /// Who the broadcast selects.
     pub fn opts(&self) -> &BroadcastOpts {
         &self.opts
     }
@@ -103,9 +97,9 @@ impl BroadcastOperator {
     pub fn emit(&self, event: &str, data: impl Into<Payload>) -> Result<(), EmitError> {
         check_event(event)?;
         let data = data.into();
-        let frames = event_frames(&self.ns.name, Some(event), None, &data);
+        let frames = event_frames(&self.ns.name, event, None, &data);
         self.ns
-            .broadcast(self.opts.clone(), frames, None, Some((event, data)));
+            .broadcast(self.opts.clone(), frames, None, (event, data));
         Ok(())
     }
 
@@ -120,7 +114,7 @@ impl BroadcastOperator {
         let prepared = check_event(event).map(|()| {
             let id = self.ns.next_ack_id();
             let data = data.into();
-            let frames = event_frames(&self.ns.name, Some(event), Some(id), &data);
+            let frames = event_frames(&self.ns.name, event, Some(id), &data);
             let collector = Rc::new(Collector::default());
             self.ns
                 .collectors
@@ -130,7 +124,7 @@ impl BroadcastOperator {
                 self.opts.clone(),
                 frames,
                 Some((id, timeout)),
-                Some((event, data)),
+                (event, data),
             );
             collector.add_count(sent.local);
             // The bridge reports the other machines' clients as one more participant.
@@ -156,220 +150,148 @@ impl BroadcastOperator {
     }
 }
 
-impl BroadcastOperator {
-    /// Describes the selected sockets of every shard and, with the bridge, every machine.
-    pub fn fetch_sockets(
-        &self,
-        timeout: Duration,
-    ) -> impl Future<Output = Result<Vec<SocketInfo>, Incomplete<Vec<SocketInfo>>>> + 'static {
-        let asked = self.ask(Query::FetchSockets(self.opts.clone()), timeout);
-        async move {
-            match asked.await {
-                Ok(Answer::Sockets(s)) => Ok(s),
-                Err(Incomplete {
-                    partial: Answer::Sockets(s),
-                }) => Err(Incomplete { partial: s }),
-                _ => Ok(Vec::new()),
-            }
-        }
-    }
-
-    /// Every room of the namespace with at least one member, on every shard and machine,
-    /// sorted, without duplicates (Node's `adapter.allRooms()`). The selection is ignored.
-    pub fn all_rooms(
-        &self,
-        timeout: Duration,
-    ) -> impl Future<Output = Result<Vec<String>, Incomplete<Vec<String>>>> + 'static {
-        let asked = self.ask(Query::AllRooms, timeout);
-        let rooms = |answer| match answer {
-            Answer::Rooms(mut r) => {
-                r.sort_unstable();
-                r.dedup();
-                r
-            }
-            _ => Vec::new(),
-        };
-        async move {
-            asked.await.map(rooms).map_err(|e| Incomplete {
-                partial: rooms(e.partial),
-            })
-        }
-    }
-
-    /// Makes the selected sockets, on every shard and machine, join `rooms`.
-    pub fn sockets_join(&self, rooms: impl IntoIterator<Item = impl Into<String>>) {
-        let rooms = rooms.into_iter().map(Into::into).collect();
-        self.tell(Command::Join {
-            opts: self.opts.clone(),
-            rooms,
-        });
-    }
-
-    /// Makes the selected sockets, on every shard and machine, leave `rooms`.
-    pub fn sockets_leave(&self, rooms: impl IntoIterator<Item = impl Into<String>>) {
-        let rooms = rooms.into_iter().map(Into::into).collect();
-        self.tell(Command::Leave {
-            opts: self.opts.clone(),
-            rooms,
-        });
-    }
-
-    /// Disconnects the selected sockets on every shard and machine; with `close`, their whole
-    /// connections.
-    pub fn disconnect_sockets(&self, close: bool) {
-        self.tell(Command::Disconnect {
-            opts: self.opts.clone(),
-            close,
-        });
-    }
-
-    /// Sends `event` to the server-side handler of the other machines (never to this process,
-    /// which is one server, as Node's `serverSideEmit`).
-    pub fn server_side_emit(&self, event: &str, data: impl Into<Payload>) -> Result<(), EmitError> {
-        check_event(event)?;
-        let cmd = Command::ServerSideEmit {
-            event: event.to_owned(),
-            data: data.into(),
-        };
-        self.ns.tell_bridge(cmd);
-        Ok(())
-    }
-
-    /// Sends `event` to the other machines' server-side handlers and collects one ack from
-    /// each within `timeout`. On [`BroadcastAckError::Timeout`], `missing` is 0: how many
-    /// servers did not answer is not known, only that not all did.
-    pub fn server_side_emit_with_ack(
-        &self,
-        event: &str,
-        data: impl Into<Payload>,
-        timeout: Duration,
-    ) -> impl Future<Output = Result<Vec<Payload>, BroadcastAckError>> + 'static {
-        let checked = check_event(event);
-        let query = Query::ServerSideEmit {
-            event: event.to_owned(),
-            data: data.into(),
-        };
-        let asked = self.ask(query, timeout);
-        async move {
-            checked?;
-            let acks = |answer| match answer {
-                Answer::Acks(a) => a,
-                _ => Vec::new(),
-            };
-            asked
-                .await
-                .map(acks)
-                .map_err(|e| BroadcastAckError::Timeout {
-                    responses: acks(e.partial),
-                    missing: 0,
-                })
-        }
-    }
-
-    fn tell(&self, cmd: Command) {
-        self.ns.tell(cmd, !self.opts.local);
-    }
-
-    fn ask(
-        &self,
-        query: Query,
-        timeout: Duration,
-    ) -> impl Future<Output = Result<Answer, Incomplete<Answer>>> + 'static {
-        let (id, gathering) = self.ns.ask(query, !self.opts.local, timeout);
-        let ns = self.ns.clone();
-        async move {
-            let done = tokio::time::timeout(timeout, gathering.done()).await;
-            ns.gatherings.borrow_mut().remove(&id);
-            let whole = done.is_ok() && gathering.tally.borrow().is_whole();
-            let answer = std::mem::replace(
-                &mut gathering.tally.borrow_mut().acc,
-                Answer::Acks(Vec::new()),
-            );
-            if whole {
-                Ok(answer)
-            } else {
-                Err(Incomplete { partial: answer })
-            }
-        }
-    }
-}
-
-/// Open queries of a namespace on their origin shard, by id.
-pub(crate) type Gatherings = RefCell<HashMap<u64, Rc<Gathering>>>;
-
-fn check_event(event: &str) -> Result<(), EmitError> {
-    if RESERVED_EVENTS.contains(&event) {
+/// The one event-name check of outgoing broadcasts and server-side emits.
+pub(super) fn check_event(event: &str) -> Result<(), EmitError> {
+    if is_reserved_event(event) {
         Err(EmitError::ReservedEvent)
     } else {
         Ok(())
     }
 }
 
-/// What the Socket.IO layers of two shards, or a shard and the Redis bridge, say to each other
-/// over the bus. Replies go back to the sender ([`super::cluster::ReplyTo`]).
-pub(crate) enum BusMessage {
-    /// Deliver to local sockets; never forward.
-    Broadcast(Arc<RemoteBroadcast>),
-    /// How many local sockets received broadcast-with-ack `id` (sent to its origin).
-    AckCount { nsp: String, id: u64, count: usize },
-    /// One client's answer to broadcast-with-ack `id` (sent to its origin).
-    Ack {
-        nsp: String,
-        id: u64,
-        payload: Payload,
-    },
-    /// Answer `query` from local state with one [`BusMessage::Answer`].
-    Query { nsp: String, id: u64, query: Query },
-    /// An answer to query `id`; `whole` is false when the answerer itself missed some
-    /// (the bridge, when machines did not answer or Redis is away).
-    Answer {
-        nsp: String,
-        id: u64,
-        answer: Answer,
-        whole: bool,
-    },
-    /// Carry out `cmd` on local sockets.
-    Command { nsp: String, cmd: Command },
-    /// From the bridge to one shard: run the namespace's server-side handler; with `ack`, answer
-    /// with one [`BusMessage::Answer`] holding the handler's ack.
-    ServerSideEmit {
-        nsp: String,
-        event: String,
-        data: Payload,
-        ack: Option<u64>,
-    },
-}
+impl Socket {
+    /// A broadcast to `room`, from this socket: the socket itself is skipped.
+    pub fn to(&self, room: impl Into<String>) -> BroadcastOperator {
+        self.broadcast().to(room)
+    }
 
-impl BusMessage {
-    pub(crate) fn nsp(&self) -> &str {
-        match self {
-            BusMessage::Broadcast(b) => &b.nsp,
-            BusMessage::AckCount { nsp, .. }
-            | BusMessage::Ack { nsp, .. }
-            | BusMessage::Query { nsp, .. }
-            | BusMessage::Answer { nsp, .. }
-            | BusMessage::Command { nsp, .. }
-            | BusMessage::ServerSideEmit { nsp, .. } => nsp,
-        }
+    /// A broadcast to the whole namespace, from this socket: the socket itself is skipped.
+    pub fn broadcast(&self) -> BroadcastOperator {
+        self.namespace().except(self.id().as_str())
+    }
+
+    /// A broadcast to the whole namespace, the socket itself included (`io.of(nsp)`).
+    pub fn namespace(&self) -> BroadcastOperator {
+        BroadcastOperator::new(self.ns().clone(), BroadcastOpts::default())
     }
 }
 
-/// A broadcast encoded by another shard.
-pub(crate) struct RemoteBroadcast {
-    pub nsp: String,
-    pub opts: BroadcastOpts,
-    pub frames: Vec<OutFrame>,
-    /// The ack id, when the origin collects acks.
-    pub ack: Option<u64>,
+/// What a broadcast reached: local sockets, other shards, and whether the bridge took it.
+struct Sent {
+    local: usize,
+    shards: usize,
+    bridged: bool,
+}
+
+impl NsShard {
+    /// Delivers frames to the selected local sockets; returns how many took them. With
+    /// `ack = Some((id, origin))` each receiver owes an ack to `origin`.
+    pub(super) fn deliver(
+        &self,
+        opts: &BroadcastOpts,
+        frames: &[OutFrame],
+        ack: Option<(u64, Origin)>,
+    ) -> usize {
+        let sockets = self.sockets.borrow();
+        let rooms = self.rooms.borrow();
+        let everyone = sockets.iter().map(|(sid, socket)| (*sid, socket.session()));
+        let mut delivered = 0;
+        let mut send = |batch: &mut Vec<(Sid, &Rc<Session>)>| {
+            // Touch every session of the batch first: the loads do not depend on each other, so
+            // their cache misses (thousands of cold sessions per broadcast) overlap.
+            for (_, session) in batch.iter() {
+                std::hint::black_box(session.queued_bytes());
+            }
+            for (sid, session) in batch.drain(..) {
+                let sent = if opts.volatile {
+                    session.send_volatile(frames)
+                } else {
+                    session.send(frames).is_ok()
+                };
+                if sent {
+                    delivered += 1;
+                    if let Some((id, origin)) = ack {
+                        if let Some(socket) = sockets.get(&sid) {
+                            socket.expect_broadcast_ack(id, origin);
+                        }
+                    }
+                }
+            }
+        };
+        let mut batch = Vec::with_capacity(DELIVERY_BATCH);
+        rooms.select(&opts.rooms, &opts.except, everyone, |sid, session| {
+            batch.push((sid, session));
+            if batch.len() == DELIVERY_BATCH {
+                send(&mut batch);
+            }
+        });
+        send(&mut batch);
+        delivered
+    }
+
+    /// Delivers locally, sends one message to every other shard and, unless the broadcast is
+    /// local, hands `packet` (the event and its unencoded payload) to the Redis bridge.
+    fn broadcast(
+        &self,
+        opts: BroadcastOpts,
+        frames: Vec<OutFrame>,
+        ack: Option<(u64, Duration)>,
+        (event, data): (&str, Payload),
+    ) -> Sent {
+        let id = ack.map(|(id, _)| id);
+        let origin = Origin::Shard(self.shard());
+        let local = self.deliver(&opts, &frames, id.map(|id| (id, origin)));
+        let bridged = !opts.local
+            && self.link.has_bridge()
+            && self
+                .link
+                .send_to_bridge(BridgeMsg::Publish(Box::new(PublishedBroadcast {
+                    nsp: self.name.clone(),
+                    event: event.to_owned(),
+                    data,
+                    opts: opts.clone(),
+                    ack,
+                })));
+        let mut shards = 0;
+        let mut others = self.link.other_shards().peekable();
+        if others.peek().is_some() {
+            let remote = Arc::new(RemoteBroadcast {
+                nsp: self.name.clone(),
+                opts,
+                frames,
+                ack: id,
+            });
+            for to in others {
+                if self.link.send(to, SioMsg::Broadcast(remote.clone())) {
+                    shards += 1;
+                }
+            }
+        }
+        Sent {
+            local,
+            shards,
+            bridged,
+        }
+    }
+
+    /// Routes a client's answer to a broadcast-with-ack to the collector of `origin`.
+    pub(super) fn route_broadcast_ack(&self, id: u64, origin: Origin, payload: Payload) {
+        let msg = Reply::Ack {
+            nsp: self.name.clone(),
+            id,
+            payload,
+        };
+        self.reply(origin, msg);
+    }
 }
 
 /// The answers to one broadcast-with-ack, gathered on the origin shard.
 #[derive(Default)]
 pub(crate) struct Collector {
     /// Clients that received the packet, summed over the shards that reported.
-    expected: std::cell::Cell<usize>,
+    expected: Cell<usize>,
     /// Shards that have not reported their count yet.
-    shards_pending: std::cell::Cell<usize>,
+    shards_pending: Cell<usize>,
     responses: RefCell<Vec<Payload>>,
     changed: Notify,
 }

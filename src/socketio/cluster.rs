@@ -1,218 +1,260 @@
 //! Cluster-wide operations: what every shard of this process, and through the Redis bridge
 //! every other machine, is asked or told (fetch sockets, all rooms, sockets join / leave /
-//! disconnect, server-side emit), and the messages the Socket.IO layer and the bridge exchange.
+//! disconnect, server-side emit).
 //!
 //! A query is answered by each participant from its own state; the asker merges the answers
-//! as they come ([`Tally`]) and stops waiting at its timeout. Participants never forward.
+//! as they come (`Tally`) and stops waiting at its timeout. Participants never forward.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
 use std::rc::Rc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use thiserror::Error;
 use tokio::sync::Notify;
 
-use super::broadcast::BusMessage;
-use super::{BroadcastOpts, NsShard, Socket};
-use crate::protocol::adapter::js_date_string;
-use crate::protocol::http::percent_decode;
+use super::broadcast::BroadcastAckError;
+use super::broadcast::{check_event, BroadcastOperator};
+use super::socket::{EmitError, Socket};
+use super::NsShard;
+use crate::bus::cluster::{
+    Answer, BridgeMsg, BroadcastOpts, Command, Origin, Query, Reply, SioMsg, SocketInfo, Tally,
+};
 use crate::protocol::socketio::Payload;
 
-/// One socket as a cluster-wide `fetch_sockets` describes it, wherever it is connected: the
-/// fields of Node's `RemoteSocket`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SocketInfo {
-    /// The socket id.
-    pub id: String,
-    /// `{headers, time, address, xdomain, secure, issued, url, query, auth}` (SOCKETIO.md §2.4).
-    pub handshake: Value,
-    /// Its rooms, its own id included.
-    pub rooms: Vec<String>,
-    /// The application's data for the socket (`{}` for shardio sockets).
-    pub data: Value,
-}
+/// Open queries of a namespace on their origin shard, by id.
+pub(super) type Gatherings = RefCell<HashMap<u64, Rc<Gathering>>>;
 
 /// Not every participant (a shard of this process, or another machine) answered in time, or
 /// Redis was unreachable: `partial` holds the answers that came.
 #[derive(Debug, Error, Clone, PartialEq)]
 #[error("not every server answered in time")]
 pub struct Incomplete<T> {
+    /// The answers that came.
     pub partial: T,
 }
 
-/// What a query asks of every participant.
-#[derive(Debug, Clone)]
-pub(crate) enum Query {
-    /// The matching sockets, described.
-    FetchSockets(BroadcastOpts),
-    /// Every room with a member.
-    AllRooms,
-    /// Run the server-side handler (other machines only) and collect one ack from each.
-    ServerSideEmit { event: String, data: Payload },
+/// Answers a server-side emit whose sender waits (Node forwards only the first argument).
+/// Consumed by `send`, so it answers at most once.
+pub struct ServerSideAck {
+    ns: Rc<NsShard>,
+    id: u64,
 }
 
-/// One participant's answer, or several merged.
-#[derive(Debug, Clone)]
-pub(crate) enum Answer {
-    Sockets(Vec<SocketInfo>),
-    Rooms(Vec<String>),
-    Acks(Vec<Payload>),
-}
-
-impl Answer {
-    /// The empty answer of the kind `query` expects.
-    pub(crate) fn empty_for(query: &Query) -> Answer {
-        match query {
-            Query::FetchSockets(_) => Answer::Sockets(Vec::new()),
-            Query::AllRooms => Answer::Rooms(Vec::new()),
-            Query::ServerSideEmit { .. } => Answer::Acks(Vec::new()),
-        }
-    }
-
-    /// Adds another participant's answer; an answer of another kind is ignored.
-    pub(crate) fn merge(&mut self, other: Answer) {
-        match (self, other) {
-            (Answer::Sockets(a), Answer::Sockets(b)) => a.extend(b),
-            (Answer::Rooms(a), Answer::Rooms(b)) => a.extend(b),
-            (Answer::Acks(a), Answer::Acks(b)) => a.extend(b),
-            _ => {}
-        }
+impl ServerSideAck {
+    /// Sends the answer.
+    pub fn send(self, data: impl Into<Payload>) {
+        self.ns.reply(
+            Origin::Bridge,
+            Reply::Answer {
+                nsp: self.ns.name.clone(),
+                id: self.id,
+                answer: Answer::Acks(vec![data.into()]),
+                whole: true,
+            },
+        );
     }
 }
 
-/// What every participant is told to do; nobody answers.
-#[derive(Debug, Clone)]
-pub(crate) enum Command {
-    Join {
-        opts: BroadcastOpts,
-        rooms: Vec<String>,
-    },
-    Leave {
-        opts: BroadcastOpts,
-        rooms: Vec<String>,
-    },
-    Disconnect {
-        opts: BroadcastOpts,
-        close: bool,
-    },
-    /// For the other machines only: a server-side event whose sender wants no ack.
-    ServerSideEmit {
-        event: String,
-        data: Payload,
-    },
-}
+impl BroadcastOperator {
+    /// Describes the selected sockets of every shard and, with the bridge, every machine.
+    pub fn fetch_sockets(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Vec<SocketInfo>, Incomplete<Vec<SocketInfo>>>> + 'static {
+        let asked = self.ask(Query::FetchSockets(self.opts.clone()), timeout);
+        async move {
+            match asked.await {
+                Ok(Answer::Sockets(s)) => Ok(s),
+                Err(Incomplete {
+                    partial: Answer::Sockets(s),
+                }) => Err(Incomplete { partial: s }),
+                _ => Ok(Vec::new()),
+            }
+        }
+    }
 
-/// A broadcast handed to the bridge unencoded: the bridge writes the Redis form, so the origin
-/// shard pays only for moving the payload.
-pub(crate) struct PublishedBroadcast {
-    pub nsp: String,
-    pub event: String,
-    pub data: Payload,
-    pub opts: BroadcastOpts,
-    /// The origin's collector id and timeout, when the other machines' client count and acks
-    /// are wanted.
-    pub ack: Option<(u64, Duration)>,
-}
+    /// Every room of the namespace with at least one member, on every shard and machine,
+    /// sorted, without duplicates (Node's `adapter.allRooms()`). The selection is ignored.
+    pub fn all_rooms(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Vec<String>, Incomplete<Vec<String>>>> + 'static {
+        let asked = self.ask(Query::AllRooms, timeout);
+        let rooms = |answer| match answer {
+            Answer::Rooms(mut r) => {
+                r.sort_unstable();
+                r.dedup();
+                r
+            }
+            _ => Vec::new(),
+        };
+        async move {
+            asked.await.map(rooms).map_err(|e| Incomplete {
+                partial: rooms(e.partial),
+            })
+        }
+    }
 
-/// What a shard's Socket.IO layer sends to the Redis bridge.
-pub(crate) enum ShardToBridge {
-    /// Publish this broadcast to the other machines.
-    Publish(PublishedBroadcast),
-    /// Ask the other machines; the bridge answers the origin shard exactly once with
-    /// [`BusMessage::Answer`] (incomplete when Redis is away or some did not answer in time).
-    Ask {
-        nsp: String,
-        id: u64,
+    /// Makes the selected sockets, on every shard and machine, join `rooms`.
+    pub fn sockets_join(&self, rooms: impl IntoIterator<Item = impl Into<String>>) {
+        let rooms = rooms.into_iter().map(Into::into).collect();
+        self.tell(Command::Join {
+            opts: self.opts.clone(),
+            rooms,
+        });
+    }
+
+    /// Makes the selected sockets, on every shard and machine, leave `rooms`.
+    pub fn sockets_leave(&self, rooms: impl IntoIterator<Item = impl Into<String>>) {
+        let rooms = rooms.into_iter().map(Into::into).collect();
+        self.tell(Command::Leave {
+            opts: self.opts.clone(),
+            rooms,
+        });
+    }
+
+    /// Disconnects the selected sockets on every shard and machine; with `close`, their whole
+    /// connections.
+    pub fn disconnect_sockets(&self, close: bool) {
+        self.tell(Command::Disconnect {
+            opts: self.opts.clone(),
+            close,
+        });
+    }
+
+    /// Sends `event` to the server-side handler of the other machines (never to this process,
+    /// which is one server, as Node's `serverSideEmit`).
+    pub fn server_side_emit(&self, event: &str, data: impl Into<Payload>) -> Result<(), EmitError> {
+        check_event(event)?;
+        let cmd = Command::ServerSideEmit {
+            event: event.to_owned(),
+            data: data.into(),
+        };
+        self.ns.tell_bridge(cmd);
+        Ok(())
+    }
+
+    /// Sends `event` to the other machines' server-side handlers and collects one ack from
+    /// each within `timeout`. On [`BroadcastAckError::Timeout`], `missing` is 0: how many
+    /// servers did not answer is not known, only that not all did.
+    pub fn server_side_emit_with_ack(
+        &self,
+        event: &str,
+        data: impl Into<Payload>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Vec<Payload>, BroadcastAckError>> + 'static {
+        let checked = check_event(event);
+        let query = Query::ServerSideEmit {
+            event: event.to_owned(),
+            data: data.into(),
+        };
+        let asked = self.ask(query, timeout);
+        async move {
+            checked?;
+            let acks = |answer| match answer {
+                Answer::Acks(a) => a,
+                _ => Vec::new(),
+            };
+            asked
+                .await
+                .map(acks)
+                .map_err(|e| BroadcastAckError::Timeout {
+                    responses: acks(e.partial),
+                    missing: 0,
+                })
+        }
+    }
+
+    fn tell(&self, cmd: Command) {
+        self.ns.tell(cmd, !self.opts.local);
+    }
+
+    fn ask(
+        &self,
         query: Query,
         timeout: Duration,
-    },
-    /// Tell the other machines.
-    Tell { nsp: String, cmd: Command },
-    /// A shard's reply to a message of the bridge: `Answer`, `AckCount` or `Ack`.
-    Reply(BusMessage),
-}
-
-/// Where the replies to a bus message go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ReplyTo {
-    Shard(usize),
-    Bridge,
-}
-
-/// The merged answers to one query and how many participants have answered. Pure.
-#[derive(Debug)]
-pub(crate) struct Tally<T> {
-    /// Participants that owe an answer, once known (the bridge learns it from Redis).
-    expected: Option<usize>,
-    received: usize,
-    /// False once a participant said its own answer is partial.
-    whole: bool,
-    pub(crate) acc: T,
-}
-
-impl<T> Tally<T> {
-    pub(crate) fn new(acc: T, expected: Option<usize>) -> Self {
-        Tally {
-            expected,
-            received: 0,
-            whole: true,
-            acc,
-        }
-    }
-
-    pub(crate) fn expect(&mut self, expected: usize) {
-        self.expected = Some(expected);
-    }
-
-    /// Counts one participant's answer, merged into the accumulator by `merge`.
-    pub(crate) fn add(&mut self, whole: bool, merge: impl FnOnce(&mut T)) {
-        self.received += 1;
-        self.whole &= whole;
-        merge(&mut self.acc);
-    }
-
-    /// Every expected participant has answered.
-    pub(crate) fn is_done(&self) -> bool {
-        self.expected.is_some_and(|n| self.received >= n)
-    }
-
-    /// Done, and no answer was partial.
-    pub(crate) fn is_whole(&self) -> bool {
-        self.is_done() && self.whole
-    }
-}
-
-/// A query in flight on its origin shard.
-pub(crate) struct Gathering {
-    pub(crate) tally: RefCell<Tally<Answer>>,
-    changed: Notify,
-}
-
-impl Gathering {
-    pub(crate) fn new(local: Answer) -> Rc<Self> {
-        Rc::new(Gathering {
-            tally: RefCell::new(Tally::new(local, None)),
-            changed: Notify::new(),
-        })
-    }
-
-    pub(crate) fn add(&self, answer: Answer, whole: bool) {
-        self.tally.borrow_mut().add(whole, |acc| acc.merge(answer));
-        self.changed.notify_one();
-    }
-
-    /// Waits until every participant answered; the caller bounds the wait.
-    pub(crate) async fn done(&self) {
-        while !self.tally.borrow().is_done() {
-            self.changed.notified().await;
+    ) -> impl Future<Output = Result<Answer, Incomplete<Answer>>> + 'static {
+        let (id, gathering) = self.ns.ask(query, !self.opts.local, timeout);
+        let ns = self.ns.clone();
+        async move {
+            let done = tokio::time::timeout(timeout, gathering.done()).await;
+            ns.gatherings.borrow_mut().remove(&id);
+            let whole = done.is_ok() && gathering.tally.borrow().is_whole();
+            let answer = std::mem::replace(
+                &mut gathering.tally.borrow_mut().acc,
+                Answer::Acks(Vec::new()),
+            );
+            if whole {
+                Ok(answer)
+            } else {
+                Err(Incomplete { partial: answer })
+            }
         }
     }
 }
 
 impl NsShard {
+    /// Carries out `cmd` here, on every other shard, and with `remote`, on the other machines.
+    fn tell(&self, cmd: Command, remote: bool) {
+        self.apply(&cmd);
+        for to in self.link.other_shards() {
+            let msg = SioMsg::Command {
+                nsp: self.name.clone(),
+                cmd: Box::new(cmd.clone()),
+            };
+            self.link.send(to, msg);
+        }
+        if remote {
+            self.tell_bridge(cmd);
+        }
+    }
+
+    /// Hands `cmd` to the bridge for the other machines (dropped without a bridge).
+    fn tell_bridge(&self, cmd: Command) {
+        self.link.send_to_bridge(BridgeMsg::Tell {
+            nsp: self.name.clone(),
+            cmd: Box::new(cmd),
+        });
+    }
+
+    /// Starts `query` on every shard (unless only other machines answer it) and, with `remote`,
+    /// on the other machines. The caller waits on the returned gathering (bounded) and removes
+    /// it from `gatherings`.
+    fn ask(&self, query: Query, remote: bool, timeout: Duration) -> (u64, Rc<Gathering>) {
+        let id = self.next_ack_id();
+        let gathering = Gathering::new(self.answer(&query));
+        self.gatherings.borrow_mut().insert(id, gathering.clone());
+        let mut expected = 0;
+        if !matches!(query, Query::ServerSideEmit { .. }) {
+            for to in self.link.other_shards() {
+                let msg = SioMsg::Query {
+                    nsp: self.name.clone(),
+                    id,
+                    query: Box::new(query.clone()),
+                };
+                if self.link.send(to, msg) {
+                    expected += 1;
+                }
+            }
+        }
+        let ask = BridgeMsg::Ask {
+            nsp: self.name.clone(),
+            id,
+            query: Box::new(query),
+            timeout,
+        };
+        if remote && self.link.send_to_bridge(ask) {
+            expected += 1;
+        }
+        gathering.tally.borrow_mut().set_expected(expected);
+        (id, gathering)
+    }
+
     /// This shard's own answer to `query`.
-    pub(crate) fn answer(&self, query: &Query) -> Answer {
+    pub(super) fn answer(&self, query: &Query) -> Answer {
         match query {
             Query::FetchSockets(opts) => {
                 Answer::Sockets(self.selected(opts).iter().map(Socket::describe).collect())
@@ -226,7 +268,7 @@ impl NsShard {
     }
 
     /// Carries out `cmd` on this shard's sockets.
-    pub(crate) fn apply(&self, cmd: &Command) {
+    pub(super) fn apply(&self, cmd: &Command) {
         match cmd {
             Command::Join { opts, rooms } => {
                 for socket in self.selected(opts) {
@@ -268,84 +310,55 @@ impl NsShard {
         });
         out
     }
-}
 
-impl Socket {
-    /// This socket as `fetch_sockets` describes it.
-    pub(crate) fn describe(&self) -> SocketInfo {
-        SocketInfo {
-            id: self.id().as_str().to_owned(),
-            handshake: self.handshake(),
-            rooms: self.rooms(),
-            data: json!({}),
+    pub(super) fn on_server_side_emit(
+        self: &Rc<Self>,
+        event: &str,
+        data: Payload,
+        ack: Option<u64>,
+    ) {
+        let ack = ack.map(|id| ServerSideAck {
+            ns: self.clone(),
+            id,
+        });
+        match &self.def.on_server_side_emit {
+            Some(handler) => {
+                let io = BroadcastOperator::new(self.clone(), BroadcastOpts::default());
+                handler(&io, event, data, ack);
+            }
+            // Nobody listens here: say so at once rather than let the sender time out.
+            None => {
+                if let Some(ack) = ack {
+                    ack.send(Value::Null);
+                }
+            }
         }
     }
-
-    /// Node's handshake object (SOCKETIO.md §2.4), keys in Node's order.
-    pub fn handshake(&self) -> Value {
-        let request = self.request();
-        let issued = request
-            .time
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        let headers: Map<String, Value> = request
-            .headers()
-            .map(|(k, v)| (k.to_owned(), Value::from(v)))
-            .collect();
-        let query: Map<String, Value> = request
-            .query()
-            .split('&')
-            .filter(|pair| !pair.is_empty())
-            .map(|pair| {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                (percent_decode(k), Value::from(percent_decode(v)))
-            })
-            .collect();
-        json!({
-            "headers": headers,
-            "time": js_date_string(issued),
-            "address": request.address.ip().to_string(),
-            "xdomain": request.header("origin").is_some(),
-            "secure": false,
-            "issued": issued,
-            "url": request.url(),
-            "query": query,
-            "auth": self.auth(),
-        })
-    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A query in flight on its origin shard.
+pub(super) struct Gathering {
+    pub(super) tally: RefCell<Tally<Answer>>,
+    changed: Notify,
+}
 
-    #[test]
-    fn a_tally_is_done_once_every_expected_answer_came() {
-        let mut t = Tally::new(Answer::Rooms(vec!["a".into()]), None);
-        assert!(!t.is_done(), "not done while the count is unknown");
-        t.add(true, |acc| acc.merge(Answer::Rooms(vec!["b".into()])));
-        t.expect(2);
-        assert!(!t.is_done());
-        t.add(false, |acc| acc.merge(Answer::Rooms(vec!["c".into()])));
-        assert!(t.is_done());
-        assert!(!t.is_whole(), "one participant answered partially");
-        let Answer::Rooms(rooms) = &t.acc else {
-            panic!("rooms expected")
-        };
-        assert_eq!(rooms, &["a", "b", "c"]);
+impl Gathering {
+    pub(super) fn new(local: Answer) -> Rc<Self> {
+        Rc::new(Gathering {
+            tally: RefCell::new(Tally::new(local, None)),
+            changed: Notify::new(),
+        })
     }
 
-    #[test]
-    fn nobody_to_wait_for_is_done_at_once() {
-        let mut t = Tally::new(Answer::Acks(Vec::new()), None);
-        t.expect(0);
-        assert!(t.is_whole());
+    pub(super) fn add(&self, answer: Answer, whole: bool) {
+        self.tally.borrow_mut().add(whole, |acc| acc.merge(answer));
+        self.changed.notify_one();
     }
 
-    #[test]
-    fn answers_of_another_kind_are_ignored() {
-        let mut a = Answer::empty_for(&Query::AllRooms);
-        a.merge(Answer::Acks(vec![Payload::from("x")]));
-        assert!(matches!(a, Answer::Rooms(r) if r.is_empty()));
+    /// Waits until every participant answered; the caller bounds the wait.
+    pub(super) async fn done(&self) {
+        while !self.tally.borrow().is_done() {
+            self.changed.notified().await;
+        }
     }
 }

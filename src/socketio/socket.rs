@@ -1,21 +1,25 @@
-//! A socket: one client connected to one namespace, and what the server can do with it.
+//! A socket: one client connected to one namespace, and what the server can do with it (emit,
+//! acks, rooms, disconnect), and how cluster-wide queries describe it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
-use std::rc::{Rc, Weak};
-use std::time::Duration;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use serde_json::Value;
+use serde_json::{json, Map, Value};
 use thiserror::Error;
 use tokio::sync::oneshot;
 
-use super::{
-    control_frame, BroadcastOperator, BroadcastOpts, Client, DisconnectReason, NsShard, ReplyTo,
+use super::NsShard;
+use crate::bus::cluster::{Origin, SocketInfo};
+use crate::engineio::{CloseReason, RequestInfo, SendError, Session, Sid};
+use crate::protocol::adapter::js_date_string;
+use crate::protocol::http::percent_decode;
+use crate::protocol::socketio::{
+    ack_frames, control_frame, event_frames, is_reserved_event, PacketType, Payload,
 };
-use crate::engineio::{CloseReason, OutFrame, RequestInfo, SendError, Session, Sid};
-use crate::protocol::socketio::{self as codec, PacketType, Payload, RESERVED_EVENTS};
 
 /// Why an emit did not go out.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +55,32 @@ pub enum AckError {
     Emit(#[from] EmitError),
 }
 
+/// Why a socket left its namespace (Socket.IO's reason strings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The client sent DISCONNECT for the namespace.
+    ClientNamespaceDisconnect,
+    /// The server called [`Socket::disconnect`].
+    ServerNamespaceDisconnect,
+    /// The server closed the whole connection ([`Socket::close`]).
+    ForcedServerClose,
+    /// The Engine.IO session closed.
+    Transport(CloseReason),
+}
+
+impl DisconnectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientNamespaceDisconnect => "client namespace disconnect",
+            Self::ServerNamespaceDisconnect => "server namespace disconnect",
+            Self::ForcedServerClose | Self::Transport(CloseReason::ForcedClose) => {
+                "forced server close"
+            }
+            Self::Transport(reason) => reason.as_str(),
+        }
+    }
+}
+
 /// A client connected to a namespace. Cheap to clone; lives on the shard that owns it.
 #[derive(Clone)]
 pub struct Socket(Rc<SocketInner>);
@@ -59,7 +89,6 @@ struct SocketInner {
     id: Sid,
     ns: Rc<NsShard>,
     session: Rc<Session>,
-    client: Weak<Client>,
     auth: Value,
     connected: Cell<bool>,
     acks: RefCell<HashMap<u64, AckWaiter>>,
@@ -72,7 +101,7 @@ enum AckWaiter {
     /// A broadcast-with-ack collected by `origin` (a shard, or the bridge for a broadcast from
     /// another machine); forgotten after `expires`.
     Broadcast {
-        origin: ReplyTo,
+        origin: Origin,
         expires: tokio::time::Instant,
     },
 }
@@ -82,18 +111,11 @@ enum AckWaiter {
 const BROADCAST_ACK_MEMORY: Duration = Duration::from_secs(120);
 
 impl Socket {
-    pub(super) fn new(
-        id: Sid,
-        ns: Rc<NsShard>,
-        session: Rc<Session>,
-        client: Weak<Client>,
-        auth: Value,
-    ) -> Socket {
+    pub(super) fn new(id: Sid, ns: Rc<NsShard>, session: Rc<Session>, auth: Value) -> Socket {
         Socket(Rc::new(SocketInner {
             id,
             ns,
             session,
-            client,
             auth,
             connected: Cell::new(true),
             acks: RefCell::new(HashMap::new()),
@@ -125,6 +147,7 @@ impl Socket {
         self.0.session.sid()
     }
 
+    /// Whether the socket is still in its namespace.
     pub fn connected(&self) -> bool {
         self.0.connected.get()
     }
@@ -171,7 +194,6 @@ impl Socket {
             .0
             .session
             .send(&[control_frame(PacketType::Disconnect, self.nsp(), None)]);
-        self.forget_in_client();
         self.left(DisconnectReason::ServerNamespaceDisconnect);
     }
 
@@ -181,13 +203,13 @@ impl Socket {
     }
 
     fn send_event(&self, event: &str, ack: Option<u64>, data: &Payload) -> Result<(), EmitError> {
-        if RESERVED_EVENTS.contains(&event) {
+        if is_reserved_event(event) {
             return Err(EmitError::ReservedEvent);
         }
         if !self.connected() {
             return Err(EmitError::Disconnected);
         }
-        let frames = event_frames(self.nsp(), Some(event), ack, data);
+        let frames = event_frames(self.nsp(), event, ack, data);
         Ok(self.0.session.send(&frames)?)
     }
 
@@ -235,7 +257,7 @@ impl Socket {
     }
 
     /// Remembers that this socket owes `origin` an answer to broadcast `id`.
-    pub(super) fn expect_broadcast_ack(&self, id: u64, origin: ReplyTo) {
+    pub(super) fn expect_broadcast_ack(&self, id: u64, origin: Origin) {
         let now = tokio::time::Instant::now();
         let mut acks = self.0.acks.borrow_mut();
         if acks.len() >= 16 {
@@ -284,29 +306,56 @@ impl Socket {
         self.0.ns.rooms.borrow().rooms_of(self.0.id).len()
     }
 
-    /// A broadcast to `room`, from this socket: the socket itself is skipped.
-    pub fn to(&self, room: impl Into<String>) -> BroadcastOperator {
-        self.broadcast().to(room)
+    /// This socket as `fetch_sockets` describes it.
+    pub(super) fn describe(&self) -> SocketInfo {
+        SocketInfo {
+            id: self.id().as_str().to_owned(),
+            handshake: self.handshake(),
+            rooms: self.rooms(),
+            data: json!({}),
+        }
     }
 
-    /// A broadcast to the whole namespace, from this socket: the socket itself is skipped.
-    pub fn broadcast(&self) -> BroadcastOperator {
-        self.namespace().except(self.0.id.as_str())
+    /// Node's handshake object (SOCKETIO.md §2.4), keys in Node's order.
+    pub fn handshake(&self) -> Value {
+        let request = self.request();
+        let issued = request
+            .time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let headers: Map<String, Value> = request
+            .headers()
+            .map(|(k, v)| (k.to_owned(), Value::from(v)))
+            .collect();
+        let query: Map<String, Value> = request
+            .query()
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (percent_decode(k), Value::from(percent_decode(v)))
+            })
+            .collect();
+        json!({
+            "headers": headers,
+            "time": js_date_string(issued),
+            "address": request.address.ip().to_string(),
+            "xdomain": request.header("origin").is_some(),
+            "secure": false,
+            "issued": issued,
+            "url": request.url(),
+            "query": query,
+            "auth": self.auth(),
+        })
     }
 
-    /// A broadcast to the whole namespace, the socket itself included (`io.of(nsp)`).
-    pub fn namespace(&self) -> BroadcastOperator {
-        BroadcastOperator::new(self.0.ns.clone(), BroadcastOpts::default())
+    /// The namespace state the socket belongs to.
+    pub(super) fn ns(&self) -> &Rc<NsShard> {
+        &self.0.ns
     }
 
     pub(super) fn session(&self) -> &Rc<Session> {
         &self.0.session
-    }
-
-    fn forget_in_client(&self) {
-        if let Some(client) = self.0.client.upgrade() {
-            client.forget(self);
-        }
     }
 
     /// Leaves the namespace: unregisters, fails pending acks, runs the disconnect handler.
@@ -348,68 +397,5 @@ impl AckSender {
         }
         let frames = ack_frames(self.socket.nsp(), self.id, &data.into());
         Ok(self.socket.0.session.send(&frames)?)
-    }
-}
-
-/// An EVENT (or BINARY_EVENT plus attachments) as Engine.IO frames.
-pub(crate) fn event_frames(
-    nsp: &str,
-    event: Option<&str>,
-    ack: Option<u64>,
-    data: &Payload,
-) -> Vec<OutFrame> {
-    packet_frames(PacketType::Event, nsp, event, ack, data)
-}
-
-fn ack_frames(nsp: &str, id: u64, data: &Payload) -> Vec<OutFrame> {
-    packet_frames(PacketType::Ack, nsp, None, Some(id), data)
-}
-
-fn packet_frames(
-    ty: PacketType,
-    nsp: &str,
-    event: Option<&str>,
-    id: Option<u64>,
-    data: &Payload,
-) -> Vec<OutFrame> {
-    let mut frames = Vec::with_capacity(1 + data.bins.len());
-    frames.push(OutFrame::text(64, |b| {
-        b.push(b'4');
-        codec::encode_header(ty, nsp, id, data.bins.len(), b);
-        match event {
-            Some(event) => codec::encode_event_args(event, &data.args, b),
-            None => codec::encode_args(&data.args, b),
-        }
-    }));
-    frames.extend(data.bins.iter().map(|bin| OutFrame::binary(bin)));
-    frames
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_event_is_encoded_once_into_a_text_frame_and_its_attachments() {
-        let data = Payload::new().arg("a").bin(vec![1u8, 2]).bin(vec![3u8]);
-        let frames = event_frames("/chat", Some("ev"), Some(7), &data);
-        assert_eq!(frames.len(), 3);
-        assert_eq!(
-            frames[0].payload(),
-            br#"452-/chat,7["ev","a",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#
-        );
-        assert_eq!(frames[1].wire().as_ref(), &[0x82, 2, 1, 2]);
-        assert_eq!(frames[2].wire().as_ref(), &[0x82, 1, 3]);
-        // Recipients share the encoded bytes: a clone is a reference, not a copy.
-        let copy = frames[0].clone();
-        assert_eq!(copy.wire().as_ptr(), frames[0].wire().as_ptr());
-        let plain = event_frames(
-            "/",
-            Some("ev"),
-            None,
-            &Payload::from(serde_json::json!({"k": 1})),
-        );
-        assert_eq!(plain.len(), 1);
-        assert_eq!(plain[0].wire().as_ref(), b"\x81\x1042[\"ev\",{\"k\":1}]");
     }
 }

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use shardio::config::{RedisConfig, RuntimeConfig};
 use shardio::metrics::Metrics;
-use shardio::server::{Endpoint, ServerError};
 use shardio::Server;
+use shardio::{Endpoint, ServerError};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
 
@@ -37,7 +37,7 @@ pub fn runtime(shards: usize) -> RuntimeConfig {
         shards: Some(shards),
         no_pin: true,
         shutdown_timeout: 5_000,
-        bus_capacity: shardio::config::DEFAULT_BUS_CAPACITY,
+        bus_capacity: shardio::config::defaults::BUS_CAPACITY,
     }
 }
 
@@ -74,13 +74,13 @@ impl TestServer {
 
     /// The conformance apps (Engine.IO echo, Socket.IO test app) on 4 shards.
     pub fn conformance() -> TestServer {
-        TestServer::start(4, shardio::apps::conformance_endpoints())
+        TestServer::start(4, shardio::conformance::endpoints())
     }
 
     /// The conformance apps on 4 shards with settings changed by `tune` (e.g. a heartbeat slow
     /// enough that a test need not answer pings).
     pub fn conformance_with(tune: impl Fn(&mut shardio::engineio::EngineConfig)) -> TestServer {
-        let mut endpoints = shardio::apps::conformance_endpoints();
+        let mut endpoints = shardio::conformance::endpoints();
         for ep in &mut endpoints {
             tune(&mut ep.engine);
         }

@@ -1,38 +1,24 @@
-//! The applications shardio's binaries serve: the reference test servers of the upstream
-//! Engine.IO v4 and Socket.IO v5 conformance suites (SOCKETIO.md §6).
+//! The reference test servers of the upstream Engine.IO v4 and Socket.IO v5 conformance suites
+//! (docs/PROTOCOL.md §6): a raw Engine.IO echo and a Socket.IO test app, with the suites'
+//! settings. `examples/conformance.rs` serves them; the integration tests use them too.
 
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::engineio::{
-    CloseReason, Connection, EngineApp, EngineAppFactory, EngineConfig, Message, OutFrame, Session,
-    ShardContext,
+    CloseReason, Connection, EngineApp, EngineAppFactory, EngineConfig, EngineShard, Message,
+    OutFrame, Session,
 };
-use crate::gateway::{self, GatewayConfig};
 use crate::protocol::cors::{AllowedOrigins, CorsPolicy};
-use crate::server::Endpoint;
+use crate::shard::Endpoint;
 use crate::socketio::{SocketIo, SocketIoConfig};
-use crate::Config;
-
-/// The Engine.IO settings a [`Config`] asks for.
-pub fn engine_config(config: &Config) -> EngineConfig {
-    EngineConfig {
-        ping_interval: Duration::from_millis(config.ping_interval),
-        ping_timeout: Duration::from_millis(config.ping_timeout),
-        max_payload: config.max_payload,
-        max_buffered_bytes: config.max_buffered_bytes,
-        cors: CorsPolicy::from_origins(&config.cors_origins, config.cors_credentials),
-        cookie: config.cookie.clone(),
-        ..EngineConfig::default()
-    }
-}
 
 /// A raw Engine.IO endpoint that sends every message back unchanged, text or binary.
+#[derive(Debug, Clone, Copy)]
 pub struct Echo;
 
 impl EngineAppFactory for Echo {
-    fn for_shard(&self, _ctx: &ShardContext) -> Rc<dyn EngineApp> {
+    fn for_shard(&self, _shard: &Rc<EngineShard>) -> Rc<dyn EngineApp> {
         Rc::new(Echo)
     }
 }
@@ -60,7 +46,7 @@ impl Connection for Echo {
 
 /// The Socket.IO v5 suite's server: `/` and `/custom` emit `auth` with the CONNECT payload;
 /// `/` echoes `message` as `message-back` and acks `message-with-ack` with its arguments.
-pub fn conformance_socketio(connect_timeout: Duration) -> SocketIo {
+pub fn socketio_app(connect_timeout: Duration) -> SocketIo {
     let mut io = SocketIo::new(SocketIoConfig {
         connect_timeout,
         ..SocketIoConfig::default()
@@ -86,7 +72,7 @@ pub fn conformance_socketio(connect_timeout: Duration) -> SocketIo {
 /// The conformance endpoints with the suites' settings: pingInterval 300, pingTimeout 200,
 /// maxPayload 1000000, connectTimeout 1000, CORS origin `*`, both transports. Raw Engine.IO
 /// echo on `/engine.io/`, the Socket.IO test app on `/socket.io/`.
-pub fn conformance_endpoints() -> Vec<Endpoint> {
+pub fn endpoints() -> Vec<Endpoint> {
     let engine = EngineConfig {
         ping_interval: Duration::from_millis(300),
         ping_timeout: Duration::from_millis(200),
@@ -98,34 +84,11 @@ pub fn conformance_endpoints() -> Vec<Endpoint> {
         ..EngineConfig::default()
     };
     vec![
-        Endpoint {
-            path: "/engine.io/".into(),
-            engine: engine.clone(),
-            app: Arc::new(Echo),
-        },
-        Endpoint {
-            path: "/socket.io/".into(),
+        Endpoint::engine("/engine.io/", engine.clone(), Echo),
+        Endpoint::socketio(
+            "/socket.io/",
             engine,
-            app: Arc::new(conformance_socketio(Duration::from_millis(1000))),
-        },
+            socketio_app(Duration::from_millis(1000)),
+        ),
     ]
-}
-
-/// What `shardio` serves out of the box: the gateway app on `config.path`.
-pub fn default_endpoints(config: &Config) -> Vec<Endpoint> {
-    let io = gateway::gateway(
-        SocketIoConfig {
-            connect_timeout: config.connect_timeout(),
-            ..SocketIoConfig::default()
-        },
-        &GatewayConfig {
-            namespaces: config.namespaces.clone(),
-            max_rooms_per_socket: config.max_rooms_per_socket,
-        },
-    );
-    vec![Endpoint {
-        path: config.path.clone(),
-        engine: engine_config(config),
-        app: Arc::new(io),
-    }]
 }

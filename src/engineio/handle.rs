@@ -1,0 +1,227 @@
+//! Serving one Engine.IO request: the checks of Node's `verify()` and `handshake()` in their
+//! order (docs/PROTOCOL.md §1.5), a new session on the transport asked for, a request for an
+//! existing session on its transport, or the hand-off of a request to the shard that owns its
+//! session.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use tokio::net::TcpStream;
+
+use super::driver;
+use super::engine::{Engine, Handled, Reply};
+use super::polling;
+use super::request::RequestInfo;
+use super::session::Transport;
+use super::sid::Sid;
+use super::websocket;
+use crate::bus::{Handoff, Refused, ShardMsg};
+use crate::protocol::engineio::HandshakeError;
+use crate::protocol::http::{Refusal, RequestHead};
+
+/// The transport a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Requested {
+    Polling,
+    WebSocket,
+}
+
+impl Engine {
+    /// Serves one Engine.IO request whose head has been read (`leftover`: bytes read past it).
+    /// Follows the order of checks of Node's `verify()` and `handshake()` (docs/PROTOCOL.md §1.5); a request
+    /// for a session another shard owns goes to that shard first, which then checks it.
+    pub(crate) async fn handle(
+        self: &Rc<Self>,
+        stream: TcpStream,
+        head: RequestHead,
+        leftover: Vec<u8>,
+        address: SocketAddr,
+    ) -> Handled {
+        let upgrade = head.is_websocket_upgrade();
+        if !upgrade && head.method == "OPTIONS" {
+            if let Some(cors) = &self.config.cors {
+                // The cors middleware answers every OPTIONS itself, before Engine.IO looks.
+                let headers = cors.preflight_headers(
+                    head.header("origin"),
+                    head.header("access-control-request-headers"),
+                );
+                let reply = Reply::new(204, b"").headers(headers).cors_included();
+                return self.reply(stream, &head, leftover, reply).await;
+            }
+        }
+        let requested = match head.query_param("transport").as_deref() {
+            Some("polling") => Requested::Polling,
+            Some("websocket") => Requested::WebSocket,
+            _ => {
+                return self
+                    .refuse(
+                        stream,
+                        &head,
+                        leftover,
+                        Refusal::EngineIo(HandshakeError::UnknownTransport),
+                    )
+                    .await
+            }
+        };
+        let Some(sid) = head.query_param("sid") else {
+            return self
+                .handshake(stream, head, leftover, address, requested)
+                .await;
+        };
+        let sid = Sid::parse(&sid);
+        let shard = &self.shard;
+        if let Some(owner) = sid
+            .map(|s| s.shard())
+            .filter(|&s| s != shard.id && s < shard.count)
+        {
+            return self.hand_off(owner, stream, head, leftover, address).await;
+        }
+        let session = sid
+            .and_then(|sid| shard.session(&sid))
+            .filter(|s| s.endpoint == self.endpoint && s.takes_requests());
+        let Some(session) = session else {
+            return self
+                .refuse(
+                    stream,
+                    &head,
+                    leftover,
+                    Refusal::EngineIo(HandshakeError::UnknownSid),
+                )
+                .await;
+        };
+        if upgrade {
+            // One upgrade per session: a second WebSocket (during or after the upgrade) is
+            // refused (`client.upgrading || client.upgraded`).
+            if requested != Requested::WebSocket || session.transport.get() != Transport::Polling {
+                return self
+                    .refuse(
+                        stream,
+                        &head,
+                        leftover,
+                        Refusal::EngineIo(HandshakeError::BadRequest),
+                    )
+                    .await;
+            }
+            let Some(key) = websocket_key(&head) else {
+                return self
+                    .refuse(
+                        stream,
+                        &head,
+                        leftover,
+                        Refusal::EngineIo(HandshakeError::BadRequest),
+                    )
+                    .await;
+            };
+            websocket::upgrade(self, stream, &key, session, leftover).await;
+            return Handled::Done;
+        }
+        if requested != Requested::Polling || session.is_websocket() {
+            // TRANSPORT_MISMATCH: e.g. polling on a session that upgraded to WebSocket.
+            return self
+                .refuse(
+                    stream,
+                    &head,
+                    leftover,
+                    Refusal::EngineIo(HandshakeError::BadRequest),
+                )
+                .await;
+        }
+        polling::serve(self, session, stream, head, leftover).await
+    }
+
+    /// A request without a sid: a new session, if `handshake()` agrees.
+    async fn handshake(
+        self: &Rc<Self>,
+        stream: TcpStream,
+        head: RequestHead,
+        leftover: Vec<u8>,
+        address: SocketAddr,
+        requested: Requested,
+    ) -> Handled {
+        let upgrade = head.is_websocket_upgrade();
+        let refused = if head.method != "GET" {
+            Some(HandshakeError::BadHandshakeMethod)
+        } else if requested == Requested::WebSocket && !upgrade {
+            Some(HandshakeError::BadRequest)
+        } else if head.query_param("EIO").as_deref() != Some("4") {
+            Some(HandshakeError::UnsupportedProtocolVersion)
+        } else if requested == Requested::Polling && upgrade {
+            Some(HandshakeError::BadRequest)
+        } else {
+            None
+        };
+        if let Some(err) = refused {
+            return self
+                .refuse(stream, &head, leftover, Refusal::EngineIo(err))
+                .await;
+        }
+        if requested == Requested::Polling {
+            return polling::handshake(self, stream, head, leftover, address).await;
+        }
+        let Some(key) = websocket_key(&head) else {
+            return self
+                .refuse(
+                    stream,
+                    &head,
+                    leftover,
+                    Refusal::EngineIo(HandshakeError::BadRequest),
+                )
+                .await;
+        };
+        let request = RequestInfo::from_head(head, address);
+        if let Some((session, ws)) = websocket::open(self, stream, &key, request, leftover).await {
+            // The driver gets a task of its own, sized for the session's life; this HTTP task,
+            // whose future is sized for every kind of request, ends here and frees its memory.
+            tokio::task::spawn_local(driver::drive(self.clone(), session, Some(ws)));
+        }
+        Handled::Done
+    }
+
+    /// Sends the connection to the shard that owns the session, with what was read of it.
+    async fn hand_off(
+        &self,
+        owner: usize,
+        stream: TcpStream,
+        head: RequestHead,
+        leftover: Vec<u8>,
+        address: SocketAddr,
+    ) -> Handled {
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not detach a connection to hand it over");
+                return Handled::Done;
+            }
+        };
+        let handoff = Handoff {
+            stream,
+            head,
+            leftover,
+            address,
+        };
+        let msg = ShardMsg::Handoff(Box::new(handoff));
+        let handoff = match self.bus.send(self.shard.id, owner, msg) {
+            Ok(()) => {
+                self.shard.metrics().handoff_sent();
+                return Handled::Done;
+            }
+            Err(Refused(ShardMsg::Handoff(handoff))) => handoff,
+            Err(Refused(_)) => return Handled::Done,
+        };
+        // The owner cannot take it now (inbox full, or stopping): the client may retry.
+        let Handoff { stream, head, .. } = *handoff;
+        let Ok(stream) = TcpStream::from_std(stream) else {
+            return Handled::Done;
+        };
+        self.refuse(stream, &head, Vec::new(), Refusal::OwnerBusy)
+            .await
+    }
+}
+
+/// The `Sec-WebSocket-Key` of a valid version-13 upgrade request.
+fn websocket_key(head: &RequestHead) -> Option<String> {
+    if head.header("sec-websocket-version") != Some("13") {
+        return None;
+    }
+    head.header("sec-websocket-key").map(str::to_owned)
+}

@@ -1,0 +1,121 @@
+//! The Engine.IO state of one shard: its session table, its id generator, its counters and its
+//! WebSocket flusher.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use super::close::CloseReason;
+use super::flusher::Flusher;
+use super::session::Session;
+use super::sid::{Sid, SidGenerator};
+use crate::metrics::{Metrics, ShardMetrics};
+
+/// The Engine.IO state of one shard: its sessions and its id generator.
+pub struct EngineShard {
+    /// This shard's index, `0..count`; also the shard byte of the ids it issues.
+    pub id: usize,
+    /// How many shards the server runs.
+    pub count: usize,
+    sessions: RefCell<HashMap<Sid, Rc<Session>>>,
+    sids: RefCell<SidGenerator>,
+    all_metrics: Arc<Metrics>,
+    /// Signalled when the last session goes away.
+    drained: Notify,
+    pub(super) flusher: Rc<Flusher<Session>>,
+}
+
+impl EngineShard {
+    /// The state of shard `id` of `count`.
+    pub(crate) fn new(id: usize, count: usize, metrics: Arc<Metrics>) -> Self {
+        EngineShard {
+            id,
+            count,
+            sessions: RefCell::new(HashMap::new()),
+            sids: RefCell::new(SidGenerator::new(id)),
+            all_metrics: metrics,
+            drained: Notify::new(),
+            flusher: Rc::default(),
+        }
+    }
+
+    /// The shard's WebSocket writer; the shard runs it for its whole life.
+    pub(crate) fn run_flusher(&self) -> impl std::future::Future<Output = ()> + 'static {
+        self.flusher.clone().run()
+    }
+
+    /// This shard's counters.
+    pub fn metrics(&self) -> &ShardMetrics {
+        &self.all_metrics.shards()[self.id]
+    }
+
+    /// A fresh id owned by this shard (sessions and Socket.IO sockets use the same kind).
+    pub fn next_sid(&self) -> Sid {
+        self.sids.borrow_mut().next_sid()
+    }
+
+    /// The session `sid`, if this shard holds it.
+    pub fn session(&self, sid: &Sid) -> Option<Rc<Session>> {
+        self.sessions.borrow().get(sid).cloned()
+    }
+
+    /// Sessions open on this shard.
+    pub fn session_count(&self) -> usize {
+        self.sessions.borrow().len()
+    }
+
+    /// Asks every session to close with `reason`.
+    pub(crate) fn close_all(&self, reason: CloseReason) {
+        let sessions: Vec<_> = self.sessions.borrow().values().cloned().collect();
+        for s in sessions {
+            s.close(reason);
+        }
+    }
+
+    /// Waits until no session is left.
+    pub(crate) async fn drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            if self.sessions.borrow().is_empty() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub(super) fn insert(&self, session: Rc<Session>) {
+        self.sessions.borrow_mut().insert(session.sid(), session);
+        self.metrics().session_opened();
+    }
+
+    /// Removes a closed session, runs its connection's `on_close` and breaks the
+    /// session <-> connection cycle.
+    pub(super) fn finish(&self, session: &Rc<Session>) {
+        let reason = session.closing.get().unwrap_or(CloseReason::TransportClose);
+        session.closing.set(Some(reason));
+        tracing::debug!(
+            sid = %session.sid(),
+            reason = reason.as_str(),
+            transport = session.transport.get().name(),
+            "session closed"
+        );
+        if reason == CloseReason::SlowConsumer {
+            self.metrics().slow_consumer();
+        }
+        if let Some(conn) = session.conn.borrow_mut().take() {
+            conn.on_close(session, reason);
+        }
+        session.out.borrow_mut().clear();
+        session.upgraded.borrow_mut().take();
+        let mut sessions = self.sessions.borrow_mut();
+        if sessions.remove(&session.sid()).is_some() {
+            self.metrics().session_closed();
+        }
+        if sessions.is_empty() {
+            self.drained.notify_waiters();
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! What a server serves: endpoints, each a path and the application behind it.
+
+use std::sync::Arc;
+
+use crate::engineio::{EngineAppFactory, EngineConfig};
+use crate::socketio::SocketIo;
+
+/// An Engine.IO endpoint: requests whose path starts with `path` go to `app`.
+pub struct Endpoint {
+    /// The path prefix, e.g. `/socket.io/`.
+    pub path: String,
+    /// The endpoint's Engine.IO settings.
+    pub engine: EngineConfig,
+    /// The application behind it.
+    pub app: App,
+}
+
+/// The application of an endpoint.
+#[derive(Clone)]
+pub enum App {
+    /// A Socket.IO application: its shards talk over the bus, and the Redis bridge (when
+    /// configured) shares its namespaces with other machines.
+    SocketIo(Arc<SocketIo>),
+    /// A raw Engine.IO application; it takes no part in the bus or the bridge.
+    Engine(Arc<dyn EngineAppFactory>),
+}
+
+impl Endpoint {
+    /// A Socket.IO application on `path`.
+    pub fn socketio(path: impl Into<String>, engine: EngineConfig, io: SocketIo) -> Self {
+        Endpoint {
+            path: path.into(),
+            engine,
+            app: App::SocketIo(Arc::new(io)),
+        }
+    }
+
+    /// A raw Engine.IO application on `path`.
+    pub fn engine(
+        path: impl Into<String>,
+        engine: EngineConfig,
+        app: impl EngineAppFactory,
+    ) -> Self {
+        Endpoint {
+            path: path.into(),
+            engine,
+            app: App::Engine(Arc::new(app)),
+        }
+    }
+
+    /// The Socket.IO application, if that is what the endpoint serves.
+    pub(crate) fn socketio_app(&self) -> Option<&SocketIo> {
+        match &self.app {
+            App::SocketIo(io) => Some(io),
+            App::Engine(_) => None,
+        }
+    }
+}

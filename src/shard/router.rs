@@ -1,0 +1,122 @@
+//! The connections of one shard: read each request head, route it to the endpoint whose path
+//! it starts with, and go on with the next request of the connection until it closes or is
+//! taken over (by a WebSocket, or by the shard owning the session a request asks for).
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use tokio::net::TcpStream;
+
+use crate::bus::Handoff;
+use crate::engineio::{Engine, Handled};
+use crate::http;
+use crate::protocol::http::{BodyFraming, Refusal, RequestHead};
+
+/// The endpoints of one shard, by path prefix.
+pub(super) struct Router {
+    routes: Vec<(String, Rc<Engine>)>,
+}
+
+impl Router {
+    pub(super) fn new(routes: Vec<(String, Rc<Engine>)>) -> Self {
+        Router { routes }
+    }
+
+    fn route(&self, path: &str) -> Option<&Rc<Engine>> {
+        self.routes
+            .iter()
+            .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+            .map(|(_, engine)| engine)
+    }
+}
+
+/// Serves the requests of a freshly accepted connection.
+pub(super) async fn serve(router: Rc<Router>, stream: TcpStream, address: SocketAddr) {
+    serve_from(router, stream, address, Vec::new()).await;
+}
+
+/// Continues serving a connection another shard handed over: its request, whose head that
+/// shard already read, then the rest of the connection.
+pub(super) fn serve_handoff(router: &Rc<Router>, handoff: Handoff) {
+    let Handoff {
+        stream,
+        head,
+        leftover,
+        address,
+    } = handoff;
+    match TcpStream::from_std(stream) {
+        Ok(stream) => {
+            if let Some(engine) = router.route(&head.path) {
+                engine.shard.metrics().handoff_received();
+            }
+            tokio::task::spawn_local(serve_request(
+                router.clone(),
+                stream,
+                address,
+                head,
+                leftover,
+            ));
+        }
+        Err(e) => tracing::warn!(error = %e, "could not adopt a handed-over connection"),
+    }
+}
+
+async fn serve_request(
+    router: Rc<Router>,
+    stream: TcpStream,
+    address: SocketAddr,
+    head: RequestHead,
+    leftover: Vec<u8>,
+) {
+    if let Some((stream, rest)) = route(&router, stream, head, leftover, address).await {
+        serve_from(router, stream, address, rest).await;
+    }
+}
+
+/// The keep-alive loop; `buf` holds bytes of the next request already read.
+async fn serve_from(
+    router: Rc<Router>,
+    mut stream: TcpStream,
+    address: SocketAddr,
+    mut buf: Vec<u8>,
+) {
+    loop {
+        let (head, leftover) = match http::read_head(&mut stream, buf).await {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) => return,
+            Err(refusal) => {
+                http::refuse(&mut stream, refusal, false).await;
+                return;
+            }
+        };
+        match route(&router, stream, head, leftover, address).await {
+            Some((s, rest)) => (stream, buf) = (s, rest),
+            None => return,
+        }
+    }
+}
+
+/// Serves one request; returns the connection, and what was read of the next request, when
+/// it may carry another.
+async fn route(
+    router: &Router,
+    mut stream: TcpStream,
+    head: RequestHead,
+    leftover: Vec<u8>,
+    address: SocketAddr,
+) -> Option<(TcpStream, Vec<u8>)> {
+    match router.route(&head.path) {
+        Some(engine) => match engine.handle(stream, head, leftover, address).await {
+            Handled::KeepAlive(s, rest) => Some((s, rest)),
+            Handled::Done => None,
+        },
+        None => {
+            // The body of a request to an unknown path is not read: only a bodiless request
+            // leaves the connection reusable.
+            let keep_alive =
+                head.keep_alive() && matches!(head.body_framing(), Ok(BodyFraming::None));
+            let kept = http::refuse(&mut stream, Refusal::NotFound, keep_alive).await;
+            kept.then_some((stream, leftover))
+        }
+    }
+}

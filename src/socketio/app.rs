@@ -1,0 +1,174 @@
+//! The Socket.IO application: [`SocketIo`], built once with its namespaces and handlers, and
+//! its instance on each shard, which opens a client per Engine.IO session and routes the bus
+//! messages of the other shards and of the bridge to its namespaces.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::client::{Client, ConnectDeadlines};
+use super::link::ClusterLink;
+use super::namespace::Namespace;
+use super::NsShard;
+use crate::bus::cluster::{Origin, SioMsg};
+use crate::bus::Bus;
+use crate::config::{defaults, Config};
+use crate::engineio::{Connection, EngineApp, EngineShard, Session};
+
+/// Socket.IO settings. Defaults are Node's, from [`crate::config::defaults`].
+#[derive(Debug, Clone)]
+pub struct SocketIoConfig {
+    /// A connection that has not sent CONNECT for any namespace by then is closed.
+    pub connect_timeout: Duration,
+    /// Binary attachments accepted per packet.
+    pub max_attachments: usize,
+}
+
+impl Default for SocketIoConfig {
+    fn default() -> Self {
+        SocketIoConfig {
+            connect_timeout: Duration::from_millis(defaults::CONNECT_TIMEOUT_MS),
+            max_attachments: defaults::MAX_ATTACHMENTS,
+        }
+    }
+}
+
+impl SocketIoConfig {
+    /// The Socket.IO settings a [`Config`] asks for.
+    pub fn from_config(config: &Config) -> Self {
+        SocketIoConfig {
+            connect_timeout: config.connect_timeout(),
+            ..SocketIoConfig::default()
+        }
+    }
+}
+
+/// A Socket.IO application: its namespaces and their handlers. Build it, then hand it to
+/// [`crate::Server::run`] as an endpoint ([`crate::Endpoint::socketio`]).
+///
+/// ```no_run
+/// use shardio::socketio::{SocketIo, SocketIoConfig};
+/// use shardio::protocol::socketio::Payload;
+/// use std::time::Duration;
+///
+/// let mut io = SocketIo::new(SocketIoConfig::default());
+/// io.namespace("/")
+///     .on_connect(|socket| {
+///         let _ = socket.emit("welcome", serde_json::json!({ "id": socket.id().as_str() }));
+///     })
+///     // Echo every "message" back, and answer the client's ack with the same arguments.
+///     .on("message", |socket, data, ack| {
+///         let _ = socket.emit("message-back", data.clone());
+///         if let Some(ack) = ack {
+///             let _ = ack.send(data);
+///         }
+///     })
+///     // Ask the client something and wait for its answer, off the handler.
+///     .on("ask", |socket, _data, _ack| {
+///         let socket = socket.clone();
+///         tokio::task::spawn_local(async move {
+///             match socket.emit_with_ack("question", Payload::from("ready?"), Duration::from_secs(5)).await {
+///                 Ok(answer) => println!("client said {:?}", answer.first()),
+///                 Err(e) => println!("no answer: {e}"),
+///             }
+///         });
+///     })
+///     .on_disconnect(|socket, reason| println!("{} left: {}", socket.id(), reason.as_str()));
+/// ```
+#[derive(Default)]
+pub struct SocketIo {
+    config: SocketIoConfig,
+    namespaces: HashMap<String, Arc<Namespace>>,
+}
+
+impl SocketIo {
+    /// An application with no namespace yet.
+    pub fn new(config: SocketIoConfig) -> Self {
+        SocketIo {
+            config,
+            namespaces: HashMap::new(),
+        }
+    }
+
+    /// The namespace `name` (e.g. `/` or `/admin`), created on first use. Clients may only
+    /// connect to registered namespaces.
+    pub fn namespace(&mut self, name: &str) -> &mut Namespace {
+        let ns = self.namespaces.entry(name.to_string()).or_default();
+        // The builder is the only holder until the app starts; were it shared, the copy would
+        // be edited (handlers are `Arc`s, so that is cheap) rather than panicking.
+        Arc::make_mut(ns)
+    }
+
+    /// The registered namespaces, sorted: what the Redis bridge shares with other machines.
+    pub fn namespace_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.namespaces.keys().cloned().collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The application's instance on shard `shard`, as endpoint `endpoint`; `bridged` when
+    /// the Redis bridge serves this endpoint.
+    pub(crate) fn for_shard(
+        &self,
+        shard: &Rc<EngineShard>,
+        bus: Bus,
+        endpoint: usize,
+        bridged: bool,
+    ) -> Rc<SioShard> {
+        let link = Rc::new(ClusterLink::new(bus, shard.id, endpoint, bridged));
+        let connect_deadlines = Rc::new(ConnectDeadlines::default());
+        tokio::task::spawn_local(connect_deadlines.clone().enforce());
+        let namespaces = self
+            .namespaces
+            .iter()
+            .map(|(name, def)| {
+                let ns = NsShard::new(name.clone(), def.clone(), link.clone());
+                (name.clone(), Rc::new(ns))
+            })
+            .collect();
+        Rc::new(SioShard {
+            config: self.config.clone(),
+            engine: shard.clone(),
+            connect_deadlines,
+            namespaces: Rc::new(namespaces),
+        })
+    }
+}
+
+/// The Socket.IO state of one endpoint on one shard.
+pub(crate) struct SioShard {
+    config: SocketIoConfig,
+    engine: Rc<EngineShard>,
+    connect_deadlines: Rc<ConnectDeadlines>,
+    /// Shared with every client of the shard (never copied per connection).
+    namespaces: Rc<HashMap<String, Rc<NsShard>>>,
+}
+
+impl SioShard {
+    /// A message from another shard or the bridge, for one of this endpoint's namespaces.
+    pub(crate) fn on_bus(&self, from: Origin, msg: SioMsg) {
+        match self.namespaces.get(msg.nsp()) {
+            Some(ns) => ns.on_bus(from, msg),
+            // Every shard serves the same namespaces, and the bridge only those: a bug.
+            None => tracing::warn!(
+                nsp = msg.nsp(),
+                ?from,
+                "bus message for an unknown namespace dropped"
+            ),
+        }
+    }
+}
+
+impl EngineApp for SioShard {
+    fn open(&self, session: &Rc<Session>) -> Rc<dyn Connection> {
+        let client = Rc::new(Client::new(
+            self.namespaces.clone(),
+            self.engine.clone(),
+            self.config.max_attachments,
+        ));
+        self.connect_deadlines
+            .watch(&client, session, self.config.connect_timeout);
+        client
+    }
+}

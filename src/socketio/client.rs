@@ -1,0 +1,251 @@
+//! The Socket.IO side of one Engine.IO connection: which namespaces it joined, the binary
+//! packet being assembled, CONNECT and auth, and the shard's deadline for the first CONNECT.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use super::namespace::ConnectError;
+use super::socket::{DisconnectReason, Socket};
+use super::NsShard;
+use crate::engineio::{CloseReason, Connection, EngineShard, Message, Session};
+use crate::protocol::socketio::{self as codec, control_frame, PacketType};
+
+/// When a connection must have sent CONNECT by, and its guard.
+type ConnectDeadline = (tokio::time::Instant, Weak<ConnectGuard>);
+
+/// Held by a client until its first CONNECT (or its close): the deadline queue only holds a
+/// weak reference to this small guard, so a connection that went away frees its session and
+/// client at once instead of when its deadline expires.
+struct ConnectGuard(Weak<Session>);
+
+/// Connections that must send CONNECT before a deadline, oldest first. One queue and one
+/// timer task per shard instead of a timer per connection: the timeout is the same for all,
+/// so the queue stays sorted by simply appending.
+#[derive(Default)]
+pub(super) struct ConnectDeadlines {
+    queue: RefCell<VecDeque<ConnectDeadline>>,
+    added: tokio::sync::Notify,
+}
+
+impl ConnectDeadlines {
+    /// Closes `session` unless `client` sends a CONNECT within `timeout`.
+    pub(super) fn watch(&self, client: &Client, session: &Rc<Session>, timeout: Duration) {
+        let guard = Rc::new(ConnectGuard(Rc::downgrade(session)));
+        let at = tokio::time::Instant::now() + timeout;
+        self.queue
+            .borrow_mut()
+            .push_back((at, Rc::downgrade(&guard)));
+        self.added.notify_one();
+        *client.connect_guard.borrow_mut() = Some(guard);
+    }
+
+    /// Closes the connections whose deadline passed without a CONNECT; runs for the shard's life.
+    pub(super) async fn enforce(self: Rc<Self>) {
+        loop {
+            let next = self.queue.borrow().front().map(|(at, _)| *at);
+            match next {
+                None => self.added.notified().await,
+                Some(at) if at > tokio::time::Instant::now() => tokio::time::sleep_until(at).await,
+                Some(_) => {
+                    let expired = self.queue.borrow_mut().pop_front();
+                    // A guard still alive means no CONNECT came in time.
+                    let session = expired.and_then(|(_, guard)| guard.upgrade()?.0.upgrade());
+                    if let Some(session) = session {
+                        session.close(CloseReason::ForcedClose);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A binary packet waiting for its attachments.
+struct PendingBinary {
+    ty: PacketType,
+    nsp: String,
+    id: Option<u64>,
+    data: Value,
+    attachments: usize,
+    bins: Vec<Bytes>,
+}
+
+/// The Socket.IO side of one Engine.IO session: which namespaces it joined, and the binary
+/// packet being assembled.
+pub(super) struct Client {
+    namespaces: Rc<HashMap<String, Rc<NsShard>>>,
+    engine: Rc<EngineShard>,
+    max_attachments: usize,
+    sockets: RefCell<Vec<Socket>>,
+    pending: RefCell<Option<PendingBinary>>,
+    /// Dropped at the first CONNECT: until then the shard's connect deadline applies.
+    connect_guard: RefCell<Option<Rc<ConnectGuard>>>,
+}
+
+impl Connection for Client {
+    fn on_message(&self, session: &Rc<Session>, message: Message<'_>) {
+        match message {
+            Message::Text(text) => self.on_text(session, text),
+            Message::Binary(data) => self.on_binary(session, data),
+        }
+    }
+
+    fn on_close(&self, _session: &Rc<Session>, reason: CloseReason) {
+        let sockets = std::mem::take(&mut *self.sockets.borrow_mut());
+        for socket in sockets {
+            socket.left(DisconnectReason::Transport(reason));
+        }
+        self.pending.borrow_mut().take();
+        self.connect_guard.borrow_mut().take();
+    }
+}
+
+impl Client {
+    pub(super) fn new(
+        namespaces: Rc<HashMap<String, Rc<NsShard>>>,
+        engine: Rc<EngineShard>,
+        max_attachments: usize,
+    ) -> Self {
+        Client {
+            namespaces,
+            engine,
+            max_attachments,
+            sockets: RefCell::new(Vec::new()),
+            pending: RefCell::new(None),
+            connect_guard: RefCell::new(None),
+        }
+    }
+
+    /// The socket this connection has in namespace `nsp`, if it is still connected there.
+    fn socket(&self, nsp: &str) -> Option<Socket> {
+        self.sockets
+            .borrow()
+            .iter()
+            .find(|s| s.nsp() == nsp && s.connected())
+            .cloned()
+    }
+
+    fn on_text(&self, session: &Rc<Session>, text: &str) {
+        if self.pending.borrow().is_some() {
+            // A text packet while attachments are awaited.
+            return session.close(CloseReason::ParseError);
+        }
+        let packet = match codec::decode(text, self.max_attachments) {
+            Ok(p) => p,
+            Err(_) => return session.close(CloseReason::ParseError),
+        };
+        if packet.attachments > 0 {
+            *self.pending.borrow_mut() = Some(PendingBinary {
+                ty: packet.ty,
+                nsp: packet.nsp.to_string(),
+                id: packet.id,
+                data: packet.data.unwrap_or(Value::Null),
+                attachments: packet.attachments,
+                bins: Vec::with_capacity(packet.attachments),
+            });
+            return;
+        }
+        self.on_packet(
+            session,
+            packet.ty,
+            packet.nsp,
+            packet.id,
+            packet.data,
+            Vec::new(),
+        );
+    }
+
+    fn on_binary(&self, session: &Rc<Session>, data: &[u8]) {
+        let complete = {
+            let mut pending = self.pending.borrow_mut();
+            let Some(p) = pending.as_mut() else {
+                // A binary frame nobody announced.
+                return session.close(CloseReason::ParseError);
+            };
+            p.bins.push(Bytes::copy_from_slice(data));
+            if p.bins.len() < p.attachments {
+                return;
+            }
+            pending.take()
+        };
+        if let Some(p) = complete {
+            if !codec::placeholders_in_range(&p.data, p.bins.len()) {
+                return session.close(CloseReason::ParseError);
+            }
+            self.on_packet(session, p.ty, &p.nsp, p.id, Some(p.data), p.bins);
+        }
+    }
+
+    fn on_packet(
+        &self,
+        session: &Rc<Session>,
+        ty: PacketType,
+        nsp: &str,
+        id: Option<u64>,
+        data: Option<Value>,
+        bins: Vec<Bytes>,
+    ) {
+        if ty == PacketType::Connect {
+            return self.connect(session, nsp, data);
+        }
+        let Some(socket) = self.socket(nsp) else {
+            // "invalid state": a packet for a namespace this client has not joined.
+            return session.close(CloseReason::ParseError);
+        };
+        match ty {
+            PacketType::Event | PacketType::BinaryEvent => socket.on_event(data, bins, id),
+            PacketType::Ack | PacketType::BinaryAck => socket.on_ack(id, data, bins),
+            PacketType::Disconnect => socket.left(DisconnectReason::ClientNamespaceDisconnect),
+            PacketType::ConnectError | PacketType::Connect => {
+                session.close(CloseReason::ParseError)
+            }
+        }
+    }
+
+    fn connect(&self, session: &Rc<Session>, nsp: &str, auth: Option<Value>) {
+        self.connect_guard.borrow_mut().take();
+        if self.socket(nsp).is_some() {
+            return session.close(CloseReason::ParseError);
+        }
+        // Sockets that left their namespace are forgotten here, so the list stays as short
+        // as the namespaces the connection is in.
+        self.sockets.borrow_mut().retain(Socket::connected);
+        let Some(ns) = self.namespaces.get(nsp).cloned() else {
+            let refusal = ConnectError::new("Invalid namespace").to_json();
+            let _ = session.send(&[control_frame(PacketType::ConnectError, nsp, Some(&refusal))]);
+            return;
+        };
+        let auth = auth.unwrap_or_else(|| json!({}));
+        if let Some(authorize) = &ns.def.authorize {
+            if let Err(e) = authorize(session.request(), &auth) {
+                let _ = session.send(&[control_frame(
+                    PacketType::ConnectError,
+                    nsp,
+                    Some(&e.to_json()),
+                )]);
+                return;
+            }
+        }
+        let socket = Socket::new(self.engine.next_sid(), ns.clone(), session.clone(), auth);
+        let reply = json!({"sid": socket.id().as_str()});
+        if session
+            .send(&[control_frame(PacketType::Connect, nsp, Some(&reply))])
+            .is_err()
+        {
+            return;
+        }
+        ns.sockets.borrow_mut().insert(socket.id(), socket.clone());
+        // Every socket is in the room named by its own id.
+        ns.rooms
+            .borrow_mut()
+            .join(socket.id(), session, socket.id().as_str());
+        self.sockets.borrow_mut().push(socket.clone());
+        if let Some(on_connect) = &ns.def.on_connect {
+            on_connect(&socket);
+        }
+    }
+}

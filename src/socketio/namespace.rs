@@ -1,0 +1,123 @@
+//! A namespace's handlers, registered once on [`crate::socketio::SocketIo`] and shared by every
+//! shard: who may connect, and what runs on connect, on each event and on disconnect.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::broadcast::BroadcastOperator;
+use super::cluster::ServerSideAck;
+use super::socket::{AckSender, DisconnectReason, Socket};
+use crate::engineio::RequestInfo;
+use crate::protocol::socketio::Payload;
+
+/// Why a connection attempt to a namespace was refused: sent to the client as
+/// `44<nsp>,{"message":..,"data":..}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectError {
+    /// What the client sees as `err.message`.
+    pub message: String,
+    /// Optional details, `err.data` on the client.
+    pub data: Option<Value>,
+}
+
+impl ConnectError {
+    /// A refusal with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        ConnectError {
+            message: message.into(),
+            data: None,
+        }
+    }
+
+    /// Adds `data` to the refusal (the client sees it as `err.data`).
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+
+    pub(super) fn to_json(&self) -> Value {
+        match &self.data {
+            Some(data) => json!({"message": self.message, "data": data}),
+            None => json!({"message": self.message}),
+        }
+    }
+}
+
+type AuthorizeFn = dyn Fn(&RequestInfo, &Value) -> Result<(), ConnectError> + Send + Sync;
+type ConnectFn = dyn Fn(&Socket) + Send + Sync;
+type EventFn = dyn Fn(&Socket, Payload, Option<AckSender>) + Send + Sync;
+type AnyEventFn = dyn Fn(&Socket, &str, Payload, Option<AckSender>) + Send + Sync;
+type DisconnectFn = dyn Fn(&Socket, DisconnectReason) + Send + Sync;
+type ServerSideEmitFn =
+    dyn Fn(&BroadcastOperator, &str, Payload, Option<ServerSideAck>) + Send + Sync;
+
+/// The handlers of one namespace.
+#[derive(Default, Clone)]
+pub struct Namespace {
+    pub(super) authorize: Option<Arc<AuthorizeFn>>,
+    pub(super) on_connect: Option<Arc<ConnectFn>>,
+    pub(super) events: HashMap<String, Arc<EventFn>>,
+    pub(super) on_any: Option<Arc<AnyEventFn>>,
+    pub(super) on_disconnect: Option<Arc<DisconnectFn>>,
+    pub(super) on_server_side_emit: Option<Arc<ServerSideEmitFn>>,
+}
+
+impl Namespace {
+    /// Decides whether a client may connect, from its request and CONNECT auth payload
+    /// (socket.io's middleware). An error is sent to the client as CONNECT_ERROR.
+    pub fn authorize(
+        &mut self,
+        f: impl Fn(&RequestInfo, &Value) -> Result<(), ConnectError> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.authorize = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs once a socket is connected (after the CONNECT reply went out).
+    pub fn on_connect(&mut self, f: impl Fn(&Socket) + Send + Sync + 'static) -> &mut Self {
+        self.on_connect = Some(Arc::new(f));
+        self
+    }
+
+    /// Handles one event; `ack` is present when the client asked for an acknowledgement.
+    pub fn on(
+        &mut self,
+        event: &str,
+        f: impl Fn(&Socket, Payload, Option<AckSender>) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.events.insert(event.to_string(), Arc::new(f));
+        self
+    }
+
+    /// Handles events that have no handler of their own.
+    pub fn on_any(
+        &mut self,
+        f: impl Fn(&Socket, &str, Payload, Option<AckSender>) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.on_any = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs when a socket leaves the namespace, for whatever reason.
+    pub fn on_disconnect(
+        &mut self,
+        f: impl Fn(&Socket, DisconnectReason) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.on_disconnect = Some(Arc::new(f));
+        self
+    }
+
+    /// Handles the events other servers send with `serverSideEmit` (Node's `io.on(event)`),
+    /// once per process, on one of its shards. The handler gets the namespace (as `io.of(nsp)`),
+    /// the event, its arguments, and `ack` when the sender waits for one answer per server.
+    /// Without a handler, a sender that waits gets `null` from this server at once.
+    pub fn on_server_side_emit(
+        &mut self,
+        f: impl Fn(&BroadcastOperator, &str, Payload, Option<ServerSideAck>) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.on_server_side_emit = Some(Arc::new(f));
+        self
+    }
+}
