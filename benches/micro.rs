@@ -402,7 +402,7 @@ fn sid(c: &mut Criterion) {
 // Redis adapter messages
 
 /// `io.emit("hello", 1, "two", {three: 3})` as redis-adapter 8.3.0 published it on
-/// `socket.io#/#` (shared/protocol/captures/monitor-classic.txt; `BROADCAST_ALL` in the
+/// `socket.io#/#` (recorded from Node, docs/PROTOCOL.md §3.2; `BROADCAST_ALL` in the
 /// adapter's tests).
 const CLASSIC_BROADCAST: &[u8] = b"\x93\xa6b3oKUz\x83\xa4type\x02\xa4data\x94\xa5hello\x01\xa3two\x81\xa5three\x03\xa3nsp\xa1/\x83\xa5rooms\x90\xa6except\x90\xa5flags\x80";
 

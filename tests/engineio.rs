@@ -1,4 +1,4 @@
-//! Engine.IO v4 over WebSocket against a real 4-shard server (SOCKETIO.md §1).
+//! Engine.IO v4 over WebSocket against a real 4-shard server (docs/PROTOCOL.md §1).
 
 mod common;
 
@@ -14,7 +14,7 @@ fn open_packet_has_exactly_the_node_keys() {
 #[test]
 fn bad_handshakes_get_nodes_exact_errors() {
     let server = TestServer::conformance();
-    // SOCKETIO.md §1.5, captured from socket.io@4.8.4 (every one is a 400).
+    // docs/PROTOCOL.md §1.5, captured from socket.io@4.8.4 (every one is a 400).
     const VERSION: &str = r#"{"code":5,"message":"Unsupported protocol version"}"#;
     const SID: &str = r#"{"code":1,"message":"Session ID unknown"}"#;
     const TRANSPORT: &str = r#"{"code":0,"message":"Transport unknown"}"#;

@@ -1,5 +1,5 @@
 //! Engine.IO v4 HTTP long-polling against a real 4-shard server, with plain HTTP requests
-//! (SOCKETIO.md §1.4-§1.10): the polling semantics one by one, the upgrade to WebSocket, and
+//! (docs/PROTOCOL.md §1.4-§1.10): the polling semantics one by one, the upgrade to WebSocket, and
 //! requests that land on shards other than the session's owner.
 
 mod common;

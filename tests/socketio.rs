@@ -1,4 +1,4 @@
-//! Socket.IO v5 against a real 4-shard server (SOCKETIO.md §2): namespaces, auth, events,
+//! Socket.IO v5 against a real 4-shard server (docs/PROTOCOL.md §2): namespaces, auth, events,
 //! acks both ways, binary attachments, invalid packets, connect timeout.
 
 mod common;

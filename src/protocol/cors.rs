@@ -1,5 +1,5 @@
 //! Cross-origin resource sharing for the Engine.IO endpoints, as the `cors` npm middleware
-//! that Node's engine.io runs before its own checks (SOCKETIO.md §1.9). Pure: a policy and the
+//! that Node's engine.io runs before its own checks (docs/PROTOCOL.md §1.9). Pure: a policy and the
 //! request's `Origin` in, response headers out.
 
 /// Which origins may read the responses.

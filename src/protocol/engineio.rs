@@ -1,4 +1,4 @@
-//! Engine.IO v4 packets and polling payloads (SOCKETIO.md §1.3). Pure: bytes in, values out.
+//! Engine.IO v4 packets and polling payloads (docs/PROTOCOL.md §1.3). Pure: bytes in, values out.
 
 use base64::Engine as _;
 use thiserror::Error;
@@ -231,7 +231,7 @@ mod tests {
 
     #[test]
     fn decodes_the_spec_payload() {
-        // SOCKETIO.md §1.3: `4hello\x1e2\x1e4world`, and `bAQIDBA==` is <01 02 03 04>.
+        // docs/PROTOCOL.md §1.3: `4hello\x1e2\x1e4world`, and `bAQIDBA==` is <01 02 03 04>.
         let packets = decode_payload("4hello\x1e2\x1e4world\x1ebAQIDBA==").unwrap();
         assert_eq!(
             packets,

@@ -1,4 +1,4 @@
-//! Socket.IO v5 packets (SOCKETIO.md §2): the string grammar, validation, binary placeholders.
+//! Socket.IO v5 packets (docs/PROTOCOL.md §2): the string grammar, validation, binary placeholders.
 //! Pure: bytes in, values out.
 
 use bytes::Bytes;

@@ -316,7 +316,7 @@ impl Socket {
         }
     }
 
-    /// Node's handshake object (SOCKETIO.md §2.4), keys in Node's order.
+    /// Node's handshake object (docs/PROTOCOL.md §2.4), keys in Node's order.
     pub fn handshake(&self) -> Value {
         let request = self.request();
         let issued = request

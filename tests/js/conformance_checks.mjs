@@ -1,4 +1,4 @@
-// Checks of shardio's conformance app (SOCKETIO.md §6) shared by the real-client scripts.
+// Checks of shardio's conformance app (docs/PROTOCOL.md §6) shared by the real-client scripts.
 // Each check takes a connected-or-connecting socket.io-client socket; add new checks here and
 // call them from the scripts, so every transport runs them.
 import assert from "node:assert/strict";

@@ -380,7 +380,7 @@ fn on_engineio(
     match pkt.first() {
         Some(b'4') => on_packet(&pkt[1..]),
         Some(b'2') => {
-            // v4: the server pings, the client answers `3` (SOCKETIO.md §1.6).
+            // v4: the server pings, the client answers `3` (docs/PROTOCOL.md §1.6).
             let mask = next_mask(rng);
             ws::encode_frame(wbuf, ws::OP_TEXT, b"3", mask);
         }
