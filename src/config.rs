@@ -87,10 +87,12 @@ impl RuntimeConfig {
         })
     }
 
+    /// `--shutdown-timeout` as a duration.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout)
     }
 
+    /// Checks the runtime settings; the error names the flag to fix.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.bus_capacity == 0 {
             return Err(ConfigError::Zero("bus-capacity"));
@@ -174,18 +176,22 @@ impl RedisConfig {
         Only::parse_from(["shardio"]).redis
     }
 
+    /// `--redis-requests-timeout` as a duration.
     pub fn requests_timeout(&self) -> Duration {
         Duration::from_millis(self.requests_timeout)
     }
 
+    /// `--redis-probe-interval` as a duration.
     pub fn probe_interval(&self) -> Duration {
         Duration::from_millis(self.probe_interval)
     }
 
+    /// `--redis-reconnect-max` as a duration, never under [`Self::RECONNECT_MIN`].
     pub fn reconnect_max(&self) -> Duration {
         Duration::from_millis(self.reconnect_max).max(Self::RECONNECT_MIN)
     }
 
+    /// Checks the Redis settings; the error names the flag to fix.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(url) = &self.url {
             if !["redis://", "unix://", "redis+unix://"]
@@ -222,6 +228,7 @@ pub const MAX_SHARDS: usize = 255;
     about = "A Socket.IO-compatible real-time server: one pinned shard per core"
 )]
 pub struct Config {
+    /// Where and how the process runs.
     #[command(flatten)]
     pub runtime: RuntimeConfig,
     /// HTTP path of the Socket.IO endpoint.
@@ -291,10 +298,11 @@ pub struct Config {
     /// `Access-Control-Allow-Credentials: true` is sent. Needs `--cors-origin`.
     #[arg(long, env = "SHARDIO_CORS_CREDENTIALS")]
     pub cors_credentials: bool,
-    /// Set a cookie NAME=<sid> (`Path=/; HttpOnly; SameSite=Lax`) on the handshake response,
-    /// for load balancers that stick by cookie. Default: no cookie.
+    /// Set a cookie NAME, whose value is the session id (`Path=/; HttpOnly; SameSite=Lax`), on
+    /// the handshake response, for load balancers that stick by cookie. Default: no cookie.
     #[arg(long, env = "SHARDIO_COOKIE", value_name = "NAME")]
     pub cookie: Option<String>,
+    /// The Redis bridge to other machines.
     #[command(flatten)]
     pub redis: RedisConfig,
 }
@@ -308,25 +316,34 @@ impl Default for Config {
 /// A configuration that cannot run; the message says which setting to change.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConfigError {
+    /// `--shards` out of range.
     #[error("--shards must be between 1 and {MAX_SHARDS}, got {0}")]
     Shards(usize),
+    /// `--path` without its slashes.
     #[error("--path must start and end with '/', got {0:?}")]
     Path(String),
+    /// A `--namespace` without its leading slash.
     #[error("--namespace must start with '/', got {0:?}")]
     Namespace(String),
+    /// A setting that must be positive is zero.
     #[error("--{0} must be greater than zero")]
     Zero(&'static str),
+    /// A `--cors-origin` that is not an origin.
     #[error("--cors-origin must be `*` or an origin such as https://example.com, got {0:?}")]
     CorsOrigin(String),
+    /// `--cors-credentials` without `--cors-origin`.
     #[error("--cors-credentials needs at least one --cors-origin")]
     CredentialsWithoutOrigin,
+    /// A `--cookie` name that is not a cookie name.
     #[error("--cookie must be a cookie name (letters, digits and !#$%&'*+-.^_`|~), got {0:?}")]
     Cookie(String),
+    /// A `--redis` URL of another scheme.
     #[error("--redis must be a redis://, unix:// or redis+unix:// URL, got {0:?}")]
     RedisUrl(String),
 }
 
 impl Config {
+    /// Checks every setting once, at startup; the error names the flag to fix.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.runtime.validate()?;
         self.redis.validate()?;
@@ -367,6 +384,7 @@ impl Config {
         Ok(())
     }
 
+    /// `--connect-timeout` as a duration.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout)
     }

@@ -14,7 +14,7 @@
 //!    and every default. `listener`: the SO_REUSEPORT listener group. [`metrics`]: per-shard
 //!    counters.
 //! 2. `bus`: one bounded inbox per shard and the bridge's queue, carrying typed messages
-//!    (`bus::cluster`: what the Socket.IO layers and the bridge say to each other). `http`:
+//!    (`bus::cluster`: what the Socket.IO layers and the bridge say to each other). `connection`:
 //!    HTTP/1.1 on a connection, bounded in size and time; the one response writer.
 //! 3. [`engineio`]: Engine.IO sessions and transports (polling, WebSocket, upgrade, hand-off
 //!    of requests to the owning shard); knows nothing of Socket.IO or Redis.
@@ -38,7 +38,7 @@ pub mod protocol;
 pub mod socketio;
 
 mod bus;
-mod http;
+mod connection;
 mod listener;
 mod redis_bridge;
 mod server;
@@ -64,6 +64,7 @@ pub mod bench {
 
     /// Shard 0's end of a two-shard bus: sends one remote broadcast of the same frames per
     /// call, as the fan-out does.
+    #[allow(missing_debug_implementations)] // a benchmark fixture
     pub struct BusSender {
         bus: Bus,
         broadcast: Arc<RemoteBroadcast>,
@@ -82,6 +83,7 @@ pub mod bench {
     }
 
     /// Shard 1's inbox.
+    #[allow(missing_debug_implementations)] // a benchmark fixture
     pub struct BusInbox {
         inbox: mpsc::Receiver<ShardMsg>,
         batch: Vec<ShardMsg>,

@@ -10,7 +10,7 @@ const BACKLOG: i32 = 4096;
 
 /// Binds `count` listeners on `addr`. With port 0 the first listener picks the port and the
 /// others join it.
-pub fn bind_group(addr: SocketAddr, count: usize) -> std::io::Result<Vec<TcpListener>> {
+pub(crate) fn bind_group(addr: SocketAddr, count: usize) -> std::io::Result<Vec<TcpListener>> {
     let mut listeners = Vec::with_capacity(count);
     let mut addr = addr;
     for _ in 0..count {

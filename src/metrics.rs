@@ -162,6 +162,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Zeroed counters for `shards` shards and the bridge.
     pub fn new(shards: usize) -> Self {
         Metrics {
             shards: (0..shards).map(|_| ShardMetrics::default()).collect(),
@@ -169,10 +170,12 @@ impl Metrics {
         }
     }
 
+    /// Each shard's counters, by shard index.
     pub fn shards(&self) -> &[ShardMetrics] {
         &self.shards
     }
 
+    /// The Redis bridge's counters.
     pub fn bridge(&self) -> &BridgeMetrics {
         &self.bridge
     }

@@ -42,6 +42,7 @@ pub enum ServerError {
 }
 
 /// A server whose listeners are bound and whose shards are not started yet.
+#[derive(Debug)]
 pub struct Server {
     listeners: Vec<TcpListener>,
     runtime: RuntimeConfig,

@@ -22,7 +22,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("listener", 1),
     ("metrics", 1),
     ("bus", 2),
-    ("http", 2),
+    ("connection", 2),
     ("engineio", 3),
     ("socketio", 4),
     ("redis_bridge", 4),

@@ -13,7 +13,7 @@ use super::request::RequestInfo;
 use super::session::{Session, Transport};
 use super::shard::EngineShard;
 use crate::bus::Bus;
-use crate::http;
+use crate::connection;
 use crate::protocol::frame::OutFrame;
 use crate::protocol::http::{BodyFraming, Refusal, RequestHead};
 
@@ -174,7 +174,7 @@ impl Engine {
         } else if head.http10 {
             headers.push(("Connection", "keep-alive"));
         }
-        if !http::write(&mut stream, reply.status, &headers, reply.body).await {
+        if !connection::write(&mut stream, reply.status, &headers, reply.body).await {
             return Handled::Done;
         }
         if keep {
@@ -248,7 +248,7 @@ async fn abort_upgrade(mut stream: TcpStream, refusal: Refusal) {
         other => crate::protocol::http::reason(other.status()),
     };
     let headers = [("Connection", "close"), ("Content-type", "text/html")];
-    if http::write(&mut stream, status, &headers, message.as_bytes()).await {
+    if connection::write(&mut stream, status, &headers, message.as_bytes()).await {
         let _ = stream.shutdown().await;
     }
 }

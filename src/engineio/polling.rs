@@ -16,7 +16,7 @@ use super::engine::{Engine, Handled, Reply};
 use super::queue::OutQueue;
 use super::request::RequestInfo;
 use super::session::{Session, Transport};
-use crate::http;
+use crate::connection;
 use crate::protocol::engineio::{self, EncodedPacket, Packet, PayloadPacket};
 use crate::protocol::frame::FrameKind;
 use crate::protocol::http::{BodyError, Refusal, RequestHead};
@@ -246,7 +246,7 @@ async fn post(
     }
     let read = {
         let _pending = Pending::set(&session.poll.post_pending);
-        http::read_body(&mut stream, head, leftover, engine.config.max_payload).await
+        connection::read_body(&mut stream, head, leftover, engine.config.max_payload).await
     };
     let (body, rest) = match read {
         Ok(read) => read,

@@ -20,7 +20,7 @@ pub(crate) struct OutQueue {
 }
 
 impl OutQueue {
-    pub fn new(limit: usize) -> Self {
+    pub(super) fn new(limit: usize) -> Self {
         OutQueue {
             frames: VecDeque::new(),
             head_written: 0,
@@ -29,23 +29,23 @@ impl OutQueue {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }
 
     /// Bytes queued and not written yet.
-    pub fn bytes(&self) -> usize {
+    pub(super) fn bytes(&self) -> usize {
         self.bytes
     }
 
-    pub fn fits(&self, frames: &[OutFrame]) -> bool {
+    pub(super) fn fits(&self, frames: &[OutFrame]) -> bool {
         let add: usize = frames.iter().map(OutFrame::len).sum();
         self.bytes + add <= self.limit
     }
 
     /// Queues all frames, or none of them when they would pass the limit.
     #[must_use]
-    pub fn push_all(&mut self, frames: &[OutFrame]) -> bool {
+    pub(super) fn push_all(&mut self, frames: &[OutFrame]) -> bool {
         if !self.fits(frames) {
             return false;
         }
@@ -57,14 +57,14 @@ impl OutQueue {
     }
 
     /// Queues a frame past the limit: control frames (close, pong) must go out.
-    pub fn push_control(&mut self, frame: OutFrame) {
+    pub(super) fn push_control(&mut self, frame: OutFrame) {
         debug_assert_eq!(frame.kind(), FrameKind::Control);
         self.bytes += frame.len();
         self.frames.push_back(frame);
     }
 
     /// Fills `slices` with the unwritten bytes, front first; returns how many were filled.
-    pub fn slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+    pub(super) fn slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
         for (i, f) in self.frames.iter().take(slices.len()).enumerate() {
             let bytes = if i == 0 {
@@ -79,7 +79,7 @@ impl OutQueue {
     }
 
     /// Drops `written` bytes from the front.
-    pub fn advance(&mut self, mut written: usize) {
+    pub(super) fn advance(&mut self, mut written: usize) {
         self.bytes -= written;
         while written > 0 {
             let Some(front) = self.frames.front() else {
@@ -103,13 +103,13 @@ impl OutQueue {
     }
 
     /// The next frame to send.
-    pub fn front(&self) -> Option<&OutFrame> {
+    pub(super) fn front(&self) -> Option<&OutFrame> {
         self.frames.front()
     }
 
     /// Removes the front frame whole, for transports that re-encode frames (polling) and so
     /// never write part of one.
-    pub fn pop_front(&mut self) -> Option<OutFrame> {
+    pub(super) fn pop_front(&mut self) -> Option<OutFrame> {
         debug_assert_eq!(self.head_written, 0, "pop_front after a partial write");
         let frame = self.frames.pop_front()?;
         self.bytes -= frame.len();
@@ -120,7 +120,7 @@ impl OutQueue {
         Some(frame)
     }
 
-    pub fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         self.frames = VecDeque::new();
         self.bytes = 0;
         self.head_written = 0;

@@ -126,6 +126,17 @@ pub struct Session {
     pub(super) upgraded: RefCell<Option<Box<WsTransport>>>,
 }
 
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("sid", &self.sid)
+            .field("transport", &self.transport.get())
+            .field("closing", &self.closing.get())
+            .field("queued_bytes", &self.queued_bytes())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Session {
     pub(super) fn new(
         sid: Sid,

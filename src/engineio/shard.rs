@@ -28,6 +28,16 @@ pub struct EngineShard {
     pub(super) flusher: Rc<Flusher<Session>>,
 }
 
+impl std::fmt::Debug for EngineShard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineShard")
+            .field("id", &self.id)
+            .field("count", &self.count)
+            .field("sessions", &self.session_count())
+            .finish_non_exhaustive()
+    }
+}
+
 impl EngineShard {
     /// The state of shard `id` of `count`.
     pub(crate) fn new(id: usize, count: usize, metrics: Arc<Metrics>) -> Self {

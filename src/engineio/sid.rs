@@ -38,6 +38,7 @@ impl Sid {
         Some(Sid(bytes))
     }
 
+    /// The 20 characters.
     pub fn as_str(&self) -> &str {
         // Always valid: base64url output is ASCII.
         std::str::from_utf8(&self.0).unwrap_or_default()
@@ -57,6 +58,7 @@ impl fmt::Debug for Sid {
 }
 
 /// Makes ids for one shard. Not shared across threads: each shard owns one.
+#[derive(Debug)]
 pub struct SidGenerator {
     shard: u8,
     rng: rand::rngs::SmallRng,
@@ -64,6 +66,7 @@ pub struct SidGenerator {
 }
 
 impl SidGenerator {
+    /// A generator of ids owned by `shard`.
     pub fn new(shard: usize) -> Self {
         SidGenerator {
             shard: u8::try_from(shard).unwrap_or(u8::MAX),
@@ -72,6 +75,7 @@ impl SidGenerator {
         }
     }
 
+    /// A fresh id: unique on this shard, unpredictable, carrying the shard.
     pub fn next_sid(&mut self) -> Sid {
         let mut raw = [0u8; 15];
         raw[0] = self.shard;

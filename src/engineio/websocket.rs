@@ -16,7 +16,7 @@ use super::heartbeat::Heartbeat;
 use super::request::RequestInfo;
 use super::session::{Session, Transport};
 use super::ws_reader::{read_ready, FrameSink, Reader, WsTransport};
-use crate::http;
+use crate::connection;
 use crate::protocol::engineio::{self, Packet, PacketType};
 use crate::protocol::frame::OutFrame;
 
@@ -54,7 +54,7 @@ pub(super) async fn open(
     let mut response = switching_protocols(key, engine.cookie(&session).as_deref());
     // The open packet rides in the same write as the 101.
     response.extend_from_slice(engine.open_packet(&session).wire());
-    if http::write_raw(&mut stream, &response).await {
+    if connection::write_raw(&mut stream, &response).await {
         engine.attach(&session);
         Some((
             session,
@@ -79,7 +79,7 @@ pub(super) async fn upgrade(
 ) {
     // Before any await: a second upgrade request for this sid is refused from now on.
     session.transport.set(Transport::Upgrading);
-    if !http::write_raw(&mut stream, &switching_protocols(key, None)).await {
+    if !connection::write_raw(&mut stream, &switching_protocols(key, None)).await {
         end_candidate(&session);
         return;
     }

@@ -15,6 +15,7 @@ pub enum AllowedOrigins {
 /// Node since Socket.IO v3.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CorsPolicy {
+    /// Which origins may use the endpoint.
     pub origins: AllowedOrigins,
     /// Allow credentials (cookies): the exact origin is echoed instead of `*`, and
     /// `Access-Control-Allow-Credentials: true` is sent.

@@ -6,12 +6,19 @@ use thiserror::Error;
 /// The Engine.IO packet types, by their wire digit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PacketType {
+    /// `0`: the server's handshake answer.
     Open = 0,
+    /// `1`: close the session.
     Close = 1,
+    /// `2`: heartbeat (from the server in v4), or upgrade probe.
     Ping = 2,
+    /// `3`: answer to a ping or a probe.
     Pong = 3,
+    /// `4`: an application message.
     Message = 4,
+    /// `5`: the transport switches to WebSocket.
     Upgrade = 5,
+    /// `6`: nothing; ends a long poll during an upgrade.
     Noop = 6,
 }
 
@@ -75,7 +82,9 @@ pub const RECORD_SEPARATOR: u8 = 0x1e;
 /// One packet of a decoded polling payload; binary packets are decoded from base64, so owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PayloadPacket<'a> {
+    /// A text packet: its type and data.
     Text(PacketType, &'a str),
+    /// A binary message (`b`+base64 on polling), decoded.
     Binary(Vec<u8>),
 }
 
@@ -169,11 +178,17 @@ pub fn open_packet(
 /// Engine.IO handshake errors (`server.ts` `errors` and `errorMessages`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HandshakeError {
+    /// Code 0, "Transport unknown".
     UnknownTransport = 0,
+    /// Code 1, "Session ID unknown".
     UnknownSid = 1,
+    /// Code 2, "Bad handshake method".
     BadHandshakeMethod = 2,
+    /// Code 3, "Bad request".
     BadRequest = 3,
+    /// Code 4, "Forbidden".
     Forbidden = 4,
+    /// Code 5, "Unsupported protocol version".
     UnsupportedProtocolVersion = 5,
 }
 

@@ -98,6 +98,7 @@ impl OutFrame {
         &self.wire[self.payload_at as usize..]
     }
 
+    /// What the frame carries.
     pub fn kind(&self) -> FrameKind {
         self.kind
     }
@@ -107,6 +108,7 @@ impl OutFrame {
         self.wire.len()
     }
 
+    /// Never true for a built frame; here because `len` is.
     pub fn is_empty(&self) -> bool {
         self.wire.is_empty()
     }

@@ -7,11 +7,13 @@ use super::engineio::HandshakeError;
 /// A parsed request head. Header names are lower-cased.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
+    /// The method, as sent.
     pub method: String,
     /// The path without the query string.
     pub path: String,
     /// The raw query string, without `?`.
     pub query: String,
+    /// The headers in order, names lower-cased.
     pub headers: Vec<(String, String)>,
     /// HTTP/1.0 closes the connection after the response unless asked otherwise.
     pub http10: bool,
@@ -291,6 +293,7 @@ enum ChunkState {
 }
 
 impl ChunkedDecoder {
+    /// A decoder of a body of at most `limit` bytes.
     pub fn new(limit: usize) -> Self {
         ChunkedDecoder {
             state: ChunkState::Size { size: 0, digits: 0 },

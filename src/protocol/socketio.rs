@@ -10,12 +10,19 @@ use super::frame::OutFrame;
 /// The Socket.IO packet types, by their wire digit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PacketType {
+    /// `0`: join a namespace (and the server's answer).
     Connect = 0,
+    /// `1`: leave a namespace.
     Disconnect = 1,
+    /// `2`: an event.
     Event = 2,
+    /// `3`: an answer to an event.
     Ack = 3,
+    /// `4`: the server refused the CONNECT.
     ConnectError = 4,
+    /// `5`: an event with binary attachments.
     BinaryEvent = 5,
+    /// `6`: an answer with binary attachments.
     BinaryAck = 6,
 }
 
@@ -58,9 +65,11 @@ pub fn is_reserved_event(event: &str) -> bool {
 /// A decoded Socket.IO packet. Binary packets still wait for `attachments` buffers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Packet<'a> {
+    /// The packet type.
     pub ty: PacketType,
     /// The namespace, `/` when the packet names none.
     pub nsp: &'a str,
+    /// The ack id, when the sender wants an answer (or this answers one).
     pub id: Option<u64>,
     /// How many binary attachments follow (binary types only).
     pub attachments: usize,
@@ -72,14 +81,19 @@ pub struct Packet<'a> {
 /// (`client.ts ondata -> onerror -> conn.close()`).
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DecodeError {
+    /// The first character is not a packet type.
     #[error("unknown packet type")]
     UnknownType,
+    /// A binary packet without a valid attachment count.
     #[error("illegal attachments")]
     IllegalAttachments,
+    /// More attachments than allowed.
     #[error("too many attachments")]
     TooManyAttachments,
+    /// An ack id that does not fit.
     #[error("invalid ack id")]
     InvalidAckId,
+    /// JSON that does not parse, or a payload the packet type does not allow.
     #[error("invalid payload")]
     InvalidPayload,
 }
@@ -178,7 +192,9 @@ fn payload_is_valid(ty: PacketType, v: &Value) -> bool {
 /// objects pointing into `bins`, the form Socket.IO uses on the wire (§2.5).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Payload {
+    /// The JSON arguments, binary ones as placeholders.
     pub args: Vec<Value>,
+    /// The binary attachments, in placeholder order.
     pub bins: Vec<Bytes>,
 }
 

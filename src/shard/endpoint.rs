@@ -6,6 +6,7 @@ use crate::engineio::{EngineAppFactory, EngineConfig};
 use crate::socketio::SocketIo;
 
 /// An Engine.IO endpoint: requests whose path starts with `path` go to `app`.
+#[derive(Debug)]
 pub struct Endpoint {
     /// The path prefix, e.g. `/socket.io/`.
     pub path: String,
@@ -23,6 +24,15 @@ pub enum App {
     SocketIo(Arc<SocketIo>),
     /// A raw Engine.IO application; it takes no part in the bus or the bridge.
     Engine(Arc<dyn EngineAppFactory>),
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            App::SocketIo(io) => f.debug_tuple("SocketIo").field(io).finish(),
+            App::Engine(_) => f.write_str("Engine(..)"),
+        }
+    }
 }
 
 impl Endpoint {

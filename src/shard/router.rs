@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 
 use crate::bus::Handoff;
 use crate::engineio::{Engine, Handled};
-use crate::http;
+use crate::connection;
 use crate::protocol::http::{BodyFraming, Refusal, RequestHead};
 
 /// The endpoints of one shard, by path prefix.
@@ -81,11 +81,11 @@ async fn serve_from(
     mut buf: Vec<u8>,
 ) {
     loop {
-        let (head, leftover) = match http::read_head(&mut stream, buf).await {
+        let (head, leftover) = match connection::read_head(&mut stream, buf).await {
             Ok(Some(parsed)) => parsed,
             Ok(None) => return,
             Err(refusal) => {
-                http::refuse(&mut stream, refusal, false).await;
+                connection::refuse(&mut stream, refusal, false).await;
                 return;
             }
         };
@@ -115,7 +115,7 @@ async fn route(
             // leaves the connection reusable.
             let keep_alive =
                 head.keep_alive() && matches!(head.body_framing(), Ok(BodyFraming::None));
-            let kept = http::refuse(&mut stream, Refusal::NotFound, keep_alive).await;
+            let kept = connection::refuse(&mut stream, Refusal::NotFound, keep_alive).await;
             kept.then_some((stream, leftover))
         }
     }

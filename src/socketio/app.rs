@@ -82,6 +82,15 @@ pub struct SocketIo {
     namespaces: HashMap<String, Arc<Namespace>>,
 }
 
+impl std::fmt::Debug for SocketIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketIo")
+            .field("config", &self.config)
+            .field("namespaces", &self.namespace_names())
+            .finish()
+    }
+}
+
 impl SocketIo {
     /// An application with no namespace yet.
     pub fn new(config: SocketIoConfig) -> Self {

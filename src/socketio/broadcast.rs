@@ -32,9 +32,12 @@ pub enum BroadcastAckError {
     /// Not every receiving client answered in time; `responses` holds those that did.
     #[error("{missing} of the receiving clients did not acknowledge in time")]
     Timeout {
+        /// The answers that came.
         responses: Vec<Payload>,
+        /// How many receiving clients did not answer.
         missing: usize,
     },
+    /// The broadcast could not be sent.
     #[error("emit failed: {0}")]
     Emit(#[from] EmitError),
 }
@@ -44,6 +47,15 @@ pub enum BroadcastAckError {
 pub struct BroadcastOperator {
     pub(super) ns: Rc<NsShard>,
     pub(super) opts: BroadcastOpts,
+}
+
+impl std::fmt::Debug for BroadcastOperator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BroadcastOperator")
+            .field("nsp", &self.ns.name)
+            .field("opts", &self.opts)
+            .finish()
+    }
 }
 
 impl BroadcastOperator {

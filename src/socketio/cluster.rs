@@ -43,6 +43,15 @@ pub struct ServerSideAck {
     id: u64,
 }
 
+impl std::fmt::Debug for ServerSideAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerSideAck")
+            .field("nsp", &self.ns.name)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
 impl ServerSideAck {
     /// Sends the answer.
     pub fn send(self, data: impl Into<Payload>) {

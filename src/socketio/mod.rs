@@ -8,7 +8,7 @@
 //!
 //! # Layout
 //!
-//! This file holds [`NsShard`], the state of one namespace on one shard, which every other
+//! This file holds `NsShard`, the state of one namespace on one shard, which every other
 //! file works on; the files import each other only downwards:
 //!
 //! - `app.rs`: [`SocketIo`], the application (builder, per-shard instance, bus dispatch);

@@ -64,6 +64,21 @@ pub struct Namespace {
     pub(super) on_server_side_emit: Option<Arc<ServerSideEmitFn>>,
 }
 
+impl std::fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut events: Vec<&String> = self.events.keys().collect();
+        events.sort_unstable();
+        f.debug_struct("Namespace")
+            .field("authorize", &self.authorize.is_some())
+            .field("on_connect", &self.on_connect.is_some())
+            .field("events", &events)
+            .field("on_any", &self.on_any.is_some())
+            .field("on_disconnect", &self.on_disconnect.is_some())
+            .field("on_server_side_emit", &self.on_server_side_emit.is_some())
+            .finish()
+    }
+}
+
 impl Namespace {
     /// Decides whether a client may connect, from its request and CONNECT auth payload
     /// (socket.io's middleware). An error is sent to the client as CONNECT_ERROR.

@@ -101,6 +101,7 @@ impl<K: Copy + Eq + Hash, V: Clone> RoomIndex<K, V> {
         self.rooms.keys().map(|r| &**r)
     }
 
+    /// How many rooms have at least one member.
     pub fn room_count(&self) -> usize {
         self.rooms.len()
     }

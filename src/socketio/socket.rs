@@ -47,10 +47,13 @@ impl From<SendError> for EmitError {
 /// Why an acknowledgement did not arrive.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
 pub enum AckError {
+    /// The client did not answer in time.
     #[error("ack timed out")]
     Timeout,
+    /// The client left before answering.
     #[error("socket disconnected before acknowledging")]
     Disconnected,
+    /// The event could not be sent.
     #[error("emit failed: {0}")]
     Emit(#[from] EmitError),
 }
@@ -69,6 +72,7 @@ pub enum DisconnectReason {
 }
 
 impl DisconnectReason {
+    /// Socket.IO's reason string, as the client and Node's handlers see it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ClientNamespaceDisconnect => "client namespace disconnect",
@@ -84,6 +88,16 @@ impl DisconnectReason {
 /// A client connected to a namespace. Cheap to clone; lives on the shard that owns it.
 #[derive(Clone)]
 pub struct Socket(Rc<SocketInner>);
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket")
+            .field("id", &self.id())
+            .field("nsp", &self.nsp())
+            .field("connected", &self.connected())
+            .finish_non_exhaustive()
+    }
+}
 
 struct SocketInner {
     id: Sid,
@@ -385,12 +399,14 @@ impl Drop for PendingAck {
 
 /// Answers one acknowledgement the client asked for. Consumed by `send`, so an ack is answered
 /// at most once.
+#[derive(Debug)]
 pub struct AckSender {
     socket: Socket,
     id: u64,
 }
 
 impl AckSender {
+    /// Sends the answer.
     pub fn send(self, data: impl Into<Payload>) -> Result<(), EmitError> {
         if !self.socket.connected() {
             return Err(EmitError::Disconnected);

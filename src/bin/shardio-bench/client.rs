@@ -18,7 +18,7 @@ use crate::ws::{self, FrameError};
 /// Why a connection failed or ended. Every variant is counted by the scenarios, never fatal:
 /// a misbehaving server must show up in the report, not crash the generator.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     /// TCP connect (or bind to a source address) failed.
     #[error("connect: {0}")]
     Connect(io::Error),
@@ -47,7 +47,7 @@ pub enum ClientError {
 
 impl ClientError {
     /// A short stable name for error tallies in reports.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             ClientError::Connect(_) => "connect",
             ClientError::Io(_) => "io",
@@ -63,7 +63,7 @@ impl ClientError {
 
 /// Where to connect: the resolved address and the Host header.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     pub addr: SocketAddr,
     pub host: String,
 }
@@ -71,7 +71,7 @@ pub struct Target {
 impl Target {
     /// Accepts `http://host:port`, `ws://host:port` or `host:port` (a path is ignored: the
     /// Socket.IO path is always `/socket.io/`).
-    pub fn parse(url: &str) -> anyhow::Result<Target> {
+    pub(crate) fn parse(url: &str) -> anyhow::Result<Target> {
         let rest = url
             .strip_prefix("http://")
             .or_else(|| url.strip_prefix("ws://"))
@@ -89,13 +89,13 @@ impl Target {
 /// Source addresses to spread client sockets over, taken round robin (each gives about 28k
 /// ephemeral ports towards one server address).
 #[derive(Debug, Default)]
-pub struct Sources {
+pub(crate) struct Sources {
     addrs: Vec<IpAddr>,
     next: AtomicUsize,
 }
 
 impl Sources {
-    pub fn new(addrs: Vec<IpAddr>) -> Sources {
+    pub(crate) fn new(addrs: Vec<IpAddr>) -> Sources {
         Sources {
             addrs,
             next: AtomicUsize::new(0),
@@ -113,13 +113,13 @@ impl Sources {
 
 /// How much a connection reads per syscall: large for busy subscribers, small for the tens of
 /// thousands of idle connections of `idle` and `connect` (the buffer grows if a frame needs it).
-pub const READ_BUSY: usize = 32 * 1024;
-pub const READ_IDLE: usize = 1024;
+pub(crate) const READ_BUSY: usize = 32 * 1024;
+pub(crate) const READ_IDLE: usize = 1024;
 
 /// The longest HTTP response head accepted for the upgrade.
 const MAX_HEAD: usize = 16 * 1024;
 
-pub struct Conn {
+pub(crate) struct Conn {
     stream: TcpStream,
     rbuf: Vec<u8>,
     /// Start of the unparsed bytes in `rbuf`.
@@ -140,7 +140,7 @@ pub struct Conn {
 impl Conn {
     /// TCP connect, WebSocket upgrade, Engine.IO open and Socket.IO CONNECT to `/`: the
     /// connection is usable when this returns.
-    pub async fn open(
+    pub(crate) async fn open(
         target: &Target,
         sources: &Sources,
         read_chunk: usize,
@@ -222,7 +222,7 @@ impl Conn {
 
     /// Reads what the socket has (at least one byte). EOF is [`ClientError::Closed`].
     /// Cancel-safe: nothing is lost if the future is dropped before it completes.
-    pub async fn read_some(&mut self) -> Result<(), ClientError> {
+    pub(crate) async fn read_some(&mut self) -> Result<(), ClientError> {
         if self.rpos == self.rbuf.len() {
             self.rbuf.clear();
             self.rpos = 0;
@@ -240,7 +240,7 @@ impl Conn {
     /// Decodes every complete frame read so far and hands each Socket.IO packet (the bytes
     /// after the Engine.IO `4`) to `on_packet`. Pings are answered by queueing a pong: call
     /// [`Conn::flush`] afterwards when [`Conn::has_pending`] says so.
-    pub fn drain(&mut self, mut on_packet: impl FnMut(&[u8])) -> Result<(), ClientError> {
+    pub(crate) fn drain(&mut self, mut on_packet: impl FnMut(&[u8])) -> Result<(), ClientError> {
         loop {
             let Some(frame) = ws::parse_frame(&self.rbuf[self.rpos..])? else {
                 return Ok(());
@@ -304,7 +304,7 @@ impl Conn {
     }
 
     /// Queues one Socket.IO packet, written by `build` after the Engine.IO `4`.
-    pub fn queue_sio(&mut self, build: impl FnOnce(&mut Vec<u8>)) {
+    pub(crate) fn queue_sio(&mut self, build: impl FnOnce(&mut Vec<u8>)) {
         self.scratch.clear();
         self.scratch.push(b'4');
         build(&mut self.scratch);
@@ -312,12 +312,12 @@ impl Conn {
         ws::encode_frame(&mut self.wbuf, ws::OP_TEXT, &self.scratch, mask);
     }
 
-    pub fn has_pending(&self) -> bool {
+    pub(crate) fn has_pending(&self) -> bool {
         !self.wbuf.is_empty()
     }
 
     /// Writes every queued frame in one go.
-    pub async fn flush(&mut self) -> Result<(), ClientError> {
+    pub(crate) async fn flush(&mut self) -> Result<(), ClientError> {
         self.stream.write_all(&self.wbuf).await?;
         self.wbuf.clear();
         Ok(())
@@ -325,7 +325,7 @@ impl Conn {
 
     /// Emits an event with ack id `ack_id` and waits for that ack, answering pings meanwhile.
     /// Returns whether the ack said `{"ok":true}`. Other packets that arrive are dropped.
-    pub async fn request(
+    pub(crate) async fn request(
         &mut self,
         ack_id: u64,
         build: impl FnOnce(&mut Vec<u8>),
@@ -352,7 +352,7 @@ impl Conn {
     }
 
     /// Keeps the connection alive (pings answered) until `stop` fires or the server ends it.
-    pub async fn hold(
+    pub(crate) async fn hold(
         mut self,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), ClientError> {

@@ -11,28 +11,28 @@ use serde::Serialize;
 const USER_HZ: f64 = 100.0;
 
 #[derive(Debug, Clone, Default)]
-pub struct ServerProbe {
+pub(crate) struct ServerProbe {
     pids: Vec<u32>,
 }
 
 /// One reading of the server processes, summed over the pids.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct ServerSample {
+pub(crate) struct ServerSample {
     pub cpu_seconds: f64,
     pub rss_bytes: u64,
 }
 
 impl ServerProbe {
-    pub fn new(pids: Vec<u32>) -> ServerProbe {
+    pub(crate) fn new(pids: Vec<u32>) -> ServerProbe {
         ServerProbe { pids }
     }
 
-    pub fn pids(&self) -> &[u32] {
+    pub(crate) fn pids(&self) -> &[u32] {
         &self.pids
     }
 
     /// `None` when no pid was given or one of them cannot be read (it exited).
-    pub fn sample(&self) -> Option<ServerSample> {
+    pub(crate) fn sample(&self) -> Option<ServerSample> {
         if self.pids.is_empty() {
             return None;
         }
@@ -66,7 +66,7 @@ fn vm_rss_kib(status: &str) -> Option<u64> {
 }
 
 /// CPU seconds the generator itself has used so far.
-pub fn own_cpu_seconds() -> Option<f64> {
+pub(crate) fn own_cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     Some(cpu_ticks(&stat)? as f64 / USER_HZ)
 }
@@ -74,7 +74,7 @@ pub fn own_cpu_seconds() -> Option<f64> {
 /// How busy the generator was over a measured phase: a share near 1 means it may have been
 /// the bottleneck, and the server's figures are then lower bounds.
 #[derive(Debug, Clone, Serialize)]
-pub struct GeneratorUsage {
+pub(crate) struct GeneratorUsage {
     pub cpu_seconds: f64,
     pub threads: usize,
     /// cpu_seconds / (wall seconds x threads).
@@ -83,7 +83,11 @@ pub struct GeneratorUsage {
 
 impl GeneratorUsage {
     /// From a CPU reading taken at the start of a phase and the phase's wall time.
-    pub fn since(cpu_at_start: Option<f64>, wall_s: f64, threads: usize) -> Option<GeneratorUsage> {
+    pub(crate) fn since(
+        cpu_at_start: Option<f64>,
+        wall_s: f64,
+        threads: usize,
+    ) -> Option<GeneratorUsage> {
         let cpu_seconds = (own_cpu_seconds()? - cpu_at_start?).max(0.0);
         let capacity = wall_s * threads.max(1) as f64;
         Some(GeneratorUsage {
@@ -98,7 +102,7 @@ impl GeneratorUsage {
     }
 
     /// For the tables, with a warning when the generator was nearly saturated.
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         let warn = if self.busy_share > 0.9 {
             " - SATURATED: the server's figures are lower bounds"
         } else {
@@ -115,7 +119,7 @@ impl GeneratorUsage {
 
 /// What the server spent between two samples, for the reports.
 #[derive(Debug, Clone, Serialize)]
-pub struct ServerUsage {
+pub(crate) struct ServerUsage {
     pub pids: Vec<u32>,
     pub cpu_seconds: f64,
     pub rss_before_bytes: u64,
@@ -123,7 +127,7 @@ pub struct ServerUsage {
 }
 
 impl ServerUsage {
-    pub fn between(
+    pub(crate) fn between(
         probe: &ServerProbe,
         a: Option<ServerSample>,
         b: Option<ServerSample>,

@@ -5,7 +5,7 @@ use std::path::Path;
 use serde::Serialize;
 
 /// Prints `rows` as a two-column table under `title`.
-pub fn print_table(title: &str, rows: &[(String, String)]) {
+pub(crate) fn print_table(title: &str, rows: &[(String, String)]) {
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     println!("== {title}");
     for (k, v) in rows {
@@ -14,14 +14,14 @@ pub fn print_table(title: &str, rows: &[(String, String)]) {
 }
 
 /// Writes `value` as pretty JSON to `path`.
-pub fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
+pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(value)?;
     std::fs::write(path, text + "\n")
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
 }
 
 /// `n / secs`, or 0 when the time is zero or unknown.
-pub fn per_second(n: f64, secs: f64) -> f64 {
+pub(crate) fn per_second(n: f64, secs: f64) -> f64 {
     if secs > 0.0 {
         n / secs
     } else {
@@ -30,7 +30,7 @@ pub fn per_second(n: f64, secs: f64) -> f64 {
 }
 
 /// A rate with thousands separators, for the tables.
-pub fn fmt_rate(x: f64) -> String {
+pub(crate) fn fmt_rate(x: f64) -> String {
     let n = x.round() as u64;
     let s = n.to_string();
     let mut out = String::new();

@@ -8,18 +8,18 @@ use serde::Serialize;
 
 /// Latency histogram in microseconds, 1 µs to 100 s at 3 significant digits. Larger values
 /// are clamped to the top (a 100 s latency already means the run failed).
-pub fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000, 3).expect("static histogram bounds are valid")
 }
 
 /// A histogram shared by many tasks, split into shards so that tasks on different threads
 /// rarely meet on one lock; each task records a whole read batch per lock.
-pub struct SharedHistogram {
+pub(crate) struct SharedHistogram {
     shards: Vec<Mutex<Histogram<u64>>>,
 }
 
 impl SharedHistogram {
-    pub fn new(shards: usize) -> SharedHistogram {
+    pub(crate) fn new(shards: usize) -> SharedHistogram {
         SharedHistogram {
             shards: (0..shards.max(1))
                 .map(|_| Mutex::new(new_histogram()))
@@ -27,7 +27,7 @@ impl SharedHistogram {
         }
     }
 
-    pub fn record_batch(&self, key: usize, values: &[u64]) {
+    pub(crate) fn record_batch(&self, key: usize, values: &[u64]) {
         if values.is_empty() {
             return;
         }
@@ -39,7 +39,7 @@ impl SharedHistogram {
         }
     }
 
-    pub fn merged(&self) -> Histogram<u64> {
+    pub(crate) fn merged(&self) -> Histogram<u64> {
         let mut all = new_histogram();
         for s in &self.shards {
             let h = s.lock().unwrap_or_else(|e| e.into_inner());
@@ -52,7 +52,7 @@ impl SharedHistogram {
 
 /// Percentiles of a latency histogram, in microseconds.
 #[derive(Debug, Clone, Serialize)]
-pub struct LatencySummary {
+pub(crate) struct LatencySummary {
     pub count: u64,
     pub min_us: u64,
     pub mean_us: f64,
@@ -64,7 +64,7 @@ pub struct LatencySummary {
 }
 
 impl LatencySummary {
-    pub fn of(h: &Histogram<u64>) -> LatencySummary {
+    pub(crate) fn of(h: &Histogram<u64>) -> LatencySummary {
         let empty = h.is_empty();
         let q = |p: f64| if empty { 0 } else { h.value_at_quantile(p) };
         LatencySummary {
@@ -80,7 +80,7 @@ impl LatencySummary {
     }
 
     /// `p50 / p99 / p99.9 / max` in milliseconds, for the tables.
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         let ms = |us: u64| us as f64 / 1000.0;
         format!(
             "p50 {:.3} / p99 {:.3} / p99.9 {:.3} / max {:.3} ms (n={})",
@@ -98,7 +98,7 @@ impl LatencySummary {
 /// A number that skips ahead opens a gap; a late arrival that fills a gap is counted as
 /// reordered (and delivered), one that was already seen as a duplicate.
 #[derive(Debug, Clone)]
-pub struct SeqTracker {
+pub(crate) struct SeqTracker {
     streams: Vec<Stream>,
     /// Times a sequence number skipped ahead, and how many numbers were skipped in all
     /// (some may arrive later, reordered).
@@ -127,7 +127,7 @@ struct Stream {
 }
 
 impl SeqTracker {
-    pub fn new(publishers: usize) -> SeqTracker {
+    pub(crate) fn new(publishers: usize) -> SeqTracker {
         SeqTracker {
             streams: vec![Stream::default(); publishers],
             gap_events: 0,
@@ -139,7 +139,7 @@ impl SeqTracker {
     }
 
     /// Returns true when the delivery is new (not a duplicate).
-    pub fn record(&mut self, publisher: u32, seq: u64) -> bool {
+    pub(crate) fn record(&mut self, publisher: u32, seq: u64) -> bool {
         let Some(st) = self.streams.get_mut(publisher as usize) else {
             self.unknown_publisher += 1;
             return false;
@@ -183,7 +183,7 @@ impl SeqTracker {
         }
     }
 
-    pub fn unique_from(&self, publisher: usize) -> u64 {
+    pub(crate) fn unique_from(&self, publisher: usize) -> u64 {
         self.streams.get(publisher).map_or(0, |s| s.unique)
     }
 }
@@ -191,18 +191,18 @@ impl SeqTracker {
 /// Errors by kind, for the reports.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(transparent)]
-pub struct ErrorTally(BTreeMap<&'static str, u64>);
+pub(crate) struct ErrorTally(BTreeMap<&'static str, u64>);
 
 impl ErrorTally {
-    pub fn add(&mut self, kind: &'static str) {
+    pub(crate) fn add(&mut self, kind: &'static str) {
         *self.0.entry(kind).or_default() += 1;
     }
 
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.0.values().sum()
     }
 
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         if self.0.is_empty() {
             return "none".into();
         }

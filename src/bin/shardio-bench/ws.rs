@@ -5,16 +5,16 @@
 //! must be zero.
 
 /// Frame opcodes (RFC 6455 §5.2).
-pub const OP_CONTINUATION: u8 = 0x0;
-pub const OP_TEXT: u8 = 0x1;
-pub const OP_BINARY: u8 = 0x2;
-pub const OP_CLOSE: u8 = 0x8;
-pub const OP_PING: u8 = 0x9;
-pub const OP_PONG: u8 = 0xA;
+pub(crate) const OP_CONTINUATION: u8 = 0x0;
+pub(crate) const OP_TEXT: u8 = 0x1;
+pub(crate) const OP_BINARY: u8 = 0x2;
+pub(crate) const OP_CLOSE: u8 = 0x8;
+pub(crate) const OP_PING: u8 = 0x9;
+pub(crate) const OP_PONG: u8 = 0xA;
 
 /// A frame the peer sent that no server may send; the caller drops the connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FrameError {
+pub(crate) enum FrameError {
     /// RSV bits set without a negotiated extension, or an unknown opcode.
     #[error("invalid frame header {0:#04x}")]
     BadHeader(u8),
@@ -28,11 +28,11 @@ pub enum FrameError {
 
 /// The largest frame accepted: far above any benchmark payload, low enough that a broken
 /// length field cannot make the generator allocate gigabytes.
-pub const MAX_FRAME: u64 = 16 << 20;
+pub(crate) const MAX_FRAME: u64 = 16 << 20;
 
 /// One complete frame found at the start of a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Frame {
+pub(crate) struct Frame {
     pub fin: bool,
     pub opcode: u8,
     /// Byte range of the payload within the buffer given to [`parse_frame`].
@@ -40,7 +40,7 @@ pub struct Frame {
 }
 
 /// Parses the frame at the start of `buf`. `Ok(None)` means more bytes are needed.
-pub fn parse_frame(buf: &[u8]) -> Result<Option<Frame>, FrameError> {
+pub(crate) fn parse_frame(buf: &[u8]) -> Result<Option<Frame>, FrameError> {
     if buf.len() < 2 {
         return Ok(None);
     }
@@ -88,7 +88,7 @@ pub fn parse_frame(buf: &[u8]) -> Result<Option<Frame>, FrameError> {
 ///
 /// The mask key comes from the caller (a cheap per-connection PRNG): servers only check that
 /// the mask bit is set, and the XOR is the whole per-byte cost of a client frame.
-pub fn encode_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4]) {
+pub(crate) fn encode_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4]) {
     let len = payload.len();
     out.push(0x80 | opcode);
     if len < 126 {
@@ -108,7 +108,7 @@ pub fn encode_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4]
 }
 
 /// XORs `data` with the repeating 4-byte `mask`, a word at a time.
-pub fn apply_mask(data: &mut [u8], mask: [u8; 4]) {
+pub(crate) fn apply_mask(data: &mut [u8], mask: [u8; 4]) {
     let word = u64::from_ne_bytes([
         mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
     ]);

@@ -10,7 +10,7 @@ use crate::report::{fmt_rate, per_second};
 use crate::stats::{ErrorTally, LatencySummary};
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct ConnectArgs {
+pub(crate) struct ConnectArgs {
     /// Connections to open and hold.
     #[arg(long, default_value_t = 1000)]
     pub count: u64,
@@ -20,7 +20,7 @@ pub struct ConnectArgs {
 }
 
 #[derive(Debug, Serialize)]
-pub struct ConnectReport {
+pub(crate) struct ConnectReport {
     pub scenario: &'static str,
     pub command: String,
     pub url: String,
@@ -42,7 +42,7 @@ pub struct ConnectReport {
     pub generator: Option<GeneratorUsage>,
 }
 
-pub async fn run(ctx: &Ctx, args: &ConnectArgs) -> ConnectReport {
+pub(crate) async fn run(ctx: &Ctx, args: &ConnectArgs) -> ConnectReport {
     let before = ctx.probe.sample();
     let own_before = own_cpu_seconds();
     let conns = open_and_hold(ctx, args.count).await;
@@ -78,12 +78,12 @@ pub async fn run(ctx: &Ctx, args: &ConnectArgs) -> ConnectReport {
 
 impl ConnectReport {
     /// Why the run measured nothing, if it did not.
-    pub fn unusable(&self) -> Option<String> {
+    pub(crate) fn unusable(&self) -> Option<String> {
         (self.connected == 0 && self.count > 0)
             .then(|| format!("no connection succeeded ({})", self.failures.line()))
     }
 
-    pub fn rows(&self) -> Vec<(String, String)> {
+    pub(crate) fn rows(&self) -> Vec<(String, String)> {
         let mut rows = vec![
             ("server".into(), self.url.clone()),
             (

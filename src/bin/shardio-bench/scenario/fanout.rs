@@ -28,7 +28,7 @@ use crate::sio::{self, Delivery, SioPacket};
 use crate::stats::{new_histogram, ErrorTally, LatencySummary, SeqTracker, SharedHistogram};
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct FanoutArgs {
+pub(crate) struct FanoutArgs {
     /// Subscriber connections; subscriber i joins room i mod R.
     #[arg(long, default_value_t = 1000)]
     pub subscribers: usize,
@@ -96,7 +96,7 @@ struct PubOutcome {
 }
 
 #[derive(Debug, Default, Serialize)]
-pub struct Losses {
+pub(crate) struct Losses {
     /// Deliveries that room membership says must arrive.
     pub expected: u64,
     /// Distinct deliveries that arrived (each (subscriber, publisher, seq) once).
@@ -121,7 +121,7 @@ pub struct Losses {
 }
 
 #[derive(Debug, Serialize)]
-pub struct FanoutReport {
+pub(crate) struct FanoutReport {
     pub scenario: &'static str,
     pub command: String,
     pub url: String,
@@ -156,7 +156,7 @@ pub struct FanoutReport {
     pub generator: Option<GeneratorUsage>,
 }
 
-pub async fn run(
+pub(crate) async fn run(
     ctx: &Ctx,
     args: &FanoutArgs,
     sub_target: Option<&Target>,
@@ -606,7 +606,7 @@ impl PublisherJob {
 
 impl FanoutReport {
     /// Why the run measured nothing, if it did not.
-    pub fn unusable(&self) -> Option<String> {
+    pub(crate) fn unusable(&self) -> Option<String> {
         if self.subscribers > 0 && self.subscribers_joined == 0 {
             Some(format!(
                 "no subscriber joined ({})",
@@ -622,7 +622,7 @@ impl FanoutReport {
         }
     }
 
-    pub fn rows(&self) -> Vec<(String, String)> {
+    pub(crate) fn rows(&self) -> Vec<(String, String)> {
         let l = &self.losses;
         let mut rows = vec![
             (

@@ -24,7 +24,7 @@ use crate::report::{fmt_rate, per_second};
 use crate::stats::{new_histogram, LatencySummary};
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct FloorArgs {
+pub(crate) struct FloorArgs {
     /// Loopback connections (each is two descriptors).
     #[arg(long, default_value_t = 10_000)]
     pub count: usize,
@@ -49,7 +49,7 @@ pub struct FloorArgs {
 }
 
 #[derive(Debug, Serialize)]
-pub struct FloorReport {
+pub(crate) struct FloorReport {
     pub scenario: &'static str,
     pub command: String,
     pub connections: usize,
@@ -75,7 +75,7 @@ pub struct FloorReport {
     pub bytes_received: u64,
 }
 
-pub fn run(args: &FloorArgs, command: String) -> anyhow::Result<FloorReport> {
+pub(crate) fn run(args: &FloorArgs, command: String) -> anyhow::Result<FloorReport> {
     anyhow::ensure!(args.count > 0, "--count must be at least 1");
     anyhow::ensure!(args.size > 0, "--size must be at least 1");
     anyhow::ensure!(args.rate > 0.0, "--rate must be positive");
@@ -268,7 +268,7 @@ impl Writer {
 
 impl FloorReport {
     /// Why the run is not a valid floor, if it is not: every byte written must have been read.
-    pub fn unusable(&self) -> Option<String> {
+    pub(crate) fn unusable(&self) -> Option<String> {
         (self.bytes_received != self.bytes_expected).then(|| {
             format!(
                 "the reader got {} bytes of {}",
@@ -277,7 +277,7 @@ impl FloorReport {
         })
     }
 
-    pub fn rows(&self) -> Vec<(String, String)> {
+    pub(crate) fn rows(&self) -> Vec<(String, String)> {
         let cpu = |c: Option<usize>| c.map_or("unpinned".into(), |c| format!("cpu {c}"));
         vec![
             (

@@ -11,7 +11,7 @@ use crate::report::fmt_rate;
 use crate::stats::ErrorTally;
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct IdleArgs {
+pub(crate) struct IdleArgs {
     /// Connections to open and hold.
     #[arg(long, default_value_t = 1000)]
     pub count: u64,
@@ -24,7 +24,7 @@ pub struct IdleArgs {
 }
 
 #[derive(Debug, Serialize)]
-pub struct IdleReport {
+pub(crate) struct IdleReport {
     pub scenario: &'static str,
     pub command: String,
     pub url: String,
@@ -43,7 +43,7 @@ pub struct IdleReport {
     pub server: Option<ServerUsage>,
 }
 
-pub async fn run(ctx: &Ctx, args: &IdleArgs) -> anyhow::Result<IdleReport> {
+pub(crate) async fn run(ctx: &Ctx, args: &IdleArgs) -> anyhow::Result<IdleReport> {
     if ctx.probe.pids().is_empty() {
         anyhow::bail!("idle measures the server: give --server-pid");
     }
@@ -86,12 +86,12 @@ pub async fn run(ctx: &Ctx, args: &IdleArgs) -> anyhow::Result<IdleReport> {
 
 impl IdleReport {
     /// Why the run measured nothing, if it did not.
-    pub fn unusable(&self) -> Option<String> {
+    pub(crate) fn unusable(&self) -> Option<String> {
         (self.connected == 0 && self.count > 0)
             .then(|| format!("no connection succeeded ({})", self.failures.line()))
     }
 
-    pub fn rows(&self) -> Vec<(String, String)> {
+    pub(crate) fn rows(&self) -> Vec<(String, String)> {
         let mib =
             |b: Option<u64>| b.map_or("n/a".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0));
         vec![

@@ -1,10 +1,10 @@
 //! The scenarios and what they share: the connection context and the "open N connections and
 //! keep them alive" phase used by `connect` and `idle`.
 
-pub mod connect;
-pub mod fanout;
-pub mod floor;
-pub mod idle;
+pub(crate) mod connect;
+pub(crate) mod fanout;
+pub(crate) mod floor;
+pub(crate) mod idle;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use crate::proc::ServerProbe;
 use crate::stats::{new_histogram, ErrorTally};
 
 /// What every scenario needs to open connections and observe the server.
-pub struct Ctx {
+pub(crate) struct Ctx {
     pub target: Target,
     pub sources: Arc<Sources>,
     /// Limit for one full handshake (TCP, upgrade, open, CONNECT).
@@ -34,7 +34,7 @@ pub struct Ctx {
 }
 
 /// Connections opened by [`open_and_hold`], alive until [`HeldConns::close`].
-pub struct HeldConns {
+pub(crate) struct HeldConns {
     pub connected: u64,
     pub failures: ErrorTally,
     /// Handshake latency of each successful connection, in microseconds.
@@ -48,12 +48,12 @@ pub struct HeldConns {
 }
 
 impl HeldConns {
-    pub fn dropped(&self) -> u64 {
+    pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 
     /// Closes every held connection (waits at most 10 s for the tasks to end).
-    pub async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         let _ = self.stop.send(true);
         let all = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(Duration::from_secs(10), all)
@@ -67,7 +67,7 @@ impl HeldConns {
 
 /// Opens `count` connections, `ctx.concurrency` handshakes at a time, and keeps each alive
 /// (answering pings) until closed. Returns when every handshake has succeeded or failed.
-pub async fn open_and_hold(ctx: &Ctx, count: u64) -> HeldConns {
+pub(crate) async fn open_and_hold(ctx: &Ctx, count: u64) -> HeldConns {
     let (stop, stop_rx) = watch::channel(false);
     let (done_tx, mut done_rx) = mpsc::channel::<Result<u64, &'static str>>(1024);
     let permits = Arc::new(Semaphore::new(ctx.concurrency.max(1)));
