@@ -79,50 +79,51 @@ impl Bus {
             return false;
         };
         let from = msg.from;
-        match bridge.try_send(msg) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                let dropped = self.metrics.bridge().drop_one();
-                if dropped.is_power_of_two() {
-                    tracing::warn!(from, dropped, "Redis bridge queue full: message dropped");
-                }
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
+        let full =
+            |dropped| tracing::warn!(from, dropped, "Redis bridge queue full: message dropped");
+        try_send(bridge, msg, || self.metrics.bridge().drop_one(), full).is_ok()
     }
 
     /// Sends `msg` from the bridge to shard `to`, without waiting. A full inbox drops it
     /// (counted in the bridge's `dropped`, logged).
     pub(crate) fn send_from_bridge(&self, to: usize, msg: ShardMsg) -> bool {
-        match self.inboxes[to].try_send(msg) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                let dropped = self.metrics.bridge().drop_one();
-                if dropped.is_power_of_two() {
-                    tracing::warn!(to, dropped, "shard inbox full: message from Redis dropped");
-                }
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
+        let full =
+            |dropped| tracing::warn!(to, dropped, "shard inbox full: message from Redis dropped");
+        try_send(
+            &self.inboxes[to],
+            msg,
+            || self.metrics.bridge().drop_one(),
+            full,
+        )
+        .is_ok()
     }
 
     /// Sends `msg` from shard `from` to shard `to` without waiting. A full inbox refuses it
     /// (counted in `from`'s `bus_overflows`, logged) and hands it back.
     pub(crate) fn send(&self, from: usize, to: usize, msg: ShardMsg) -> Result<(), Refused> {
-        match self.inboxes[to].try_send(msg) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(msg)) => {
-                let overflows = self.metrics.shards()[from].bus_overflow();
-                if overflows.is_power_of_two() {
-                    tracing::warn!(from, to, overflows, "bus inbox full: message dropped");
-                }
-                Err(Refused(msg))
-            }
-            Err(mpsc::error::TrySendError::Closed(msg)) => Err(Refused(msg)),
+        let overflow = || self.metrics.shards()[from].bus_overflow();
+        let full =
+            |overflows| tracing::warn!(from, to, overflows, "bus inbox full: message dropped");
+        try_send(&self.inboxes[to], msg, overflow, full).map_err(|e| Refused(e.into_inner()))
+    }
+}
+
+/// `try_send`, with the overflow policy: a full queue is counted (`count` returns the total so
+/// far) and logged (`warn`, at every power of two, so a flood does not flood the log).
+fn try_send<M>(
+    queue: &mpsc::Sender<M>,
+    msg: M,
+    count: impl FnOnce() -> u64,
+    warn: impl FnOnce(u64),
+) -> Result<(), mpsc::error::TrySendError<M>> {
+    let result = queue.try_send(msg);
+    if let Err(mpsc::error::TrySendError::Full(_)) = &result {
+        let total = count();
+        if total.is_power_of_two() {
+            warn(total);
         }
     }
+    result
 }
 
 #[cfg(test)]

@@ -118,8 +118,9 @@ impl Engine {
         stream: TcpStream,
         head: &RequestHead,
         leftover: Vec<u8>,
-        refusal: Refusal,
+        refusal: impl Into<Refusal>,
     ) -> Handled {
+        let refusal = refusal.into();
         tracing::debug!(
             method = %head.method,
             query = %head.query,

@@ -54,12 +54,7 @@ impl Engine {
             Some("websocket") => Requested::WebSocket,
             _ => {
                 return self
-                    .refuse(
-                        stream,
-                        &head,
-                        leftover,
-                        Refusal::EngineIo(HandshakeError::UnknownTransport),
-                    )
+                    .refuse(stream, &head, leftover, HandshakeError::UnknownTransport)
                     .await
             }
         };
@@ -81,12 +76,7 @@ impl Engine {
             .filter(|s| s.endpoint == self.endpoint && s.takes_requests());
         let Some(session) = session else {
             return self
-                .refuse(
-                    stream,
-                    &head,
-                    leftover,
-                    Refusal::EngineIo(HandshakeError::UnknownSid),
-                )
+                .refuse(stream, &head, leftover, HandshakeError::UnknownSid)
                 .await;
         };
         if upgrade {
@@ -94,22 +84,12 @@ impl Engine {
             // refused (`client.upgrading || client.upgraded`).
             if requested != Requested::WebSocket || session.transport.get() != Transport::Polling {
                 return self
-                    .refuse(
-                        stream,
-                        &head,
-                        leftover,
-                        Refusal::EngineIo(HandshakeError::BadRequest),
-                    )
+                    .refuse(stream, &head, leftover, HandshakeError::BadRequest)
                     .await;
             }
             let Some(key) = websocket_key(&head) else {
                 return self
-                    .refuse(
-                        stream,
-                        &head,
-                        leftover,
-                        Refusal::EngineIo(HandshakeError::BadRequest),
-                    )
+                    .refuse(stream, &head, leftover, HandshakeError::BadRequest)
                     .await;
             };
             websocket::upgrade(self, stream, &key, session, leftover).await;
@@ -118,12 +98,7 @@ impl Engine {
         if requested != Requested::Polling || session.is_websocket() {
             // TRANSPORT_MISMATCH: e.g. polling on a session that upgraded to WebSocket.
             return self
-                .refuse(
-                    stream,
-                    &head,
-                    leftover,
-                    Refusal::EngineIo(HandshakeError::BadRequest),
-                )
+                .refuse(stream, &head, leftover, HandshakeError::BadRequest)
                 .await;
         }
         polling::serve(self, session, stream, head, leftover).await
@@ -151,21 +126,14 @@ impl Engine {
             None
         };
         if let Some(err) = refused {
-            return self
-                .refuse(stream, &head, leftover, Refusal::EngineIo(err))
-                .await;
+            return self.refuse(stream, &head, leftover, err).await;
         }
         if requested == Requested::Polling {
             return polling::handshake(self, stream, head, leftover, address).await;
         }
         let Some(key) = websocket_key(&head) else {
             return self
-                .refuse(
-                    stream,
-                    &head,
-                    leftover,
-                    Refusal::EngineIo(HandshakeError::BadRequest),
-                )
+                .refuse(stream, &head, leftover, HandshakeError::BadRequest)
                 .await;
         };
         let request = RequestInfo::from_head(head, address);

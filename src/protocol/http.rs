@@ -77,6 +77,12 @@ pub enum Refusal {
     OwnerBusy,
 }
 
+impl From<HandshakeError> for Refusal {
+    fn from(err: HandshakeError) -> Self {
+        Refusal::EngineIo(err)
+    }
+}
+
 impl Refusal {
     /// The HTTP status of the refusal, as Node's engine.io answers where it has an answer.
     pub fn status(self) -> u16 {

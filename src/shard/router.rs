@@ -8,8 +8,8 @@ use std::rc::Rc;
 use tokio::net::TcpStream;
 
 use crate::bus::Handoff;
-use crate::engineio::{Engine, Handled};
 use crate::connection;
+use crate::engineio::{Engine, Handled};
 use crate::protocol::http::{BodyFraming, Refusal, RequestHead};
 
 /// The endpoints of one shard, by path prefix.
