@@ -1,7 +1,7 @@
 //! The Redis bridge between machines: several shardio servers (2 shards each) in one test, one
 //! real `redis-server` started by the test, real WebSocket clients.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

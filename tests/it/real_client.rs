@@ -1,6 +1,6 @@
 //! The official npm socket.io-client and the python-socketio client against shardio.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use common::TestServer;
 /// The conformance apps with a heartbeat of 2 s + 2 s instead of the suites' 300 + 200 ms:
 /// dozens of polling clients in one Node event loop, on a shared 2-core machine, cannot all
 /// answer a ping within 200 ms, and the clients themselves close when a ping is 500 ms late.
-/// The suites' timings over polling are tested with plain HTTP in tests/polling.rs.
+/// The suites' timings over polling are tested with plain HTTP in tests/it/polling.rs.
 fn conformance_for_many_polling_clients() -> TestServer {
     TestServer::conformance_with(|e| {
         e.ping_interval = Duration::from_secs(2);

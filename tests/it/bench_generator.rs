@@ -2,7 +2,7 @@
 //! server picks. Tiny runs must deliver everything exactly once and report non-zero rates in
 //! their JSON. (Speed is measured by `benches/compare.sh`, never asserted here.)
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

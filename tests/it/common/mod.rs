@@ -1,6 +1,5 @@
 //! The shared test harness: a real shardio server on 127.0.0.1:0 (stopped on drop) and a
 //! small blocking WebSocket client that speaks raw Engine.IO frames. Every wait has a timeout.
-#![allow(dead_code)] // each test binary uses its own part of the harness
 
 pub mod aclient;
 pub mod node;
@@ -17,7 +16,6 @@ use shardio::config::{RedisConfig, RuntimeConfig};
 use shardio::metrics::Metrics;
 use shardio::server::{Endpoint, ServerError};
 use shardio::Server;
-use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
 
 /// How long any single wait in a test may take before the test fails.
@@ -318,9 +316,4 @@ pub fn assert_conformance_open_packet(open: &serde_json::Value, upgrades: &[&str
     assert!(sid
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-}
-
-/// The close code of a close frame, as a number.
-pub fn code(c: CloseCode) -> u16 {
-    u16::from(c)
 }

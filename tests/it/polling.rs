@@ -2,7 +2,7 @@
 //! (SOCKETIO.md §1.4-§1.10): the polling semantics one by one, the upgrade to WebSocket, and
 //! requests that land on shards other than the session's owner.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The sharded runtime: connections land on every shard, shutdown closes clients with 1001,
 //! bind errors fail fast, and the binary logs, pins and stops on SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -1,7 +1,7 @@
 //! Rooms, the cross-shard broadcast bus and the gateway app (join / leave / publish) on a real
 //! 4-shard server.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
