@@ -6,7 +6,7 @@ use crate::common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::TestServer;
 
@@ -18,18 +18,8 @@ fn run_bench(args: &[&str], json: &Path, deadline: Duration) -> serde_json::Valu
         .arg(json)
         .spawn()
         .expect("starting shardio-bench");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for shardio-bench") {
-            break status;
-        }
-        if start.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("shardio-bench ran past {deadline:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = common::wait_child(&mut child, deadline)
+        .unwrap_or_else(|| panic!("shardio-bench ran past {deadline:?}"));
     assert!(status.success(), "shardio-bench failed: {status}");
     let text = std::fs::read_to_string(json).expect("reading the JSON report");
     let _ = std::fs::remove_file(json);

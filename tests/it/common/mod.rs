@@ -8,6 +8,7 @@ pub mod redis;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, ExitStatus};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -114,12 +115,53 @@ impl TestServer {
 
     /// Waits until `f` holds (polling the server's counters).
     pub fn wait_until(&self, what: &str, f: impl Fn(&Metrics) -> bool) {
-        let deadline = Instant::now() + WAIT;
-        while !f(&self.metrics) {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until(what, || f(&self.metrics));
     }
+}
+
+/// Polls `done` until it holds; fails the test with `what` after `WAIT`. For conditions a test
+/// can observe but not be told of (a counter, a port that starts listening).
+pub fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    assert!(wait_within(WAIT, done), "timed out waiting for {what}");
+}
+
+/// Polls `done` until it holds or `limit` has passed; returns whether it held.
+pub fn wait_within(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+/// [`wait_until`] for async tests: sleeps on the runtime between polls.
+pub async fn wait_until_async(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Waits for `child` to exit within `limit`; kills it (and reaps it) and returns `None` when
+/// it does not.
+pub fn wait_child(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let mut status = None;
+    let exited = wait_within(limit, || {
+        status = child.try_wait().expect("waiting for a child process");
+        status.is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    status
 }
 
 impl Drop for TestServer {

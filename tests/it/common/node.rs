@@ -43,24 +43,19 @@ fn run(program: &Path, script: &str, args: &[&str], dir: &Path, limit: Duration)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if child.try_wait().expect("wait for the script").is_some() {
-            break;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let in_time = super::wait_child(&mut child, limit).is_some();
     let out = child.wait_with_output().expect("script output");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "{} {script} failed ({}):\n{stdout}\n{}",
+        "{} {script} failed ({}{}):\n{stdout}\n{}",
         program.display(),
         out.status,
+        if in_time {
+            ""
+        } else {
+            ", killed: it ran past its limit"
+        },
         String::from_utf8_lossy(&out.stderr)
     );
     stdout

@@ -225,7 +225,7 @@ impl PollingClient {
     }
 
     /// A GET on a fresh connection that the server holds (nothing is queued): read its
-    /// response later.
+    /// response later. The check is a fixed window, since that no answer comes is the point.
     pub fn held_get(&self) -> HttpConn {
         let mut conn = self.start_get();
         assert!(

@@ -3,9 +3,6 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use super::WAIT;
 
 pub struct RedisServer {
     pub port: u16,
@@ -51,11 +48,10 @@ impl RedisServer {
             .spawn()
             .expect("redis-server must be installed (scripts/test.sh installs it)");
         self.child = Some(child);
-        let deadline = Instant::now() + WAIT;
-        while TcpStream::connect(self.addr()).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let addr = self.addr();
+        super::wait_until("redis-server to accept connections", || {
+            TcpStream::connect(addr).is_ok()
+        });
     }
 }
 
