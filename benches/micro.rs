@@ -48,6 +48,9 @@
 //! commit next to it. Under `cargo test --all-targets` criterion runs every benchmark once, as a
 //! smoke test.
 
+// `criterion_group!` defines a public function it cannot document.
+#![allow(missing_docs)]
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::rc::Rc;

@@ -15,6 +15,23 @@ export const client = (url, extra = {}) => new Promise((resolve, reject) => {
 export const once = (socket, event) =>
   new Promise((resolve) => socket.once(event, (...args) => resolve(args)));
 
+/**
+ * Does `action` every `everyMs` until the promise `arrived` settles, and returns what it
+ * resolves to; throws after `limitMs`. For a change that travels apart from what the script can
+ * wait on (a room join sent through Redis): repeat what shows it until it shows.
+ */
+export async function repeatUntil(arrived, action, what, everyMs = 50, limitMs = 5000) {
+  const deadline = Date.now() + limitMs;
+  let settled = false;
+  const result = arrived.finally(() => { settled = true; });
+  while (!settled) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    action();
+    await Promise.race([result, new Promise((r) => setTimeout(r, everyMs))]);
+  }
+  return result;
+}
+
 /** Runs `main`: prints "ok" and exits 0 when it resolves, 1 when it throws, 2 after `limitMs`. */
 export async function runMain(main, limitMs) {
   const timer = setTimeout(() => { console.error("timed out"); process.exit(2); }, limitMs);

@@ -30,7 +30,18 @@ await runMain(async () => {
   const bad = await clients[3].timeout(3000).emitWithAck("publish", { event: "connect" });
   assert.match(bad.error, /reserved/);
 
-  await new Promise((r) => setTimeout(r, 500));
+  // Then a "done" marker from both publishers to everyone. Each publisher's deliveries keep
+  // their order, so once a client has the markers of the publishers other than itself, all
+  // it will get from them (duplicates included) has come.
+  const markers = clients.map((c, i) => new Promise((resolve) => {
+    const waiting = new Set([0, 1].filter((p) => p !== i));
+    c.on("done", (p) => { waiting.delete(p); if (waiting.size === 0) resolve(); });
+  }));
+  for (const p of [0, 1]) {
+    const marker = { to: "all", event: "done", data: p };
+    assert.deepEqual(await clients[p].timeout(3000).emitWithAck("publish", marker), { ok: true });
+  }
+  await Promise.all(markers);
   received.forEach((got, i) => {
     const want = [];
     if (i !== 0) want.push({ hello: 1 });

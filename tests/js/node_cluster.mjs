@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { Server } from "socket.io";
 import { createAdapter } from "@socket.io/redis-adapter";
 import { createClient } from "redis";
-import { client, once, runMain } from "./clients.mjs";
+import { client, once, repeatUntil, runMain } from "./clients.mjs";
 
 const [redisUrl, shardioUrl] = process.argv.slice(2);
 await runMain(async () => {
@@ -59,12 +59,12 @@ await runMain(async () => {
   // Nobody in the room on shardio: a count of 0 must still come.
   assert.deepEqual(await io.timeout(3000).to("empty-room").emitWithAck("ask", 8), []);
 
-  // Node moves shardio's socket between rooms and disconnects it.
+  // Node moves shardio's socket between rooms (through Redis: emit to the room until the
+  // socket is in it) and disconnects it.
   io.in(onShardio.id).socketsJoin("joined-by-node");
-  await new Promise((r) => setTimeout(r, 200));
   const joined = once(onShardio, "after-join");
-  io.to("joined-by-node").emit("after-join", "yes");
-  assert.deepEqual(await joined, ["yes"]);
+  const afterJoin = () => io.to("joined-by-node").emit("after-join", "yes");
+  assert.deepEqual(await repeatUntil(joined, afterJoin, "socketsJoin to reach shardio"), ["yes"]);
   const gone = once(onShardio, "disconnect");
   io.in(onShardio.id).disconnectSockets();
   assert.equal((await gone)[0], "io server disconnect");

@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::{Frame, WAIT};
 
-pub struct AClient {
+pub(crate) struct AClient {
     /// The Socket.IO socket id of namespace `/`.
     pub sid: String,
     out: mpsc::UnboundedSender<Message>,
@@ -19,7 +19,7 @@ pub struct AClient {
 
 impl AClient {
     /// Connects and joins namespace `nsp` (`/` or e.g. `/chat`).
-    pub async fn connect(addr: SocketAddr, nsp: &str) -> AClient {
+    pub(crate) async fn connect(addr: SocketAddr, nsp: &str) -> AClient {
         let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
         let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
             .await
@@ -77,16 +77,16 @@ impl AClient {
         c
     }
 
-    pub fn send(&self, text: &str) {
+    pub(crate) fn send(&self, text: &str) {
         let _ = self.out.send(Message::text(text));
     }
 
-    pub fn send_binary(&self, data: &[u8]) {
+    pub(crate) fn send_binary(&self, data: &[u8]) {
         let _ = self.out.send(Message::binary(data.to_vec()));
     }
 
     /// The next frame, failing the test after `WAIT`.
-    pub async fn recv(&mut self) -> Frame {
+    pub(crate) async fn recv(&mut self) -> Frame {
         tokio::time::timeout(WAIT, self.frames.recv())
             .await
             .expect("a frame in time")
@@ -94,14 +94,14 @@ impl AClient {
     }
 
     /// The next frame if one comes within `wait`.
-    pub async fn try_recv(&mut self, wait: Duration) -> Option<Frame> {
+    pub(crate) async fn try_recv(&mut self, wait: Duration) -> Option<Frame> {
         tokio::time::timeout(wait, self.frames.recv())
             .await
             .ok()
             .flatten()
     }
 
-    pub async fn recv_text(&mut self) -> String {
+    pub(crate) async fn recv_text(&mut self) -> String {
         match self.recv().await {
             Frame::Text(t) => t,
             other => panic!("expected text, got {other:?}"),
@@ -109,7 +109,7 @@ impl AClient {
     }
 
     /// Sends `event` with a JSON argument and ack id `id`, and returns the ack's first argument.
-    pub async fn call(
+    pub(crate) async fn call(
         &mut self,
         nsp_prefix: &str,
         id: u64,

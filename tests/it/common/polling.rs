@@ -9,14 +9,14 @@ use super::WAIT;
 
 /// A response as a test sees it. Header names are lower-cased.
 #[derive(Debug)]
-pub struct Response {
+pub(crate) struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
 impl Response {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
@@ -24,23 +24,23 @@ impl Response {
     }
 
     /// How many times a header appears.
-    pub fn header_count(&self, name: &str) -> usize {
+    pub(crate) fn header_count(&self, name: &str) -> usize {
         self.headers.iter().filter(|(n, _)| n == name).count()
     }
 
-    pub fn text(&self) -> &str {
+    pub(crate) fn text(&self) -> &str {
         std::str::from_utf8(&self.body).expect("UTF-8 body")
     }
 }
 
 /// One client connection; it may carry several requests.
-pub struct HttpConn {
+pub(crate) struct HttpConn {
     stream: TcpStream,
     buf: Vec<u8>,
 }
 
 impl HttpConn {
-    pub fn connect(addr: SocketAddr) -> HttpConn {
+    pub(crate) fn connect(addr: SocketAddr) -> HttpConn {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_nodelay(true).expect("nodelay");
         HttpConn {
@@ -49,12 +49,12 @@ impl HttpConn {
         }
     }
 
-    pub fn send(&mut self, bytes: &[u8]) {
+    pub(crate) fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write request");
     }
 
     /// Sends `METHOD target` with a body (Content-Length) and extra header lines.
-    pub fn request(&mut self, method: &str, target: &str, headers: &[&str], body: &[u8]) {
+    pub(crate) fn request(&mut self, method: &str, target: &str, headers: &[&str], body: &[u8]) {
         let mut req = format!("{method} {target} HTTP/1.1\r\nHost: test\r\n");
         for h in headers {
             req.push_str(h);
@@ -70,13 +70,13 @@ impl HttpConn {
     }
 
     /// The next response; fails the test after `WAIT`.
-    pub fn response(&mut self) -> Response {
+    pub(crate) fn response(&mut self) -> Response {
         self.response_within(WAIT)
             .unwrap_or_else(|| panic!("no response within {WAIT:?}"))
     }
 
     /// The next response if it comes within `limit`.
-    pub fn response_within(&mut self, limit: Duration) -> Option<Response> {
+    pub(crate) fn response_within(&mut self, limit: Duration) -> Option<Response> {
         let deadline = std::time::Instant::now() + limit;
         loop {
             if let Some((response, used)) = parse_response(&self.buf) {
@@ -106,7 +106,7 @@ impl HttpConn {
     }
 
     /// Whether the server closed the connection (reads to the end, within `WAIT`).
-    pub fn is_closed_by_server(&mut self) -> bool {
+    pub(crate) fn is_closed_by_server(&mut self) -> bool {
         self.stream.set_read_timeout(Some(WAIT)).expect("timeout");
         let mut chunk = [0u8; 1024];
         loop {
@@ -152,7 +152,7 @@ fn parse_response(bytes: &[u8]) -> Option<(Response, usize)> {
 }
 
 /// One request on a fresh connection (so, with several shards, on any of them).
-pub fn request(
+pub(crate) fn request(
     addr: SocketAddr,
     method: &str,
     target: &str,
@@ -165,7 +165,7 @@ pub fn request(
 }
 
 /// An Engine.IO polling session, driven by plain HTTP requests.
-pub struct PollingClient {
+pub(crate) struct PollingClient {
     pub addr: SocketAddr,
     pub path: String,
     pub sid: String,
@@ -173,7 +173,7 @@ pub struct PollingClient {
 
 impl PollingClient {
     /// Handshakes on `path` (e.g. `/engine.io/`); returns the client and the open packet JSON.
-    pub fn open(addr: SocketAddr, path: &str) -> (PollingClient, serde_json::Value) {
+    pub(crate) fn open(addr: SocketAddr, path: &str) -> (PollingClient, serde_json::Value) {
         let r = request(
             addr,
             "GET",
@@ -201,32 +201,32 @@ impl PollingClient {
     }
 
     /// The request target of this session's polling requests.
-    pub fn target(&self) -> String {
+    pub(crate) fn target(&self) -> String {
         format!("{}?EIO=4&transport=polling&sid={}", self.path, self.sid)
     }
 
     /// The shard that owns this session.
-    pub fn owner(&self) -> usize {
+    pub(crate) fn owner(&self) -> usize {
         shardio::engineio::Sid::parse(&self.sid)
             .expect("a valid sid")
             .shard()
     }
 
     /// A GET on a fresh connection, waited for.
-    pub fn get(&self) -> Response {
+    pub(crate) fn get(&self) -> Response {
         request(self.addr, "GET", &self.target(), &[], b"")
     }
 
     /// A GET on a fresh connection, left pending: read its response later.
-    pub fn start_get(&self) -> HttpConn {
+    pub(crate) fn start_get(&self) -> HttpConn {
         let mut conn = HttpConn::connect(self.addr);
         conn.request("GET", &self.target(), &[], b"");
         conn
     }
 
     /// A GET on a fresh connection that the server holds (nothing is queued): read its
-    /// response later.
-    pub fn held_get(&self) -> HttpConn {
+    /// response later. The check is a fixed window, since that no answer comes is the point.
+    pub(crate) fn held_get(&self) -> HttpConn {
         let mut conn = self.start_get();
         assert!(
             conn.response_within(Duration::from_millis(100)).is_none(),
@@ -237,7 +237,7 @@ impl PollingClient {
 
     /// Starts a POST on a fresh connection with raw bytes after the request line: header
     /// lines, the blank line, and as much of the body as the test wants sent now.
-    pub fn raw_post(&self, rest: &str) -> HttpConn {
+    pub(crate) fn raw_post(&self, rest: &str) -> HttpConn {
         let mut conn = HttpConn::connect(self.addr);
         let head = format!("POST {} HTTP/1.1\r\nHost: t\r\n{rest}", self.target());
         conn.send(head.as_bytes());
@@ -245,7 +245,7 @@ impl PollingClient {
     }
 
     /// A POST of a payload on a fresh connection.
-    pub fn post(&self, payload: &str) -> Response {
+    pub(crate) fn post(&self, payload: &str) -> Response {
         request(
             self.addr,
             "POST",
@@ -256,7 +256,7 @@ impl PollingClient {
     }
 
     /// POSTs a payload and checks the `ok` answer.
-    pub fn send(&self, payload: &str) {
+    pub(crate) fn send(&self, payload: &str) {
         let r = self.post(payload);
         assert_eq!(
             (r.status, r.text()),
@@ -267,7 +267,7 @@ impl PollingClient {
     }
 
     /// GETs and returns the payload, checking the 200.
-    pub fn recv(&self) -> String {
+    pub(crate) fn recv(&self) -> String {
         let r = self.get();
         assert_eq!(r.status, 200, "GET on {}: {}", self.sid, r.text());
         r.text().to_string()

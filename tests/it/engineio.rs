@@ -1,6 +1,6 @@
 //! Engine.IO v4 over WebSocket against a real 4-shard server (docs/PROTOCOL.md §1).
 
-mod common;
+use crate::common;
 
 use common::{assert_conformance_open_packet, http_request, Frame, TestServer, WsClient};
 

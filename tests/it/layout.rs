@@ -47,8 +47,6 @@ struct Source {
     file: String,
     module: Vec<String>,
     code: String,
-    /// Lines outside `#[cfg(test)]` modules.
-    lines: usize,
 }
 
 fn library_sources() -> Vec<Source> {
@@ -68,12 +66,11 @@ fn library_sources() -> Vec<Source> {
                 .to_string_lossy()
                 .into_owned();
             let text = std::fs::read_to_string(&path).unwrap();
-            let (code, lines) = without_tests(&strip(&text));
+            let (code, _) = without_tests(&strip(&text));
             Source {
                 module: module_path(&rel),
                 file: format!("src/{rel}"),
                 code,
-                lines,
             }
         })
         .collect()

@@ -13,7 +13,7 @@ fn tests_dir(sub: &str) -> PathBuf {
 
 /// Runs `node tests/js/<script> <args...>` and returns its stdout; fails the test with the
 /// script's output when it exits non-zero or takes longer than `limit`.
-pub fn run_script(script: &str, args: &[&str], limit: Duration) -> String {
+pub(crate) fn run_script(script: &str, args: &[&str], limit: Duration) -> String {
     let dir = tests_dir("js");
     assert!(
         dir.join("node_modules/socket.io-client").exists(),
@@ -24,7 +24,7 @@ pub fn run_script(script: &str, args: &[&str], limit: Duration) -> String {
 
 /// Runs `tests/py/<script> <args...>` with the virtualenv's python and returns its stdout;
 /// fails like [`run_script`].
-pub fn run_python(script: &str, args: &[&str], limit: Duration) -> String {
+pub(crate) fn run_python(script: &str, args: &[&str], limit: Duration) -> String {
     let dir = tests_dir("py");
     let python = dir.join(".venv/bin/python");
     assert!(
@@ -43,24 +43,19 @@ fn run(program: &Path, script: &str, args: &[&str], dir: &Path, limit: Duration)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if child.try_wait().expect("wait for the script").is_some() {
-            break;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let in_time = super::wait_child(&mut child, limit).is_some();
     let out = child.wait_with_output().expect("script output");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "{} {script} failed ({}):\n{stdout}\n{}",
+        "{} {script} failed ({}{}):\n{stdout}\n{}",
         program.display(),
         out.status,
+        if in_time {
+            ""
+        } else {
+            ", killed: it ran past its limit"
+        },
         String::from_utf8_lossy(&out.stderr)
     );
     stdout

@@ -1,7 +1,7 @@
 //! The sharded runtime: connections land on every shard, shutdown closes clients with 1001,
 //! bind errors fail fast, and the binary logs, pins and stops on SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -119,16 +119,7 @@ fn binary_logs_startup_pins_more_shards_than_cores_and_stops_on_sigterm() {
     assert!(status.success());
     assert_eq!(c.expect_closed(), Some(1001));
     drop(c);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "shardio exited with {status}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "shardio did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let status = common::wait_child(&mut child, Duration::from_secs(10))
+        .expect("shardio exits after SIGTERM");
+    assert!(status.success(), "shardio exited with {status}");
 }

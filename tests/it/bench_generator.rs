@@ -2,7 +2,7 @@
 //! server picks. Tiny runs must deliver everything exactly once and report non-zero rates in
 //! their JSON. (Speed is measured by `benches/compare.sh`, never asserted here.)
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
@@ -18,18 +18,8 @@ fn run_bench(args: &[&str], json: &Path, deadline: Duration) -> serde_json::Valu
         .arg(json)
         .spawn()
         .expect("starting shardio-bench");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for shardio-bench") {
-            break status;
-        }
-        if start.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("shardio-bench ran past {deadline:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = common::wait_child(&mut child, deadline)
+        .unwrap_or_else(|| panic!("shardio-bench ran past {deadline:?}"));
     assert!(status.success(), "shardio-bench failed: {status}");
     let text = std::fs::read_to_string(json).expect("reading the JSON report");
     let _ = std::fs::remove_file(json);
@@ -76,6 +66,7 @@ fn json_path(name: &str) -> std::path::PathBuf {
 #[test]
 fn fanout_against_shardio_loses_nothing() {
     let server = gateway();
+    let started = Instant::now();
     let r = run_against(
         &server,
         "fanout",
@@ -92,6 +83,7 @@ fn fanout_against_shardio_loses_nothing() {
             "5",
         ],
     );
+    let wall = started.elapsed().as_secs_f64();
     assert_eq!(num(&r, "/subscribers_joined"), 20.0, "{r:#}");
     assert_eq!(num(&r, "/publishers_connected"), 2.0, "{r:#}");
     assert!(
@@ -118,7 +110,25 @@ fn fanout_against_shardio_loses_nothing() {
     assert!(num(&r, "/publishes_per_s") > 0.0, "{r:#}");
     assert!(num(&r, "/deliveries_per_s") > 0.0, "{r:#}");
     assert!(num(&r, "/latency/p99_us") > 0.0, "{r:#}");
-    assert!(num(&r, "/server/cpu_seconds") >= 0.0, "{r:#}");
+    // The server is this process (--server-pid; tests running beside this one count too):
+    // between the generator's two samples it served the whole fanout, so it used CPU time, and
+    // at most what the cores it may run on could give in the time the generator ran (the
+    // samples are taken inside that time).
+    assert_eq!(
+        r["server"]["pids"],
+        serde_json::json!([std::process::id()]),
+        "{r:#}"
+    );
+    let cpu = num(&r, "/server/cpu_seconds");
+    let cores = core_affinity::get_core_ids()
+        .map(|ids| ids.len())
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1) as f64;
+    assert!(
+        cpu > 0.0 && cpu <= wall * cores,
+        "server CPU {cpu} s outside (0, {wall:.2} s x {cores} cores]: {r:#}"
+    );
+    assert!(num(&r, "/server/rss_after_bytes") > 0.0, "{r:#}");
 }
 
 #[test]

@@ -1,14 +1,14 @@
 //! The shared test harness: a real shardio server on 127.0.0.1:0 (stopped on drop) and a
 //! small blocking WebSocket client that speaks raw Engine.IO frames. Every wait has a timeout.
-#![allow(dead_code)] // each test binary uses its own part of the harness
 
-pub mod aclient;
-pub mod node;
-pub mod polling;
-pub mod redis;
+pub(crate) mod aclient;
+pub(crate) mod node;
+pub(crate) mod polling;
+pub(crate) mod redis;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, ExitStatus};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -17,21 +17,20 @@ use shardio::config::{RedisConfig, RuntimeConfig};
 use shardio::metrics::Metrics;
 use shardio::Server;
 use shardio::{Endpoint, ServerError};
-use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
 
 /// How long any single wait in a test may take before the test fails.
-pub const WAIT: Duration = Duration::from_secs(5);
+pub(crate) const WAIT: Duration = Duration::from_secs(5);
 
 /// A server running on its own thread; dropping it shuts it down and joins it.
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub addr: SocketAddr,
     pub metrics: Arc<Metrics>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<Result<(), ServerError>>>,
 }
 
-pub fn runtime(shards: usize) -> RuntimeConfig {
+pub(crate) fn runtime(shards: usize) -> RuntimeConfig {
     RuntimeConfig {
         listen: "127.0.0.1:0".parse().expect("valid address"),
         shards: Some(shards),
@@ -42,12 +41,12 @@ pub fn runtime(shards: usize) -> RuntimeConfig {
 }
 
 impl TestServer {
-    pub fn start(shards: usize, endpoints: Vec<Endpoint>) -> TestServer {
+    pub(crate) fn start(shards: usize, endpoints: Vec<Endpoint>) -> TestServer {
         TestServer::start_with_redis(shards, endpoints, None)
     }
 
     /// A server whose Redis bridge uses `redis` (when given).
-    pub fn start_with_redis(
+    pub(crate) fn start_with_redis(
         shards: usize,
         endpoints: Vec<Endpoint>,
         redis: Option<RedisConfig>,
@@ -73,13 +72,15 @@ impl TestServer {
     }
 
     /// The conformance apps (Engine.IO echo, Socket.IO test app) on 4 shards.
-    pub fn conformance() -> TestServer {
+    pub(crate) fn conformance() -> TestServer {
         TestServer::start(4, shardio::conformance::endpoints())
     }
 
     /// The conformance apps on 4 shards with settings changed by `tune` (e.g. a heartbeat slow
     /// enough that a test need not answer pings).
-    pub fn conformance_with(tune: impl Fn(&mut shardio::engineio::EngineConfig)) -> TestServer {
+    pub(crate) fn conformance_with(
+        tune: impl Fn(&mut shardio::engineio::EngineConfig),
+    ) -> TestServer {
         let mut endpoints = shardio::conformance::endpoints();
         for ep in &mut endpoints {
             tune(&mut ep.engine);
@@ -87,12 +88,12 @@ impl TestServer {
         TestServer::start(4, endpoints)
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// Stops the server and returns what `Server::run` returned.
-    pub fn shutdown(mut self) -> Result<(), ServerError> {
+    pub(crate) fn shutdown(mut self) -> Result<(), ServerError> {
         self.stop_and_join().expect("server thread joins")
     }
 
@@ -106,7 +107,7 @@ impl TestServer {
     }
 
     /// How many shards have opened at least one session.
-    pub fn shards_used(&self) -> usize {
+    pub(crate) fn shards_used(&self) -> usize {
         self.metrics
             .shards()
             .iter()
@@ -115,13 +116,54 @@ impl TestServer {
     }
 
     /// Waits until `f` holds (polling the server's counters).
-    pub fn wait_until(&self, what: &str, f: impl Fn(&Metrics) -> bool) {
-        let deadline = Instant::now() + WAIT;
-        while !f(&self.metrics) {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+    pub(crate) fn wait_until(&self, what: &str, f: impl Fn(&Metrics) -> bool) {
+        wait_until(what, || f(&self.metrics));
     }
+}
+
+/// Polls `done` until it holds; fails the test with `what` after `WAIT`. For conditions a test
+/// can observe but not be told of (a counter, a port that starts listening).
+pub(crate) fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    assert!(wait_within(WAIT, done), "timed out waiting for {what}");
+}
+
+/// Polls `done` until it holds or `limit` has passed; returns whether it held.
+pub(crate) fn wait_within(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+/// [`wait_until`] for async tests: sleeps on the runtime between polls.
+pub(crate) async fn wait_until_async(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Waits for `child` to exit within `limit`; kills it (and reaps it) and returns `None` when
+/// it does not.
+pub(crate) fn wait_child(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let mut status = None;
+    let exited = wait_within(limit, || {
+        status = child.try_wait().expect("waiting for a child process");
+        status.is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    status
 }
 
 impl Drop for TestServer {
@@ -132,7 +174,7 @@ impl Drop for TestServer {
 
 /// What a test client can receive.
 #[derive(Debug, PartialEq)]
-pub enum Frame {
+pub(crate) enum Frame {
     Text(String),
     Binary(Vec<u8>),
     /// A close frame with its code, or the connection ending without one (`None`).
@@ -140,7 +182,7 @@ pub enum Frame {
 }
 
 /// A blocking WebSocket client speaking raw Engine.IO.
-pub struct WsClient {
+pub(crate) struct WsClient {
     ws: WebSocket<TcpStream>,
     /// Answer Engine.IO pings with pongs automatically (and hide them).
     pub auto_pong: bool,
@@ -148,7 +190,10 @@ pub struct WsClient {
 
 impl WsClient {
     /// Opens a WebSocket to `path_and_query` (e.g. `/socket.io/?EIO=4&transport=websocket`).
-    pub fn connect(addr: SocketAddr, path_and_query: &str) -> Result<WsClient, tungstenite::Error> {
+    pub(crate) fn connect(
+        addr: SocketAddr,
+        path_and_query: &str,
+    ) -> Result<WsClient, tungstenite::Error> {
         let stream = TcpStream::connect(addr)?;
         stream.set_read_timeout(Some(WAIT))?;
         stream.set_nodelay(true)?;
@@ -166,7 +211,7 @@ impl WsClient {
     }
 
     /// Opens an Engine.IO session over WebSocket; returns the client and the open packet JSON.
-    pub fn open(addr: SocketAddr, path: &str) -> (WsClient, serde_json::Value) {
+    pub(crate) fn open(addr: SocketAddr, path: &str) -> (WsClient, serde_json::Value) {
         let mut c = WsClient::connect(addr, &format!("{path}?EIO=4&transport=websocket"))
             .expect("websocket handshake");
         let open = c.recv_text();
@@ -176,7 +221,7 @@ impl WsClient {
 
     /// Opens a Socket.IO connection to namespace `/` with `auth`; returns the client and the
     /// socket id from the CONNECT reply.
-    pub fn socketio(addr: SocketAddr, auth: Option<&str>) -> (WsClient, String) {
+    pub(crate) fn socketio(addr: SocketAddr, auth: Option<&str>) -> (WsClient, String) {
         let (mut c, _) = WsClient::open(addr, "/socket.io/");
         c.send_text(&format!("40{}", auth.unwrap_or("")));
         let reply = c.recv_text();
@@ -186,23 +231,23 @@ impl WsClient {
         (c, sid)
     }
 
-    pub fn send_text(&mut self, text: &str) {
+    pub(crate) fn send_text(&mut self, text: &str) {
         self.ws.send(Message::text(text)).expect("send text frame");
     }
 
-    pub fn send_binary(&mut self, data: &[u8]) {
+    pub(crate) fn send_binary(&mut self, data: &[u8]) {
         self.ws
             .send(Message::binary(data.to_vec()))
             .expect("send binary frame");
     }
 
     /// Sends raw bytes on the TCP stream, bypassing WebSocket framing.
-    pub fn send_raw(&mut self, bytes: &[u8]) {
+    pub(crate) fn send_raw(&mut self, bytes: &[u8]) {
         self.ws.get_mut().write_all(bytes).expect("raw write");
     }
 
     /// The next frame (pings are answered and skipped when `auto_pong`).
-    pub fn recv(&mut self) -> Frame {
+    pub(crate) fn recv(&mut self) -> Frame {
         loop {
             match self.ws.read() {
                 Ok(Message::Text(t)) if self.auto_pong && t.as_str() == "2" => {
@@ -227,14 +272,14 @@ impl WsClient {
         }
     }
 
-    pub fn recv_text(&mut self) -> String {
+    pub(crate) fn recv_text(&mut self) -> String {
         match self.recv() {
             Frame::Text(t) => t,
             other => panic!("expected a text frame, got {other:?}"),
         }
     }
 
-    pub fn recv_binary(&mut self) -> Vec<u8> {
+    pub(crate) fn recv_binary(&mut self) -> Vec<u8> {
         match self.recv() {
             Frame::Binary(b) => b,
             other => panic!("expected a binary frame, got {other:?}"),
@@ -242,7 +287,7 @@ impl WsClient {
     }
 
     /// Reads until the connection closes; returns the close code if a close frame came.
-    pub fn expect_closed(&mut self) -> Option<u16> {
+    pub(crate) fn expect_closed(&mut self) -> Option<u16> {
         loop {
             match self.recv() {
                 Frame::Closed(code) => return code,
@@ -254,7 +299,7 @@ impl WsClient {
 
 /// Sends a raw HTTP request and returns (status, headers, body). The request must ask for
 /// `Connection: close` or be answered with one.
-pub fn http_request(addr: SocketAddr, request: &str) -> (u16, String, String) {
+pub(crate) fn http_request(addr: SocketAddr, request: &str) -> (u16, String, String) {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(WAIT)).expect("timeout");
     stream.write_all(request.as_bytes()).expect("write request");
@@ -292,7 +337,7 @@ fn parse_response(bytes: &[u8]) -> Option<(u16, String, String)> {
 
 /// Checks an open packet of the conformance apps: exactly Node's keys (§1.2), the suites'
 /// timings, and the upgrades the transport offers.
-pub fn assert_conformance_open_packet(open: &serde_json::Value, upgrades: &[&str]) {
+pub(crate) fn assert_conformance_open_packet(open: &serde_json::Value, upgrades: &[&str]) {
     let keys: std::collections::HashSet<&str> = open
         .as_object()
         .expect("open packet is an object")
@@ -318,9 +363,4 @@ pub fn assert_conformance_open_packet(open: &serde_json::Value, upgrades: &[&str
     assert!(sid
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-}
-
-/// The close code of a close frame, as a number.
-pub fn code(c: CloseCode) -> u16 {
-    u16::from(c)
 }

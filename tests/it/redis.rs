@@ -1,7 +1,7 @@
 //! The Redis bridge between machines: several shardio servers (2 shards each) in one test, one
 //! real `redis-server` started by the test, real WebSocket clients.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -49,7 +49,8 @@ async fn next_event(c: &mut AClient) -> (String, Value, Vec<Vec<u8>>) {
     (v[0].as_str().expect("name").to_owned(), v[1].clone(), bins)
 }
 
-/// Nothing more arrives for a while.
+/// Nothing more arrives for a while: a fixed window on purpose, since that nothing arrives is
+/// the check.
 async fn assert_quiet(c: &mut AClient, who: &str) {
     if let Some(frame) = c.try_recv(Duration::from_millis(300)).await {
         panic!("{who} got an unexpected frame: {frame:?}");
@@ -421,29 +422,26 @@ async fn malformed_messages_from_redis_are_counted_and_dropped() {
     assert_eq!(a.metrics.bridge().connected(), 1);
 }
 
-#[test]
-fn a_node_socketio_server_and_shardio_share_one_redis() {
+/// Runs `node tests/js/<script> <redis-url> <shardio-url>` against a gateway bridged to a
+/// Redis of its own, and checks its "ok"; returns the gateway (then its Redis) for more checks.
+fn script_against_a_bridged_gateway(script: &str, limit: Duration) -> (TestServer, RedisServer) {
     let redis = RedisServer::start();
     let shardio = gateway(&redis);
-    let out = common::node::run_script(
-        "node_cluster.mjs",
-        &[&redis.url(), &shardio.url()],
-        Duration::from_secs(45),
-    );
+    let out = common::node::run_script(script, &[&redis.url(), &shardio.url()], limit);
     assert_eq!(out.trim(), "ok");
+    (shardio, redis)
+}
+
+#[test]
+fn a_node_socketio_server_and_shardio_share_one_redis() {
+    let (shardio, _redis) =
+        script_against_a_bridged_gateway("node_cluster.mjs", Duration::from_secs(45));
     assert_eq!(shardio.metrics.bridge().malformed(), 0);
 }
 
 #[test]
 fn the_redis_emitter_reaches_shardio_clients() {
-    let redis = RedisServer::start();
-    let shardio = gateway(&redis);
-    let out = common::node::run_script(
-        "emitter.mjs",
-        &[&redis.url(), &shardio.url()],
-        Duration::from_secs(25),
-    );
-    assert_eq!(out.trim(), "ok");
+    script_against_a_bridged_gateway("emitter.mjs", Duration::from_secs(25));
 }
 
 /// `deploy/haproxy.cfg` in front of `backends`, on a free port; killed on drop.
@@ -494,11 +492,9 @@ impl Haproxy {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start haproxy");
-        let deadline = Instant::now() + WAIT;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "haproxy did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::wait_until("haproxy to accept connections", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
         Haproxy {
             port,
             child,

@@ -1,7 +1,7 @@
 //! Socket.IO v5 against a real 4-shard server (docs/PROTOCOL.md §2): namespaces, auth, events,
 //! acks both ways, binary attachments, invalid packets, connect timeout.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

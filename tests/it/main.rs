@@ -1,0 +1,15 @@
+//! shardio's integration tests, in one test binary so that the harness (`common`) and the
+//! library are compiled and linked once: `cargo test --test it`, or one module with
+//! `cargo test --test it gateway::`. The real-client scripts stay in `tests/js/` and `tests/py/`.
+
+mod common;
+mod layout;
+
+mod bench_generator;
+mod engineio;
+mod gateway;
+mod polling;
+mod real_client;
+mod redis;
+mod runtime;
+mod socketio;
