@@ -6,7 +6,7 @@
 //!   name resolves (through re-exports) to the file that defines it. A file using what one of
 //!   its ancestors' own `mod.rs` defines is not counted: a folder's `mod.rs` is the core its
 //!   files build on;
-//! - no source file over 700 lines outside its tests;
+//! - no source file over 700 lines (blank lines and comments included) outside its tests;
 //! - nothing in the repository points outside it.
 //!
 //! The parser is deliberately small: it strips comments and literals, skips `#[cfg(test)]`
@@ -212,7 +212,7 @@ fn without_tests(code: &str) -> (String, usize) {
         rest = &item[end..];
     }
     out.push_str(rest);
-    let lines = out.lines().filter(|l| !l.trim().is_empty()).count();
+    let lines = out.lines().count();
     (out, lines)
 }
 
@@ -735,5 +735,5 @@ fn the_parser_reads_use_trees_and_paths() {
     let (kept, lines) =
         without_tests("fn a() {}\n#[cfg(test)]\nmod tests {\n fn b() { {} }\n}\nfn c() {}\n");
     assert!(kept.contains("fn a") && kept.contains("fn c") && !kept.contains("fn b"));
-    assert_eq!(lines, 2);
+    assert_eq!(lines, 3);
 }
