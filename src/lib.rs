@@ -29,6 +29,8 @@
 //! The library API is what this file exports: the public modules above and the re-exports
 //! below. Everything else is internal (`pub(crate)`).
 
+mod api;
+pub mod auth;
 pub mod config;
 pub mod conformance;
 pub mod engineio;
@@ -124,6 +126,30 @@ pub fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Re-reads the JWT key files on every SIGHUP, for the life of the process, on a thread of its
+/// own. The handler is in place when this returns (a SIGHUP would otherwise end the process).
+/// A reload that fails keeps the previous keys and logs why.
+pub fn reload_keys_on_sighup(verifier: std::sync::Arc<auth::Verifier>) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut hangups = runtime.block_on(async { signal(SignalKind::hangup()) })?;
+    std::thread::Builder::new()
+        .name("sighup".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                while hangups.recv().await.is_some() {
+                    match verifier.reload() {
+                        Ok(keys) => tracing::info!(keys, "SIGHUP: JWT keys reloaded"),
+                        Err(e) => tracing::error!(error = %e, "SIGHUP: JWT keys not reloaded, the previous keys stay"),
+                    }
+                }
+            });
+        })?;
+    Ok(())
 }
 
 /// Completes on SIGINT or SIGTERM.

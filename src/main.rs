@@ -1,8 +1,10 @@
-//! The `shardio` binary: parse the configuration, set up logging, run until SIGINT or SIGTERM.
+//! The `shardio` binary: parse the configuration, set up logging, load the JWT keys (re-read on
+//! SIGHUP), run until SIGINT or SIGTERM.
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use shardio::auth::Verifier;
 use shardio::{gateway, Config, Server};
 
 fn main() -> ExitCode {
@@ -19,8 +21,31 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let server = server.with_redis(config.redis.clone());
-    match server.run(gateway::endpoints(&config), shardio::shutdown_signal()) {
+    let verifier = match Verifier::from_config(&config.auth) {
+        Ok(verifier) => verifier,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(verifier) = &verifier {
+        if let Err(e) = shardio::reload_keys_on_sighup(verifier.clone()) {
+            tracing::error!("cannot watch SIGHUP: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let server = match server
+        .with_redis(config.redis.clone())
+        .with_api(config.api.clone())
+    {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let endpoints = gateway::endpoints(&config, verifier);
+    match server.run(endpoints, shardio::shutdown_signal()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

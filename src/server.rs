@@ -7,16 +7,17 @@ use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
 use crate::bus::Bus;
-use crate::config::{RedisConfig, RuntimeConfig};
+use crate::config::{defaults, ApiConfig, RedisConfig, RuntimeConfig};
 use crate::listener;
 use crate::metrics::Metrics;
 use crate::redis_bridge::{self, BridgeError, BridgeSetup};
-use crate::shard::{self, Endpoint, ShardSetup};
+use crate::shard::{self, Endpoint, ShardApi, ShardSetup};
 
 /// Why the server could not start or did not stop cleanly.
 #[derive(Debug, Error)]
@@ -49,6 +50,14 @@ pub struct Server {
     metrics: Arc<Metrics>,
     addr: SocketAddr,
     redis: Option<RedisConfig>,
+    api: Option<ApiSetup>,
+}
+
+/// The backend API: its keys, and its own listeners when it is not on the public address.
+#[derive(Debug)]
+struct ApiSetup {
+    keys: Arc<[String]>,
+    internal: Option<(SocketAddr, Vec<TcpListener>)>,
 }
 
 impl Server {
@@ -67,7 +76,38 @@ impl Server {
             metrics: Arc::new(Metrics::new(count)),
             addr,
             redis: None,
+            api: None,
         })
+    }
+
+    /// Serves the backend API (`/api/v1/`) for the first Socket.IO endpoint, with these keys:
+    /// on `config.internal_listen` (bound here, one listener per shard) when set, else on the
+    /// public address. Without any key the API is off.
+    pub fn with_api(mut self, config: ApiConfig) -> Result<Self, ServerError> {
+        if config.keys.is_empty() {
+            if let Some(addr) = config.internal_listen {
+                tracing::warn!(%addr, "--internal-listen without --api-key: the API is off");
+            }
+            return Ok(self);
+        }
+        let internal = match config.internal_listen {
+            Some(addr) => {
+                let listeners = listener::bind_group(addr, self.listeners.len())
+                    .map_err(|source| ServerError::Bind { addr, source })?;
+                Some((listeners[0].local_addr()?, listeners))
+            }
+            None => None,
+        };
+        self.api = Some(ApiSetup {
+            keys: config.keys.into(),
+            internal,
+        });
+        Ok(self)
+    }
+
+    /// The address of the API's own listeners (`--internal-listen`), with the real port.
+    pub fn internal_addr(&self) -> Option<SocketAddr> {
+        self.api.as_ref()?.internal.as_ref().map(|(addr, _)| *addr)
     }
 
     /// Shares the Socket.IO endpoint's namespaces with other machines through Redis (a no-op
@@ -107,6 +147,22 @@ impl Server {
             "shardio listening"
         );
         let (mut bus, inboxes) = Bus::new(count, self.runtime.bus_capacity, self.metrics.clone());
+        // How long an API question waits for the other shards and machines.
+        let api_timeout = self.redis.as_ref().map_or(
+            Duration::from_millis(defaults::REDIS_REQUESTS_TIMEOUT_MS),
+            |r| r.requests_timeout(),
+        );
+        let (api_keys, api_listeners) = match self.api {
+            Some(ApiSetup { keys, internal }) => {
+                let listeners = internal.map(|(addr, listeners)| {
+                    tracing::info!(address = %addr, "backend API listening");
+                    listeners
+                });
+                (Some(keys), listeners.unwrap_or_default())
+            }
+            None => (None, Vec::new()),
+        };
+        let mut api_listeners = api_listeners.into_iter();
         let (bridge, bridged) = match self.redis {
             Some(config) => match start_bridge(config, &endpoints, &mut bus, &self.metrics)? {
                 Some((handle, endpoint)) => (Some(handle), Some(endpoint)),
@@ -133,6 +189,11 @@ impl Server {
                 inbox,
                 stop: stop_rx.clone(),
                 shutdown_timeout: self.runtime.shutdown_timeout(),
+                api: api_keys.clone().map(|keys| ShardApi {
+                    keys,
+                    listener: api_listeners.next(),
+                    timeout: api_timeout,
+                }),
             };
             let exit = ExitNotice(exit_tx.clone(), id);
             let handle = thread::Builder::new()

@@ -35,8 +35,20 @@ pub struct SocketInfo {
     pub handshake: Value,
     /// Its rooms, its own id included.
     pub rooms: Vec<String>,
-    /// The application's data for the socket (`{}` for shardio sockets).
+    /// The application's `socket.data` (`{}` unless the application set it).
     pub data: Value,
+    /// The machine and shard holding it, when a shardio server holds it (`None` for sockets
+    /// of Node servers).
+    pub location: Option<SocketLocation>,
+}
+
+/// Where a socket lives in a shardio cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketLocation {
+    /// The server's `--node-name`.
+    pub machine: String,
+    /// The shard that owns it.
+    pub shard: usize,
 }
 
 /// Bits of an ack id that count; the low byte above them says who issued it.

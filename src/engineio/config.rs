@@ -24,6 +24,9 @@ pub struct EngineConfig {
     /// Name of a cookie set to the sid on the handshake response, for load balancers that stick
     /// by cookie. Default none.
     pub cookie: Option<String>,
+    /// Origins allowed to make requests, lower-cased; a request with another `Origin` header
+    /// gets 403 before any session exists, one without it is allowed. Default none (any).
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 impl Default for EngineConfig {
@@ -36,6 +39,7 @@ impl Default for EngineConfig {
             upgrade_timeout: Duration::from_millis(defaults::UPGRADE_TIMEOUT_MS),
             cors: None,
             cookie: None,
+            allowed_origins: None,
         }
     }
 }
@@ -50,6 +54,14 @@ impl EngineConfig {
             max_buffered_bytes: config.max_buffered_bytes,
             cors: CorsPolicy::from_origins(&config.cors_origins, config.cors_credentials),
             cookie: config.cookie.clone(),
+            allowed_origins: (!config.auth.allowed_origins.is_empty()).then(|| {
+                config
+                    .auth
+                    .allowed_origins
+                    .iter()
+                    .map(|o| o.to_ascii_lowercase())
+                    .collect()
+            }),
             ..EngineConfig::default()
         }
     }

@@ -14,6 +14,7 @@ use super::session::{Session, Transport};
 use super::shard::EngineShard;
 use crate::bus::Bus;
 use crate::connection;
+use crate::protocol::engineio::HandshakeError;
 use crate::protocol::frame::OutFrame;
 use crate::protocol::http::{BodyFraming, Refusal, RequestHead};
 
@@ -133,17 +134,17 @@ impl Engine {
         }
         let status = refusal.status();
         let json;
-        let (reply, leftover) = match refusal {
-            Refusal::EngineIo(err) => {
+        let (reply, leftover) = match (refusal.engineio_error(), refusal) {
+            (Some(err), _) => {
                 json = err.json_body();
                 let reply = Reply::new(status, json.as_bytes()).content_type("application/json");
                 (reply, leftover)
             }
             // What follows on the connection cannot be trusted to start a request.
-            Refusal::Body(_) | Refusal::OwnerBusy => {
+            (None, Refusal::Body(_) | Refusal::OwnerBusy) => {
                 (Reply::new(status, b"").closing(), Vec::new())
             }
-            _ => (Reply::new(status, b""), leftover),
+            (None, _) => (Reply::new(status, b""), leftover),
         };
         self.reply(stream, head, leftover, reply).await
     }
@@ -244,10 +245,10 @@ impl<'a> Reply<'a> {
 /// Node's `abortUpgrade`: a raw response, then the connection is closed.
 async fn abort_upgrade(mut stream: TcpStream, refusal: Refusal) {
     let status = refusal.upgrade_status();
-    let message = match refusal {
-        Refusal::EngineIo(err) => err.message(),
-        other => crate::protocol::http::reason(other.status()),
-    };
+    let message = refusal.engineio_error().map_or_else(
+        || crate::protocol::http::reason(status),
+        HandshakeError::message,
+    );
     let headers = [("Connection", "close"), ("Content-type", "text/html")];
     if connection::write(&mut stream, status, &headers, message.as_bytes()).await {
         let _ = stream.shutdown().await;

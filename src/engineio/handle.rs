@@ -37,6 +37,11 @@ impl Engine {
         leftover: Vec<u8>,
         address: SocketAddr,
     ) -> Handled {
+        if !self.origin_allowed(&head) {
+            return self
+                .refuse(stream, &head, leftover, Refusal::OriginNotAllowed)
+                .await;
+        }
         let upgrade = head.is_websocket_upgrade();
         if !upgrade && head.method == "OPTIONS" {
             if let Some(cors) = &self.config.cors {
@@ -102,6 +107,14 @@ impl Engine {
                 .await;
         }
         polling::serve(self, session, stream, head, leftover).await
+    }
+
+    /// Whether the request's `Origin` (if it has one) is on the allow-list (if there is one).
+    fn origin_allowed(&self, head: &RequestHead) -> bool {
+        match (&self.config.allowed_origins, head.header("origin")) {
+            (Some(allowed), Some(origin)) => allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)),
+            _ => true,
+        }
     }
 
     /// A request without a sid: a new session, if `handshake()` agrees.

@@ -75,6 +75,14 @@ pub enum Refusal {
     /// The shard that owns the session cannot take the request now (its inbox is full, or it
     /// is stopping); the client may retry.
     OwnerBusy,
+    /// The request's `Origin` is not on the allow-list (`--allowed-origin`).
+    OriginNotAllowed,
+    /// An API request without a valid `Authorization: Bearer` key.
+    Unauthorized,
+    /// A route that exists, asked with a method it does not take.
+    MethodNotAllowed,
+    /// An API request whose body is not the JSON the route takes.
+    InvalidRequest,
 }
 
 impl From<HandshakeError> for Refusal {
@@ -99,6 +107,20 @@ impl Refusal {
             // Node's polling transport answers any other method 500.
             Refusal::PollingMethod => 500,
             Refusal::OwnerBusy => 503,
+            Refusal::OriginNotAllowed => 403,
+            Refusal::Unauthorized => 401,
+            Refusal::MethodNotAllowed => 405,
+            Refusal::InvalidRequest => 400,
+        }
+    }
+
+    /// The Engine.IO error a polling client is told in Node's JSON body, if the refusal is one:
+    /// Engine.IO's own, and a disallowed Origin (Node's `Forbidden`).
+    pub fn engineio_error(self) -> Option<HandshakeError> {
+        match self {
+            Refusal::EngineIo(err) => Some(err),
+            Refusal::OriginNotAllowed => Some(HandshakeError::Forbidden),
+            _ => None,
         }
     }
 
@@ -437,10 +459,13 @@ pub fn reason(status: u16) -> &'static str {
     match status {
         101 => "Switching Protocols",
         200 => "OK",
+        202 => "Accepted",
         204 => "No Content",
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
+        405 => "Method Not Allowed",
         408 => "Request Timeout",
         413 => "Payload Too Large",
         431 => "Request Header Fields Too Large",
@@ -483,6 +508,10 @@ mod tests {
             (Refusal::PollingMisuse, 400),
             (Refusal::PollingMethod, 500),
             (Refusal::OwnerBusy, 503),
+            (Refusal::OriginNotAllowed, 403),
+            (Refusal::Unauthorized, 401),
+            (Refusal::MethodNotAllowed, 405),
+            (Refusal::InvalidRequest, 400),
         ];
         for (refusal, status) in cases {
             assert_eq!(refusal.status(), status, "{refusal:?}");
@@ -493,6 +522,7 @@ mod tests {
             400
         );
         assert_eq!(Refusal::OwnerBusy.upgrade_status(), 503);
+        assert_eq!(Refusal::OriginNotAllowed.upgrade_status(), 403);
     }
 
     const REQ: &[u8] = b"GET /socket.io/?EIO=4&transport=websocket&t=N%20x HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: WebSocket\r\n\r\nrest";

@@ -5,8 +5,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::bus::cluster::{BroadcastOpts, SocketInfo};
-use crate::protocol::adapter::{self, AdapterError, JsValue, RemoteSocket};
+use crate::bus::cluster::{BroadcastOpts, SocketInfo, SocketLocation};
+use crate::protocol::adapter::{self, AdapterError, JsValue, RemoteLocation, RemoteSocket};
 use crate::protocol::socketio::Payload;
 
 /// `[event, ...args]`, binaries back in place, as Node's adapter carries an EVENT's data.
@@ -66,6 +66,10 @@ pub(crate) fn remote_socket(info: SocketInfo) -> RemoteSocket {
         data: plain(&info.data),
         id: info.id,
         rooms: info.rooms,
+        location: info.location.map(|l| RemoteLocation {
+            machine: l.machine,
+            shard: l.shard as u64,
+        }),
     }
 }
 
@@ -75,6 +79,12 @@ pub(crate) fn socket_info(socket: RemoteSocket) -> SocketInfo {
         data: serde_json::to_value(&socket.data).unwrap_or(Value::Null),
         id: socket.id,
         rooms: socket.rooms,
+        location: socket.location.and_then(|l| {
+            Some(SocketLocation {
+                machine: l.machine,
+                shard: usize::try_from(l.shard).ok()?,
+            })
+        }),
     }
 }
 
@@ -161,9 +171,13 @@ mod tests {
             handshake: json!({"auth": {"_placeholder": true, "num": 0}}),
             rooms: vec!["x".into()],
             data: json!({}),
+            location: Some(SocketLocation {
+                machine: "m".into(),
+                shard: 2,
+            }),
         };
         let remote = remote_socket(info.clone());
-        assert_eq!(socket_info(remote), info);
+        assert_eq!(socket_info(remote), info, "the location crosses Redis too");
     }
 
     #[test]

@@ -395,6 +395,7 @@ mod tests {
             handshake: serde_json::Value::Null,
             rooms: vec![id.into()],
             data: serde_json::json!({}),
+            location: None,
         }
     }
 

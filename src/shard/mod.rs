@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::api::Api;
 use crate::bus::{Bus, ShardMsg};
 use crate::engineio::{CloseReason, Engine, EngineShard};
 use crate::metrics::Metrics;
@@ -36,6 +37,17 @@ pub(crate) struct ShardSetup {
     /// Turns true when the server shuts down.
     pub(crate) stop: watch::Receiver<bool>,
     pub(crate) shutdown_timeout: Duration,
+    /// The backend API, when an API key is configured.
+    pub(crate) api: Option<ShardApi>,
+}
+
+/// The backend API of one shard.
+pub(crate) struct ShardApi {
+    pub(crate) keys: Arc<[String]>,
+    /// This shard's listener of `--internal-listen`; `None`: the API is on the public port.
+    pub(crate) listener: Option<StdListener>,
+    /// How long a cluster-wide question waits.
+    pub(crate) timeout: Duration,
 }
 
 /// One endpoint on this shard: its Engine.IO side, and its Socket.IO side when it has one
@@ -75,43 +87,54 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
         inbox,
         mut stop,
         shutdown_timeout,
+        api,
         ..
     } = setup;
     let listener = TcpListener::from_std(listener)?;
-    let shard = Rc::new(EngineShard::new(id, count, metrics));
+    let shard = Rc::new(EngineShard::new(id, count, metrics.clone()));
     tokio::task::spawn_local(shard.run_flusher());
     let served: Vec<ShardEndpoint> = endpoints
         .iter()
         .enumerate()
         .map(|(index, ep)| start_endpoint(&shard, &bus, index, ep, bridged == Some(index)))
         .collect();
-    let router = Rc::new(Router::new(
-        endpoints
-            .iter()
-            .zip(&served)
-            .map(|(ep, served)| (ep.path.clone(), served.engine.clone()))
-            .collect(),
-    ));
+    let (api, api_listener) = match api {
+        Some(api) => {
+            let listener = api.listener.map(TcpListener::from_std).transpose()?;
+            let api = start_api(&endpoints, &served, api.keys, api.timeout, bridged, metrics);
+            (api, listener)
+        }
+        None => (None, None),
+    };
+    let routes = endpoints
+        .iter()
+        .zip(&served)
+        .map(|(ep, served)| (ep.path.clone(), served.engine.clone()))
+        .collect();
+    // With an internal listener the API is there only, not on the public port.
+    let public_api = if api_listener.is_some() {
+        None
+    } else {
+        api.clone()
+    };
+    let router = Rc::new(Router::new(routes, public_api));
+    let internal = api_listener.map(|l| (l, Rc::new(Router::new(Vec::new(), api))));
     tokio::task::spawn_local(read_inbox(inbox, served, router.clone()));
 
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, address)) => {
-                    let _ = stream.set_nodelay(true);
-                    tokio::task::spawn_local(router::serve(router.clone(), stream, address));
+            accepted = listener.accept() => on_accept(id, &router, accepted).await,
+            accepted = accept(&internal) => {
+                if let Some((_, internal)) = &internal {
+                    on_accept(id, internal, accepted).await;
                 }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(shard = id, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
+            }
             _ = stop.wait_for(|stop| *stop) => break,
         }
     }
 
     // Shutdown: stop accepting, close every session with 1001, drain with a deadline.
+    drop(internal);
     drop(listener);
     shard.close_all(CloseReason::ServerShutdown);
     if tokio::time::timeout(shutdown_timeout, shard.drained())
@@ -125,6 +148,65 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Accepts on the internal listener, if there is one (never completes otherwise).
+async fn accept(
+    internal: &Option<(TcpListener, Rc<Router>)>,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match internal {
+        Some((listener, _)) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves an accepted connection on its own task.
+async fn on_accept(
+    id: usize,
+    router: &Rc<Router>,
+    accepted: std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)>,
+) {
+    match accepted {
+        Ok((stream, address)) => {
+            let _ = stream.set_nodelay(true);
+            tokio::task::spawn_local(router::serve(router.clone(), stream, address));
+        }
+        Err(e) => {
+            // Out of file descriptors and the like: back off instead of spinning.
+            tracing::warn!(shard = id, error = %e, "accept failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The backend API of this shard, acting on the first Socket.IO endpoint; `None` (with a
+/// warning) when there is none.
+fn start_api(
+    endpoints: &[Endpoint],
+    served: &[ShardEndpoint],
+    keys: Arc<[String]>,
+    timeout: Duration,
+    bridged: Option<usize>,
+    metrics: Arc<Metrics>,
+) -> Option<Rc<Api>> {
+    let Some((index, sio)) = served
+        .iter()
+        .enumerate()
+        .find_map(|(i, s)| Some((i, s.socketio.clone()?)))
+    else {
+        tracing::warn!("--api-key given, but no endpoint serves Socket.IO: the API is off");
+        return None;
+    };
+    let max_payload = endpoints[index].engine.max_payload;
+    let api = Api::new(
+        keys,
+        sio,
+        metrics,
+        bridged == Some(index),
+        max_payload,
+        timeout,
+    );
+    Some(Rc::new(api))
 }
 
 /// Builds endpoint `index` on this shard: its app instance and its Engine.IO side.

@@ -7,19 +7,21 @@ use std::rc::Rc;
 
 use tokio::net::TcpStream;
 
+use crate::api::{self, Api};
 use crate::bus::Handoff;
 use crate::connection;
 use crate::engineio::{Engine, Handled};
 use crate::protocol::http::{BodyFraming, Refusal, RequestHead};
 
-/// The endpoints of one shard, by path prefix.
+/// The endpoints of one shard, by path prefix, and the backend API when it is served here.
 pub(super) struct Router {
     routes: Vec<(String, Rc<Engine>)>,
+    api: Option<Rc<Api>>,
 }
 
 impl Router {
-    pub(super) fn new(routes: Vec<(String, Rc<Engine>)>) -> Self {
-        Router { routes }
+    pub(super) fn new(routes: Vec<(String, Rc<Engine>)>, api: Option<Rc<Api>>) -> Self {
+        Router { routes, api }
     }
 
     fn route(&self, path: &str) -> Option<&Rc<Engine>> {
@@ -105,6 +107,13 @@ async fn route(
     leftover: Vec<u8>,
     address: SocketAddr,
 ) -> Option<(TcpStream, Vec<u8>)> {
+    if let Some(api) = router
+        .api
+        .as_ref()
+        .filter(|_| head.path.starts_with(api::PREFIX))
+    {
+        return api.handle(stream, head, leftover).await;
+    }
     match router.route(&head.path) {
         Some(engine) => match engine.handle(stream, head, leftover, address).await {
             Handled::KeepAlive(s, rest) => Some((s, rest)),

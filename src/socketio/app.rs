@@ -7,11 +7,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::broadcast::BroadcastOperator;
 use super::client::{Client, ConnectDeadlines};
 use super::link::ClusterLink;
 use super::namespace::Namespace;
 use super::NsShard;
-use crate::bus::cluster::{Origin, SioMsg};
+use crate::bus::cluster::{BroadcastOpts, Origin, SioMsg};
 use crate::bus::Bus;
 use crate::config::{defaults, Config};
 use crate::engineio::{Connection, EngineApp, EngineShard, Session};
@@ -23,6 +24,8 @@ pub struct SocketIoConfig {
     pub connect_timeout: Duration,
     /// Binary attachments accepted per packet.
     pub max_attachments: usize,
+    /// This server's name in the locations of its sockets (`--node-name`).
+    pub node_name: String,
 }
 
 impl Default for SocketIoConfig {
@@ -30,6 +33,7 @@ impl Default for SocketIoConfig {
         SocketIoConfig {
             connect_timeout: Duration::from_millis(defaults::CONNECT_TIMEOUT_MS),
             max_attachments: defaults::MAX_ATTACHMENTS,
+            node_name: defaults::node_name(),
         }
     }
 }
@@ -39,7 +43,8 @@ impl SocketIoConfig {
     pub fn from_config(config: &Config) -> Self {
         SocketIoConfig {
             connect_timeout: config.connect_timeout(),
-            ..SocketIoConfig::default()
+            max_attachments: defaults::MAX_ATTACHMENTS,
+            node_name: config.node_name(),
         }
     }
 }
@@ -128,11 +133,12 @@ impl SocketIo {
         let link = Rc::new(ClusterLink::new(bus, shard.id, endpoint, bridged));
         let connect_deadlines = Rc::new(ConnectDeadlines::default());
         tokio::task::spawn_local(connect_deadlines.clone().enforce());
+        let node: Rc<str> = Rc::from(self.config.node_name.as_str());
         let namespaces = self
             .namespaces
             .iter()
             .map(|(name, def)| {
-                let ns = NsShard::new(name.clone(), def.clone(), link.clone());
+                let ns = NsShard::new(name.clone(), def.clone(), link.clone(), node.clone());
                 (name.clone(), Rc::new(ns))
             })
             .collect();
@@ -155,6 +161,13 @@ pub(crate) struct SioShard {
 }
 
 impl SioShard {
+    /// A broadcast operator on namespace `nsp` of this shard (for the backend API), if the
+    /// application serves it.
+    pub(crate) fn operator(&self, nsp: &str) -> Option<BroadcastOperator> {
+        let ns = self.namespaces.get(nsp)?;
+        Some(BroadcastOperator::new(ns.clone(), BroadcastOpts::default()))
+    }
+
     /// A message from another shard or the bridge, for one of this endpoint's namespaces.
     pub(crate) fn on_bus(&self, from: Origin, msg: SioMsg) {
         match self.namespaces.get(msg.nsp()) {

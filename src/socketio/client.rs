@@ -9,8 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::namespace::ConnectError;
-use super::socket::{DisconnectReason, Socket};
+use super::socket::{ConnectError, DisconnectReason, Socket};
 use super::NsShard;
 use crate::engineio::{CloseReason, Connection, EngineShard, Message, Session};
 use crate::protocol::socketio::{self as codec, control_frame, PacketType};
@@ -231,6 +230,14 @@ impl Client {
             }
         }
         let socket = Socket::new(self.engine.next_sid(), ns.clone(), session.clone(), auth);
+        if let Some(e) = ns.def.middlewares.iter().find_map(|m| m(&socket).err()) {
+            let _ = session.send(&[control_frame(
+                PacketType::ConnectError,
+                nsp,
+                Some(&e.to_json()),
+            )]);
+            return;
+        }
         let reply = json!({"sid": socket.id().as_str()});
         if session
             .send(&[control_frame(PacketType::Connect, nsp, Some(&reply))])

@@ -38,10 +38,12 @@ pub(crate) use app::SioShard;
 pub use app::{SocketIo, SocketIoConfig};
 pub use broadcast::{BroadcastAckError, BroadcastOperator};
 pub use cluster::{Incomplete, ServerSideAck};
-pub use namespace::{ConnectError, Namespace};
-pub use socket::{AckError, AckSender, DisconnectReason, EmitError, Socket};
+pub use namespace::Namespace;
+pub use socket::{
+    AckError, AckSender, ConnectError, DisconnectReason, EmitError, Extensions, Socket, WeakSocket,
+};
 
-pub use crate::bus::cluster::{BroadcastOpts, SocketInfo};
+pub use crate::bus::cluster::{BroadcastOpts, SocketInfo, SocketLocation};
 
 use crate::bus::cluster::{ack_id, Origin};
 use crate::engineio::{Session, Sid};
@@ -56,6 +58,8 @@ pub(crate) struct NsShard {
     pub(crate) name: String,
     def: Arc<Namespace>,
     link: Rc<ClusterLink>,
+    /// This server's `--node-name`, for the locations of its sockets.
+    node: Rc<str>,
     sockets: RefCell<HashMap<Sid, Socket, rustc_hash::FxBuildHasher>>,
     rooms: RefCell<RoomIndex<Sid, Rc<Session>>>,
     next_ack: Cell<u64>,
@@ -64,11 +68,12 @@ pub(crate) struct NsShard {
 }
 
 impl NsShard {
-    fn new(name: String, def: Arc<Namespace>, link: Rc<ClusterLink>) -> Self {
+    fn new(name: String, def: Arc<Namespace>, link: Rc<ClusterLink>, node: Rc<str>) -> Self {
         NsShard {
             name,
             def,
             link,
+            node,
             sockets: RefCell::new(HashMap::default()),
             rooms: RefCell::new(RoomIndex::default()),
             next_ack: Cell::new(0),

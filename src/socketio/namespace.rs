@@ -4,48 +4,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::broadcast::BroadcastOperator;
 use super::cluster::ServerSideAck;
-use super::socket::{AckSender, DisconnectReason, Socket};
+use super::socket::{AckSender, ConnectError, DisconnectReason, Socket};
 use crate::engineio::RequestInfo;
 use crate::protocol::socketio::Payload;
 
-/// Why a connection attempt to a namespace was refused: sent to the client as
-/// `44<nsp>,{"message":..,"data":..}`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConnectError {
-    /// What the client sees as `err.message`.
-    pub message: String,
-    /// Optional details, `err.data` on the client.
-    pub data: Option<Value>,
-}
-
-impl ConnectError {
-    /// A refusal with this message.
-    pub fn new(message: impl Into<String>) -> Self {
-        ConnectError {
-            message: message.into(),
-            data: None,
-        }
-    }
-
-    /// Adds `data` to the refusal (the client sees it as `err.data`).
-    pub fn with_data(mut self, data: Value) -> Self {
-        self.data = Some(data);
-        self
-    }
-
-    pub(super) fn to_json(&self) -> Value {
-        match &self.data {
-            Some(data) => json!({"message": self.message, "data": data}),
-            None => json!({"message": self.message}),
-        }
-    }
-}
-
 type AuthorizeFn = dyn Fn(&RequestInfo, &Value) -> Result<(), ConnectError> + Send + Sync;
+type MiddlewareFn = dyn Fn(&Socket) -> Result<(), ConnectError> + Send + Sync;
 type ConnectFn = dyn Fn(&Socket) + Send + Sync;
 type EventFn = dyn Fn(&Socket, Payload, Option<AckSender>) + Send + Sync;
 type AnyEventFn = dyn Fn(&Socket, &str, Payload, Option<AckSender>) + Send + Sync;
@@ -57,6 +25,7 @@ type ServerSideEmitFn =
 #[derive(Default, Clone)]
 pub struct Namespace {
     pub(super) authorize: Option<Arc<AuthorizeFn>>,
+    pub(super) middlewares: Vec<Arc<MiddlewareFn>>,
     pub(super) on_connect: Option<Arc<ConnectFn>>,
     pub(super) events: HashMap<String, Arc<EventFn>>,
     pub(super) on_any: Option<Arc<AnyEventFn>>,
@@ -87,6 +56,18 @@ impl Namespace {
         f: impl Fn(&RequestInfo, &Value) -> Result<(), ConnectError> + Send + Sync + 'static,
     ) -> &mut Self {
         self.authorize = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs for every new socket before it joins the namespace (socket.io's `io.use`), in the
+    /// order added: it may keep data on the socket ([`Socket::set_data`],
+    /// [`Socket::extensions`]) or refuse it; a refused client gets CONNECT_ERROR with the
+    /// error and its socket joins nothing.
+    pub fn middleware(
+        &mut self,
+        f: impl Fn(&Socket) -> Result<(), ConnectError> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.middlewares.push(Arc::new(f));
         self
     }
 

@@ -1,6 +1,7 @@
 //! A socket: one client connected to one namespace, and what the server can do with it (emit,
 //! acks, rooms, disconnect), and how cluster-wide queries describe it.
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
@@ -13,7 +14,7 @@ use thiserror::Error;
 use tokio::sync::oneshot;
 
 use super::NsShard;
-use crate::bus::cluster::{Origin, SocketInfo};
+use crate::bus::cluster::{Origin, SocketInfo, SocketLocation};
 use crate::engineio::{CloseReason, RequestInfo, SendError, Session, Sid};
 use crate::protocol::adapter::js_date_string;
 use crate::protocol::http::percent_decode;
@@ -85,6 +86,83 @@ impl DisconnectReason {
     }
 }
 
+/// Why a connection attempt to a namespace was refused: sent to the client as
+/// `44<nsp>,{"message":..,"data":..}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectError {
+    /// What the client sees as `err.message`.
+    pub message: String,
+    /// Optional details, `err.data` on the client.
+    pub data: Option<Value>,
+}
+
+impl ConnectError {
+    /// A refusal with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        ConnectError {
+            message: message.into(),
+            data: None,
+        }
+    }
+
+    /// Adds `data` to the refusal (the client sees it as `err.data`).
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+
+    pub(super) fn to_json(&self) -> Value {
+        match &self.data {
+            Some(data) => json!({"message": self.message, "data": data}),
+            None => json!({"message": self.message}),
+        }
+    }
+}
+
+/// A [`Socket`] that may be gone: [`WeakSocket::upgrade`] gives it back while it exists.
+#[derive(Clone)]
+pub struct WeakSocket(std::rc::Weak<SocketInner>);
+
+impl WeakSocket {
+    /// The socket, unless it is gone.
+    pub fn upgrade(&self) -> Option<Socket> {
+        self.0.upgrade().map(Socket)
+    }
+}
+
+impl std::fmt::Debug for WeakSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WeakSocket")
+    }
+}
+
+/// Typed values an application attaches to a socket, one per type (the gateway keeps the
+/// grants of a client's token there).
+#[derive(Default)]
+pub struct Extensions(RefCell<Vec<Rc<dyn Any>>>);
+
+impl Extensions {
+    /// Stores `value`, replacing a value of the same type.
+    pub fn insert<T: 'static>(&self, value: T) {
+        let mut values = self.0.borrow_mut();
+        values.retain(|v| !v.is::<T>());
+        values.push(Rc::new(value));
+    }
+
+    /// The value of type `T`, if one was stored.
+    pub fn get<T: 'static>(&self) -> Option<Rc<T>> {
+        let values = self.0.borrow();
+        let value = values.iter().find(|v| v.is::<T>())?.clone();
+        value.downcast::<T>().ok()
+    }
+}
+
+impl std::fmt::Debug for Extensions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Extensions({} values)", self.0.borrow().len())
+    }
+}
+
 /// A client connected to a namespace. Cheap to clone; lives on the shard that owns it.
 #[derive(Clone)]
 pub struct Socket(Rc<SocketInner>);
@@ -106,6 +184,9 @@ struct SocketInner {
     auth: Value,
     connected: Cell<bool>,
     acks: RefCell<HashMap<u64, AckWaiter>>,
+    /// Node's `socket.data`: shown to cluster-wide queries.
+    data: RefCell<Value>,
+    extensions: Extensions,
 }
 
 /// Who waits for an ack this socket owes.
@@ -133,6 +214,8 @@ impl Socket {
             auth,
             connected: Cell::new(true),
             acks: RefCell::new(HashMap::new()),
+            data: RefCell::new(json!({})),
+            extensions: Extensions::default(),
         }))
     }
 
@@ -320,13 +403,45 @@ impl Socket {
         self.0.ns.rooms.borrow().rooms_of(self.0.id).len()
     }
 
+    /// The application's data for this socket (Node's `socket.data`, `{}` at first): what
+    /// cluster-wide queries (`fetch_sockets`) show of it, here and on other servers.
+    pub fn data(&self) -> Value {
+        self.0.data.borrow().clone()
+    }
+
+    /// Replaces the socket's data.
+    pub fn set_data(&self, data: Value) {
+        *self.0.data.borrow_mut() = data;
+    }
+
+    /// Typed values the application keeps on the socket (not shown to other servers).
+    pub fn extensions(&self) -> &Extensions {
+        &self.0.extensions
+    }
+
+    /// Refuses the socket after it connected: the client gets CONNECT_ERROR with `err` (its
+    /// `connect_error` event; socket.io-client then gives the socket up), and the socket leaves
+    /// the namespace (the disconnect handler sees a server namespace disconnect).
+    pub fn disconnect_with(&self, err: &ConnectError) {
+        if !self.connected() {
+            return;
+        }
+        let frame = control_frame(PacketType::ConnectError, self.nsp(), Some(&err.to_json()));
+        let _ = self.0.session.send(&[frame]);
+        self.left(DisconnectReason::ServerNamespaceDisconnect);
+    }
+
     /// This socket as `fetch_sockets` describes it.
     pub(super) fn describe(&self) -> SocketInfo {
         SocketInfo {
             id: self.id().as_str().to_owned(),
             handshake: self.handshake(),
             rooms: self.rooms(),
-            data: json!({}),
+            data: self.data(),
+            location: Some(SocketLocation {
+                machine: self.0.ns.node.to_string(),
+                shard: self.0.ns.shard(),
+            }),
         }
     }
 
@@ -361,6 +476,11 @@ impl Socket {
             "query": query,
             "auth": self.auth(),
         })
+    }
+
+    /// A handle that does not keep the socket (and its connection) alive.
+    pub fn downgrade(&self) -> WeakSocket {
+        WeakSocket(Rc::downgrade(&self.0))
     }
 
     /// The namespace state the socket belongs to.

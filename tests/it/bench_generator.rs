@@ -35,7 +35,7 @@ fn num(r: &serde_json::Value, path: &str) -> f64 {
 
 fn gateway() -> TestServer {
     let config = <shardio::Config as clap::Parser>::parse_from(["shardio"]);
-    TestServer::start(4, shardio::gateway::endpoints(&config))
+    TestServer::start(4, shardio::gateway::endpoints(&config, None))
 }
 
 /// Runs `scenario` with `args` against `server`, with this process as the `--server-pid` (the

@@ -20,7 +20,7 @@ fn gateway_server(extra: &[&str]) -> TestServer {
     let mut args = vec!["shardio"];
     args.extend_from_slice(extra);
     let config = <Config as clap::Parser>::parse_from(args);
-    TestServer::start(4, default_endpoints(&config))
+    TestServer::start(4, default_endpoints(&config, None))
 }
 
 /// A tiny deterministic generator, so a failing run can be replayed.

@@ -29,6 +29,8 @@ const FLOORS: &[(&str, u8)] = &[
     ("shard", 5),
     ("server", 5),
     ("gateway", 5),
+    ("auth", 5),
+    ("api", 5),
     ("conformance", 5),
 ];
 

@@ -35,7 +35,7 @@ fn socketio_client_over_websocket_on_four_shards() {
 
 fn gateway_clients(clients: usize, transports: &str) {
     let config = <shardio::Config as clap::Parser>::parse_from(["shardio"]);
-    let server = TestServer::start(4, shardio::gateway::endpoints(&config));
+    let server = TestServer::start(4, shardio::gateway::endpoints(&config, None));
     let out = run_script(
         "gateway_client.mjs",
         &[&server.url(), &clients.to_string(), transports],

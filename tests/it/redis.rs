@@ -19,7 +19,7 @@ fn gateway(redis: &RedisServer) -> TestServer {
     let url = redis.url();
     let config = <Config as clap::Parser>::parse_from(["shardio", "--redis", url.as_str()]);
     let server =
-        TestServer::start_with_redis(2, default_endpoints(&config), Some(config.redis.clone()));
+        TestServer::start_with_redis(2, default_endpoints(&config, None), Some(config.redis.clone()));
     wait_bridged(&server);
     server
 }
@@ -379,7 +379,7 @@ async fn an_unreachable_redis_at_start_does_not_stop_the_server() {
     redis.kill();
     let url = redis.url();
     let config = <Config as clap::Parser>::parse_from(["shardio", "--redis", url.as_str()]);
-    let a = TestServer::start_with_redis(2, default_endpoints(&config), Some(config.redis.clone()));
+    let a = TestServer::start_with_redis(2, default_endpoints(&config, None), Some(config.redis.clone()));
     let a1 = joined(a.addr, json!("r")).await;
     let mut a2 = joined(a.addr, json!("r")).await;
     a1.send(r#"42["publish",{"to":"r","event":"n","data":1}]"#);
@@ -611,7 +611,7 @@ async fn a_subscription_that_silently_stops_is_caught_by_the_probe() {
     config.probe_interval = 300;
     let url = redis.url();
     let gw = <Config as clap::Parser>::parse_from(["shardio", "--redis", url.as_str()]);
-    let a = TestServer::start_with_redis(2, default_endpoints(&gw), Some(config));
+    let a = TestServer::start_with_redis(2, default_endpoints(&gw, None), Some(config));
     wait_bridged(&a);
     let b = gateway(&redis);
     let mut a1 = joined(a.addr, json!("r")).await;

@@ -32,7 +32,7 @@ pub use broadcast::{BroadcastFlags, BroadcastMessage, BroadcastOpts, Packet};
 pub use channels::Channels;
 pub use date::js_date_string;
 pub use request::{Request, RequestBody, RequestType};
-pub use response::{RemoteSocket, Response};
+pub use response::{RemoteLocation, RemoteSocket, Response};
 pub use value::JsValue;
 
 /// Channel prefix of Node's adapter and emitter (their `key` option).

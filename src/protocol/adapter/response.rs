@@ -22,6 +22,35 @@ pub struct RemoteSocket {
     pub rooms: Vec<String>,
     /// The application's `socket.data`.
     pub data: JsValue,
+    /// Where a shardio server holds the socket: an extra `shardio` key that Node's adapter
+    /// ignores (it reads `id`, `handshake`, `rooms` and `data` only). `None` from Node servers.
+    #[serde(rename = "shardio", skip_serializing_if = "Option::is_none")]
+    pub location: Option<RemoteLocation>,
+}
+
+/// The machine and shard of a socket held by a shardio server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RemoteLocation {
+    /// The server's `--node-name`.
+    pub machine: String,
+    /// The shard that owns the socket.
+    pub shard: u64,
+}
+
+impl RemoteLocation {
+    /// The location in a decoded `shardio` value; `None` when absent or not of this shape
+    /// (another server's extension is ignored, never an error).
+    fn from_value(value: Option<&JsValue>) -> Option<Self> {
+        let machine = match value?.get("machine")? {
+            JsValue::Str(machine) => machine.clone(),
+            _ => return None,
+        };
+        let shard = match value?.get("shard")? {
+            JsValue::Int(shard) => u64::try_from(*shard).ok()?,
+            _ => return None,
+        };
+        Some(RemoteLocation { machine, shard })
+    }
 }
 
 /// A message on [`Channels::response`](super::Channels::response) (or
@@ -205,6 +234,7 @@ impl RemoteSocket {
             handshake: fields.take("handshake").unwrap_or(JsValue::Null),
             rooms: fields.rooms("rooms")?,
             data: fields.take("data").unwrap_or(JsValue::Null),
+            location: RemoteLocation::from_value(fields.take("shardio").as_ref()),
         })
     }
 }
@@ -252,6 +282,36 @@ mod tests {
     use super::*;
     use crate::protocol::adapter::testdata::*;
     use crate::protocol::adapter::{Request, RequestBody};
+
+    #[test]
+    fn a_shardio_location_rides_in_an_extra_key_node_ignores() {
+        let with = RemoteSocket {
+            id: "a".into(),
+            handshake: JsValue::Map(Vec::new()),
+            rooms: vec!["a".into()],
+            data: JsValue::Map(Vec::new()),
+            location: Some(RemoteLocation {
+                machine: "m1".into(),
+                shard: 3,
+            }),
+        };
+        let response = Response::RemoteFetch {
+            request_id: "r".into(),
+            sockets: vec![with.clone()],
+        };
+        let bytes = response.encode();
+        assert!(String::from_utf8_lossy(&bytes)
+            .contains(r#""data":{},"shardio":{"machine":"m1","shard":3}}"#));
+        assert_eq!(Response::decode(&Bytes::from(bytes)).unwrap(), response);
+        // Another shape under the key is ignored, not an error.
+        let odd = br#"{"requestId":"r","sockets":[{"id":"a","handshake":{},"rooms":[],"data":{},"shardio":7}]}"#;
+        let Response::RemoteFetch { sockets, .. } =
+            Response::decode(&Bytes::from_static(odd)).unwrap()
+        else {
+            panic!("a fetch response");
+        };
+        assert_eq!(sockets[0].location, None);
+    }
 
     #[test]
     fn golden_fetch_sockets_response() {
