@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test of shardio. Installs what the tests need when it is missing:
-# redis-server and haproxy (Debian packages; the Redis bridge and load balancer tests start
-# their own), the npm packages of the real-client tests (tests/js, from package-lock.json) and
-# the python-socketio client (tests/py/.venv, from tests/py/requirements.txt).
+# Runs every test of shardio. Installs what the tests need when it is missing: redis-server,
+# haproxy and openssl (Debian packages; the Redis bridge and load balancer tests start their
+# own, the JWT tests make their keys with openssl), the npm packages of the real-client tests
+# (tests/js, from package-lock.json) and the python-socketio client (tests/py/.venv, from
+# tests/py/requirements.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,7 @@ done
 
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v openssl >/dev/null || missing+=(openssl)   # the JWT tests make their keys with it
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 if [ ${#missing[@]} -gt 0 ]; then
   command -v apt-get >/dev/null || { echo "scripts/test.sh: install ${missing[*]}" >&2; exit 1; }

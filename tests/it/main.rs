@@ -5,6 +5,8 @@
 mod common;
 mod layout;
 
+mod api;
+mod auth;
 mod bench_generator;
 mod engineio;
 mod gateway;

@@ -18,8 +18,11 @@ use shardio::{Config, Endpoint};
 fn gateway(redis: &RedisServer) -> TestServer {
     let url = redis.url();
     let config = <Config as clap::Parser>::parse_from(["shardio", "--redis", url.as_str()]);
-    let server =
-        TestServer::start_with_redis(2, default_endpoints(&config, None), Some(config.redis.clone()));
+    let server = TestServer::start_with_redis(
+        2,
+        default_endpoints(&config, None),
+        Some(config.redis.clone()),
+    );
     wait_bridged(&server);
     server
 }
@@ -379,7 +382,11 @@ async fn an_unreachable_redis_at_start_does_not_stop_the_server() {
     redis.kill();
     let url = redis.url();
     let config = <Config as clap::Parser>::parse_from(["shardio", "--redis", url.as_str()]);
-    let a = TestServer::start_with_redis(2, default_endpoints(&config, None), Some(config.redis.clone()));
+    let a = TestServer::start_with_redis(
+        2,
+        default_endpoints(&config, None),
+        Some(config.redis.clone()),
+    );
     let a1 = joined(a.addr, json!("r")).await;
     let mut a2 = joined(a.addr, json!("r")).await;
     a1.send(r#"42["publish",{"to":"r","event":"n","data":1}]"#);

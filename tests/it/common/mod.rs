@@ -2,6 +2,7 @@
 //! small blocking WebSocket client that speaks raw Engine.IO frames. Every wait has a timeout.
 
 pub(crate) mod aclient;
+pub(crate) mod jwt;
 pub(crate) mod node;
 pub(crate) mod polling;
 pub(crate) mod redis;
@@ -25,6 +26,8 @@ pub(crate) const WAIT: Duration = Duration::from_secs(5);
 /// A server running on its own thread; dropping it shuts it down and joins it.
 pub(crate) struct TestServer {
     pub addr: SocketAddr,
+    /// The API's own address, with `--internal-listen`.
+    pub internal: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<Result<(), ServerError>>>,
@@ -55,7 +58,29 @@ impl TestServer {
         if let Some(redis) = redis {
             server = server.with_redis(redis);
         }
+        TestServer::run(server, endpoints)
+    }
+
+    /// The gateway as the binary runs it for `args` (flags after `shardio`), on 127.0.0.1:0
+    /// with `shards` shards: JWT keys, the API, Redis and the rest from the flags.
+    pub(crate) fn gateway(shards: usize, args: &[&str]) -> TestServer {
+        let mut argv = vec!["shardio"];
+        argv.extend_from_slice(args);
+        let mut config = <shardio::Config as clap::Parser>::parse_from(argv);
+        config.runtime = runtime(shards);
+        config.validate().expect("a valid test configuration");
+        let verifier = shardio::auth::Verifier::from_config(&config.auth).expect("the keys load");
+        let server = Server::bind(&config.runtime)
+            .expect("bind 127.0.0.1:0")
+            .with_redis(config.redis.clone())
+            .with_api(config.api.clone())
+            .expect("bind the API");
+        TestServer::run(server, shardio::gateway::endpoints(&config, verifier))
+    }
+
+    fn run(server: Server, endpoints: Vec<Endpoint>) -> TestServer {
         let addr = server.local_addr();
+        let internal = server.internal_addr();
         let metrics = server.metrics();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -65,6 +90,7 @@ impl TestServer {
         });
         TestServer {
             addr,
+            internal,
             metrics,
             stop: Some(tx),
             thread: Some(thread),
