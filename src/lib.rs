@@ -23,8 +23,10 @@
 //!    `redis_bridge`: the one bridge thread per process, Node's redis-adapter on the wire.
 //! 5. `shard`: the per-core runtime (accept, route, inbox) and the [`Endpoint`]s it serves;
 //!    `server`: binds, starts the bridge and the shards, waits for the shutdown future,
-//!    drains, joins ([`Server`]). [`gateway`]: the default app (join, leave, publish).
-//!    [`conformance`]: the upstream conformance suites' apps.
+//!    drains, joins ([`Server`]). [`gateway`]: the default app (join, leave, publish) and its
+//!    room policy; [`auth`]: JWT verification of the CONNECT token (jsonwebtoken), keys
+//!    re-read on SIGHUP; `api`: the HTTP API for backends (`/api/v1/`). [`conformance`]: the
+//!    upstream conformance suites' apps.
 //!
 //! The library API is what this file exports: the public modules above and the re-exports
 //! below. Everything else is internal (`pub(crate)`).
