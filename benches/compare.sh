@@ -19,13 +19,15 @@
 #   CONNECT_COUNT [5000] IDLE_COUNT [5000]
 #   TENK_SUBS [10000] TENK_RATES ["4 10 25 50 100 150 200 300" publishes/s] TENK_DURATION [10]
 #   CROSS_SUBS [1000] CROSS_ROOMS [10] CROSS_PUBS [10] CROSS_RATE [20 per publisher per second]
+#   API_PUBS [4 backend connections] API_RATE [0 = flat out, emits per second per connection]
+#   API_BATCH [1 emit per request]
 #   FLOOR_DURATION [5]
 #   IDLE_DURATION [10] REPS [3] SERVER_CPUS [0] BENCH_CPU [1]
 #   SERVERS ["shardio shardio-before node-single node-cluster socketioxide"]
 #   BASELINE [732947b]: the commit `shardio-before` is built from (main just before the first
 #     tuning commit of the benchmark issue, with the gateway and the generator), in target/baseline; its rows and the shardio /
 #     shardio-before ratios are the before/after figures of that tuning, from the same run.
-#   SCENARIOS ["fanout fanout-paced connect idle fanout-10k cross floor"]
+#   SCENARIOS ["fanout fanout-paced connect idle fanout-10k cross api floor"]
 #   RESULTS [benches/RESULTS.md] OUT_DIR [benches/results/<UTC time>]
 #
 # `fanout` is flat out (throughput; its latency is mostly the queue that the publish window
@@ -46,6 +48,10 @@
 # cores). shardio: two processes with --redis; Node: two single-process servers with the redis
 # adapter (node-single's row); node-cluster is not run for cross and socketioxide has no Redis
 # adapter. Server CPU sums A, B and Redis. Duration FANOUT_DURATION, window FANOUT_WINDOW.
+#
+# `api`: the fanout shape (FANOUT_SUBS subscribers in FANOUT_ROOMS rooms) published by a backend
+# through shardio's HTTP API: API_PUBS keep-alive connections posting `/api/v1/emit`
+# (API_BATCH emits per request, FANOUT_WINDOW requests pipelined). shardio only.
 #
 # `floor`: no server. shardio-bench floor writes 80 B per pass to each of TENK_SUBS loopback
 # sockets (capped by the descriptor limit: both ends are in one process) at 50 passes/s for
@@ -74,13 +80,17 @@ CROSS_SUBS=${CROSS_SUBS:-1000}
 CROSS_ROOMS=${CROSS_ROOMS:-10}
 CROSS_PUBS=${CROSS_PUBS:-10}
 CROSS_RATE=${CROSS_RATE:-20}
+API_PUBS=${API_PUBS:-4}
+API_RATE=${API_RATE:-0}
+API_BATCH=${API_BATCH:-1}
+API_KEY=compare-sh-api-key-0123456789
 FLOOR_DURATION=${FLOOR_DURATION:-5}
 REPS=${REPS:-3}
 SERVER_CPUS=${SERVER_CPUS:-0}
 BENCH_CPU=${BENCH_CPU-1}   # empty (or none): the generator is not pinned
 SERVERS=${SERVERS:-"shardio shardio-before node-single node-cluster socketioxide"}
 BASELINE=${BASELINE:-732947b}
-SCENARIOS=${SCENARIOS:-"fanout fanout-paced connect idle fanout-10k cross floor"}
+SCENARIOS=${SCENARIOS:-"fanout fanout-paced connect idle fanout-10k cross api floor"}
 SKIP_BUILD=${SKIP_BUILD:-0}
 OUT_DIR=${OUT_DIR:-"$ROOT/benches/results/$(date -u +%Y%m%dT%H%M%SZ)"}
 RESULTS=${RESULTS:-"$ROOT/benches/RESULTS.md"}
@@ -204,7 +214,7 @@ start_redis() {
 server_cmd() {
   local name=$1 port=$2 redis=${REDIS_URL:+ --redis $REDIS_URL}
   case $name in
-    shardio) echo "taskset -c $SERVER_CPUS $SHARDIO --listen 127.0.0.1:$port --shards $CORES$redis" ;;
+    shardio) echo "taskset -c $SERVER_CPUS $SHARDIO --listen 127.0.0.1:$port --shards $CORES --api-key $API_KEY$redis" ;;
     shardio-before) echo "taskset -c $SERVER_CPUS $BASELINE_SHARDIO --listen 127.0.0.1:$port --shards $CORES$redis" ;;
     node-single) echo "taskset -c $SERVER_CPUS node $NODE_DIR/server.js --mode single$redis --port $port" ;;
     node-cluster) echo "taskset -c $SERVER_CPUS node $NODE_DIR/server.js --mode cluster --workers $CORES$redis --port $port" ;;
@@ -263,6 +273,7 @@ scenario_args() {
     fanout-paced) echo "fanout --subscribers $FANOUT_SUBS --rooms $FANOUT_ROOMS --publishers $FANOUT_PUBS --rate $FANOUT_PACED_RATE --duration $FANOUT_DURATION --window $FANOUT_WINDOW --drain 5" ;;
     cross) echo "cross --subscribers $CROSS_SUBS --rooms $CROSS_ROOMS --publishers $CROSS_PUBS --rate $CROSS_RATE --duration $FANOUT_DURATION --window $FANOUT_WINDOW --drain 5" ;;
     connect) echo "connect --count $CONNECT_COUNT --hold 1" ;;
+    api) echo "api --api-key $API_KEY --batch $API_BATCH --subscribers $FANOUT_SUBS --rooms $FANOUT_ROOMS --publishers $API_PUBS --rate $API_RATE --duration $FANOUT_DURATION --window $FANOUT_WINDOW --drain 5" ;;
     idle) echo "idle --count $IDLE_COUNT --settle 2 --duration $IDLE_DURATION" ;;
   esac
 }
@@ -274,7 +285,7 @@ tenk_args() {
 
 scenario_limit() {  # seconds a run may take before it is killed
   case $1 in
-    fanout | fanout-paced | cross) echo $((FANOUT_DURATION + 120)) ;;
+    fanout | fanout-paced | cross | api) echo $((FANOUT_DURATION + 120)) ;;
     fanout-10k) echo $((TENK_DURATION + 180)) ;;
     connect) echo 180 ;;
     idle) echo $((IDLE_DURATION + 180)) ;;
@@ -367,6 +378,9 @@ not_applicable() {
     socketioxide:cross) echo "not available for cross: the socketioxide peer has no Redis adapter" ;;
     shardio-before:cross) echo "not run for cross: commit $BASELINE predates the Redis bridge" ;;
     node-cluster:cross) echo "not run for cross: the Node pair is node-single's row (two single-process servers on the redis adapter)" ;;
+    shardio:api) ;;
+    shardio-before:api) echo "not run for api: commit $BASELINE predates the HTTP API" ;;
+    *:api) echo "not available for api: no HTTP publish API (the peers that ship one, Soketi and Centrifugo, cannot be installed from this machine's registries)" ;;
   esac
 }
 

@@ -19,7 +19,7 @@ if (!dir) {
 }
 const env = (k, d) => process.env[k] || d;
 const servers = env("RESULTS_SERVERS", "shardio shardio-before node-single node-cluster socketioxide").split(/\s+/).filter(Boolean);
-const scenarios = env("RESULTS_SCENARIOS", "fanout fanout-paced connect idle fanout-10k cross floor").split(/\s+/).filter(Boolean);
+const scenarios = env("RESULTS_SCENARIOS", "fanout fanout-paced connect idle fanout-10k cross api floor").split(/\s+/).filter(Boolean);
 const peers = servers.filter((s) => s !== "shardio");
 
 const get = (obj, p) => p.split(".").reduce((o, k) => (o == null ? undefined : o[k]), obj);
@@ -42,6 +42,17 @@ const FIGURES = {
     ["p99.9 ms", "latency.p999_us", ms, "lower"],
     ["lost", "losses.lost", int, "lower"],
     ["reordered", "losses.reordered", int, "lower"],
+    ["server CPU s", "server.cpu_seconds", (x) => x.toFixed(2), "lower"],
+    ["deliveries/server CPU s", "deliveries_per_server_cpu_s", int, "higher"],
+    ["generator busy %", "generator.busy_share", (x) => (x * 100).toFixed(0), "lower"],
+  ],
+  api: [
+    ["emits/s", "publishes_per_s", int, "higher"],
+    ["deliveries/s", "deliveries_per_s", int, "higher"],
+    ["emit answer p50 ms", "publish_ack_latency.p50_us", ms, "lower"],
+    ["p50 ms", "latency.p50_us", ms, "lower"],
+    ["p99 ms", "latency.p99_us", ms, "lower"],
+    ["lost", "losses.lost", int, "lower"],
     ["server CPU s", "server.cpu_seconds", (x) => x.toFixed(2), "lower"],
     ["deliveries/server CPU s", "deliveries_per_server_cpu_s", int, "higher"],
     ["generator busy %", "generator.busy_share", (x) => (x * 100).toFixed(0), "lower"],
@@ -90,6 +101,11 @@ const NOTES = {
     "`reordered` counts deliveries that came after a later one of the same publisher (delivered, but out of order). " +
     "`generator busy %` near 100 would mean the generator, not the server, set the pace.",
   "fanout-paced": "The same shape at a fixed publish rate that every server sustains: end-to-end latency at equal load.",
+  api:
+    "The fanout shape published by a backend through shardio's HTTP API: keep-alive connections posting `/api/v1/emit` " +
+    "(requests pipelined up to `--window`, `--batch` emits each), subscribers on Socket.IO. `emits/s` counts emits " +
+    "answered 202; latency is from encoding the request to the subscriber's receipt. The peers that ship an HTTP publish API " +
+    "(Soketi, Centrifugo) could not be installed here.",
   connect:
     "Full handshakes (TCP, WebSocket upgrade, Engine.IO open, Socket.IO CONNECT to `/`), `--concurrency` in flight; " +
     "all connections stay open until the end. Server CPU covers the connect phase only.",

@@ -178,3 +178,72 @@ fn floor_reads_every_byte_written() {
     );
     assert!(num(&r, "/pass/p99_us") > 0.0, "{r:#}");
 }
+
+#[test]
+fn api_emits_reach_every_subscriber_and_are_counted() {
+    const KEY: &str = "bench-api-key-0123456789";
+    let server = TestServer::gateway(4, &["--api-key", KEY]);
+    let r = run_against(
+        &server,
+        "api",
+        &[
+            "--api-key",
+            KEY,
+            "--batch",
+            "3",
+            "--subscribers",
+            "20",
+            "--rooms",
+            "4",
+            "--publishers",
+            "2",
+            "--duration",
+            "2",
+            "--drain",
+            "5",
+        ],
+    );
+    assert_eq!(r["scenario"], "api", "{r:#}");
+    assert_eq!(num(&r, "/subscribers_joined"), 20.0, "{r:#}");
+    assert!(num(&r, "/publishes_sent") > 0.0, "{r:#}");
+    assert_eq!(
+        num(&r, "/publishes_acked"),
+        num(&r, "/publishes_sent"),
+        "{r:#}"
+    );
+    assert_eq!(num(&r, "/publish_errors"), 0.0, "{r:#}");
+    assert!(num(&r, "/losses/expected") > 0.0, "{r:#}");
+    assert_eq!(
+        num(&r, "/losses/received"),
+        num(&r, "/losses/expected"),
+        "{r:#}"
+    );
+    assert_eq!(num(&r, "/losses/lost"), 0.0, "{r:#}");
+    // A wrong key: the first request is refused (and the connection closed: its body was not
+    // read), nothing is acknowledged, and the run accounts for every emit.
+    let refused = run_against(
+        &server,
+        "api",
+        &[
+            "--api-key",
+            "not-the-key-000000000",
+            "--subscribers",
+            "2",
+            "--rooms",
+            "1",
+            "--publishers",
+            "1",
+            "--duration",
+            "1",
+            "--drain",
+            "1",
+        ],
+    );
+    assert_eq!(num(&refused, "/publishes_acked"), 0.0, "{refused:#}");
+    assert!(num(&refused, "/publish_errors") >= 1.0, "{refused:#}");
+    assert_eq!(
+        num(&refused, "/publish_errors") + num(&refused, "/publishes_unacked"),
+        num(&refused, "/publishes_sent"),
+        "{refused:#}"
+    );
+}

@@ -32,7 +32,8 @@ use clap::{Parser, Subcommand};
 
 use client::{Sources, Target};
 use proc::ServerProbe;
-use scenario::{connect::ConnectArgs, fanout::FanoutArgs, floor::FloorArgs, idle::IdleArgs, Ctx};
+use scenario::fanout::{FanoutArgs, Via};
+use scenario::{connect::ConnectArgs, floor::FloorArgs, idle::IdleArgs, Ctx};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -78,6 +79,20 @@ enum Scenario {
         #[arg(long)]
         sub_url: String,
     },
+    /// Fanout with a backend publishing through shardio's HTTP API (`POST /api/v1/emit`, one
+    /// keep-alive connection per publisher) to Socket.IO subscribers.
+    Api {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: FanoutArgs,
+        /// The API key (`--api-key` of the server).
+        #[arg(long)]
+        api_key: String,
+        /// Emits per request (an array body).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+    },
     /// No server: the kernel's cost of writing a small message to each of N loopback sockets.
     Floor {
         #[command(flatten)]
@@ -119,9 +134,9 @@ impl Scenario {
         match self {
             Scenario::Connect { args, .. } => args.count,
             Scenario::Idle { args, .. } => args.count,
-            Scenario::Fanout { args, .. } | Scenario::Cross { args, .. } => {
-                (args.subscribers + args.publishers) as u64
-            }
+            Scenario::Fanout { args, .. }
+            | Scenario::Cross { args, .. }
+            | Scenario::Api { args, .. } => (args.subscribers + args.publishers) as u64,
             // Both ends of every connection are in this process.
             Scenario::Floor { args } => 2 * args.count as u64,
         }
@@ -150,7 +165,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Connect { common, .. }
         | Scenario::Fanout { common, .. }
         | Scenario::Idle { common, .. }
-        | Scenario::Cross { common, .. } => common.clone(),
+        | Scenario::Cross { common, .. }
+        | Scenario::Api { common, .. } => common.clone(),
     };
     let (runtime, threads) = build_runtime(&common)?;
     let ctx = Ctx {
@@ -173,13 +189,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 finish("connect", &r.rows(), &r, r.unusable(), json)
             }
             Scenario::Fanout { args, .. } => {
-                let r = scenario::fanout::run(&ctx, args, None).await?;
+                let r = scenario::fanout::run(&ctx, args, None, &Via::SocketIo).await?;
                 finish("fanout", &r.rows(), &r, r.unusable(), json)
             }
             Scenario::Cross { args, sub_url, .. } => {
                 let sub = Target::parse(sub_url)?;
-                let r = scenario::fanout::run(&ctx, args, Some(&sub)).await?;
+                let r = scenario::fanout::run(&ctx, args, Some(&sub), &Via::SocketIo).await?;
                 finish("cross", &r.rows(), &r, r.unusable(), json)
+            }
+            Scenario::Api {
+                args,
+                api_key,
+                batch,
+                ..
+            } => {
+                anyhow::ensure!(*batch > 0, "--batch must be at least 1");
+                let via = Via::Api {
+                    key: api_key.clone(),
+                    batch: *batch,
+                };
+                let r = scenario::fanout::run(&ctx, args, None, &via).await?;
+                finish("api", &r.rows(), &r, r.unusable(), json)
             }
             Scenario::Idle { args, .. } => {
                 let r = scenario::idle::run(&ctx, args).await?;

@@ -20,10 +20,11 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::sleep_until;
 
+use super::api::ApiPublisher;
 use super::Ctx;
 use crate::client::{ClientError, Conn, Sources, Target, READ_BUSY};
 use crate::proc::{own_cpu_seconds, GeneratorUsage, ServerUsage};
-use crate::report::{fmt_rate, per_second};
+use crate::report::per_second;
 use crate::sio::{self, Delivery, SioPacket};
 use crate::stats::{new_histogram, ErrorTally, LatencySummary, SeqTracker, SharedHistogram};
 
@@ -58,8 +59,17 @@ pub(crate) struct FanoutArgs {
     pub event: String,
 }
 
+/// How the publishers publish.
+#[derive(Debug, Clone)]
+pub(crate) enum Via {
+    /// As Socket.IO clients: the gateway's `publish` event.
+    SocketIo,
+    /// As a backend: `POST /api/v1/emit` with this key, `batch` emits per request.
+    Api { key: String, batch: usize },
+}
+
 /// What the subscribers share with the coordinator while the run goes on.
-struct Shared {
+pub(super) struct Shared {
     epoch: Instant,
     /// Deliveries parsed so far (duplicates included), to end the drain early.
     received: AtomicU64,
@@ -69,7 +79,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn now_us(&self) -> u64 {
+    pub(super) fn now_us(&self) -> u64 {
         self.epoch.elapsed().as_micros() as u64
     }
 }
@@ -84,15 +94,15 @@ struct SubOutcome {
     ended: Option<&'static str>,
 }
 
-struct PubOutcome {
-    index: usize,
+pub(super) struct PubOutcome {
+    pub(super) index: usize,
     /// Publishes sent to each room (acked or not).
-    sent: Vec<u64>,
-    acked_ok: u64,
-    acked_error: u64,
-    unacked: u64,
-    ack_latency: Histogram<u64>,
-    ended: Option<&'static str>,
+    pub(super) sent: Vec<u64>,
+    pub(super) acked_ok: u64,
+    pub(super) acked_error: u64,
+    pub(super) unacked: u64,
+    pub(super) ack_latency: Histogram<u64>,
+    pub(super) ended: Option<&'static str>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -160,6 +170,7 @@ pub(crate) async fn run(
     ctx: &Ctx,
     args: &FanoutArgs,
     sub_target: Option<&Target>,
+    via: &Via,
 ) -> anyhow::Result<FanoutReport> {
     anyhow::ensure!(args.rooms > 0, "--rooms must be at least 1");
     anyhow::ensure!(args.window > 0, "--window must be at least 1");
@@ -210,16 +221,36 @@ pub(crate) async fn run(
     let (ready_tx, mut ready_rx) = mpsc::channel::<Result<(), &'static str>>(1024);
     let mut pubs = JoinSet::new();
     for p in 0..args.publishers {
-        let job = PublisherJob {
-            index: p,
-            target: ctx.target.clone(),
-            sources: ctx.sources.clone(),
-            timeout: ctx.handshake_timeout,
-            args: args.clone(),
-            shared: shared.clone(),
-        };
         let (permits, ready_tx, go_rx) = (permits.clone(), ready_tx.clone(), go_rx.clone());
-        pubs.spawn(job.run(permits, ready_tx, go_rx));
+        let (target, args, shared) = (ctx.target.clone(), args.clone(), shared.clone());
+        let timeout = ctx.handshake_timeout;
+        match via {
+            Via::SocketIo => {
+                let sources = ctx.sources.clone();
+                let job = PublisherJob {
+                    index: p,
+                    target,
+                    sources,
+                    timeout,
+                    args,
+                    shared,
+                };
+                pubs.spawn(job.run(permits, ready_tx, go_rx));
+            }
+            Via::Api { key, batch } => {
+                let (key, batch) = (key.clone(), *batch);
+                let job = ApiPublisher {
+                    index: p,
+                    target,
+                    timeout,
+                    args,
+                    shared,
+                    key,
+                    batch,
+                };
+                pubs.spawn(job.run(permits, ready_tx, go_rx));
+            }
+        }
     }
     drop(ready_tx);
     let mut pubs_connected = 0;
@@ -313,10 +344,10 @@ pub(crate) async fn run(
     let server = ServerUsage::between(&ctx.probe, cpu_before, cpu_after);
     let deliveries = losses.received as f64;
     Ok(FanoutReport {
-        scenario: if sub_target.addr == ctx.target.addr {
-            "fanout"
-        } else {
-            "cross"
+        scenario: match via {
+            Via::Api { .. } => "api",
+            Via::SocketIo if sub_target.addr == ctx.target.addr => "fanout",
+            Via::SocketIo => "cross",
         },
         command: ctx.command.clone(),
         url: ctx.target.host.clone(),
@@ -351,7 +382,7 @@ pub(crate) async fn run(
     })
 }
 
-fn room_name(r: usize) -> String {
+pub(super) fn room_name(r: usize) -> String {
     format!("r{r}")
 }
 
@@ -601,95 +632,5 @@ impl PublisherJob {
                 }
             }
         })
-    }
-}
-
-impl FanoutReport {
-    /// Why the run measured nothing, if it did not.
-    pub(crate) fn unusable(&self) -> Option<String> {
-        if self.subscribers > 0 && self.subscribers_joined == 0 {
-            Some(format!(
-                "no subscriber joined ({})",
-                self.setup_failures.line()
-            ))
-        } else if self.publishers > 0 && self.publishers_connected == 0 {
-            Some(format!(
-                "no publisher connected ({})",
-                self.setup_failures.line()
-            ))
-        } else {
-            None
-        }
-    }
-
-    pub(crate) fn rows(&self) -> Vec<(String, String)> {
-        let l = &self.losses;
-        let mut rows = vec![
-            (
-                "server".into(),
-                if self.sub_url == self.url {
-                    self.url.clone()
-                } else {
-                    format!("publishers -> {}, subscribers -> {}", self.url, self.sub_url)
-                },
-            ),
-            (
-                "shape".into(),
-                format!(
-                    "{} subscribers / {} rooms / {} publishers at {} (window {}, +{} B)",
-                    self.subscribers,
-                    self.rooms,
-                    self.publishers,
-                    if self.rate_per_publisher > 0.0 {
-                        format!("{}/s each", self.rate_per_publisher)
-                    } else {
-                        "flat out".into()
-                    },
-                    self.window,
-                    self.payload_padding
-                ),
-            ),
-            (
-                "connected".into(),
-                format!(
-                    "{} subscribers joined, {} publishers; setup failures: {}",
-                    self.subscribers_joined,
-                    self.publishers_connected,
-                    self.setup_failures.line()
-                ),
-            ),
-            ("disconnects".into(), self.disconnects.line()),
-            (
-                "publishes".into(),
-                format!(
-                    "{} sent, {} acked ok, {} errors, {} unacked ({}/s)",
-                    self.publishes_sent,
-                    self.publishes_acked,
-                    self.publish_errors,
-                    self.publishes_unacked,
-                    fmt_rate(self.publishes_per_s)
-                ),
-            ),
-            ("deliveries/s".into(), fmt_rate(self.deliveries_per_s)),
-            ("latency".into(), self.latency.line()),
-            ("publish ack latency".into(), self.publish_ack_latency.line()),
-            (
-                "losses".into(),
-                format!(
-                    "expected {} received {} lost {} ({} pairs), gaps {} ({} skipped), reordered {}, dups {}, unexpected {}, unparsed {}",
-                    l.expected, l.received, l.lost, l.pairs_with_loss, l.gap_events, l.gap_missing,
-                    l.reordered, l.duplicates, l.unexpected, l.unparsed
-                ),
-            ),
-            ("drain".into(), format!("{:.2} s", self.drain_s)),
-        ];
-        if let (Some(s), Some(per)) = (&self.server, self.deliveries_per_server_cpu_s) {
-            rows.push(("server CPU".into(), format!("{:.2} s", s.cpu_seconds)));
-            rows.push(("deliveries/server CPU s".into(), fmt_rate(per)));
-        }
-        if let Some(g) = &self.generator {
-            rows.push(("generator CPU".into(), g.line()));
-        }
-        rows
     }
 }

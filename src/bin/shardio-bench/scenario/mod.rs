@@ -1,8 +1,10 @@
 //! The scenarios and what they share: the connection context and the "open N connections and
 //! keep them alive" phase used by `connect` and `idle`.
 
+mod api;
 pub(crate) mod connect;
 pub(crate) mod fanout;
+mod fanout_rows;
 pub(crate) mod floor;
 pub(crate) mod idle;
 
