@@ -221,11 +221,14 @@ impl Verifier {
         validation.leeway = self.config.jwt_leeway;
         validation.validate_nbf = true;
         validation.validate_aud = self.config.jwt_audience.is_some();
+        // A configured `aud` or `iss` must be present, not only right when present.
         if let Some(aud) = &self.config.jwt_audience {
             validation.set_audience(&[aud]);
+            validation.required_spec_claims.insert("aud".into());
         }
         if let Some(iss) = &self.config.jwt_issuer {
             validation.set_issuer(&[iss]);
+            validation.required_spec_claims.insert("iss".into());
         }
         for key in candidates {
             match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
@@ -250,8 +253,11 @@ fn classify(kind: &jsonwebtoken::errors::ErrorKind) -> AuthError {
         K::InvalidIssuer => AuthError::Issuer,
         K::InvalidAlgorithm => AuthError::Algorithm,
         K::InvalidSignature => AuthError::Signature,
-        // A required `exp` that is missing is an expired token for the client's purpose.
+        // A required claim that is missing: an expired token for `exp`, the wrong audience or
+        // issuer for the others.
         K::MissingRequiredClaim(claim) if claim == "exp" => AuthError::Expired,
+        K::MissingRequiredClaim(claim) if claim == "aud" => AuthError::Audience,
+        K::MissingRequiredClaim(claim) if claim == "iss" => AuthError::Issuer,
         _ => AuthError::Malformed,
     }
 }
@@ -460,6 +466,61 @@ mod tests {
             .encode(json!({"sub": "admin", "exp": now() + 60}).to_string());
         parts[1] = &forged;
         assert_eq!(v.verify(&parts.join(".")), Err(AuthError::Signature));
+    }
+
+    #[test]
+    fn audience_and_issuer_are_checked_when_configured() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let config = AuthConfig {
+            jwt_secrets: vec![secret.into()],
+            jwt_audience: Some("rt".into()),
+            jwt_issuer: Some("https://auth.example".into()),
+            ..AuthConfig::default()
+        };
+        let v = Verifier::from_config(&config).unwrap().unwrap();
+        let exp = now() + 60;
+        let good = json!({"aud": "rt", "iss": "https://auth.example", "exp": exp});
+        assert!(v.verify(&hs_token(secret, good)).is_ok());
+        let cases = [
+            (
+                json!({"aud": "other", "iss": "https://auth.example", "exp": exp}),
+                AuthError::Audience,
+            ),
+            (
+                json!({"aud": "rt", "iss": "https://evil.example", "exp": exp}),
+                AuthError::Issuer,
+            ),
+        ];
+        for (claims, want) in cases {
+            assert_eq!(v.verify(&hs_token(secret, claims)), Err(want));
+        }
+        assert!(
+            v.verify(&hs_token(
+                secret,
+                json!({"iss": "https://auth.example", "exp": exp})
+            ))
+            .is_err(),
+            "a missing aud is refused when one is configured"
+        );
+    }
+
+    #[test]
+    fn a_secret_file_loses_its_trailing_newline_and_an_empty_one_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("shardio-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("secret");
+        std::fs::write(&file, "file-secret-0123456789abcdef\n").unwrap();
+        let config = AuthConfig {
+            jwt_secret_files: vec![file.to_string_lossy().into_owned()],
+            ..AuthConfig::default()
+        };
+        let v = Verifier::from_config(&config).unwrap().unwrap();
+        let token = hs_token("file-secret-0123456789abcdef", json!({"exp": now() + 60}));
+        assert!(v.verify(&token).is_ok());
+        std::fs::write(&file, "\n").unwrap();
+        assert!(matches!(v.reload(), Err(KeyError::Invalid { .. })));
+        assert!(v.verify(&token).is_ok(), "a failed reload keeps the keys");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
