@@ -51,6 +51,26 @@ pub mod defaults {
     /// The shortest wait between two connection attempts to Redis (and the first one), so a
     /// dead Redis never makes the bridge spin. Not a flag.
     pub const REDIS_RECONNECT_MIN_MS: u64 = 250;
+    /// `--ws-max-fragments`: frames one WebSocket message may come in. Browsers and Node's `ws`
+    /// never fragment what they send, and libraries that do use fragments of kilobytes: 1024
+    /// fragments of a 1 MB message average 1 KB each.
+    pub const WS_MAX_FRAGMENTS: usize = 1024;
+    /// `--ws-control-rate`: WebSocket control frames (pings, pongs) one client may send per
+    /// second, in bursts of as many. Browsers cannot send any; other clients ping every few
+    /// seconds.
+    pub const WS_CONTROL_RATE: u32 = 20;
+    /// `--max-json-depth`: nesting of arrays and objects in a Socket.IO packet's JSON, checked
+    /// before it is parsed (serde_json's own limit is 128, reached by recursion).
+    pub const MAX_JSON_DEPTH: usize = 32;
+    /// `--max-name-length`: bytes of a namespace name or an event name in a client's packet.
+    pub const MAX_NAME_LENGTH: usize = 256;
+    /// `--max-event-rate`: Socket.IO events one client may send per second. Far above what an
+    /// interactive client sends, and above what one benchmark publisher sends flat out (about
+    /// 2,400/s), so only floods meet it; lower it to what the application needs.
+    pub const MAX_EVENT_RATE: u32 = 5_000;
+    /// `--max-event-burst`: events one client may send at once above the rate; also how many
+    /// refused events (since the client last stayed within its rate) close the connection.
+    pub const MAX_EVENT_BURST: u32 = 10_000;
 }
 
 /// How the process runs: where it listens, how many shards, pinning, shutdown.
@@ -305,6 +325,57 @@ pub struct Config {
     /// The Redis bridge to other machines.
     #[command(flatten)]
     pub redis: RedisConfig,
+    /// Frames one WebSocket message may come in; more close the connection with 1008.
+    #[arg(
+        long,
+        env = "SHARDIO_WS_MAX_FRAGMENTS",
+        default_value_t = defaults::WS_MAX_FRAGMENTS,
+        value_name = "N"
+    )]
+    pub ws_max_fragments: usize,
+    /// WebSocket control frames (pings, pongs) one client may send per second, in bursts of as
+    /// many; faster closes the connection with 1008. 0: no limit.
+    #[arg(
+        long,
+        env = "SHARDIO_WS_CONTROL_RATE",
+        default_value_t = defaults::WS_CONTROL_RATE,
+        value_name = "N"
+    )]
+    pub ws_control_rate: u32,
+    /// Nesting of arrays and objects accepted in a Socket.IO packet's JSON.
+    #[arg(
+        long,
+        env = "SHARDIO_MAX_JSON_DEPTH",
+        default_value_t = defaults::MAX_JSON_DEPTH,
+        value_name = "N"
+    )]
+    pub max_json_depth: usize,
+    /// Bytes of a namespace or event name accepted in a Socket.IO packet.
+    #[arg(
+        long,
+        env = "SHARDIO_MAX_NAME_LENGTH",
+        default_value_t = defaults::MAX_NAME_LENGTH,
+        value_name = "BYTES"
+    )]
+    pub max_name_length: usize,
+    /// Socket.IO events one client may send per second (0: no limit); see `--max-event-burst`.
+    #[arg(
+        long,
+        env = "SHARDIO_MAX_EVENT_RATE",
+        default_value_t = defaults::MAX_EVENT_RATE,
+        value_name = "N"
+    )]
+    pub max_event_rate: u32,
+    /// Events one client may send at once above `--max-event-rate`. Events beyond are refused
+    /// (an error ack when they ask for one, else dropped); more refusals than this since the
+    /// client last stayed within its rate close the connection with 1008.
+    #[arg(
+        long,
+        env = "SHARDIO_MAX_EVENT_BURST",
+        default_value_t = defaults::MAX_EVENT_BURST,
+        value_name = "N"
+    )]
+    pub max_event_burst: u32,
 }
 
 impl Default for Config {
@@ -359,6 +430,10 @@ impl Config {
             ("max-payload", self.max_payload as u64),
             ("connect-timeout", self.connect_timeout),
             ("max-buffered-bytes", self.max_buffered_bytes as u64),
+            ("ws-max-fragments", self.ws_max_fragments as u64),
+            ("max-json-depth", self.max_json_depth as u64),
+            ("max-name-length", self.max_name_length as u64),
+            ("max-event-burst", u64::from(self.max_event_burst)),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));

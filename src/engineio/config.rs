@@ -24,6 +24,11 @@ pub struct EngineConfig {
     /// Name of a cookie set to the sid on the handshake response, for load balancers that stick
     /// by cookie. Default none.
     pub cookie: Option<String>,
+    /// Frames one WebSocket message may come in; more close the connection with 1008.
+    pub max_fragments: usize,
+    /// WebSocket control frames (pings, pongs) a client may send per second, in bursts of as
+    /// many; faster closes the connection with 1008. 0: no limit.
+    pub control_frame_rate: u32,
 }
 
 impl Default for EngineConfig {
@@ -36,6 +41,8 @@ impl Default for EngineConfig {
             upgrade_timeout: Duration::from_millis(defaults::UPGRADE_TIMEOUT_MS),
             cors: None,
             cookie: None,
+            max_fragments: defaults::WS_MAX_FRAGMENTS,
+            control_frame_rate: defaults::WS_CONTROL_RATE,
         }
     }
 }
@@ -50,6 +57,8 @@ impl EngineConfig {
             max_buffered_bytes: config.max_buffered_bytes,
             cors: CorsPolicy::from_origins(&config.cors_origins, config.cors_credentials),
             cookie: config.cookie.clone(),
+            max_fragments: config.ws_max_fragments,
+            control_frame_rate: config.ws_control_rate,
             ..EngineConfig::default()
         }
     }
@@ -68,6 +77,10 @@ mod tests {
             (bin.ping_interval, bin.ping_timeout, bin.max_payload)
         );
         assert_eq!(lib.max_buffered_bytes, bin.max_buffered_bytes);
+        assert_eq!(
+            (lib.max_fragments, lib.control_frame_rate),
+            (bin.max_fragments, bin.control_frame_rate)
+        );
         assert!(bin.cors.is_none() && bin.cookie.is_none());
     }
 }

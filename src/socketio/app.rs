@@ -7,14 +7,15 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::client::{Client, ConnectDeadlines};
+use super::client::{Client, ClientLimits, ConnectDeadlines};
 use super::link::ClusterLink;
 use super::namespace::Namespace;
 use super::NsShard;
 use crate::bus::cluster::{Origin, SioMsg};
 use crate::bus::Bus;
 use crate::config::{defaults, Config};
-use crate::engineio::{Connection, EngineApp, EngineShard, Session};
+use crate::engineio::{Connection, EngineApp, EngineShard, RateLimit, Session};
+use crate::protocol::socketio::DecodeLimits;
 
 /// Socket.IO settings. Defaults are Node's, from [`crate::config::defaults`].
 #[derive(Debug, Clone)]
@@ -23,6 +24,17 @@ pub struct SocketIoConfig {
     pub connect_timeout: Duration,
     /// Binary attachments accepted per packet.
     pub max_attachments: usize,
+    /// Nesting of arrays and objects accepted in a packet's JSON (checked before parsing).
+    pub max_json_depth: usize,
+    /// Bytes of a namespace or event name accepted in a client's packet.
+    pub max_name_length: usize,
+    /// Events one client may send per second (0: no limit). Beyond the rate and its burst, an
+    /// event is refused: answered with the ack `{"error":"rate limited"}` when it asked for
+    /// one, dropped otherwise.
+    pub max_event_rate: u32,
+    /// Events one client may send at once above the rate; also how many refusals, since the
+    /// client last stayed within its rate, close the connection (1008, "policy violation").
+    pub max_event_burst: u32,
 }
 
 impl Default for SocketIoConfig {
@@ -30,6 +42,10 @@ impl Default for SocketIoConfig {
         SocketIoConfig {
             connect_timeout: Duration::from_millis(defaults::CONNECT_TIMEOUT_MS),
             max_attachments: defaults::MAX_ATTACHMENTS,
+            max_json_depth: defaults::MAX_JSON_DEPTH,
+            max_name_length: defaults::MAX_NAME_LENGTH,
+            max_event_rate: defaults::MAX_EVENT_RATE,
+            max_event_burst: defaults::MAX_EVENT_BURST,
         }
     }
 }
@@ -39,7 +55,23 @@ impl SocketIoConfig {
     pub fn from_config(config: &Config) -> Self {
         SocketIoConfig {
             connect_timeout: config.connect_timeout(),
+            max_json_depth: config.max_json_depth,
+            max_name_length: config.max_name_length,
+            max_event_rate: config.max_event_rate,
+            max_event_burst: config.max_event_burst,
             ..SocketIoConfig::default()
+        }
+    }
+
+    /// What a client of this app may send.
+    fn client_limits(&self) -> ClientLimits {
+        ClientLimits {
+            decode: DecodeLimits {
+                max_attachments: self.max_attachments,
+                max_depth: self.max_json_depth,
+                max_name_length: self.max_name_length,
+            },
+            events: RateLimit::new(self.max_event_rate, self.max_event_burst),
         }
     }
 }
@@ -137,6 +169,7 @@ impl SocketIo {
             })
             .collect();
         Rc::new(SioShard {
+            limits: Rc::new(self.config.client_limits()),
             config: self.config.clone(),
             engine: shard.clone(),
             connect_deadlines,
@@ -148,6 +181,8 @@ impl SocketIo {
 /// The Socket.IO state of one endpoint on one shard.
 pub(crate) struct SioShard {
     config: SocketIoConfig,
+    /// Shared with every client of the shard.
+    limits: Rc<ClientLimits>,
     engine: Rc<EngineShard>,
     connect_deadlines: Rc<ConnectDeadlines>,
     /// Shared with every client of the shard (never copied per connection).
@@ -174,7 +209,7 @@ impl EngineApp for SioShard {
         let client = Rc::new(Client::new(
             self.namespaces.clone(),
             self.engine.clone(),
-            self.config.max_attachments,
+            self.limits.clone(),
         ));
         self.connect_deadlines
             .watch(&client, session, self.config.connect_timeout);

@@ -6,8 +6,11 @@ mod common;
 mod layout;
 
 mod bench_generator;
+mod defects;
 mod engineio;
+mod framing;
 mod gateway;
+mod limits;
 mod polling;
 mod real_client;
 mod redis;
