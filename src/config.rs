@@ -500,6 +500,35 @@ mod tests {
     }
 
     #[test]
+    fn hardening_limits_have_defaults_and_flags() {
+        let c = Config::default();
+        assert_eq!((c.ws_max_fragments, c.ws_control_rate), (1024, 20));
+        assert_eq!((c.max_json_depth, c.max_name_length), (32, 256));
+        assert_eq!((c.max_event_rate, c.max_event_burst), (5_000, 10_000));
+        let c = Config::parse_from([
+            "shardio",
+            "--ws-max-fragments",
+            "8",
+            "--ws-control-rate",
+            "0",
+            "--max-json-depth",
+            "4",
+            "--max-name-length",
+            "16",
+            "--max-event-rate",
+            "10",
+            "--max-event-burst",
+            "20",
+        ]);
+        assert_eq!((c.ws_max_fragments, c.ws_control_rate), (8, 0));
+        assert_eq!((c.max_json_depth, c.max_name_length), (4, 16));
+        assert_eq!((c.max_event_rate, c.max_event_burst), (10, 20));
+        assert!(c.validate().is_ok(), "0 turns a rate off");
+        let c = Config::parse_from(["shardio", "--ws-max-fragments", "0"]);
+        assert_eq!(c.validate(), Err(ConfigError::Zero("ws-max-fragments")));
+    }
+
+    #[test]
     fn cors_and_cookie_flags() {
         let c = Config::default();
         assert!(c.cors_origins.is_empty() && !c.cors_credentials && c.cookie.is_none());
