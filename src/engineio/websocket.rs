@@ -25,6 +25,9 @@ use crate::protocol::http::RequestHead;
 
 /// How long a closing connection may take to flush its last frames and see the client's close.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// How much a closing connection reads (and drops) while it waits for the client's close: a
+/// close frame comes at once; a client still flooding is cut off, not read for the whole linger.
+const CLOSE_DRAIN: usize = 64 * 1024;
 /// How often a probing upgrade asks the pending polling GET to return a noop (Node's check
 /// interval), so the client can pause polling and send the upgrade packet.
 const NOOP_PERIOD: Duration = Duration::from_millis(100);
@@ -276,13 +279,15 @@ pub(super) async fn linger(mut stream: TcpStream, out: &RefCell<OutQueue>) {
         return;
     }
     let mut sink = [0u8; 1024];
+    let mut drained = 0;
     while let Ok(Ok(n)) = tokio::time::timeout_at(
         deadline,
         tokio::io::AsyncReadExt::read(&mut stream, &mut sink),
     )
     .await
     {
-        if n == 0 {
+        drained += n;
+        if n == 0 || drained > CLOSE_DRAIN {
             break;
         }
     }
