@@ -64,13 +64,14 @@ pub mod defaults {
     pub const MAX_JSON_DEPTH: usize = 32;
     /// `--max-name-length`: bytes of a namespace name or an event name in a client's packet.
     pub const MAX_NAME_LENGTH: usize = 256;
-    /// `--max-event-rate`: Socket.IO events one client may send per second. Far above what an
-    /// interactive client sends, and above what one benchmark publisher sends flat out (about
-    /// 2,400/s), so only floods meet it; lower it to what the application needs.
-    pub const MAX_EVENT_RATE: u32 = 5_000;
+    /// `--max-event-rate`: Socket.IO events one client may send per second; 0, the default,
+    /// is no limit. Off by default because one connection may rightly carry a great many: a
+    /// backend that publishes through the gateway, a benchmark publisher (tens of thousands a
+    /// second flat out). Browser-facing deployments should set it (e.g. 100).
+    pub const MAX_EVENT_RATE: u32 = 0;
     /// `--max-event-burst`: events one client may send at once above the rate; also how many
     /// refused events (since the client last stayed within its rate) close the connection.
-    pub const MAX_EVENT_BURST: u32 = 10_000;
+    pub const MAX_EVENT_BURST: u32 = 200;
 }
 
 /// How the process runs: where it listens, how many shards, pinning, shutdown.
@@ -358,7 +359,8 @@ pub struct Config {
         value_name = "BYTES"
     )]
     pub max_name_length: usize,
-    /// Socket.IO events one client may send per second (0: no limit); see `--max-event-burst`.
+    /// Socket.IO events one client may send per second; 0 (the default): no limit. See
+    /// `--max-event-burst`.
     #[arg(
         long,
         env = "SHARDIO_MAX_EVENT_RATE",
@@ -504,7 +506,7 @@ mod tests {
         let c = Config::default();
         assert_eq!((c.ws_max_fragments, c.ws_control_rate), (1024, 20));
         assert_eq!((c.max_json_depth, c.max_name_length), (32, 256));
-        assert_eq!((c.max_event_rate, c.max_event_burst), (5_000, 10_000));
+        assert_eq!((c.max_event_rate, c.max_event_burst), (0, 200));
         let c = Config::parse_from([
             "shardio",
             "--ws-max-fragments",

@@ -28,7 +28,7 @@ pub struct SocketIoConfig {
     pub max_json_depth: usize,
     /// Bytes of a namespace or event name accepted in a client's packet.
     pub max_name_length: usize,
-    /// Events one client may send per second (0: no limit). Beyond the rate and its burst, an
+    /// Events one client may send per second (0, the default: no limit). Beyond the rate and its burst, an
     /// event is refused: answered with the ack `{"error":"rate limited"}` when it asked for
     /// one, dropped otherwise.
     pub max_event_rate: u32,

@@ -87,13 +87,28 @@ fn events_over_the_rate_get_error_acks_and_persistent_abuse_is_disconnected() {
 }
 
 #[test]
-fn a_client_within_the_default_rate_is_never_refused() {
+fn events_are_not_limited_by_default_nor_within_the_rate() {
+    // The default: no event rate (a flat-out publisher is not refused)...
     let server = socketio_server(SocketIoConfig::default());
     let (mut c, _) = WsClient::socketio(server.addr, None);
-    for id in 0..2_000 {
+    for id in 0..5_000 {
         c.send_text(&format!(r#"42{id}["message-with-ack",{id}]"#));
     }
-    for id in 0..2_000 {
+    for id in 0..5_000 {
+        assert_eq!(c.recv_text(), format!(r#"43{id}[{id}]"#));
+    }
+    assert_eq!(total(&server.metrics, ShardMetrics::events_refused), 0);
+    // ...and a burst within a configured rate is untouched.
+    let server = socketio_server(SocketIoConfig {
+        max_event_rate: 100,
+        max_event_burst: 200,
+        ..SocketIoConfig::default()
+    });
+    let (mut c, _) = WsClient::socketio(server.addr, None);
+    for id in 0..200 {
+        c.send_text(&format!(r#"42{id}["message-with-ack",{id}]"#));
+    }
+    for id in 0..200 {
         assert_eq!(c.recv_text(), format!(r#"43{id}[{id}]"#));
     }
     assert_eq!(total(&server.metrics, ShardMetrics::events_refused), 0);
