@@ -66,6 +66,27 @@ pub mod defaults {
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| NODE_NAME.to_owned())
     }
+    /// `--ws-max-fragments`: frames one WebSocket message may come in. Browsers and Node's `ws`
+    /// never fragment what they send, and libraries that do use fragments of kilobytes: 1024
+    /// fragments of a 1 MB message average 1 KB each.
+    pub const WS_MAX_FRAGMENTS: usize = 1024;
+    /// `--ws-control-rate`: WebSocket control frames (pings, pongs) one client may send per
+    /// second, in bursts of as many. Browsers cannot send any; other clients ping every few
+    /// seconds.
+    pub const WS_CONTROL_RATE: u32 = 20;
+    /// `--max-json-depth`: nesting of arrays and objects in a Socket.IO packet's JSON, checked
+    /// before it is parsed (serde_json's own limit is 128, reached by recursion).
+    pub const MAX_JSON_DEPTH: usize = 32;
+    /// `--max-name-length`: bytes of a namespace name or an event name in a client's packet.
+    pub const MAX_NAME_LENGTH: usize = 256;
+    /// `--max-event-rate`: Socket.IO events one client may send per second; 0, the default,
+    /// is no limit. Off by default because one connection may rightly carry a great many: a
+    /// backend that publishes through the gateway, a benchmark publisher (tens of thousands a
+    /// second flat out). Browser-facing deployments should set it (e.g. 100).
+    pub const MAX_EVENT_RATE: u32 = 0;
+    /// `--max-event-burst`: events one client may send at once above the rate; also how many
+    /// refused events (since the client last stayed within its rate) close the connection.
+    pub const MAX_EVENT_BURST: u32 = 200;
 }
 
 /// How the process runs: where it listens, how many shards, pinning, shutdown.
@@ -320,6 +341,58 @@ pub struct Config {
     /// The Redis bridge to other machines.
     #[command(flatten)]
     pub redis: RedisConfig,
+    /// Frames one WebSocket message may come in; more close the connection with 1008.
+    #[arg(
+        long,
+        env = "SHARDIO_WS_MAX_FRAGMENTS",
+        default_value_t = defaults::WS_MAX_FRAGMENTS,
+        value_name = "N"
+    )]
+    pub ws_max_fragments: usize,
+    /// WebSocket control frames (pings, pongs) one client may send per second, in bursts of as
+    /// many; faster closes the connection with 1008. 0: no limit.
+    #[arg(
+        long,
+        env = "SHARDIO_WS_CONTROL_RATE",
+        default_value_t = defaults::WS_CONTROL_RATE,
+        value_name = "N"
+    )]
+    pub ws_control_rate: u32,
+    /// Nesting of arrays and objects accepted in a Socket.IO packet's JSON.
+    #[arg(
+        long,
+        env = "SHARDIO_MAX_JSON_DEPTH",
+        default_value_t = defaults::MAX_JSON_DEPTH,
+        value_name = "N"
+    )]
+    pub max_json_depth: usize,
+    /// Bytes of a namespace or event name accepted in a Socket.IO packet.
+    #[arg(
+        long,
+        env = "SHARDIO_MAX_NAME_LENGTH",
+        default_value_t = defaults::MAX_NAME_LENGTH,
+        value_name = "BYTES"
+    )]
+    pub max_name_length: usize,
+    /// Socket.IO events one client may send per second; 0 (the default): no limit. See
+    /// `--max-event-burst`.
+    #[arg(
+        long,
+        env = "SHARDIO_MAX_EVENT_RATE",
+        default_value_t = defaults::MAX_EVENT_RATE,
+        value_name = "N"
+    )]
+    pub max_event_rate: u32,
+    /// Events one client may send at once above `--max-event-rate`. Events beyond are refused
+    /// (an error ack when they ask for one, else dropped); more refusals than this since the
+    /// client last stayed within its rate close the connection with 1008.
+    #[arg(
+        long,
+        env = "SHARDIO_MAX_EVENT_BURST",
+        default_value_t = defaults::MAX_EVENT_BURST,
+        value_name = "N"
+    )]
+    pub max_event_burst: u32,
     /// Who may connect, join and publish.
     #[command(flatten)]
     pub auth: AuthConfig,
@@ -518,6 +591,10 @@ impl Config {
             ("max-payload", self.max_payload as u64),
             ("connect-timeout", self.connect_timeout),
             ("max-buffered-bytes", self.max_buffered_bytes as u64),
+            ("ws-max-fragments", self.ws_max_fragments as u64),
+            ("max-json-depth", self.max_json_depth as u64),
+            ("max-name-length", self.max_name_length as u64),
+            ("max-event-burst", u64::from(self.max_event_burst)),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));
@@ -586,6 +663,35 @@ mod tests {
         assert!(matches!(c.validate(), Err(ConfigError::CorsOrigin(_))));
         let c = Config::parse_from(["shardio", "--cookie", "io; evil"]);
         assert!(matches!(c.validate(), Err(ConfigError::Cookie(_))));
+    }
+
+    #[test]
+    fn hardening_limits_have_defaults_and_flags() {
+        let c = Config::default();
+        assert_eq!((c.ws_max_fragments, c.ws_control_rate), (1024, 20));
+        assert_eq!((c.max_json_depth, c.max_name_length), (32, 256));
+        assert_eq!((c.max_event_rate, c.max_event_burst), (0, 200));
+        let c = Config::parse_from([
+            "shardio",
+            "--ws-max-fragments",
+            "8",
+            "--ws-control-rate",
+            "0",
+            "--max-json-depth",
+            "4",
+            "--max-name-length",
+            "16",
+            "--max-event-rate",
+            "10",
+            "--max-event-burst",
+            "20",
+        ]);
+        assert_eq!((c.ws_max_fragments, c.ws_control_rate), (8, 0));
+        assert_eq!((c.max_json_depth, c.max_name_length), (4, 16));
+        assert_eq!((c.max_event_rate, c.max_event_burst), (10, 20));
+        assert!(c.validate().is_ok(), "0 turns a rate off");
+        let c = Config::parse_from(["shardio", "--ws-max-fragments", "0"]);
+        assert_eq!(c.validate(), Err(ConfigError::Zero("ws-max-fragments")));
     }
 
     #[test]

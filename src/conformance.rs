@@ -1,6 +1,7 @@
 //! The reference test servers of the upstream Engine.IO v4 and Socket.IO v5 conformance suites
 //! (docs/PROTOCOL.md §6): a raw Engine.IO echo and a Socket.IO test app, with the suites'
-//! settings. `examples/conformance.rs` serves them; the integration tests use them too.
+//! settings; and a plain WebSocket echo for WebSocket suites (Autobahn's fuzzing client).
+//! `examples/conformance.rs` serves them; the integration tests use them too.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -69,9 +70,26 @@ pub fn socketio_app(connect_timeout: Duration) -> SocketIo {
     io
 }
 
+/// The largest message of the plain WebSocket echo: Autobahn's biggest cases (9.1.6, 9.2.6)
+/// send 16 MiB.
+pub const WS_ECHO_MAX_PAYLOAD: usize = 16 << 20;
+
+/// The settings of the plain WebSocket echo on `/ws-echo`: messages up to 16 MiB, room to
+/// queue two of them back, and fragments enough for Autobahn's 4 MiB messages in 64-byte
+/// frames (case 9.3.1: 65,536 frames). The other limits are the defaults.
+pub fn ws_echo_config() -> EngineConfig {
+    EngineConfig {
+        max_payload: WS_ECHO_MAX_PAYLOAD,
+        max_buffered_bytes: 2 * WS_ECHO_MAX_PAYLOAD + 64,
+        max_fragments: 1 << 17,
+        ..EngineConfig::default()
+    }
+}
+
 /// The conformance endpoints with the suites' settings: pingInterval 300, pingTimeout 200,
 /// maxPayload 1000000, connectTimeout 1000, CORS origin `*`, both transports. Raw Engine.IO
-/// echo on `/engine.io/`, the Socket.IO test app on `/socket.io/`.
+/// echo on `/engine.io/`, the Socket.IO test app on `/socket.io/`, and a plain WebSocket echo
+/// (no Engine.IO) on `/ws-echo` ([`ws_echo_config`]).
 pub fn endpoints() -> Vec<Endpoint> {
     let engine = EngineConfig {
         ping_interval: Duration::from_millis(300),
@@ -90,5 +108,6 @@ pub fn endpoints() -> Vec<Endpoint> {
             engine,
             socketio_app(Duration::from_millis(1000)),
         ),
+        Endpoint::websocket_echo("/ws-echo", ws_echo_config()),
     ]
 }

@@ -13,6 +13,12 @@ pub struct ShardMetrics {
     bus_overflows: AtomicU64,
     handoffs_sent: AtomicU64,
     handoffs_received: AtomicU64,
+    messages_too_big: AtomicU64,
+    fragment_floods: AtomicU64,
+    control_floods: AtomicU64,
+    packets_over_limits: AtomicU64,
+    events_refused: AtomicU64,
+    event_floods: AtomicU64,
 }
 
 impl ShardMetrics {
@@ -71,6 +77,63 @@ impl ShardMetrics {
     /// Sessions disconnected because their outbound queue passed its byte limit.
     pub fn slow_consumers(&self) -> u64 {
         self.slow_consumers.load(Relaxed)
+    }
+
+    pub(crate) fn message_too_big(&self) {
+        self.messages_too_big.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn fragment_flood(&self) {
+        self.fragment_floods.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn control_flood(&self) {
+        self.control_floods.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn packet_over_limits(&self) {
+        self.packets_over_limits.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn event_refused(&self) {
+        self.events_refused.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn event_flood(&self) {
+        self.event_floods.fetch_add(1, Relaxed);
+    }
+
+    /// WebSocket connections closed (1009) for a message over `--max-payload`.
+    pub fn messages_too_big(&self) -> u64 {
+        self.messages_too_big.load(Relaxed)
+    }
+
+    /// WebSocket connections closed (1008) for a message in more than `--ws-max-fragments`
+    /// frames.
+    pub fn fragment_floods(&self) -> u64 {
+        self.fragment_floods.load(Relaxed)
+    }
+
+    /// WebSocket connections closed (1008) for control frames faster than `--ws-control-rate`.
+    pub fn control_floods(&self) -> u64 {
+        self.control_floods.load(Relaxed)
+    }
+
+    /// Socket.IO packets refused (the connection closes, "parse error") for JSON nested deeper
+    /// than `--max-json-depth` or a namespace or event name longer than `--max-name-length`.
+    pub fn packets_over_limits(&self) -> u64 {
+        self.packets_over_limits.load(Relaxed)
+    }
+
+    /// Socket.IO events refused for exceeding `--max-event-rate` (answered with an error ack
+    /// when they asked for one, dropped otherwise).
+    pub fn events_refused(&self) -> u64 {
+        self.events_refused.load(Relaxed)
+    }
+
+    /// Connections closed (1008) for exceeding `--max-event-rate` persistently.
+    pub fn event_floods(&self) -> u64 {
+        self.event_floods.load(Relaxed)
     }
 }
 

@@ -1,4 +1,6 @@
-//! Why a session closes, and what each reason means on the wire.
+//! Why a session closes, what each reason means on the wire, and which counter it adds to.
+
+use crate::metrics::ShardMetrics;
 
 /// Why a session closed. Socket.IO maps these to its disconnect reasons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +22,21 @@ pub enum CloseReason {
     ForcedClose,
     /// The server is shutting down.
     ServerShutdown,
+    /// A text message, or the reason of a close frame, that is not UTF-8 (RFC 6455 §8.1).
+    InvalidUtf8,
+    /// The client passed a limit on how it may use the connection (not a size limit).
+    PolicyViolation(Limit),
+}
+
+/// The limits whose violation closes a connection with 1008 (policy violation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// More fragments in one WebSocket message than `EngineConfig::max_fragments`.
+    Fragments,
+    /// WebSocket control frames (pings, pongs) faster than `EngineConfig::control_frame_rate`.
+    ControlFrames,
+    /// Socket.IO events faster than the application's event rate, persistently.
+    EventRate,
 }
 
 impl CloseReason {
@@ -33,6 +50,8 @@ impl CloseReason {
             CloseReason::SlowConsumer => "slow consumer",
             CloseReason::ForcedClose => "forced close",
             CloseReason::ServerShutdown => "server shutting down",
+            CloseReason::InvalidUtf8 => "transport error",
+            CloseReason::PolicyViolation(_) => "policy violation",
         }
     }
 
@@ -42,6 +61,8 @@ impl CloseReason {
             CloseReason::ServerShutdown => Some(1001),
             CloseReason::MessageTooBig => Some(1009),
             CloseReason::TransportError => Some(1002),
+            CloseReason::InvalidUtf8 => Some(1007),
+            CloseReason::PolicyViolation(_) => Some(1008),
             CloseReason::ParseError | CloseReason::PingTimeout | CloseReason::ForcedClose => {
                 Some(1000)
             }
@@ -54,5 +75,17 @@ impl CloseReason {
     /// failed or the client left.
     pub(crate) fn flushes_queue(self) -> bool {
         matches!(self, CloseReason::ForcedClose | CloseReason::ServerShutdown)
+    }
+
+    /// Adds the close to the shard's counter of the limit it hit, if it hit one.
+    pub(crate) fn count(self, metrics: &ShardMetrics) {
+        match self {
+            CloseReason::SlowConsumer => metrics.slow_consumer(),
+            CloseReason::MessageTooBig => metrics.message_too_big(),
+            CloseReason::PolicyViolation(Limit::Fragments) => metrics.fragment_flood(),
+            CloseReason::PolicyViolation(Limit::ControlFrames) => metrics.control_flood(),
+            CloseReason::PolicyViolation(Limit::EventRate) => metrics.event_flood(),
+            _ => {}
+        }
     }
 }

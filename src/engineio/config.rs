@@ -27,6 +27,11 @@ pub struct EngineConfig {
     /// Origins allowed to make requests, lower-cased; a request with another `Origin` header
     /// gets 403 before any session exists, one without it is allowed. Default none (any).
     pub allowed_origins: Option<Vec<String>>,
+    /// Frames one WebSocket message may come in; more close the connection with 1008.
+    pub max_fragments: usize,
+    /// WebSocket control frames (pings, pongs) a client may send per second, in bursts of as
+    /// many; faster closes the connection with 1008. 0: no limit.
+    pub control_frame_rate: u32,
 }
 
 impl Default for EngineConfig {
@@ -40,6 +45,8 @@ impl Default for EngineConfig {
             cors: None,
             cookie: None,
             allowed_origins: None,
+            max_fragments: defaults::WS_MAX_FRAGMENTS,
+            control_frame_rate: defaults::WS_CONTROL_RATE,
         }
     }
 }
@@ -62,6 +69,8 @@ impl EngineConfig {
                     .map(|o| o.to_ascii_lowercase())
                     .collect()
             }),
+            max_fragments: config.ws_max_fragments,
+            control_frame_rate: config.ws_control_rate,
             ..EngineConfig::default()
         }
     }
@@ -80,6 +89,10 @@ mod tests {
             (bin.ping_interval, bin.ping_timeout, bin.max_payload)
         );
         assert_eq!(lib.max_buffered_bytes, bin.max_buffered_bytes);
+        assert_eq!(
+            (lib.max_fragments, lib.control_frame_rate),
+            (bin.max_fragments, bin.control_frame_rate)
+        );
         assert!(bin.cors.is_none() && bin.cookie.is_none());
     }
 }

@@ -12,6 +12,7 @@ use super::config::EngineConfig;
 use super::request::RequestInfo;
 use super::session::{Session, Transport};
 use super::shard::EngineShard;
+use super::ws_reader::FrameLimits;
 use crate::bus::Bus;
 use crate::connection;
 use crate::protocol::engineio::HandshakeError;
@@ -21,7 +22,10 @@ use crate::protocol::http::{BodyFraming, Refusal, RequestHead};
 /// One Engine.IO endpoint (a path) on one shard.
 pub(crate) struct Engine {
     pub(crate) config: EngineConfig,
-    pub(super) app: Rc<dyn EngineApp>,
+    /// The app on top; `None` for a plain WebSocket echo endpoint (no Engine.IO).
+    pub(super) app: Option<Rc<dyn EngineApp>>,
+    /// The limits of every WebSocket of the endpoint, from `config`.
+    pub(super) frame_limits: Rc<FrameLimits>,
     pub(crate) shard: Rc<EngineShard>,
     /// The endpoint's index in the server's list: sessions remember it, so that a request for
     /// a session must come to the endpoint that opened it.
@@ -40,15 +44,17 @@ pub(crate) enum Handled {
 }
 
 impl Engine {
-    /// Endpoint `endpoint` of shard `shard`, serving `app`.
+    /// Endpoint `endpoint` of shard `shard`, serving `app` over Engine.IO, or (`None`) a plain
+    /// WebSocket echo.
     pub(crate) fn new(
         config: EngineConfig,
-        app: Rc<dyn EngineApp>,
+        app: Option<Rc<dyn EngineApp>>,
         shard: Rc<EngineShard>,
         endpoint: usize,
         bus: Bus,
     ) -> Self {
         Engine {
+            frame_limits: Rc::new(FrameLimits::new(&config)),
             config,
             app,
             shard,
@@ -80,8 +86,10 @@ impl Engine {
 
     /// Lets the app attach its handler to a session whose open packet is on its way.
     pub(super) fn attach(&self, session: &Rc<Session>) {
-        let conn = self.app.open(session);
-        *session.conn.borrow_mut() = Some(conn);
+        if let Some(app) = &self.app {
+            let conn = app.open(session);
+            *session.conn.borrow_mut() = Some(conn);
+        }
     }
 
     /// The open packet of a new session (docs/PROTOCOL.md §1.2): polling advertises the

@@ -15,6 +15,7 @@ use super::request::RequestInfo;
 use super::session::Transport;
 use super::sid::Sid;
 use super::websocket;
+use super::ws_echo;
 use crate::bus::{Handoff, Refused, ShardMsg};
 use crate::protocol::engineio::HandshakeError;
 use crate::protocol::http::{Refusal, RequestHead};
@@ -41,6 +42,9 @@ impl Engine {
             return self
                 .refuse(stream, &head, leftover, Refusal::OriginNotAllowed)
                 .await;
+        }
+        if self.app.is_none() {
+            return ws_echo::serve(self, stream, head, leftover).await;
         }
         let upgrade = head.is_websocket_upgrade();
         if !upgrade && head.method == "OPTIONS" {
@@ -85,19 +89,19 @@ impl Engine {
                 .await;
         };
         if upgrade {
-            // One upgrade per session: a second WebSocket (during or after the upgrade) is
-            // refused (`client.upgrading || client.upgraded`).
-            if requested != Requested::WebSocket || session.transport.get() != Transport::Polling {
-                return self
-                    .refuse(stream, &head, leftover, HandshakeError::BadRequest)
-                    .await;
-            }
-            let Some(key) = websocket_key(&head) else {
+            let Some(key) = websocket::websocket_key(&head) else {
                 return self
                     .refuse(stream, &head, leftover, HandshakeError::BadRequest)
                     .await;
             };
-            websocket::upgrade(self, stream, &key, session, leftover).await;
+            // One upgrade per session. A WebSocket that cannot carry it (during or after the
+            // upgrade, or for the polling transport) is accepted and closed at once, as Node
+            // does (`client.upgrading || client.upgraded`, `!handlesUpgrades`).
+            if requested != Requested::WebSocket || session.transport.get() != Transport::Polling {
+                websocket::accept_and_close(stream, &key).await;
+            } else {
+                websocket::upgrade(self, stream, &key, session, leftover).await;
+            }
             return Handled::Done;
         }
         if requested != Requested::Polling || session.is_websocket() {
@@ -144,7 +148,7 @@ impl Engine {
         if requested == Requested::Polling {
             return polling::handshake(self, stream, head, leftover, address).await;
         }
-        let Some(key) = websocket_key(&head) else {
+        let Some(key) = websocket::websocket_key(&head) else {
             return self
                 .refuse(stream, &head, leftover, HandshakeError::BadRequest)
                 .await;
@@ -197,12 +201,4 @@ impl Engine {
         self.refuse(stream, &head, Vec::new(), Refusal::OwnerBusy)
             .await
     }
-}
-
-/// The `Sec-WebSocket-Key` of a valid version-13 upgrade request.
-fn websocket_key(head: &RequestHead) -> Option<String> {
-    if head.header("sec-websocket-version") != Some("13") {
-        return None;
-    }
-    head.header("sec-websocket-key").map(str::to_owned)
 }

@@ -15,7 +15,8 @@
 //!   `handle.rs`: serving one request (checks, new session, existing session, hand-off).
 //! - `driver.rs`: one task per session owns its lifetime; `heartbeat.rs`: pings and pongs.
 //! - `polling.rs`: long polling; `websocket.rs`: the WebSocket loop and the upgrade probe;
-//!   `ws_reader.rs`: the frame reader.
+//!   `ws_reader.rs`: the frame reader and its limits; `ws_echo.rs`: a plain WebSocket echo on
+//!   the same framing (for WebSocket conformance suites); `rate.rs`: per-connection rate limits.
 //!
 //! A request for a session another shard owns is handed to that shard over the bus.
 
@@ -29,15 +30,17 @@ mod handle;
 mod heartbeat;
 mod polling;
 mod queue;
+mod rate;
 mod request;
 mod session;
 mod shard;
 mod sid;
 mod websocket;
+mod ws_echo;
 mod ws_reader;
 
 pub use app::{EngineApp, EngineAppFactory};
-pub use close::CloseReason;
+pub use close::{CloseReason, Limit};
 pub use config::EngineConfig;
 pub use request::RequestInfo;
 pub use session::{Connection, Message, SendError, Session};
@@ -47,3 +50,4 @@ pub use sid::{Sid, SidGenerator};
 pub use crate::protocol::frame::{FrameKind, OutFrame};
 
 pub(crate) use engine::{Engine, Handled};
+pub(crate) use rate::{RateLimit, RateState, Verdict};

@@ -1,14 +1,20 @@
-//! The bounded outbound queue of one session. Overflow policy: a push that would pass the byte
+//! The bounded outbound queue of one session. Every byte counts against the limit, control
+//! frames (pongs, close echoes) included. Overflow policy: a push that would pass the byte
 //! limit fails, and the caller disconnects the session as a slow consumer (or, for volatile
-//! packets, drops them).
+//! packets, drops them). Only the last frame of a connection, the server's close frame, may
+//! pass the limit (by at most 125 bytes, once).
 
 use std::collections::VecDeque;
-use std::io::IoSlice;
+use std::io::{self, IoSlice};
+
+use tokio::net::TcpStream;
 
 use crate::protocol::frame::{FrameKind, OutFrame};
 
 /// Queue slots kept after the queue drains (about 40 bytes each).
 const RETAINED_FRAMES: usize = 256;
+/// Frames gathered into one `writev`.
+const WRITE_BATCH: usize = 64;
 
 pub(crate) struct OutQueue {
     frames: VecDeque<OutFrame>,
@@ -56,11 +62,40 @@ impl OutQueue {
         true
     }
 
-    /// Queues a frame past the limit: control frames (close, pong) must go out.
-    pub(super) fn push_control(&mut self, frame: OutFrame) {
+    /// Queues a control frame (a pong, a close echo) within the limit; false when it does not
+    /// fit: a client that pings and never reads is a slow consumer like any other.
+    #[must_use]
+    pub(super) fn push_control(&mut self, frame: OutFrame) -> bool {
+        debug_assert_eq!(frame.kind(), FrameKind::Control);
+        self.push_all(std::slice::from_ref(&frame))
+    }
+
+    /// Queues the server's close frame, the last of the connection, even past the limit.
+    pub(super) fn push_close(&mut self, frame: OutFrame) {
         debug_assert_eq!(frame.kind(), FrameKind::Control);
         self.bytes += frame.len();
         self.frames.push_back(frame);
+    }
+
+    /// Writes as much of the queue to `stream` as it takes without waiting, in `writev`s of
+    /// up to [`WRITE_BATCH`] frames. `Ok(true)`: all written.
+    pub(super) fn write_to(&mut self, stream: &TcpStream) -> io::Result<bool> {
+        loop {
+            if self.is_empty() {
+                return Ok(true);
+            }
+            let written = {
+                let mut slices = [IoSlice::new(&[]); WRITE_BATCH];
+                let n = self.slices(&mut slices);
+                stream.try_write_vectored(&slices[..n])
+            };
+            match written {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Fills `slices` with the unwritten bytes, front first; returns how many were filled.
@@ -142,8 +177,22 @@ mod tests {
         assert!(!q.push_all(&[text("4bbbbbbb"), text("4c")]));
         assert!(q.push_all(&[text("4bbbbbbb")]));
         assert!(!q.fits(&[text("")]));
-        q.push_control(OutFrame::close(1001));
+        q.push_close(OutFrame::close(1001));
         assert_eq!(q.frames.len(), 3);
+    }
+
+    #[test]
+    fn control_frames_count_against_the_limit() {
+        let mut q = OutQueue::new(20);
+        assert!(q.push_control(OutFrame::pong(b"12345678"))); // 10 bytes
+        assert!(q.push_control(OutFrame::pong(b"12345678")));
+        assert!(
+            !q.push_control(OutFrame::pong(b"")),
+            "a pong past the limit is refused"
+        );
+        assert_eq!(q.bytes(), 20);
+        q.push_close(OutFrame::close(1000));
+        assert_eq!(q.bytes(), 24, "the final close frame may pass it");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! driver task (`driver.rs`) owns its lifetime.
 
 use std::cell::{Cell, RefCell};
-use std::io::{self, IoSlice};
+use std::io;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
@@ -19,9 +19,6 @@ use super::sid::Sid;
 use super::ws_reader::WsTransport;
 use crate::protocol::engineio::{Packet, PacketType};
 use crate::protocol::frame::OutFrame;
-
-/// Frames gathered into one `writev`.
-const WRITE_BATCH: usize = 64;
 
 /// A message received on a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,26 +244,10 @@ impl Session {
         }
     }
 
-    /// Writes as much of the queue to `stream` as it takes without waiting, in `writev`s of
-    /// up to [`WRITE_BATCH`] frames. `Ok(true)`: all written.
+    /// Writes as much of the queue to `stream` as it takes without waiting. `Ok(true)`: all
+    /// written.
     pub(super) fn write_queue(&self, stream: &TcpStream) -> io::Result<bool> {
-        loop {
-            let mut out = self.out.borrow_mut();
-            if out.is_empty() {
-                return Ok(true);
-            }
-            let written = {
-                let mut slices = [IoSlice::new(&[]); WRITE_BATCH];
-                let n = out.slices(&mut slices);
-                stream.try_write_vectored(&slices[..n])
-            };
-            match written {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => out.advance(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => return Err(e),
-            }
-        }
+        self.out.borrow_mut().write_to(stream)
     }
 
     /// Asks the transport to close the session. Idempotent; the first reason wins. The

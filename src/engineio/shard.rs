@@ -112,9 +112,7 @@ impl EngineShard {
             transport = session.transport.get().name(),
             "session closed"
         );
-        if reason == CloseReason::SlowConsumer {
-            self.metrics().slow_consumer();
-        }
+        reason.count(self.metrics());
         if let Some(conn) = session.conn.borrow_mut().take() {
             conn.on_close(session, reason);
         }

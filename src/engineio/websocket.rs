@@ -3,6 +3,7 @@
 //! §1.7). Frames are read by `ws_reader.rs`; queued frames are written in one `writev` per
 //! loop turn (by this loop, or by the shard's flusher between turns).
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -13,21 +14,26 @@ use tokio::time::Instant;
 use super::close::CloseReason;
 use super::engine::Engine;
 use super::heartbeat::Heartbeat;
+use super::queue::OutQueue;
 use super::request::RequestInfo;
 use super::session::{Session, Transport};
-use super::ws_reader::{read_ready, FrameSink, Reader, WsTransport};
+use super::ws_reader::{read_ready, FrameSink, Reader, WsMessage, WsTransport};
 use crate::connection;
 use crate::protocol::engineio::{self, Packet, PacketType};
 use crate::protocol::frame::OutFrame;
+use crate::protocol::http::RequestHead;
 
 /// How long a closing connection may take to flush its last frames and see the client's close.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// How much a closing connection reads (and drops) while it waits for the client's close: a
+/// close frame comes at once; a client still flooding is cut off, not read for the whole linger.
+const CLOSE_DRAIN: usize = 64 * 1024;
 /// How often a probing upgrade asks the pending polling GET to return a noop (Node's check
 /// interval), so the client can pause polling and send the upgrade packet.
 const NOOP_PERIOD: Duration = Duration::from_millis(100);
 
 /// The 101 answer to an upgrade request.
-fn switching_protocols(key: &str, cookie: Option<&str>) -> Vec<u8> {
+pub(super) fn switching_protocols(key: &str, cookie: Option<&str>) -> Vec<u8> {
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let mut response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
@@ -39,6 +45,14 @@ fn switching_protocols(key: &str, cookie: Option<&str>) -> Vec<u8> {
     }
     response.push_str("\r\n");
     response.into_bytes()
+}
+
+/// The `Sec-WebSocket-Key` of a valid version-13 upgrade request.
+pub(super) fn websocket_key(head: &RequestHead) -> Option<String> {
+    if head.header("sec-websocket-version") != Some("13") {
+        return None;
+    }
+    head.header("sec-websocket-key").map(str::to_owned)
 }
 
 /// Answers a handshake upgrade and opens the session; returns it with its WebSocket, for the
@@ -58,7 +72,7 @@ pub(super) async fn open(
         engine.attach(&session);
         Some((
             session,
-            WsTransport::new(stream, leftover, engine.config.max_payload),
+            WsTransport::new(stream, leftover, engine.frame_limits.clone()),
         ))
     } else {
         session.close(CloseReason::TransportError);
@@ -83,7 +97,7 @@ pub(super) async fn upgrade(
         end_candidate(&session);
         return;
     }
-    let mut ws = WsTransport::new(stream, leftover, engine.config.max_payload);
+    let mut ws = WsTransport::new(stream, leftover, engine.frame_limits.clone());
     let upgraded = probe(engine, &session, &mut ws).await;
     if upgraded && session.is_open() {
         *session.upgraded.borrow_mut() = Some(Box::new(ws));
@@ -92,6 +106,18 @@ pub(super) async fn upgrade(
     }
     end_candidate(&session);
     let _ = ws.stream.shutdown().await;
+}
+
+/// Accepts a WebSocket that cannot carry its session (the session has upgraded already, or a
+/// candidate is probing, or the request names the polling transport) and closes it at once, as
+/// Node's engine.io does: `101`, then a close frame without a status code (docs/PROTOCOL.md
+/// §1.7). The client sees a close, not a failed handshake; the session is not touched.
+pub(super) async fn accept_and_close(mut stream: TcpStream, key: &str) {
+    if connection::write_raw(&mut stream, &switching_protocols(key, None)).await {
+        let out = RefCell::new(OutQueue::new(0));
+        out.borrow_mut().push_close(OutFrame::close_without_code());
+        linger(stream, &out).await;
+    }
 }
 
 /// A candidate that did not upgrade leaves the session on polling, free to try again.
@@ -118,8 +144,11 @@ async fn probe(engine: &Engine, session: &Rc<Session>, ws: &mut WsTransport) -> 
             for frame in sink.replies.drain(..) {
                 bytes.extend_from_slice(frame.wire());
             }
-            if ws.stream.write_all(&bytes).await.is_err() {
-                return false;
+            // Within the probe's deadline: a client that pings and never reads must not hold
+            // the connection.
+            match tokio::time::timeout_at(deadline, ws.stream.write_all(&bytes)).await {
+                Ok(Ok(())) => {}
+                _ => return false,
             }
         }
         if result.is_err() || !session.is_open() {
@@ -217,17 +246,23 @@ async fn run_loop(
 /// Sends the close frame the reason calls for, flushes, and waits briefly for the client to
 /// close its side, so that the last frames are not lost to a reset.
 pub(super) async fn close(ws: WsTransport, session: &Session) {
-    let mut stream = ws.stream;
     let reason = session.closing.get().unwrap_or(CloseReason::TransportClose);
     if matches!(reason, CloseReason::SlowConsumer) {
         return;
     }
     if let Some(code) = reason.ws_close_code() {
-        session.out.borrow_mut().push_control(OutFrame::close(code));
+        session.out.borrow_mut().push_close(OutFrame::close(code));
     }
+    linger(ws.stream, &session.out).await;
+}
+
+/// Writes what `out` holds (ending with a close frame), closes our side, and waits briefly for
+/// the client to close its side, so that the last frames are not lost to a reset.
+pub(super) async fn linger(mut stream: TcpStream, out: &RefCell<OutQueue>) {
     let deadline = Instant::now() + CLOSE_LINGER;
     loop {
-        match session.write_queue(&stream) {
+        let written = out.borrow_mut().write_to(&stream);
+        match written {
             Ok(true) => break,
             Ok(false) => {
                 if tokio::time::timeout_at(deadline, stream.writable())
@@ -244,13 +279,15 @@ pub(super) async fn close(ws: WsTransport, session: &Session) {
         return;
     }
     let mut sink = [0u8; 1024];
+    let mut drained = 0;
     while let Ok(Ok(n)) = tokio::time::timeout_at(
         deadline,
         tokio::io::AsyncReadExt::read(&mut stream, &mut sink),
     )
     .await
     {
-        if n == 0 {
+        drained += n;
+        if n == 0 || drained > CLOSE_DRAIN {
             break;
         }
     }
@@ -264,22 +301,32 @@ impl FrameSink for SessionSink<'_> {
         self.0.is_open()
     }
 
-    fn message(&mut self, text: bool, data: &[u8]) -> Result<(), CloseReason> {
-        deliver(self.0, text, data)
+    fn message(&mut self, message: WsMessage<'_>) -> Result<(), CloseReason> {
+        deliver(self.0, message)
     }
 
-    fn control(&mut self, frame: OutFrame) {
-        self.0.out.borrow_mut().push_control(frame);
+    fn control(&mut self, frame: OutFrame) -> Result<(), CloseReason> {
+        push_control(self.0, frame)
+    }
+}
+
+/// Queues a control frame on the session; one that does not fit makes it a slow consumer.
+fn push_control(session: &Session, frame: OutFrame) -> Result<(), CloseReason> {
+    if session.out.borrow_mut().push_control(frame) {
+        Ok(())
+    } else {
+        Err(CloseReason::SlowConsumer)
     }
 }
 
 /// Hands one complete WebSocket message to the Engine.IO layer.
-fn deliver(session: &Rc<Session>, text: bool, data: &[u8]) -> Result<(), CloseReason> {
-    if !text {
-        return session.receive(Packet::Binary(data));
-    }
-    let text = std::str::from_utf8(data).map_err(|_| CloseReason::TransportError)?;
-    let packet = engineio::decode_text(text).map_err(|_| CloseReason::ParseError)?;
+fn deliver(session: &Rc<Session>, message: WsMessage<'_>) -> Result<(), CloseReason> {
+    let packet = match message {
+        WsMessage::Binary(data) => Packet::Binary(data),
+        WsMessage::Text(text) => {
+            engineio::decode_text(text).map_err(|_| CloseReason::ParseError)?
+        }
+    };
     session.receive(packet)
 }
 
@@ -298,19 +345,19 @@ impl FrameSink for ProbeSink<'_> {
         self.session.is_open()
     }
 
-    fn message(&mut self, text: bool, data: &[u8]) -> Result<(), CloseReason> {
+    fn message(&mut self, message: WsMessage<'_>) -> Result<(), CloseReason> {
         if self.upgraded {
-            return deliver(self.session, text, data);
+            return deliver(self.session, message);
         }
-        match (text, data) {
-            (true, b"2probe") => {
+        match message {
+            WsMessage::Text("2probe") => {
                 self.probed = true;
                 self.replies.push(OutFrame::text(6, |b| {
                     engineio::encode_text(PacketType::Pong, "probe", b)
                 }));
                 Ok(())
             }
-            (true, b"5") => {
+            WsMessage::Text("5") => {
                 // From here the session is the WebSocket's: polling requests get 400, and the
                 // pending GET (if any) returns a noop instead of packets.
                 self.upgraded = true;
@@ -323,11 +370,11 @@ impl FrameSink for ProbeSink<'_> {
         }
     }
 
-    fn control(&mut self, frame: OutFrame) {
+    fn control(&mut self, frame: OutFrame) -> Result<(), CloseReason> {
         if self.upgraded {
-            self.session.out.borrow_mut().push_control(frame);
-        } else {
-            self.replies.push(frame);
+            return push_control(self.session, frame);
         }
+        self.replies.push(frame);
+        Ok(())
     }
 }

@@ -56,6 +56,11 @@ impl OutFrame {
         Self::finish(buf, OP_CLOSE, FrameKind::Control)
     }
 
+    /// A WebSocket close frame without a status code (the peer sees 1005, "no status").
+    pub fn close_without_code() -> OutFrame {
+        Self::finish(vec![0u8; HEADER_ROOM], OP_CLOSE, FrameKind::Control)
+    }
+
     /// A WebSocket pong answering a ping with `data` (at most 125 bytes, checked by the reader).
     pub fn pong(data: &[u8]) -> OutFrame {
         let mut buf = vec![0u8; HEADER_ROOM];
@@ -145,6 +150,7 @@ mod tests {
             OutFrame::close(1001).wire().as_ref(),
             &[0x88, 2, 0x03, 0xe9]
         );
+        assert_eq!(OutFrame::close_without_code().wire().as_ref(), &[0x88, 0]);
         assert_eq!(
             OutFrame::pong(b"hi").wire().as_ref(),
             &[0x8a, 2, b'h', b'i']

@@ -6,6 +6,7 @@ use serde_json::Value;
 use thiserror::Error;
 
 use super::frame::OutFrame;
+use crate::config::defaults;
 
 /// The Socket.IO packet types, by their wire digit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,10 +97,61 @@ pub enum DecodeError {
     /// JSON that does not parse, or a payload the packet type does not allow.
     #[error("invalid payload")]
     InvalidPayload,
+    /// JSON nested deeper than allowed (refused before it is parsed).
+    #[error("payload nested too deep")]
+    TooDeep,
+    /// A namespace or event name longer than allowed.
+    #[error("name too long")]
+    NameTooLong,
 }
 
-/// Decodes a Socket.IO packet from the data of an Engine.IO `message` (`Decoder.decodeString`).
+impl DecodeError {
+    /// Whether the packet was refused for passing one of the [`DecodeLimits`] rather than for
+    /// breaking the grammar.
+    pub fn is_over_limit(&self) -> bool {
+        matches!(
+            self,
+            DecodeError::TooManyAttachments | DecodeError::TooDeep | DecodeError::NameTooLong
+        )
+    }
+}
+
+/// What a client's packet may hold; passing a bound refuses the packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Binary attachments of one packet.
+    pub max_attachments: usize,
+    /// Nesting of arrays and objects in the JSON payload, checked before it is parsed.
+    pub max_depth: usize,
+    /// Bytes of the namespace name, and of the event name of an EVENT.
+    pub max_name_length: usize,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits {
+            max_attachments: defaults::MAX_ATTACHMENTS,
+            max_depth: defaults::MAX_JSON_DEPTH,
+            max_name_length: defaults::MAX_NAME_LENGTH,
+        }
+    }
+}
+
+/// Decodes a Socket.IO packet from the data of an Engine.IO `message` (`Decoder.decodeString`),
+/// with `max_attachments` and the default depth and name bounds.
 pub fn decode(s: &str, max_attachments: usize) -> Result<Packet<'_>, DecodeError> {
+    decode_with(
+        s,
+        &DecodeLimits {
+            max_attachments,
+            ..DecodeLimits::default()
+        },
+    )
+}
+
+/// Decodes a Socket.IO packet within `limits`.
+pub fn decode_with<'a>(s: &'a str, limits: &DecodeLimits) -> Result<Packet<'a>, DecodeError> {
+    let max_attachments = limits.max_attachments;
     let bytes = s.as_bytes();
     let ty = bytes
         .first()
@@ -135,6 +187,9 @@ pub fn decode(s: &str, max_attachments: usize) -> Result<Packet<'_>, DecodeError
             .position(|&b| b == b',')
             .map_or(bytes.len(), |p| i + p);
         nsp = &s[i..end];
+        if nsp.len() > limits.max_name_length {
+            return Err(DecodeError::NameTooLong);
+        }
         i = (end + 1).min(bytes.len());
     }
 
@@ -150,10 +205,21 @@ pub fn decode(s: &str, max_attachments: usize) -> Result<Packet<'_>, DecodeError
     }
 
     let data = if i < bytes.len() {
+        // serde_json recurses once per level: bound the depth before it starts.
+        if json_nests_deeper(&bytes[i..], limits.max_depth) {
+            return Err(DecodeError::TooDeep);
+        }
         let value: Value =
             serde_json::from_str(&s[i..]).map_err(|_| DecodeError::InvalidPayload)?;
         if !payload_is_valid(ty, &value) {
             return Err(DecodeError::InvalidPayload);
+        }
+        if let Some(Value::String(event)) = value.as_array().and_then(|a| a.first()) {
+            if matches!(ty, PacketType::Event | PacketType::BinaryEvent)
+                && event.len() > limits.max_name_length
+            {
+                return Err(DecodeError::NameTooLong);
+            }
         }
         Some(value)
     } else {
@@ -171,6 +237,37 @@ pub fn decode(s: &str, max_attachments: usize) -> Result<Packet<'_>, DecodeError
         attachments,
         data,
     })
+}
+
+/// Whether `json` nests arrays and objects deeper than `max` levels: one pass over the bytes,
+/// skipping strings, with no recursion. Malformed JSON is left for the parser to refuse.
+pub fn json_nests_deeper(json: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// `Decoder.isPayloadValid`.
@@ -470,6 +567,55 @@ mod tests {
         let p = dec(r#"52-789["m",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#)
             .unwrap();
         assert_eq!((p.attachments, p.id), (2, Some(789)));
+    }
+
+    #[test]
+    fn nesting_is_bounded_before_parsing() {
+        assert!(!json_nests_deeper(br#"["a",{"b":[1,[2]]}]"#, 4));
+        assert!(json_nests_deeper(br#"["a",{"b":[1,[2]]}]"#, 3));
+        assert!(
+            !json_nests_deeper(br#"["[[[[{{{{\"[["]"#, 1),
+            "brackets in strings do not count"
+        );
+        let limits = DecodeLimits {
+            max_depth: 32,
+            ..DecodeLimits::default()
+        };
+        let ok = format!("2[\"e\",{}1{}]", "[".repeat(31), "]".repeat(31));
+        assert!(decode_with(&ok, &limits).is_ok());
+        let deep = format!("2[\"e\",{}1{}]", "[".repeat(32), "]".repeat(32));
+        assert_eq!(decode_with(&deep, &limits), Err(DecodeError::TooDeep));
+        // Far past serde_json's own limit: refused before any recursion.
+        let bomb = format!("2[\"e\",{}]", "[".repeat(100_000));
+        assert_eq!(decode_with(&bomb, &limits), Err(DecodeError::TooDeep));
+    }
+
+    #[test]
+    fn names_are_bounded() {
+        let limits = DecodeLimits {
+            max_name_length: 8,
+            ..DecodeLimits::default()
+        };
+        assert!(decode_with("0/1234567,", &limits).is_ok());
+        assert_eq!(
+            decode_with("0/12345678,", &limits),
+            Err(DecodeError::NameTooLong)
+        );
+        assert_eq!(
+            decode_with(&format!("0/{}", "n".repeat(100_000)), &limits),
+            Err(DecodeError::NameTooLong)
+        );
+        assert!(decode_with(r#"2["12345678"]"#, &limits).is_ok());
+        assert_eq!(
+            decode_with(r#"2["123456789"]"#, &limits),
+            Err(DecodeError::NameTooLong)
+        );
+        assert!(
+            decode_with(r#"3["123456789"]"#, &limits).is_ok(),
+            "an ack has no event name"
+        );
+        assert!(DecodeError::NameTooLong.is_over_limit());
+        assert!(!DecodeError::InvalidPayload.is_over_limit());
     }
 
     #[test]

@@ -24,6 +24,11 @@ pub enum App {
     SocketIo(Arc<SocketIo>),
     /// A raw Engine.IO application; it takes no part in the bus or the bridge.
     Engine(Arc<dyn EngineAppFactory>),
+    /// A plain WebSocket echo, without Engine.IO, on the same framing layer (for WebSocket
+    /// conformance suites): every message is sent back as it came. Of the endpoint's settings
+    /// it uses the WebSocket limits (`max_payload`, `max_buffered_bytes`, `max_fragments`,
+    /// `control_frame_rate`).
+    WebSocketEcho,
 }
 
 impl std::fmt::Debug for App {
@@ -31,6 +36,7 @@ impl std::fmt::Debug for App {
         match self {
             App::SocketIo(io) => f.debug_tuple("SocketIo").field(io).finish(),
             App::Engine(_) => f.write_str("Engine(..)"),
+            App::WebSocketEcho => f.write_str("WebSocketEcho"),
         }
     }
 }
@@ -58,11 +64,20 @@ impl Endpoint {
         }
     }
 
+    /// A plain WebSocket echo on `path` (see [`App::WebSocketEcho`]).
+    pub fn websocket_echo(path: impl Into<String>, engine: EngineConfig) -> Self {
+        Endpoint {
+            path: path.into(),
+            engine,
+            app: App::WebSocketEcho,
+        }
+    }
+
     /// The Socket.IO application, if that is what the endpoint serves.
     pub(crate) fn socketio_app(&self) -> Option<&SocketIo> {
         match &self.app {
             App::SocketIo(io) => Some(io),
-            App::Engine(_) => None,
+            App::Engine(_) | App::WebSocketEcho => None,
         }
     }
 }

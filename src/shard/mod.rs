@@ -217,12 +217,13 @@ fn start_endpoint(
     ep: &Endpoint,
     bridged: bool,
 ) -> ShardEndpoint {
-    let (app, socketio): (Rc<dyn crate::engineio::EngineApp>, _) = match &ep.app {
+    let (app, socketio): (Option<Rc<dyn crate::engineio::EngineApp>>, _) = match &ep.app {
         App::SocketIo(io) => {
             let sio = io.for_shard(shard, bus.clone(), index, bridged);
-            (sio.clone(), Some(sio))
+            (Some(sio.clone()), Some(sio))
         }
-        App::Engine(factory) => (factory.for_shard(shard), None),
+        App::Engine(factory) => (Some(factory.for_shard(shard)), None),
+        App::WebSocketEcho => (None, None),
     };
     let engine = Engine::new(ep.engine.clone(), app, shard.clone(), index, bus.clone());
     ShardEndpoint {

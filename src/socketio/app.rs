@@ -8,14 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::broadcast::BroadcastOperator;
-use super::client::{Client, ConnectDeadlines};
+use super::client::{Client, ClientLimits, ConnectDeadlines};
 use super::link::ClusterLink;
 use super::namespace::Namespace;
 use super::NsShard;
 use crate::bus::cluster::{BroadcastOpts, Origin, SioMsg};
 use crate::bus::Bus;
 use crate::config::{defaults, Config};
-use crate::engineio::{Connection, EngineApp, EngineShard, Session};
+use crate::engineio::{Connection, EngineApp, EngineShard, RateLimit, Session};
+use crate::protocol::socketio::DecodeLimits;
 
 /// Socket.IO settings. Defaults are Node's, from [`crate::config::defaults`].
 #[derive(Debug, Clone)]
@@ -26,6 +27,17 @@ pub struct SocketIoConfig {
     pub max_attachments: usize,
     /// This server's name in the locations of its sockets (`--node-name`).
     pub node_name: String,
+    /// Nesting of arrays and objects accepted in a packet's JSON (checked before parsing).
+    pub max_json_depth: usize,
+    /// Bytes of a namespace or event name accepted in a client's packet.
+    pub max_name_length: usize,
+    /// Events one client may send per second (0, the default: no limit). Beyond the rate and its burst, an
+    /// event is refused: answered with the ack `{"error":"rate limited"}` when it asked for
+    /// one, dropped otherwise.
+    pub max_event_rate: u32,
+    /// Events one client may send at once above the rate; also how many refusals, since the
+    /// client last stayed within its rate, close the connection (1008, "policy violation").
+    pub max_event_burst: u32,
 }
 
 impl Default for SocketIoConfig {
@@ -34,6 +46,10 @@ impl Default for SocketIoConfig {
             connect_timeout: Duration::from_millis(defaults::CONNECT_TIMEOUT_MS),
             max_attachments: defaults::MAX_ATTACHMENTS,
             node_name: defaults::node_name(),
+            max_json_depth: defaults::MAX_JSON_DEPTH,
+            max_name_length: defaults::MAX_NAME_LENGTH,
+            max_event_rate: defaults::MAX_EVENT_RATE,
+            max_event_burst: defaults::MAX_EVENT_BURST,
         }
     }
 }
@@ -43,8 +59,24 @@ impl SocketIoConfig {
     pub fn from_config(config: &Config) -> Self {
         SocketIoConfig {
             connect_timeout: config.connect_timeout(),
-            max_attachments: defaults::MAX_ATTACHMENTS,
             node_name: config.node_name(),
+            max_json_depth: config.max_json_depth,
+            max_name_length: config.max_name_length,
+            max_event_rate: config.max_event_rate,
+            max_event_burst: config.max_event_burst,
+            ..SocketIoConfig::default()
+        }
+    }
+
+    /// What a client of this app may send.
+    fn client_limits(&self) -> ClientLimits {
+        ClientLimits {
+            decode: DecodeLimits {
+                max_attachments: self.max_attachments,
+                max_depth: self.max_json_depth,
+                max_name_length: self.max_name_length,
+            },
+            events: RateLimit::new(self.max_event_rate, self.max_event_burst),
         }
     }
 }
@@ -143,6 +175,7 @@ impl SocketIo {
             })
             .collect();
         Rc::new(SioShard {
+            limits: Rc::new(self.config.client_limits()),
             config: self.config.clone(),
             engine: shard.clone(),
             connect_deadlines,
@@ -154,6 +187,8 @@ impl SocketIo {
 /// The Socket.IO state of one endpoint on one shard.
 pub(crate) struct SioShard {
     config: SocketIoConfig,
+    /// Shared with every client of the shard.
+    limits: Rc<ClientLimits>,
     engine: Rc<EngineShard>,
     connect_deadlines: Rc<ConnectDeadlines>,
     /// Shared with every client of the shard (never copied per connection).
@@ -187,7 +222,7 @@ impl EngineApp for SioShard {
         let client = Rc::new(Client::new(
             self.namespaces.clone(),
             self.engine.clone(),
-            self.config.max_attachments,
+            self.limits.clone(),
         ));
         self.connect_deadlines
             .watch(&client, session, self.config.connect_timeout);

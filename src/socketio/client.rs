@@ -1,7 +1,7 @@
 //! The Socket.IO side of one Engine.IO connection: which namespaces it joined, the binary
 //! packet being assembled, CONNECT and auth, and the shard's deadline for the first CONNECT.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
@@ -11,8 +11,11 @@ use serde_json::{json, Value};
 
 use super::socket::{ConnectError, DisconnectReason, Socket};
 use super::NsShard;
-use crate::engineio::{CloseReason, Connection, EngineShard, Message, Session};
-use crate::protocol::socketio::{self as codec, control_frame, PacketType};
+use crate::engineio::{
+    CloseReason, Connection, EngineShard, Limit, Message, RateLimit, RateState, Session, Verdict,
+};
+use crate::protocol::socketio::{self as codec, ack_frames, control_frame, DecodeLimits};
+use crate::protocol::socketio::{PacketType, Payload};
 
 /// When a connection must have sent CONNECT by, and its guard.
 type ConnectDeadline = (tokio::time::Instant, Weak<ConnectGuard>);
@@ -73,12 +76,21 @@ struct PendingBinary {
     bins: Vec<Bytes>,
 }
 
+/// What a client may send: its packets' bounds and its rate of events.
+#[derive(Debug)]
+pub(super) struct ClientLimits {
+    pub(super) decode: DecodeLimits,
+    pub(super) events: RateLimit,
+}
+
 /// The Socket.IO side of one Engine.IO session: which namespaces it joined, and the binary
 /// packet being assembled.
 pub(super) struct Client {
     namespaces: Rc<HashMap<String, Rc<NsShard>>>,
     engine: Rc<EngineShard>,
-    max_attachments: usize,
+    limits: Rc<ClientLimits>,
+    /// The client's events against `limits.events`.
+    events: Cell<RateState>,
     sockets: RefCell<Vec<Socket>>,
     pending: RefCell<Option<PendingBinary>>,
     /// Dropped at the first CONNECT: until then the shard's connect deadline applies.
@@ -107,12 +119,13 @@ impl Client {
     pub(super) fn new(
         namespaces: Rc<HashMap<String, Rc<NsShard>>>,
         engine: Rc<EngineShard>,
-        max_attachments: usize,
+        limits: Rc<ClientLimits>,
     ) -> Self {
         Client {
             namespaces,
             engine,
-            max_attachments,
+            limits,
+            events: Cell::new(RateState::default()),
             sockets: RefCell::new(Vec::new()),
             pending: RefCell::new(None),
             connect_guard: RefCell::new(None),
@@ -133,9 +146,14 @@ impl Client {
             // A text packet while attachments are awaited.
             return session.close(CloseReason::ParseError);
         }
-        let packet = match codec::decode(text, self.max_attachments) {
+        let packet = match codec::decode_with(text, &self.limits.decode) {
             Ok(p) => p,
-            Err(_) => return session.close(CloseReason::ParseError),
+            Err(e) => {
+                if e.is_over_limit() {
+                    self.engine.metrics().packet_over_limits();
+                }
+                return session.close(CloseReason::ParseError);
+            }
         };
         if packet.attachments > 0 {
             *self.pending.borrow_mut() = Some(PendingBinary {
@@ -196,13 +214,37 @@ impl Client {
             return session.close(CloseReason::ParseError);
         };
         match ty {
-            PacketType::Event | PacketType::BinaryEvent => socket.on_event(data, bins, id),
+            PacketType::Event | PacketType::BinaryEvent => {
+                if self.within_event_rate(session, nsp, id) {
+                    socket.on_event(data, bins, id);
+                }
+            }
             PacketType::Ack | PacketType::BinaryAck => socket.on_ack(id, data, bins),
             PacketType::Disconnect => socket.left(DisconnectReason::ClientNamespaceDisconnect),
             PacketType::ConnectError | PacketType::Connect => {
                 session.close(CloseReason::ParseError)
             }
         }
+    }
+
+    /// Takes one event from the client's rate. An event over it is refused: answered with an
+    /// error ack when it asked for one, dropped otherwise; persistent abuse (more refusals than
+    /// the burst since the client last stayed within its rate) closes the connection.
+    fn within_event_rate(&self, session: &Rc<Session>, nsp: &str, id: Option<u64>) -> bool {
+        let mut state = self.events.get();
+        let verdict = self.limits.events.check(&mut state);
+        self.events.set(state);
+        if verdict == Verdict::Allowed {
+            return true;
+        }
+        self.engine.metrics().event_refused();
+        if verdict == Verdict::Abuse {
+            session.close(CloseReason::PolicyViolation(Limit::EventRate));
+        } else if let Some(id) = id {
+            let refusal = Payload::from(json!({"error": "rate limited"}));
+            let _ = session.send(&ack_frames(nsp, id, &refusal));
+        }
+        false
     }
 
     fn connect(&self, session: &Rc<Session>, nsp: &str, auth: Option<Value>) {

@@ -5,6 +5,7 @@ pub(crate) mod aclient;
 pub(crate) mod jwt;
 pub(crate) mod node;
 pub(crate) mod polling;
+pub(crate) mod raw_ws;
 pub(crate) mod redis;
 
 use std::io::{Read, Write};
