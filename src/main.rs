@@ -19,7 +19,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let server = server.with_redis(config.redis.clone());
+    let server = server
+        .with_redis(config.redis.clone())
+        .with_limits(config.limits.clone());
     match server.run(gateway::endpoints(&config), shardio::shutdown_signal()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -12,7 +12,9 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
 use crate::bus::Bus;
-use crate::config::{RedisConfig, RuntimeConfig};
+use crate::config::{LimitsConfig, RedisConfig, RuntimeConfig};
+use crate::connection::HttpLimits;
+use crate::engineio::Admission;
 use crate::listener;
 use crate::metrics::Metrics;
 use crate::redis_bridge::{self, BridgeError, BridgeSetup};
@@ -49,6 +51,7 @@ pub struct Server {
     metrics: Arc<Metrics>,
     addr: SocketAddr,
     redis: Option<RedisConfig>,
+    limits: LimitsConfig,
 }
 
 impl Server {
@@ -67,7 +70,15 @@ impl Server {
             metrics: Arc::new(Metrics::new(count)),
             addr,
             redis: None,
+            limits: LimitsConfig::default(),
         })
+    }
+
+    /// Bounds HTTP requests and new connections as `limits` says (default:
+    /// [`LimitsConfig::default`]).
+    pub fn with_limits(mut self, limits: LimitsConfig) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Shares the Socket.IO endpoint's namespaces with other machines through Redis (a no-op
@@ -115,6 +126,11 @@ impl Server {
             None => (None, None),
         };
         let endpoints = Arc::new(endpoints);
+        let admission = Arc::new(Admission::new(
+            self.limits.max_connections,
+            self.limits.max_handshakes_per_second,
+        ));
+        let http = HttpLimits::new(&self.limits);
         let (stop_tx, stop_rx) = watch::channel(false);
         // Each shard reports its exit here, so a dead shard stops the server instead of
         // leaving it half up.
@@ -133,6 +149,8 @@ impl Server {
                 inbox,
                 stop: stop_rx.clone(),
                 shutdown_timeout: self.runtime.shutdown_timeout(),
+                admission: admission.clone(),
+                http,
             };
             let exit = ExitNotice(exit_tx.clone(), id);
             let handle = thread::Builder::new()

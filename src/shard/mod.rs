@@ -2,6 +2,7 @@
 //! its own SO_REUSEPORT listener, serving the endpoints, and reading its bus inbox.
 //! Everything a shard owns stays on its thread.
 
+mod accept;
 mod endpoint;
 mod router;
 
@@ -14,7 +15,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::bus::{Bus, ShardMsg};
-use crate::engineio::{CloseReason, Engine, EngineShard};
+use crate::connection::HttpLimits;
+use crate::engineio::{Admission, CloseReason, Engine, EngineShard};
 use crate::metrics::Metrics;
 use crate::socketio::SioShard;
 use router::Router;
@@ -36,6 +38,9 @@ pub(crate) struct ShardSetup {
     /// Turns true when the server shuts down.
     pub(crate) stop: watch::Receiver<bool>,
     pub(crate) shutdown_timeout: Duration,
+    /// The process's limits on sessions, shared by the shards.
+    pub(crate) admission: Arc<Admission>,
+    pub(crate) http: HttpLimits,
 }
 
 /// One endpoint on this shard: its Engine.IO side, and its Socket.IO side when it has one
@@ -75,11 +80,13 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
         inbox,
         mut stop,
         shutdown_timeout,
+        admission,
+        http,
         ..
     } = setup;
     let listener = TcpListener::from_std(listener)?;
-    let shard = Rc::new(EngineShard::new(id, count, metrics));
-    tokio::task::spawn_local(shard.run_flusher());
+    let shard = Rc::new(EngineShard::new(id, count, metrics, admission, http));
+    let mut flusher = tokio::task::spawn_local(shard.run_flusher());
     let served: Vec<ShardEndpoint> = endpoints
         .iter()
         .enumerate()
@@ -91,28 +98,24 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
             .zip(&served)
             .map(|(ep, served)| (ep.path.clone(), served.engine.clone()))
             .collect(),
+        shard.clone(),
     ));
-    tokio::task::spawn_local(read_inbox(inbox, served, router.clone()));
+    let mut inbox =
+        tokio::task::spawn_local(read_inbox(inbox, served, router.clone(), shard.clone()));
 
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, address)) => {
-                    let _ = stream.set_nodelay(true);
-                    tokio::task::spawn_local(router::serve(router.clone(), stream, address));
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(shard = id, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = stop.wait_for(|stop| *stop) => break,
-        }
+    let mut accepting = Box::pin(accept::run(listener, router, id, shard.metrics()));
+    // The flusher and the inbox reader run for the shard's life: a shard without one of them
+    // would be half alive, so it stops (and the server with it) if either ends.
+    tokio::select! {
+        () = &mut accepting => {}
+        _ = stop.wait_for(|stop| *stop) => {}
+        ended = &mut flusher => return Err(lost_task(id, "flusher", ended)),
+        ended = &mut inbox => return Err(lost_task(id, "inbox reader", ended)),
     }
 
-    // Shutdown: stop accepting, close every session with 1001, drain with a deadline.
-    drop(listener);
+    // Shutdown: stop accepting (dropping the loop closes the listener), close every session
+    // with 1001, drain with a deadline.
+    drop(accepting);
     shard.close_all(CloseReason::ServerShutdown);
     if tokio::time::timeout(shutdown_timeout, shard.drained())
         .await
@@ -149,11 +152,27 @@ fn start_endpoint(
     }
 }
 
-/// Messages from the other shards and the bridge, handled in batches.
+/// Why a task the shard cannot live without ended.
+fn lost_task(
+    shard: usize,
+    what: &str,
+    ended: Result<(), tokio::task::JoinError>,
+) -> std::io::Error {
+    let how = match ended {
+        Ok(()) => "ended".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    tracing::error!(shard, task = what, how, "a task the shard needs stopped");
+    std::io::Error::other(format!("shard {shard}: the {what} stopped ({how})"))
+}
+
+/// Messages from the other shards and the bridge, handled in batches. A panic while handling
+/// one (in an app's handler) loses that message only.
 async fn read_inbox(
     mut inbox: mpsc::Receiver<ShardMsg>,
     endpoints: Vec<ShardEndpoint>,
     router: Rc<Router>,
+    shard: Rc<EngineShard>,
 ) {
     let mut batch = Vec::with_capacity(64);
     while inbox.recv_many(&mut batch, 64).await > 0 {
@@ -165,7 +184,9 @@ async fn read_inbox(
                     endpoint,
                     msg,
                 } => match endpoints.get(endpoint).and_then(|e| e.socketio.as_ref()) {
-                    Some(sio) => sio.on_bus(from, msg),
+                    Some(sio) => {
+                        shard.contain_now("bus message", || sio.on_bus(from, msg));
+                    }
                     // Every shard serves the same endpoints: a bug, never a client's doing.
                     None => tracing::warn!(
                         endpoint,

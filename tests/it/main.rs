@@ -7,7 +7,9 @@ mod layout;
 
 mod bench_generator;
 mod engineio;
+mod faults;
 mod gateway;
+mod limits;
 mod polling;
 mod real_client;
 mod redis;
