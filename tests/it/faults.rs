@@ -5,15 +5,14 @@
 
 use crate::common;
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::polling::{HttpConn, PollingClient};
+use common::process::ShardioProcess;
 use common::{TestServer, WsClient};
 use shardio::engineio::{EngineApp, EngineAppFactory, EngineConfig, EngineShard};
 use shardio::metrics::ShardMetrics;
@@ -34,9 +33,11 @@ fn panicking_app(left: Arc<AtomicUsize>) -> Vec<Endpoint> {
         .on_disconnect(move |_, _| {
             left.fetch_add(1, Relaxed);
         });
-    let mut engine = EngineConfig::default();
-    // Slow enough that the polling test need not answer pings.
-    engine.ping_interval = Duration::from_secs(20);
+    let engine = EngineConfig {
+        // Slow enough that the polling test need not answer pings.
+        ping_interval: Duration::from_secs(20),
+        ..EngineConfig::default()
+    };
     vec![Endpoint::socketio("/socket.io/", engine, io)]
 }
 
@@ -149,52 +150,14 @@ fn a_shard_that_dies_stops_the_server_with_an_error_promptly() {
     );
 }
 
-/// The lines a child process writes to stderr, as they come, with when they came.
-fn collect_lines(stderr: std::process::ChildStderr) -> Arc<Mutex<Vec<(Instant, String)>>> {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            sink.lock().expect("lines").push((Instant::now(), line));
-        }
-    });
-    lines
-}
-
-fn count_lines(lines: &Mutex<Vec<(Instant, String)>>, what: &str, since: Instant) -> usize {
-    let lines = lines.lock().expect("lines");
-    lines
-        .iter()
-        .filter(|(at, l)| *at >= since && l.contains(what))
-        .count()
-}
-
 #[test]
 fn out_of_descriptors_the_accept_loop_logs_boundedly_and_recovers() {
     let (shards, start) = (2, Instant::now());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shardio"))
-        .args(["--listen", "127.0.0.1:0", "--shards", "2", "--no-pin"])
-        // Accepted connections that send nothing stay open, holding their descriptors.
-        .args(["--head-timeout", "60000"])
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start shardio");
-    let lines = collect_lines(child.stderr.take().expect("stderr"));
-    let mut address = None;
-    common::wait_until("the startup line", || {
-        address = lines.lock().expect("lines").iter().find_map(|(_, l)| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix("address="))
-                .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
-        });
-        address.is_some()
-    });
-    let address = address.expect("address");
+    // Accepted connections that send nothing stay open, holding their descriptors.
+    let mut server = ShardioProcess::start(&["--shards", "2", "--head-timeout", "60000"]);
 
     // Leave the server a few descriptors more than it has open now.
-    let pid = i32::try_from(child.id()).expect("pid");
+    let pid = server.pid();
     let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("the server's descriptors")
         .count() as u64;
@@ -208,14 +171,14 @@ fn out_of_descriptors_the_accept_loop_logs_boundedly_and_recovers() {
 
     // More clients than descriptors: the server accepts until it has none left.
     let mut idle: Vec<TcpStream> = (0..40)
-        .map(|_| TcpStream::connect(address).expect("the kernel queues the connection"))
+        .map(|_| TcpStream::connect(server.addr).expect("the kernel queues the connection"))
         .collect();
     common::wait_until("accept to fail", || {
-        count_lines(&lines, "accept failed", start) > 0
+        server.count_lines("accept failed", start) > 0
     });
     // Two seconds out of descriptors: the window is the subject (how many lines it logs).
     std::thread::sleep(Duration::from_secs(2));
-    let failures = count_lines(&lines, "accept failed", start);
+    let failures = server.count_lines("accept failed", start);
     assert!(
         failures <= shards,
         "at most one line per shard per 10 s interval, got {failures}"
@@ -224,23 +187,15 @@ fn out_of_descriptors_the_accept_loop_logs_boundedly_and_recovers() {
     // Descriptors come back: the server accepts and serves again.
     idle.clear();
     let served = common::wait_within(Duration::from_secs(10), || {
-        std::panic::catch_unwind(|| WsClient::socketio(address, None)).is_ok()
+        std::panic::catch_unwind(|| WsClient::socketio(server.addr, None)).is_ok()
     });
     assert!(served, "a new client is served once descriptors are free");
-    common::wait_until("the recovery line", || {
-        count_lines(&lines, "accepting connections again", start) > 0
-    });
-
+    server.wait_for_line("accepting connections again", common::WAIT);
     // Descriptors came and went: still one line per shard per 10 s interval at most.
     let allowed = shards * (1 + start.elapsed().as_secs() as usize / 10);
-    let failures = count_lines(&lines, "accept failed", start);
+    let failures = server.count_lines("accept failed", start);
     assert!(failures <= allowed, "{failures} failure lines");
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let status =
-        common::wait_child(&mut child, Duration::from_secs(10)).expect("shardio exits on SIGTERM");
+
+    let status = server.terminate(Duration::from_secs(10));
     assert!(status.success(), "shardio exited with {status}");
 }

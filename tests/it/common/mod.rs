@@ -4,6 +4,7 @@
 pub(crate) mod aclient;
 pub(crate) mod node;
 pub(crate) mod polling;
+pub(crate) mod process;
 pub(crate) mod redis;
 
 use std::io::{Read, Write};
@@ -188,6 +189,16 @@ pub(crate) fn wait_child(child: &mut Child, limit: Duration) -> Option<ExitStatu
         let _ = child.wait();
     }
     status
+}
+
+/// A child process that is killed (and reaped) when the test ends, whether it passes or not.
+pub(crate) struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 impl Drop for TestServer {
