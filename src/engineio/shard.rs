@@ -191,6 +191,8 @@ impl EngineShard {
         }
         session.out.borrow_mut().clear();
         session.upgraded.borrow_mut().take();
+        // The flusher's handle on the socket: a session ended by a caught panic still has it.
+        session.ws.borrow_mut().take();
         let mut sessions = self.sessions.borrow_mut();
         if sessions.remove(&session.sid()).is_some() {
             self.metrics().session_closed();
