@@ -129,8 +129,9 @@ impl Refusal {
     }
 }
 
-/// Header slots parsed on the stack; a larger `max_headers` parses into the heap.
-const STACK_HEADERS: usize = 128;
+/// Header slots parsed on the stack (the default `--max-headers`; 3.2 KB, under a page, so the
+/// frame needs no stack probe); a larger `max_headers` parses into the heap.
+const STACK_HEADERS: usize = crate::config::defaults::MAX_HEADERS;
 
 /// Parses a request head from the start of `buf`: at most `max_head` bytes and `max_headers`
 /// header lines, or [`HeadError::TooLarge`]. `Ok(None)` means more bytes are needed;
