@@ -243,11 +243,11 @@ fn http(c: &mut Criterion) {
     let mut g = c.benchmark_group("http");
     g.throughput(Throughput::Bytes(WS_UPGRADE.len() as u64));
     g.bench_function("parse_head_ws_upgrade", |b| {
-        b.iter(|| parse_head(black_box(WS_UPGRADE), 16 * 1024))
+        b.iter(|| parse_head(black_box(WS_UPGRADE), 16 * 1024, 100))
     });
     g.bench_function("parse_head_ws_upgrade_and_route", |b| {
         b.iter(|| {
-            let (head, _) = parse_head(black_box(WS_UPGRADE), 16 * 1024)
+            let (head, _) = parse_head(black_box(WS_UPGRADE), 16 * 1024, 100)
                 .ok()
                 .flatten()
                 .expect("a complete head");
@@ -262,7 +262,7 @@ fn http(c: &mut Criterion) {
     });
     g.throughput(Throughput::Bytes(POLLING_GET.len() as u64));
     g.bench_function("parse_head_polling_get", |b| {
-        b.iter(|| parse_head(black_box(POLLING_GET), 16 * 1024))
+        b.iter(|| parse_head(black_box(POLLING_GET), 16 * 1024, 100))
     });
     g.finish();
 }

@@ -44,6 +44,8 @@ pub(crate) struct Api {
     /// Whether the endpoint is shared with other machines through Redis.
     bridged: bool,
     max_payload: usize,
+    /// How long a request body may take in all (`--body-timeout`).
+    body_timeout: Duration,
     /// How long a cluster-wide question waits for the other shards and machines.
     timeout: Duration,
 }
@@ -84,7 +86,7 @@ impl Api {
         sio: Rc<SioShard>,
         metrics: Arc<Metrics>,
         bridged: bool,
-        max_payload: usize,
+        (max_payload, body_timeout): (usize, Duration),
         timeout: Duration,
     ) -> Self {
         Api {
@@ -93,6 +95,7 @@ impl Api {
             metrics,
             bridged,
             max_payload,
+            body_timeout,
             timeout,
         }
     }
@@ -185,18 +188,25 @@ impl Api {
             };
             return (result, unread(leftover));
         }
-        let (body, rest) =
-            match connection::read_body(stream, head, leftover, self.max_payload).await {
-                Ok(read) => read,
-                Err(BodyError::TooLarge) => {
-                    let failure = Failure::new(
-                        Refusal::Body(BodyError::TooLarge),
-                        format!("the body is over {} bytes", self.max_payload),
-                    );
-                    return (Err(failure), None);
-                }
-                Err(e) => return (Err(Failure::new(Refusal::Body(e), e.to_string())), None),
-            };
+        let (body, rest) = match connection::read_body(
+            stream,
+            head,
+            leftover,
+            self.max_payload,
+            self.body_timeout,
+        )
+        .await
+        {
+            Ok(read) => read,
+            Err(BodyError::TooLarge) => {
+                let failure = Failure::new(
+                    Refusal::Body(BodyError::TooLarge),
+                    format!("the body is over {} bytes", self.max_payload),
+                );
+                return (Err(failure), None);
+            }
+            Err(e) => return (Err(Failure::new(Refusal::Body(e), e.to_string())), None),
+        };
         let body: Value = match serde_json::from_slice(&body) {
             Ok(body) => body,
             Err(e) => {

@@ -87,6 +87,28 @@ pub mod defaults {
     /// `--max-event-burst`: events one client may send at once above the rate; also how many
     /// refused events (since the client last stayed within its rate) close the connection.
     pub const MAX_EVENT_BURST: u32 = 200;
+    /// `--max-head-bytes`: the largest HTTP request head (request line and headers).
+    pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+    /// `--max-headers`: header lines one HTTP request may carry.
+    pub const MAX_HEADERS: usize = 100;
+    /// `--head-timeout`: time a client has to send a complete request head; also how long a
+    /// kept-alive connection may idle between two requests.
+    pub const HEAD_TIMEOUT_MS: u64 = 10_000;
+    /// `--body-timeout`: time a client has to send a complete request body (a polling POST),
+    /// however it trickles. 30 s lets a body of the default `--max-payload` (1 MB) through at
+    /// 33 KB/s (267 kbit/s, below a weak 3G link), and a typical POST of a few hundred bytes
+    /// at a few bytes per second; Node's whole-request limit (`server.requestTimeout`) is
+    /// 300 s, too long to hold a descriptor for a client that never finishes.
+    pub const BODY_TIMEOUT_MS: u64 = 30_000;
+    /// `--max-connections`: Engine.IO sessions (client connections) one process holds. Just
+    /// under the 1,048,576 descriptors the systemd unit allows, so that a full server answers
+    /// 503 instead of running out of descriptors.
+    pub const MAX_CONNECTIONS: usize = 1_000_000;
+    /// `--max-handshakes-per-second`: new sessions one process opens per second, in bursts of
+    /// as many. At the measured 11,600 handshakes per CPU second (benches/RESULTS.md) this is
+    /// under two cores' worth: a reconnection storm cannot take every core of a large machine
+    /// from the clients already connected, and one core never reaches it.
+    pub const MAX_HANDSHAKES_PER_SECOND: u32 = 20_000;
 }
 
 /// How the process runs: where it listens, how many shards, pinning, shutdown.
@@ -253,6 +275,101 @@ impl RedisConfig {
     }
 }
 
+/// Bounds on what one HTTP request and the process's new connections may take (see the
+/// README's "Limits and failure behaviour").
+#[derive(Debug, Clone, Args)]
+pub struct LimitsConfig {
+    /// Largest HTTP request head (request line and headers), in bytes; larger ones get 431.
+    #[arg(
+        long = "max-head-bytes",
+        env = "SHARDIO_MAX_HEAD_BYTES",
+        default_value_t = defaults::MAX_HEAD_BYTES,
+        value_name = "BYTES"
+    )]
+    pub max_head_bytes: usize,
+    /// Header lines one HTTP request may carry; more get 431.
+    #[arg(
+        long = "max-headers",
+        env = "SHARDIO_MAX_HEADERS",
+        default_value_t = defaults::MAX_HEADERS,
+        value_name = "N"
+    )]
+    pub max_headers: usize,
+    /// Time a client has to send a complete request head, in milliseconds (408 after it); also
+    /// how long a kept-alive connection may idle between requests.
+    #[arg(
+        long = "head-timeout",
+        env = "SHARDIO_HEAD_TIMEOUT",
+        default_value_t = defaults::HEAD_TIMEOUT_MS,
+        value_name = "MS"
+    )]
+    pub head_timeout: u64,
+    /// Time a client has to send a complete request body, in milliseconds (408 after it).
+    #[arg(
+        long = "body-timeout",
+        env = "SHARDIO_BODY_TIMEOUT",
+        default_value_t = defaults::BODY_TIMEOUT_MS,
+        value_name = "MS"
+    )]
+    pub body_timeout: u64,
+    /// Client connections (Engine.IO sessions) the process holds; a handshake beyond gets 503.
+    /// 0: no limit.
+    #[arg(
+        long = "max-connections",
+        env = "SHARDIO_MAX_CONNECTIONS",
+        default_value_t = defaults::MAX_CONNECTIONS,
+        value_name = "N"
+    )]
+    pub max_connections: usize,
+    /// New sessions the process opens per second (in bursts of as many); a handshake beyond
+    /// gets 503. 0: no limit.
+    #[arg(
+        long = "max-handshakes-per-second",
+        env = "SHARDIO_MAX_HANDSHAKES_PER_SECOND",
+        default_value_t = defaults::MAX_HANDSHAKES_PER_SECOND,
+        value_name = "N"
+    )]
+    pub max_handshakes_per_second: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            limits: LimitsConfig,
+        }
+        Only::parse_from(["shardio"]).limits
+    }
+}
+
+impl LimitsConfig {
+    /// `--head-timeout` as a duration.
+    pub fn head_timeout(&self) -> Duration {
+        Duration::from_millis(self.head_timeout)
+    }
+
+    /// `--body-timeout` as a duration.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout)
+    }
+
+    /// Checks the limits; the error names the flag to fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, value) in [
+            ("max-head-bytes", self.max_head_bytes as u64),
+            ("max-headers", self.max_headers as u64),
+            ("head-timeout", self.head_timeout),
+            ("body-timeout", self.body_timeout),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Shard indexes are one byte of every session id.
 pub const MAX_SHARDS: usize = 255;
 
@@ -393,6 +510,9 @@ pub struct Config {
         value_name = "N"
     )]
     pub max_event_burst: u32,
+    /// Bounds on HTTP requests and on new connections.
+    #[command(flatten)]
+    pub limits: LimitsConfig,
     /// Who may connect, join and publish.
     #[command(flatten)]
     pub auth: AuthConfig,
@@ -579,6 +699,7 @@ impl Config {
         if self.api.keys.iter().any(|k| k.len() < 16) {
             return Err(ConfigError::ApiKey);
         }
+        self.limits.validate()?;
         if !self.path.starts_with('/') || !self.path.ends_with('/') {
             return Err(ConfigError::Path(self.path.clone()));
         }
@@ -719,6 +840,31 @@ mod tests {
         assert!(c.cors_credentials);
         assert_eq!(c.cookie.as_deref(), Some("io"));
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn limits_defaults_and_flags() {
+        let l = Config::default().limits;
+        assert_eq!((l.max_head_bytes, l.max_headers), (16 * 1024, 100));
+        assert_eq!((l.head_timeout, l.body_timeout), (10_000, 30_000));
+        assert_eq!(
+            (l.max_connections, l.max_handshakes_per_second),
+            (1_000_000, 20_000)
+        );
+        let c = Config::parse_from([
+            "shardio",
+            "--max-headers",
+            "20",
+            "--body-timeout",
+            "500",
+            "--max-connections",
+            "0",
+        ]);
+        assert_eq!(c.limits.max_headers, 20);
+        assert_eq!(c.limits.body_timeout(), Duration::from_millis(500));
+        assert!(c.validate().is_ok(), "0 connections means no limit");
+        let c = Config::parse_from(["shardio", "--head-timeout", "0"]);
+        assert_eq!(c.validate(), Err(ConfigError::Zero("head-timeout")));
     }
 
     #[test]

@@ -8,31 +8,57 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use tokio::time::Instant;
+
+use crate::config::LimitsConfig;
 use crate::protocol::http::{
     self, BodyError, BodyFraming, ChunkedDecoder, HeadError, Refusal, RequestHead,
 };
 
-/// Largest request head accepted, in bytes.
-pub(crate) const MAX_HEAD: usize = 16 * 1024;
-/// Time a client has to send a complete request head (also the keep-alive idle limit).
-pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long writing one response may take before the connection is dropped: a client that
 /// does not read must not hold a task forever.
 pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a request body may stall between two reads before the request is dropped.
 pub(crate) const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The bounds of HTTP requests (`--max-head-bytes`, `--max-headers`, `--head-timeout`,
+/// `--body-timeout`), the same on every shard.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HttpLimits {
+    max_head: usize,
+    max_headers: usize,
+    head_timeout: Duration,
+    /// How long a request body may take in all.
+    pub(crate) body_timeout: Duration,
+}
+
+impl HttpLimits {
+    pub(crate) fn new(config: &LimitsConfig) -> Self {
+        HttpLimits {
+            max_head: config.max_head_bytes,
+            max_headers: config.max_headers,
+            head_timeout: config.head_timeout(),
+            body_timeout: config.body_timeout(),
+        }
+    }
+}
+
 /// Reads one request head, starting with the bytes in `buf`. `Ok(None)`: the peer closed or
-/// went idle between requests. `Err(refusal)`: answer it, then close.
+/// went idle between requests. `Err(refusal)`: answer it, then close. A head whose body
+/// framing cannot be trusted (RFC 9112 §6.1) is refused here, before anyone reads the body.
 pub(crate) async fn read_head(
     stream: &mut TcpStream,
     mut buf: Vec<u8>,
+    limits: &HttpLimits,
 ) -> Result<Option<(RequestHead, Vec<u8>)>, Refusal> {
-    let deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
+    let deadline = Instant::now() + limits.head_timeout;
     loop {
         if !buf.is_empty() {
-            match http::parse_head(&buf, MAX_HEAD) {
-                Ok(Some((head, used))) => return Ok(Some((head, buf.split_off(used)))),
+            match http::parse_head(&buf, limits.max_head, limits.max_headers) {
+                Ok(Some((head, used))) => {
+                    head.body_framing().map_err(Refusal::Head)?;
+                    return Ok(Some((head, buf.split_off(used))));
+                }
                 Ok(None) => {}
                 Err(e @ (HeadError::Malformed | HeadError::TooLarge)) => {
                     return Err(Refusal::Head(e))
@@ -51,14 +77,17 @@ pub(crate) async fn read_head(
     }
 }
 
-/// Reads a request body of at most `limit` bytes. `buf` holds what was already read past the
-/// head. Returns the body and the bytes read past it (the start of the next request).
+/// Reads a request body of at most `limit` bytes, complete within `timeout`. `buf` holds what
+/// was already read past the head. Returns the body and the bytes read past it (the start of
+/// the next request).
 pub(crate) async fn read_body(
     stream: &mut TcpStream,
     head: &RequestHead,
     mut buf: Vec<u8>,
     limit: usize,
+    timeout: Duration,
 ) -> Result<(Vec<u8>, Vec<u8>), BodyError> {
+    let deadline = Instant::now() + timeout;
     match head.body_framing().map_err(|_| BodyError::Malformed)? {
         BodyFraming::None => Ok((Vec::new(), buf)),
         BodyFraming::Length(n) => {
@@ -69,7 +98,7 @@ pub(crate) async fn read_body(
                 .ok_or(BodyError::TooLarge)?;
             while buf.len() < n {
                 let want = n - buf.len();
-                read_more(stream, &mut buf, want).await?;
+                read_more(stream, &mut buf, want, deadline).await?;
             }
             let rest = buf.split_off(n);
             Ok((buf, rest))
@@ -83,21 +112,29 @@ pub(crate) async fn read_body(
                     return Ok((body, buf.split_off(used)));
                 }
                 buf.clear();
-                read_more(stream, &mut buf, 16 * 1024).await?;
+                read_more(stream, &mut buf, 16 * 1024, deadline).await?;
             }
         }
     }
 }
 
-/// Appends what the socket has (at most about `want` bytes) to `buf`.
+/// Appends what the socket has (at most about `want` bytes) to `buf`: `Closed` when the client
+/// closed or stalled for [`BODY_IDLE_TIMEOUT`], `TimedOut` once the body's `deadline` passed.
 async fn read_more(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     want: usize,
+    deadline: Instant,
 ) -> Result<(), BodyError> {
+    let now = Instant::now();
+    if now >= deadline {
+        return Err(BodyError::TimedOut);
+    }
     buf.reserve(want.min(64 * 1024));
-    match tokio::time::timeout(BODY_IDLE_TIMEOUT, stream.read_buf(buf)).await {
+    let idle = now + BODY_IDLE_TIMEOUT;
+    match tokio::time::timeout_at(idle.min(deadline), stream.read_buf(buf)).await {
         Ok(Ok(n)) if n > 0 => Ok(()),
+        Err(_) if idle >= deadline => Err(BodyError::TimedOut),
         _ => Err(BodyError::Closed),
     }
 }

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
     }
     let server = match server
         .with_redis(config.redis.clone())
+        .with_limits(config.limits.clone())
         .with_api(config.api.clone())
     {
         Ok(server) => server,

@@ -4,6 +4,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::protocol::http::{BodyError, HeadError, Overload, Refusal};
+
 /// The counters of one shard.
 #[derive(Debug, Default)]
 pub struct ShardMetrics {
@@ -19,6 +21,14 @@ pub struct ShardMetrics {
     packets_over_limits: AtomicU64,
     events_refused: AtomicU64,
     event_floods: AtomicU64,
+    heads_too_large: AtomicU64,
+    head_timeouts: AtomicU64,
+    requests_malformed: AtomicU64,
+    body_timeouts: AtomicU64,
+    over_max_connections: AtomicU64,
+    over_handshake_rate: AtomicU64,
+    accept_errors: AtomicU64,
+    panics: AtomicU64,
 }
 
 impl ShardMetrics {
@@ -134,6 +144,73 @@ impl ShardMetrics {
     /// Connections closed (1008) for exceeding `--max-event-rate` persistently.
     pub fn event_floods(&self) -> u64 {
         self.event_floods.load(Relaxed)
+    }
+
+    /// Counts a refused request under the limit or rule it broke (refusals that are no limit,
+    /// such as an unknown path, are not counted).
+    pub(crate) fn refused(&self, refusal: Refusal) {
+        let counter = match refusal {
+            Refusal::Head(HeadError::TooLarge) => &self.heads_too_large,
+            Refusal::Head(HeadError::Malformed) => &self.requests_malformed,
+            Refusal::HeadTimeout => &self.head_timeouts,
+            Refusal::Body(BodyError::TimedOut) => &self.body_timeouts,
+            Refusal::Overloaded(Overload::Connections) => &self.over_max_connections,
+            Refusal::Overloaded(Overload::HandshakeRate) => &self.over_handshake_rate,
+            _ => return,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a failed `accept`; returns the count so far.
+    pub(crate) fn accept_error(&self) -> u64 {
+        self.accept_errors.fetch_add(1, Relaxed) + 1
+    }
+
+    pub(crate) fn panicked(&self) {
+        self.panics.fetch_add(1, Relaxed);
+    }
+
+    /// Requests refused with 431: a head over `--max-head-bytes` or `--max-headers`.
+    pub fn heads_too_large(&self) -> u64 {
+        self.heads_too_large.load(Relaxed)
+    }
+
+    /// Connections closed with 408 because their request head did not arrive within
+    /// `--head-timeout`.
+    pub fn head_timeouts(&self) -> u64 {
+        self.head_timeouts.load(Relaxed)
+    }
+
+    /// Requests refused with 400 because their head does not parse or frames its body in a
+    /// way that cannot be trusted (`Content-Length` with `Transfer-Encoding`).
+    pub fn requests_malformed(&self) -> u64 {
+        self.requests_malformed.load(Relaxed)
+    }
+
+    /// Requests refused with 408 because their body did not arrive within `--body-timeout`.
+    pub fn body_timeouts(&self) -> u64 {
+        self.body_timeouts.load(Relaxed)
+    }
+
+    /// Handshakes refused with 503 because the process held `--max-connections` sessions.
+    pub fn over_max_connections(&self) -> u64 {
+        self.over_max_connections.load(Relaxed)
+    }
+
+    /// Handshakes refused with 503 because of `--max-handshakes-per-second`.
+    pub fn over_handshake_rate(&self) -> u64 {
+        self.over_handshake_rate.load(Relaxed)
+    }
+
+    /// Times `accept` failed (out of file descriptors, mostly).
+    pub fn accept_errors(&self) -> u64 {
+        self.accept_errors.load(Relaxed)
+    }
+
+    /// Panics caught while serving a connection or a session, or handling a bus message: each
+    /// closed what it served, and the shard went on.
+    pub fn panics(&self) -> u64 {
+        self.panics.load(Relaxed)
     }
 }
 

@@ -13,7 +13,9 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
 use crate::bus::Bus;
-use crate::config::{defaults, ApiConfig, RedisConfig, RuntimeConfig};
+use crate::config::{defaults, ApiConfig, LimitsConfig, RedisConfig, RuntimeConfig};
+use crate::connection::HttpLimits;
+use crate::engineio::Admission;
 use crate::listener;
 use crate::metrics::Metrics;
 use crate::redis_bridge::{self, BridgeError, BridgeSetup};
@@ -50,6 +52,7 @@ pub struct Server {
     metrics: Arc<Metrics>,
     addr: SocketAddr,
     redis: Option<RedisConfig>,
+    limits: LimitsConfig,
     api: Option<ApiSetup>,
 }
 
@@ -77,7 +80,15 @@ impl Server {
             addr,
             redis: None,
             api: None,
+            limits: LimitsConfig::default(),
         })
+    }
+
+    /// Bounds HTTP requests and new connections as `limits` says (default:
+    /// [`LimitsConfig::default`]).
+    pub fn with_limits(mut self, limits: LimitsConfig) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Serves the backend API (`/api/v1/`) for the first Socket.IO endpoint, with these keys:
@@ -171,6 +182,11 @@ impl Server {
             None => (None, None),
         };
         let endpoints = Arc::new(endpoints);
+        let admission = Arc::new(Admission::new(
+            self.limits.max_connections,
+            self.limits.max_handshakes_per_second,
+        ));
+        let http = HttpLimits::new(&self.limits);
         let (stop_tx, stop_rx) = watch::channel(false);
         // Each shard reports its exit here, so a dead shard stops the server instead of
         // leaving it half up.
@@ -194,6 +210,8 @@ impl Server {
                     listener: api_listeners.next(),
                     timeout: api_timeout,
                 }),
+                admission: admission.clone(),
+                http,
             };
             let exit = ExitNotice(exit_tx.clone(), id);
             let handle = thread::Builder::new()

@@ -23,24 +23,37 @@ use super::ws_reader::WsTransport;
 const POLL_CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// Runs a session until it closes, then removes it from the shard (running `on_close`).
-/// `ws`: the session's WebSocket, or `None` for a polling session.
+/// `ws`: the session's WebSocket, or `None` for a polling session. A panic while the session
+/// runs (in the app's message handler, say) is caught here: the session's connection is
+/// dropped with the task's state, and the session closes and is removed like any other.
 pub(super) async fn drive(engine: Rc<Engine>, session: Rc<Session>, ws: Option<WsTransport>) {
-    let mut heartbeat = Heartbeat::new(&engine.config, &session);
+    if engine
+        .shard
+        .contain("session", run(&engine, &session, ws))
+        .await
+        .is_none()
+    {
+        session.close(CloseReason::TransportError);
+    }
+    engine.shard.finish(&session);
+}
+
+async fn run(engine: &Engine, session: &Rc<Session>, ws: Option<WsTransport>) {
+    let mut heartbeat = Heartbeat::new(&engine.config, session);
     // What runs once (the polling phase, the close) is boxed, so that the future that lives
     // as long as the session (the WebSocket loop) stays small: idle sessions must be cheap.
     let ws = match ws {
         Some(ws) => Some(ws),
-        None => Box::pin(poll_until_upgrade(&session, &mut heartbeat)).await,
+        None => Box::pin(poll_until_upgrade(session, &mut heartbeat)).await,
     };
     match ws {
         Some(ws) => {
-            if let Some(ws) = websocket::run(&session, ws, &mut heartbeat).await {
-                Box::pin(websocket::close(ws, &session)).await;
+            if let Some(ws) = websocket::run(session, ws, &mut heartbeat).await {
+                Box::pin(websocket::close(ws, session)).await;
             }
         }
-        None => Box::pin(linger(&session)).await,
+        None => Box::pin(linger(session)).await,
     }
-    engine.shard.finish(&session);
 }
 
 /// The polling phase: pings and pong timeouts until the session closes (`None`) or an upgrade

@@ -8,6 +8,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::app::EngineApp;
+use super::close::CloseReason;
 use super::config::EngineConfig;
 use super::request::RequestInfo;
 use super::session::{Session, Transport};
@@ -84,11 +85,15 @@ impl Engine {
         session
     }
 
-    /// Lets the app attach its handler to a session whose open packet is on its way.
+    /// Lets the app attach its handler to a session whose open packet is on its way. An app
+    /// that panics here gets no session: it closes, and its driver removes it.
     pub(super) fn attach(&self, session: &Rc<Session>) {
-        if let Some(app) = &self.app {
-            let conn = app.open(session);
-            *session.conn.borrow_mut() = Some(conn);
+        let Some(app) = &self.app else {
+            return;
+        };
+        match self.shard.contain_now("open handler", || app.open(session)) {
+            Some(conn) => *session.conn.borrow_mut() = Some(conn),
+            None => session.close(CloseReason::TransportError),
         }
     }
 
@@ -130,6 +135,7 @@ impl Engine {
         refusal: impl Into<Refusal>,
     ) -> Handled {
         let refusal = refusal.into();
+        self.shard.metrics().refused(refusal);
         tracing::debug!(
             method = %head.method,
             query = %head.query,
@@ -148,8 +154,9 @@ impl Engine {
                 let reply = Reply::new(status, json.as_bytes()).content_type("application/json");
                 (reply, leftover)
             }
-            // What follows on the connection cannot be trusted to start a request.
-            (None, Refusal::Body(_) | Refusal::OwnerBusy) => {
+            // What follows on the connection cannot be trusted to start a request; a refused
+            // handshake frees its connection at once.
+            (None, Refusal::Body(_) | Refusal::OwnerBusy | Refusal::Overloaded(_)) => {
                 (Reply::new(status, b"").closing(), Vec::new())
             }
             (None, _) => (Reply::new(status, b""), leftover),

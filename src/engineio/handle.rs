@@ -3,16 +3,18 @@
 //! existing session on its transport, or the hand-off of a request to the shard that owns its
 //! session.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
 use tokio::net::TcpStream;
 
+use super::close::CloseReason;
 use super::driver;
 use super::engine::{Engine, Handled, Reply};
 use super::polling;
 use super::request::RequestInfo;
-use super::session::Transport;
+use super::session::{Session, Transport};
 use super::sid::Sid;
 use super::websocket;
 use super::ws_echo;
@@ -100,7 +102,8 @@ impl Engine {
             if requested != Requested::WebSocket || session.transport.get() != Transport::Polling {
                 websocket::accept_and_close(stream, &key).await;
             } else {
-                websocket::upgrade(self, stream, &key, session, leftover).await;
+                let upgrading = websocket::upgrade(self, stream, &key, session.clone(), leftover);
+                self.contain(&session, upgrading).await;
             }
             return Handled::Done;
         }
@@ -110,7 +113,21 @@ impl Engine {
                 .refuse(stream, &head, leftover, HandshakeError::BadRequest)
                 .await;
         }
-        polling::serve(self, session, stream, head, leftover).await
+        let serving = polling::serve(self, session.clone(), stream, head, leftover);
+        self.contain(&session, serving)
+            .await
+            .unwrap_or(Handled::Done)
+    }
+
+    /// Serves a request of `session`. A panic while doing so (in the app's message handler,
+    /// say) drops the request's connection and closes the session, which its driver then
+    /// removes; `None` tells the caller.
+    async fn contain<T>(&self, session: &Session, serving: impl Future<Output = T>) -> Option<T> {
+        let served = self.shard.contain("request", serving).await;
+        if served.is_none() {
+            session.close(CloseReason::TransportError);
+        }
+        served
     }
 
     /// Whether the request's `Origin` (if it has one) is on the allow-list (if there is one).
@@ -145,13 +162,25 @@ impl Engine {
         if let Some(err) = refused {
             return self.refuse(stream, &head, leftover, err).await;
         }
-        if requested == Requested::Polling {
-            return polling::handshake(self, stream, head, leftover, address).await;
-        }
-        let Some(key) = websocket::websocket_key(&head) else {
+        let key = match requested {
+            Requested::Polling => None,
+            Requested::WebSocket => match websocket::websocket_key(&head) {
+                Some(key) => Some(key),
+                None => {
+                    return self
+                        .refuse(stream, &head, leftover, HandshakeError::BadRequest)
+                        .await
+                }
+            },
+        };
+        // Last, once the request is known to be a valid handshake: the process's limits.
+        if let Err(over) = self.shard.admit() {
             return self
-                .refuse(stream, &head, leftover, HandshakeError::BadRequest)
+                .refuse(stream, &head, leftover, Refusal::Overloaded(over))
                 .await;
+        }
+        let Some(key) = key else {
+            return polling::handshake(self, stream, head, leftover, address).await;
         };
         let request = RequestInfo::from_head(head, address);
         if let Some((session, ws)) = websocket::open(self, stream, &key, request, leftover).await {

@@ -10,7 +10,8 @@
 //!   [`Connection`] that handles its messages; `close.rs`: [`CloseReason`];
 //!   `request.rs`: [`RequestInfo`]; `sid.rs`: [`Sid`]; `queue.rs`: the bounded outbound queue.
 //! - `shard.rs`: [`EngineShard`], the sessions of one shard; `flusher.rs`: the shard's writer
-//!   of WebSocket sessions.
+//!   of WebSocket sessions; `admission.rs`: the process's limits on sessions, shared by the
+//!   shards.
 //! - `engine.rs`: one endpoint on one shard (opening sessions, answering HTTP);
 //!   `handle.rs`: serving one request (checks, new session, existing session, hand-off).
 //! - `driver.rs`: one task per session owns its lifetime; `heartbeat.rs`: pings and pongs.
@@ -20,6 +21,7 @@
 //!
 //! A request for a session another shard owns is handed to that shard over the bus.
 
+mod admission;
 mod app;
 mod close;
 mod config;
@@ -49,5 +51,6 @@ pub use sid::{Sid, SidGenerator};
 
 pub use crate::protocol::frame::{FrameKind, OutFrame};
 
+pub(crate) use admission::Admission;
 pub(crate) use engine::{Engine, Handled};
 pub(crate) use rate::{RateLimit, RateState, Verdict};

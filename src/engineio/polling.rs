@@ -2,8 +2,9 @@
 //! and answers them joined by `\x1e`; a POST carries the client's packets and is answered `ok`.
 //! Each request runs on its connection's task; the session's driver keeps the heartbeat.
 //!
-//! Bounds: a POST body is at most `max_payload` bytes (413 beyond), read with an idle timeout;
-//! a GET answers at most about `max_payload` bytes, the rest waits for the next GET.
+//! Bounds: a POST body is at most `max_payload` bytes (413 beyond), read with an idle timeout
+//! and in full within the body timeout (408 past it); a GET answers at most about
+//! `max_payload` bytes, the rest waits for the next GET.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -246,7 +247,8 @@ async fn post(
     }
     let read = {
         let _pending = Pending::set(&session.poll.post_pending);
-        connection::read_body(&mut stream, head, leftover, engine.config.max_payload).await
+        let (limit, timeout) = (engine.config.max_payload, engine.shard.http.body_timeout);
+        connection::read_body(&mut stream, head, leftover, limit, timeout).await
     };
     let (body, rest) = match read {
         Ok(read) => read,
@@ -255,6 +257,15 @@ async fn post(
             // The session lives on, as in Node; the connection cannot be reused.
             return engine
                 .refuse(stream, head, Vec::new(), Refusal::Body(err))
+                .await;
+        }
+        Err(BodyError::TimedOut) => {
+            // The packets sent so far cannot be taken without the rest: the session ends, and
+            // the connection is answered 408 and closed.
+            tracing::debug!(sid = %session.sid(), "POST body past the body timeout");
+            session.close(CloseReason::TransportError);
+            return engine
+                .refuse(stream, head, Vec::new(), Refusal::Body(BodyError::TimedOut))
                 .await;
         }
         Err(BodyError::Closed) => {

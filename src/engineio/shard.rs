@@ -1,18 +1,25 @@
 //! The Engine.IO state of one shard: its session table, its id generator, its counters and its
 //! WebSocket flusher.
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use futures_util::FutureExt;
 use tokio::sync::Notify;
 
+use super::admission::Admission;
 use super::close::CloseReason;
 use super::flusher::Flusher;
 use super::session::Session;
 use super::sid::{Sid, SidGenerator};
+use crate::connection::HttpLimits;
 use crate::metrics::{Metrics, ShardMetrics};
+use crate::protocol::http::Overload;
 
 /// The Engine.IO state of one shard: its sessions and its id generator.
 pub struct EngineShard {
@@ -26,6 +33,10 @@ pub struct EngineShard {
     /// Signalled when the last session goes away.
     drained: Notify,
     pub(super) flusher: Rc<Flusher<Session>>,
+    /// The process's limits on sessions, shared with the other shards.
+    admission: Arc<Admission>,
+    /// The bounds of HTTP requests.
+    pub(crate) http: HttpLimits,
 }
 
 impl std::fmt::Debug for EngineShard {
@@ -40,7 +51,13 @@ impl std::fmt::Debug for EngineShard {
 
 impl EngineShard {
     /// The state of shard `id` of `count`.
-    pub(crate) fn new(id: usize, count: usize, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(
+        id: usize,
+        count: usize,
+        metrics: Arc<Metrics>,
+        admission: Arc<Admission>,
+        http: HttpLimits,
+    ) -> Self {
         EngineShard {
             id,
             count,
@@ -49,6 +66,8 @@ impl EngineShard {
             all_metrics: metrics,
             drained: Notify::new(),
             flusher: Rc::default(),
+            admission,
+            http,
         }
     }
 
@@ -96,6 +115,56 @@ impl EngineShard {
         }
     }
 
+    /// Takes a place for a new session within the process's limits; the session gives it
+    /// back when [`EngineShard::finish`] removes it.
+    pub(super) fn admit(&self) -> Result<(), Overload> {
+        self.admission.admit()
+    }
+
+    /// Runs `work` (the serving of one connection or session); a panic in it is caught here,
+    /// logged and counted, and `None` returned: what `work` owned (its connection) is dropped,
+    /// the rest of the shard goes on. Unwinding has released every `RefCell` borrow `work`
+    /// held, so the shard's state stays usable.
+    pub(crate) async fn contain<F: Future>(
+        &self,
+        what: &'static str,
+        work: F,
+    ) -> Option<F::Output> {
+        match AssertUnwindSafe(work).catch_unwind().await {
+            Ok(out) => Some(out),
+            Err(panic) => {
+                self.panicked(what, &*panic);
+                None
+            }
+        }
+    }
+
+    /// [`EngineShard::contain`] for work that does not wait.
+    pub(crate) fn contain_now<T>(&self, what: &'static str, work: impl FnOnce() -> T) -> Option<T> {
+        match std::panic::catch_unwind(AssertUnwindSafe(work)) {
+            Ok(out) => Some(out),
+            Err(panic) => {
+                self.panicked(what, &*panic);
+                None
+            }
+        }
+    }
+
+    fn panicked(&self, what: &'static str, panic: &(dyn Any + Send)) {
+        self.metrics().panicked();
+        let message = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(not a string)");
+        tracing::error!(
+            shard = self.id,
+            what,
+            panic = message,
+            "panic caught: closed what it served, the shard goes on"
+        );
+    }
+
     pub(super) fn insert(&self, session: Rc<Session>) {
         self.sessions.borrow_mut().insert(session.sid(), session);
         self.metrics().session_opened();
@@ -113,14 +182,19 @@ impl EngineShard {
             "session closed"
         );
         reason.count(self.metrics());
-        if let Some(conn) = session.conn.borrow_mut().take() {
-            conn.on_close(session, reason);
+        let conn = session.conn.borrow_mut().take();
+        if let Some(conn) = conn {
+            // The app's close handler may panic too: the session is removed all the same.
+            self.contain_now("close handler", || conn.on_close(session, reason));
         }
         session.out.borrow_mut().clear();
         session.upgraded.borrow_mut().take();
+        // The flusher's handle on the socket: a session ended by a caught panic still has it.
+        session.ws.borrow_mut().take();
         let mut sessions = self.sessions.borrow_mut();
         if sessions.remove(&session.sid()).is_some() {
             self.metrics().session_closed();
+            self.admission.release();
         }
         if sessions.is_empty() {
             self.drained.notify_waiters();

@@ -22,10 +22,11 @@ pub struct RequestHead {
 /// Why a request head was refused; answered with [`Refusal::Head`], then the connection closes.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
 pub enum HeadError {
-    /// Not HTTP/1.x; answered 400.
+    /// Not HTTP/1.x, or a body framing that cannot be trusted (RFC 9112 §6.1: both
+    /// `Content-Length` and `Transfer-Encoding`, or a coding other than `chunked`); answered 400.
     #[error("malformed request head")]
     Malformed,
-    /// The head is larger than the configured limit; answered 431.
+    /// The head has more bytes or header lines than the configured limits; answered 431.
     #[error("request head too large")]
     TooLarge,
 }
@@ -42,6 +43,10 @@ pub enum BodyError {
     /// The client closed the connection, or stalled past the idle timeout, mid-body.
     #[error("connection closed during the request body")]
     Closed,
+    /// The body did not arrive in full within the body deadline (`--body-timeout`), however
+    /// steadily it trickled; answered 408, the connection closes.
+    #[error("request body not complete within the body timeout")]
+    TimedOut,
 }
 
 impl From<ChunkedError> for BodyError {
@@ -83,6 +88,17 @@ pub enum Refusal {
     MethodNotAllowed,
     /// An API request whose body is not the JSON the route takes.
     InvalidRequest,
+    /// A handshake over a limit of the process; the client may retry later.
+    Overloaded(Overload),
+}
+
+/// Which limit of the process a refused handshake is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overload {
+    /// `--max-connections`: the process holds as many sessions as it may.
+    Connections,
+    /// `--max-handshakes-per-second`: the process opened as many sessions as it may this second.
+    HandshakeRate,
 }
 
 impl From<HandshakeError> for Refusal {
@@ -103,10 +119,11 @@ impl Refusal {
             Refusal::EngineIo(_) => 400,
             Refusal::Body(BodyError::TooLarge) => 413,
             Refusal::Body(BodyError::Malformed | BodyError::Closed) => 400,
+            Refusal::Body(BodyError::TimedOut) => 408,
             Refusal::PollingMisuse => 400,
             // Node's polling transport answers any other method 500.
             Refusal::PollingMethod => 500,
-            Refusal::OwnerBusy => 503,
+            Refusal::OwnerBusy | Refusal::Overloaded(_) => 503,
             Refusal::OriginNotAllowed => 403,
             Refusal::Unauthorized => 401,
             Refusal::MethodNotAllowed => 405,
@@ -134,14 +151,36 @@ impl Refusal {
     }
 }
 
-const MAX_HEADERS: usize = 64;
+/// Header slots parsed on the stack (the default `--max-headers`; 3.2 KB, under a page, so the
+/// frame needs no stack probe); a larger `max_headers` parses into the heap.
+const STACK_HEADERS: usize = crate::config::defaults::MAX_HEADERS;
 
-/// Parses a request head from the start of `buf`. `Ok(None)` means more bytes are needed;
+/// Parses a request head from the start of `buf`: at most `max_head` bytes and `max_headers`
+/// header lines, or [`HeadError::TooLarge`]. `Ok(None)` means more bytes are needed;
 /// `Ok(Some((head, n)))` means the head took the first `n` bytes.
-pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(RequestHead, usize)>, HeadError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf) {
+pub fn parse_head(
+    buf: &[u8],
+    max_head: usize,
+    max_headers: usize,
+) -> Result<Option<(RequestHead, usize)>, HeadError> {
+    use std::mem::MaybeUninit;
+    if max_headers <= STACK_HEADERS {
+        let mut slots = [const { MaybeUninit::uninit() }; STACK_HEADERS];
+        parse_head_into(buf, max_head, &mut slots[..max_headers])
+    } else {
+        let mut slots = Vec::new();
+        slots.resize_with(max_headers, MaybeUninit::uninit);
+        parse_head_into(buf, max_head, &mut slots)
+    }
+}
+
+fn parse_head_into<'b>(
+    buf: &'b [u8],
+    max_head: usize,
+    slots: &mut [std::mem::MaybeUninit<httparse::Header<'b>>],
+) -> Result<Option<(RequestHead, usize)>, HeadError> {
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(buf, slots) {
         Ok(httparse::Status::Partial) => {
             if buf.len() >= max_head {
                 Err(HeadError::TooLarge)
@@ -229,10 +268,15 @@ pub enum BodyFraming {
 }
 
 impl RequestHead {
-    /// How the body of this request is delimited. A transfer coding other than `chunked`, or a
-    /// `Content-Length` that is not a number (or disagrees with a second one), is malformed.
+    /// How the body of this request is delimited. A transfer coding other than `chunked`, a
+    /// `Content-Length` that is not a number (or disagrees with a second one), or both a
+    /// `Transfer-Encoding` and a `Content-Length` (the shape of request smuggling: a proxy in
+    /// front may have framed the body the other way; RFC 9112 §6.1) is malformed.
     pub fn body_framing(&self) -> Result<BodyFraming, HeadError> {
         if let Some(te) = self.header("transfer-encoding") {
+            if self.header("content-length").is_some() {
+                return Err(HeadError::Malformed);
+            }
             // Only `chunked` alone is understood; anything else could not be framed safely.
             return if te.trim().eq_ignore_ascii_case("chunked") {
                 Ok(BodyFraming::Chunked)
@@ -505,6 +549,9 @@ mod tests {
             (Refusal::EngineIo(HandshakeError::UnknownSid), 400),
             (Refusal::Body(BodyError::TooLarge), 413),
             (Refusal::Body(BodyError::Closed), 400),
+            (Refusal::Body(BodyError::TimedOut), 408),
+            (Refusal::Overloaded(Overload::Connections), 503),
+            (Refusal::Overloaded(Overload::HandshakeRate), 503),
             (Refusal::PollingMisuse, 400),
             (Refusal::PollingMethod, 500),
             (Refusal::OwnerBusy, 503),
@@ -523,13 +570,17 @@ mod tests {
         );
         assert_eq!(Refusal::OwnerBusy.upgrade_status(), 503);
         assert_eq!(Refusal::OriginNotAllowed.upgrade_status(), 403);
+        assert_eq!(
+            Refusal::Overloaded(Overload::Connections).upgrade_status(),
+            503
+        );
     }
 
     const REQ: &[u8] = b"GET /socket.io/?EIO=4&transport=websocket&t=N%20x HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: WebSocket\r\n\r\nrest";
 
     #[test]
     fn parses_a_head_and_reports_its_length() {
-        let (head, n) = parse_head(REQ, 8192).unwrap().unwrap();
+        let (head, n) = parse_head(REQ, 8192, 100).unwrap().unwrap();
         assert_eq!(&REQ[n..], b"rest");
         assert_eq!(head.method, "GET");
         assert_eq!(head.path, "/socket.io/");
@@ -543,13 +594,37 @@ mod tests {
 
     #[test]
     fn partial_and_oversized_heads() {
-        assert_eq!(parse_head(&REQ[..20], 8192), Ok(None));
-        assert_eq!(parse_head(&REQ[..20], 10), Err(HeadError::TooLarge));
-        assert_eq!(parse_head(REQ, 40), Err(HeadError::TooLarge));
+        assert_eq!(parse_head(&REQ[..20], 8192, 100), Ok(None));
+        assert_eq!(parse_head(&REQ[..20], 10, 100), Err(HeadError::TooLarge));
+        assert_eq!(parse_head(REQ, 40, 100), Err(HeadError::TooLarge));
         assert_eq!(
-            parse_head(b"\x00\x01garbage\r\n\r\n", 8192),
+            parse_head(b"\x00\x01garbage\r\n\r\n", 8192, 100),
             Err(HeadError::Malformed)
         );
+    }
+
+    #[test]
+    fn header_count_limit_on_the_stack_and_on_the_heap() {
+        let head = |n: usize| {
+            let mut h = "GET / HTTP/1.1\r\n".to_string();
+            for i in 0..n {
+                h.push_str(&format!("X-{i}: v\r\n"));
+            }
+            h.push_str("\r\n");
+            h
+        };
+        for limit in [1, 100, STACK_HEADERS, STACK_HEADERS + 1, 300] {
+            let (parsed, _) = parse_head(head(limit).as_bytes(), 1 << 20, limit)
+                .unwrap()
+                .unwrap();
+            assert_eq!(parsed.headers.len(), limit);
+            assert_eq!(
+                parse_head(head(limit + 1).as_bytes(), 1 << 20, limit),
+                Err(HeadError::TooLarge),
+                "{} headers over a limit of {limit}",
+                limit + 1
+            );
+        }
     }
 
     #[test]
@@ -595,9 +670,8 @@ mod tests {
             Ok(BodyFraming::Length(12))
         );
         assert_eq!(
-            head_with(&[("transfer-encoding", "Chunked"), ("content-length", "3")]).body_framing(),
-            Ok(BodyFraming::Chunked),
-            "chunked wins over a length (RFC 9112 6.3)"
+            head_with(&[("transfer-encoding", "Chunked")]).body_framing(),
+            Ok(BodyFraming::Chunked)
         );
         for bad in [
             &[("content-length", "-1")][..],
@@ -606,6 +680,9 @@ mod tests {
             &[("content-length", "99999999999999999999999")],
             &[("content-length", "3"), ("content-length", "4")],
             &[("transfer-encoding", "gzip, chunked")],
+            // Request smuggling's shape (RFC 9112 6.1), in either order.
+            &[("transfer-encoding", "chunked"), ("content-length", "3")],
+            &[("content-length", "3"), ("transfer-encoding", "chunked")],
         ] {
             assert_eq!(
                 head_with(bad).body_framing(),

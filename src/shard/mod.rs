@@ -2,6 +2,7 @@
 //! its own SO_REUSEPORT listener, serving the endpoints, and reading its bus inbox.
 //! Everything a shard owns stays on its thread.
 
+mod accept;
 mod endpoint;
 mod router;
 
@@ -15,7 +16,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::api::Api;
 use crate::bus::{Bus, ShardMsg};
-use crate::engineio::{CloseReason, Engine, EngineShard};
+use crate::connection::HttpLimits;
+use crate::engineio::{Admission, CloseReason, Engine, EngineShard};
 use crate::metrics::Metrics;
 use crate::socketio::SioShard;
 use router::Router;
@@ -37,6 +39,9 @@ pub(crate) struct ShardSetup {
     /// Turns true when the server shuts down.
     pub(crate) stop: watch::Receiver<bool>,
     pub(crate) shutdown_timeout: Duration,
+    /// The process's limits on sessions, shared by the shards.
+    pub(crate) admission: Arc<Admission>,
+    pub(crate) http: HttpLimits,
     /// The backend API, when an API key is configured.
     pub(crate) api: Option<ShardApi>,
 }
@@ -87,21 +92,30 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
         inbox,
         mut stop,
         shutdown_timeout,
+        admission,
+        http,
         api,
         ..
     } = setup;
     let listener = TcpListener::from_std(listener)?;
-    let shard = Rc::new(EngineShard::new(id, count, metrics.clone()));
-    tokio::task::spawn_local(shard.run_flusher());
+    let shard = Rc::new(EngineShard::new(
+        id,
+        count,
+        metrics.clone(),
+        admission,
+        http,
+    ));
+    let mut flusher = tokio::task::spawn_local(shard.run_flusher());
     let served: Vec<ShardEndpoint> = endpoints
         .iter()
         .enumerate()
         .map(|(index, ep)| start_endpoint(&shard, &bus, index, ep, bridged == Some(index)))
         .collect();
     let (api, api_listener) = match api {
-        Some(api) => {
-            let listener = api.listener.map(TcpListener::from_std).transpose()?;
-            let api = start_api(&endpoints, &served, api.keys, api.timeout, bridged, metrics);
+        Some(mut api) => {
+            let listener = api.listener.take().map(TcpListener::from_std).transpose()?;
+            let body_timeout = shard.http.body_timeout;
+            let api = start_api(&endpoints, &served, &api, bridged, metrics, body_timeout);
             (api, listener)
         }
         None => (None, None),
@@ -117,25 +131,35 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
     } else {
         api.clone()
     };
-    let router = Rc::new(Router::new(routes, public_api));
-    let internal = api_listener.map(|l| (l, Rc::new(Router::new(Vec::new(), api))));
-    tokio::task::spawn_local(read_inbox(inbox, served, router.clone()));
+    let router = Rc::new(Router::new(routes, public_api, shard.clone()));
+    let mut inbox =
+        tokio::task::spawn_local(read_inbox(inbox, served, router.clone(), shard.clone()));
 
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => on_accept(id, &router, accepted).await,
-            accepted = accept(&internal) => {
-                if let Some((_, internal)) = &internal {
-                    on_accept(id, internal, accepted).await;
-                }
-            }
-            _ = stop.wait_for(|stop| *stop) => break,
+    let mut accepting = Box::pin(accept::run(listener, router, id, shard.metrics()));
+    let internal = api_listener.map(|l| {
+        let router = Rc::new(Router::new(Vec::new(), api, shard.clone()));
+        accept::run(l, router, id, shard.metrics())
+    });
+    let mut internal = Box::pin(async move {
+        match internal {
+            Some(accepting) => accepting.await,
+            None => std::future::pending().await,
         }
+    });
+    // The flusher and the inbox reader run for the shard's life: a shard without one of them
+    // would be half alive, so it stops (and the server with it) if either ends.
+    tokio::select! {
+        () = &mut accepting => {}
+        () = &mut internal => {}
+        _ = stop.wait_for(|stop| *stop) => {}
+        ended = &mut flusher => return Err(lost_task(id, "flusher", ended)),
+        ended = &mut inbox => return Err(lost_task(id, "inbox reader", ended)),
     }
 
-    // Shutdown: stop accepting, close every session with 1001, drain with a deadline.
+    // Shutdown: stop accepting (dropping the loops closes the listeners), close every session
+    // with 1001, drain with a deadline.
     drop(internal);
-    drop(listener);
+    drop(accepting);
     shard.close_all(CloseReason::ServerShutdown);
     if tokio::time::timeout(shutdown_timeout, shard.drained())
         .await
@@ -150,44 +174,15 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Accepts on the internal listener, if there is one (never completes otherwise).
-async fn accept(
-    internal: &Option<(TcpListener, Rc<Router>)>,
-) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
-    match internal {
-        Some((listener, _)) => listener.accept().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Serves an accepted connection on its own task.
-async fn on_accept(
-    id: usize,
-    router: &Rc<Router>,
-    accepted: std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)>,
-) {
-    match accepted {
-        Ok((stream, address)) => {
-            let _ = stream.set_nodelay(true);
-            tokio::task::spawn_local(router::serve(router.clone(), stream, address));
-        }
-        Err(e) => {
-            // Out of file descriptors and the like: back off instead of spinning.
-            tracing::warn!(shard = id, error = %e, "accept failed");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
 /// The backend API of this shard, acting on the first Socket.IO endpoint; `None` (with a
 /// warning) when there is none.
 fn start_api(
     endpoints: &[Endpoint],
     served: &[ShardEndpoint],
-    keys: Arc<[String]>,
-    timeout: Duration,
+    api: &ShardApi,
     bridged: Option<usize>,
     metrics: Arc<Metrics>,
+    body_timeout: Duration,
 ) -> Option<Rc<Api>> {
     let Some((index, sio)) = served
         .iter()
@@ -197,15 +192,9 @@ fn start_api(
         tracing::warn!("--api-key given, but no endpoint serves Socket.IO: the API is off");
         return None;
     };
-    let max_payload = endpoints[index].engine.max_payload;
-    let api = Api::new(
-        keys,
-        sio,
-        metrics,
-        bridged == Some(index),
-        max_payload,
-        timeout,
-    );
+    let body = (endpoints[index].engine.max_payload, body_timeout);
+    let bridged = bridged == Some(index);
+    let api = Api::new(api.keys.clone(), sio, metrics, bridged, body, api.timeout);
     Some(Rc::new(api))
 }
 
@@ -232,11 +221,27 @@ fn start_endpoint(
     }
 }
 
-/// Messages from the other shards and the bridge, handled in batches.
+/// Why a task the shard cannot live without ended.
+fn lost_task(
+    shard: usize,
+    what: &str,
+    ended: Result<(), tokio::task::JoinError>,
+) -> std::io::Error {
+    let how = match ended {
+        Ok(()) => "ended".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    tracing::error!(shard, task = what, how, "a task the shard needs stopped");
+    std::io::Error::other(format!("shard {shard}: the {what} stopped ({how})"))
+}
+
+/// Messages from the other shards and the bridge, handled in batches. A panic while handling
+/// one (in an app's handler) loses that message only.
 async fn read_inbox(
     mut inbox: mpsc::Receiver<ShardMsg>,
     endpoints: Vec<ShardEndpoint>,
     router: Rc<Router>,
+    shard: Rc<EngineShard>,
 ) {
     let mut batch = Vec::with_capacity(64);
     while inbox.recv_many(&mut batch, 64).await > 0 {
@@ -248,7 +253,9 @@ async fn read_inbox(
                     endpoint,
                     msg,
                 } => match endpoints.get(endpoint).and_then(|e| e.socketio.as_ref()) {
-                    Some(sio) => sio.on_bus(from, msg),
+                    Some(sio) => {
+                        shard.contain_now("bus message", || sio.on_bus(from, msg));
+                    }
                     // Every shard serves the same endpoints: a bug, never a client's doing.
                     None => tracing::warn!(
                         endpoint,

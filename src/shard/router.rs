@@ -10,18 +10,24 @@ use tokio::net::TcpStream;
 use crate::api::{self, Api};
 use crate::bus::Handoff;
 use crate::connection;
-use crate::engineio::{Engine, Handled};
+use crate::engineio::{Engine, EngineShard, Handled};
 use crate::protocol::http::{BodyFraming, Refusal, RequestHead};
 
 /// The endpoints of one shard, by path prefix, and the backend API when it is served here.
 pub(super) struct Router {
     routes: Vec<(String, Rc<Engine>)>,
     api: Option<Rc<Api>>,
+    /// The shard's Engine.IO state: its HTTP limits, counters, and panic boundary.
+    shard: Rc<EngineShard>,
 }
 
 impl Router {
-    pub(super) fn new(routes: Vec<(String, Rc<Engine>)>, api: Option<Rc<Api>>) -> Self {
-        Router { routes, api }
+    pub(super) fn new(
+        routes: Vec<(String, Rc<Engine>)>,
+        api: Option<Rc<Api>>,
+        shard: Rc<EngineShard>,
+    ) -> Self {
+        Router { routes, api, shard }
     }
 
     fn route(&self, path: &str) -> Option<&Rc<Engine>> {
@@ -32,9 +38,12 @@ impl Router {
     }
 }
 
-/// Serves the requests of a freshly accepted connection.
+/// Serves the requests of a freshly accepted connection: the task of the connection. A panic
+/// while serving it is caught here (logged, counted) and drops the connection only.
 pub(super) async fn serve(router: Rc<Router>, stream: TcpStream, address: SocketAddr) {
-    serve_from(router, stream, address, Vec::new()).await;
+    let shard = router.shard.clone();
+    let serving = serve_from(router, stream, address, Vec::new());
+    shard.contain("connection", serving).await;
 }
 
 /// Continues serving a connection another shard handed over: its request, whose head that
@@ -51,13 +60,9 @@ pub(super) fn serve_handoff(router: &Rc<Router>, handoff: Handoff) {
             if let Some(engine) = router.route(&head.path) {
                 engine.shard.metrics().handoff_received();
             }
-            tokio::task::spawn_local(serve_request(
-                router.clone(),
-                stream,
-                address,
-                head,
-                leftover,
-            ));
+            let serving = serve_request(router.clone(), stream, address, head, leftover);
+            let shard = router.shard.clone();
+            tokio::task::spawn_local(async move { shard.contain("connection", serving).await });
         }
         Err(e) => tracing::warn!(error = %e, "could not adopt a handed-over connection"),
     }
@@ -83,14 +88,16 @@ async fn serve_from(
     mut buf: Vec<u8>,
 ) {
     loop {
-        let (head, leftover) = match connection::read_head(&mut stream, buf).await {
-            Ok(Some(parsed)) => parsed,
-            Ok(None) => return,
-            Err(refusal) => {
-                connection::refuse(&mut stream, refusal, false).await;
-                return;
-            }
-        };
+        let (head, leftover) =
+            match connection::read_head(&mut stream, buf, &router.shard.http).await {
+                Ok(Some(parsed)) => parsed,
+                Ok(None) => return,
+                Err(refusal) => {
+                    router.shard.metrics().refused(refusal);
+                    connection::refuse(&mut stream, refusal, false).await;
+                    return;
+                }
+            };
         match route(&router, stream, head, leftover, address).await {
             Some((s, rest)) => (stream, buf) = (s, rest),
             None => return,

@@ -6,8 +6,10 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use common::aclient::AClient;
+use common::node::LiveScript;
+use common::process::ShardioProcess;
 use common::redis::RedisServer;
-use common::{Frame, TestServer, WAIT};
+use common::{Frame, TestServer, WsClient, WAIT};
 use serde_json::{json, Value};
 use shardio::gateway::endpoints as default_endpoints;
 use shardio::protocol::socketio::Payload;
@@ -303,23 +305,15 @@ async fn cluster_operations_of_the_library_span_machines() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_redis_keeps_local_delivery_and_cross_machine_delivery_resumes() {
     let mut redis = RedisServer::start();
-    let (a, b) = (gateway(&redis), gateway(&redis));
-    let a1 = joined(a.addr, json!("r")).await;
-    let mut a2 = joined(a.addr, json!("r")).await;
-    let mut b1 = joined(b.addr, json!("r")).await;
-    let publish = |c: &AClient, n: u32| {
-        c.send(&format!(
-            r#"42["publish",{{"to":"r","event":"n","data":{n}}}]"#
-        ));
-    };
-    publish(&a1, 0);
+    let (a, b, a1, mut a2, mut b1) = two_machines(&redis).await;
+    publish_n(&a1, 0);
     assert_eq!(next_event(&mut a2).await.1, json!(0));
     assert_eq!(next_event(&mut b1).await.1, json!(0));
 
     redis.kill();
     a.wait_until("the bridge to notice", |m| m.bridge().connected() == 0);
     for n in 1..=5 {
-        publish(&a1, n);
+        publish_n(&a1, n);
         assert_eq!(
             next_event(&mut a2).await.1,
             json!(n),
@@ -332,7 +326,7 @@ async fn losing_redis_keeps_local_delivery_and_cross_machine_delivery_resumes() 
     let back = Instant::now();
     let mut n = 100;
     let resumed = loop {
-        publish(&a1, n);
+        publish_n(&a1, n);
         assert_eq!(next_event(&mut a2).await.1, json!(n));
         if let Some(Frame::Text(t)) = b1.try_recv(Duration::from_millis(100)).await {
             break t;
@@ -648,4 +642,146 @@ async fn a_subscription_that_silently_stops_is_caught_by_the_probe() {
         n += 1;
     }
     assert!(a.metrics.bridge().reconnects() >= 1);
+}
+
+/// Two gateways bridged through `redis`, A and B, with clients in room `r`: two on A, one on B.
+async fn two_machines(redis: &RedisServer) -> (TestServer, TestServer, AClient, AClient, AClient) {
+    let (a, b) = (gateway(redis), gateway(redis));
+    let a1 = joined(a.addr, json!("r")).await;
+    let a2 = joined(a.addr, json!("r")).await;
+    let b1 = joined(b.addr, json!("r")).await;
+    (a, b, a1, a2, b1)
+}
+
+/// Publishes `n` to room `r` as `c`.
+fn publish_n(c: &AClient, n: u32) {
+    c.send(&format!(
+        r#"42["publish",{{"to":"r","event":"n","data":{n}}}]"#
+    ));
+}
+
+/// Publishes from `from` until `to` receives something (delivery across machines resumed);
+/// fails after `limit`.
+async fn until_delivered(from: &AClient, to: &mut AClient, limit: Duration) {
+    let since = Instant::now();
+    for n in 1000.. {
+        publish_n(from, n);
+        if let Some(Frame::Text(_)) = to.try_recv(Duration::from_millis(100)).await {
+            return;
+        }
+        assert!(
+            since.elapsed() < limit,
+            "delivery did not resume within {limit:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_answers_slowly_never_stalls_a_shard_and_delivery_resumes() {
+    // DEBUG is off by default since Redis 7; `local`: for clients on this machine.
+    let redis = RedisServer::start_with(&["--enable-debug-command", "local"]);
+    let (_a, _b, a1, mut a2, mut b1) = two_machines(&redis).await;
+    publish_n(&a1, 0);
+    assert_eq!(next_event(&mut a2).await.1, json!(0));
+    assert_eq!(next_event(&mut b1).await.1, json!(0));
+
+    // Redis answers nobody for 3 s, longer than the bridge waits for an answer (2 s).
+    let mut sleeping = redis.send_command("DEBUG SLEEP 3");
+    let mut answer = [0u8; 16];
+    // Asleep once a PING goes unanswered: a fixed window per try, since that no answer comes
+    // is the check.
+    let asleep = common::wait_within(WAIT, || {
+        let mut ping = redis.send_command("PING");
+        ping.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        std::io::Read::read(&mut ping, &mut answer).is_err()
+    });
+    assert!(asleep, "Redis went to sleep");
+    for n in 1..=5 {
+        publish_n(&a1, n);
+        assert_eq!(next_event(&mut a2).await.1, json!(n), "local delivery");
+    }
+    // All that came while Redis slept: its answer to DEBUG SLEEP is still to come.
+    sleeping.set_nonblocking(true).expect("non-blocking");
+    let asleep = std::io::Read::read(&mut sleeping, &mut answer);
+    assert!(
+        matches!(&asleep, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the deliveries happened while Redis slept, not after: {asleep:?}"
+    );
+    sleeping.set_nonblocking(false).expect("blocking");
+    sleeping.set_read_timeout(Some(WAIT)).expect("timeout");
+    let n = std::io::Read::read(&mut sleeping, &mut answer).expect("Redis wakes up");
+    assert_eq!(&answer[..n], b"+OK\r\n");
+
+    until_delivered(&a1, &mut b1, Duration::from_secs(10)).await;
+    until_delivered(&b1, &mut a2, Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_subscription_is_rebuilt_and_delivery_resumes() {
+    let redis = RedisServer::start();
+    let (a, b, a1, mut a2, mut b1) = two_machines(&redis).await;
+    publish_n(&b1, 0);
+    assert_eq!(next_event(&mut a2).await.1, json!(0));
+
+    // Every pub/sub connection, the bridges' subscriptions, dropped by Redis at once.
+    let killed = redis.command("CLIENT KILL TYPE pubsub");
+    assert_eq!(killed, ":2", "both bridges' subscriptions");
+    publish_n(&a1, 1);
+    assert_eq!(next_event(&mut a2).await.1, json!(1), "local delivery");
+
+    until_delivered(&b1, &mut a2, Duration::from_secs(10)).await;
+    until_delivered(&a1, &mut b1, Duration::from_secs(10)).await;
+    for m in [&a, &b] {
+        assert!(m.metrics.bridge().reconnects() >= 1);
+        assert_eq!(m.metrics.bridge().connected(), 1);
+    }
+}
+
+#[test]
+fn sigterm_drains_an_instance_behind_haproxy_and_its_clients_move_to_the_other() {
+    let redis = RedisServer::start();
+    // A: the binary, stopped by SIGTERM. B: in this process, so the test can read its counters.
+    let mut a = ShardioProcess::start(&["--shards", "2", "--redis", &redis.url()]);
+    a.wait_for_line("Redis bridge connected", WAIT);
+    let b = gateway(&redis);
+    let lb = Haproxy::start(&[a.addr, b.addr]);
+    let clients = 8;
+    let mut script = LiveScript::start(
+        "drain_client.mjs",
+        &[
+            &format!("http://127.0.0.1:{}", lb.port),
+            &clients.to_string(),
+        ],
+    );
+    let never = ["twice"];
+    script.expect_line("ready", &never, Duration::from_secs(20));
+    let on_b = b.metrics.sessions_open();
+    assert!(
+        on_b < clients,
+        "the load balancer put some clients on A ({on_b} of {clients} on B)"
+    );
+
+    // B publishes: its clients get it directly, A's through Redis.
+    let (mut publisher, _) = WsClient::socketio(b.addr, None);
+    let tick = |c: &mut WsClient, tag: &str| {
+        c.send_text(&format!(
+            r#"42["publish",{{"to":"r","event":"tick","data":"{tag}"}}]"#
+        ))
+    };
+    tick(&mut publisher, "before");
+    script.expect_line("got before", &never, Duration::from_secs(10));
+
+    // A drains: it closes its listener and every client with 1001, and exits 0.
+    let status = a.terminate(Duration::from_secs(15));
+    assert!(status.success(), "A exited with {status}");
+    // Every client of A reconnected through the load balancer, to B, and joined again.
+    let all_on_b = common::wait_within(Duration::from_secs(30), || {
+        b.metrics.sessions_open() == clients + 1
+    });
+    assert!(all_on_b, "{} sessions on B", b.metrics.sessions_open());
+    script.expect_line("ready", &never, Duration::from_secs(30));
+    tick(&mut publisher, "after");
+    script.expect_line("got after", &never, Duration::from_secs(10));
+    script.finish(common::WAIT);
 }

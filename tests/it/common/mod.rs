@@ -5,6 +5,7 @@ pub(crate) mod aclient;
 pub(crate) mod jwt;
 pub(crate) mod node;
 pub(crate) mod polling;
+pub(crate) mod process;
 pub(crate) mod raw_ws;
 pub(crate) mod redis;
 
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use shardio::config::{RedisConfig, RuntimeConfig};
+use shardio::config::{LimitsConfig, RedisConfig, RuntimeConfig};
 use shardio::metrics::Metrics;
 use shardio::Server;
 use shardio::{Endpoint, ServerError};
@@ -55,7 +56,19 @@ impl TestServer {
         endpoints: Vec<Endpoint>,
         redis: Option<RedisConfig>,
     ) -> TestServer {
-        let mut server = Server::bind(&runtime(shards)).expect("bind 127.0.0.1:0");
+        TestServer::start_with(shards, endpoints, redis, LimitsConfig::default())
+    }
+
+    /// A server with the limits `limits` (and a Redis bridge when `redis` is given).
+    pub(crate) fn start_with(
+        shards: usize,
+        endpoints: Vec<Endpoint>,
+        redis: Option<RedisConfig>,
+        limits: LimitsConfig,
+    ) -> TestServer {
+        let mut server = Server::bind(&runtime(shards))
+            .expect("bind 127.0.0.1:0")
+            .with_limits(limits);
         if let Some(redis) = redis {
             server = server.with_redis(redis);
         }
@@ -122,6 +135,18 @@ impl TestServer {
     /// Stops the server and returns what `Server::run` returned.
     pub(crate) fn shutdown(mut self) -> Result<(), ServerError> {
         self.stop_and_join().expect("server thread joins")
+    }
+
+    /// What `Server::run` returned if it returned by itself (no shutdown asked) within
+    /// `limit`; `None` while it still runs.
+    pub(crate) fn exited_within(&mut self, limit: Duration) -> Option<Result<(), ServerError>> {
+        let thread = self.thread.as_ref()?;
+        if !wait_within(limit, || thread.is_finished()) {
+            return None;
+        }
+        self.thread
+            .take()
+            .map(|t| t.join().expect("server thread must not panic"))
     }
 
     fn stop_and_join(&mut self) -> Option<Result<(), ServerError>> {
@@ -191,6 +216,16 @@ pub(crate) fn wait_child(child: &mut Child, limit: Duration) -> Option<ExitStatu
         let _ = child.wait();
     }
     status
+}
+
+/// A child process that is killed (and reaped) when the test ends, whether it passes or not.
+pub(crate) struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 impl Drop for TestServer {

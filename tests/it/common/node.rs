@@ -1,9 +1,13 @@
 //! Runs the real-client scripts: npm-based ones in `tests/js/` and python-socketio ones in
 //! `tests/py/` (both installed by the README's test command, scripts/test.sh).
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
+
+use super::Reaped;
 
 fn tests_dir(sub: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -20,6 +24,71 @@ pub(crate) fn run_script(script: &str, args: &[&str], limit: Duration) -> String
         "tests/js/node_modules is missing: run the README's test command (scripts/test.sh), which runs `npm ci` in tests/js"
     );
     run(Path::new("node"), script, args, &dir, limit)
+}
+
+/// A `tests/js/` script the test talks to while it runs: it reads the script's stdout line by
+/// line, and ends it by closing its stdin. Killed if the test ends first.
+pub(crate) struct LiveScript {
+    child: Reaped,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl LiveScript {
+    /// Starts `node tests/js/<script> <args...>`.
+    pub(crate) fn start(script: &str, args: &[&str]) -> LiveScript {
+        let dir = tests_dir("js");
+        assert!(
+            dir.join("node_modules/socket.io-client").exists(),
+            "tests/js/node_modules is missing: run the README's test command (scripts/test.sh)"
+        );
+        let mut child = Command::new("node")
+            .arg(script)
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start node {script}: {e}"));
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        LiveScript {
+            stdin: child.stdin.take(),
+            child: Reaped(child),
+            lines,
+        }
+    }
+
+    /// Reads lines until one equals `want`; fails the test on a line starting with any of
+    /// `bad`, or when `want` does not come within `limit`.
+    pub(crate) fn expect_line(&mut self, want: &str, bad: &[&str], limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line == want => return,
+                Ok(line) => assert!(
+                    !bad.iter().any(|b| line.starts_with(b)),
+                    "the script said {line:?} while the test waited for {want:?}"
+                ),
+                Err(_) => panic!("the script did not say {want:?} within {limit:?}"),
+            }
+        }
+    }
+
+    /// Closes the script's stdin and waits for it to exit 0.
+    pub(crate) fn finish(mut self, limit: Duration) {
+        drop(self.stdin.take());
+        let status = super::wait_child(&mut self.child.0, limit).expect("the script exits");
+        assert!(status.success(), "the script exited with {status}");
+    }
 }
 
 /// Runs `tests/py/<script> <args...>` with the virtualenv's python and returns its stdout;

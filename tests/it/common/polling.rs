@@ -53,6 +53,35 @@ impl HttpConn {
         self.stream.write_all(bytes).expect("write request");
     }
 
+    /// A second handle on the connection, for a thread that writes while this one reads.
+    pub(crate) fn writer(&self) -> TcpStream {
+        self.stream.try_clone().expect("clone the stream")
+    }
+
+    /// Reads to the end of the connection (within `WAIT`) and returns what came: the server
+    /// closed it, and nothing more may have been answered.
+    pub(crate) fn rest_until_closed(&mut self) -> Vec<u8> {
+        self.stream.set_read_timeout(Some(WAIT)).expect("timeout");
+        let mut rest = std::mem::take(&mut self.buf);
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return rest,
+                Ok(n) => rest.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    panic!("the server did not close the connection within {WAIT:?}")
+                }
+                // A reset is a close too.
+                Err(_) => return rest,
+            }
+        }
+    }
+
     /// Sends `METHOD target` with a body (Content-Length) and extra header lines.
     pub(crate) fn request(&mut self, method: &str, target: &str, headers: &[&str], body: &[u8]) {
         let mut req = format!("{method} {target} HTTP/1.1\r\nHost: test\r\n");

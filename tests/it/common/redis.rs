@@ -1,22 +1,34 @@
 //! A real `redis-server` for one test, on a free port, without persistence; killed on drop.
 //! It can be killed and restarted on the same port to test faults.
 
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 
 pub(crate) struct RedisServer {
     pub port: u16,
+    /// More `redis-server` options.
+    options: Vec<&'static str>,
     child: Option<Child>,
 }
 
 impl RedisServer {
     pub(crate) fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// A server started with more `redis-server` options.
+    pub(crate) fn start_with(options: &[&'static str]) -> RedisServer {
         // The port is free when we look; redis-server takes it right after.
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let mut server = RedisServer { port, child: None };
+        let mut server = RedisServer {
+            port,
+            options: options.to_vec(),
+            child: None,
+        };
         server.restart();
         server
     }
@@ -27,6 +39,26 @@ impl RedisServer {
 
     pub(crate) fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Sends one command (inline form) on a fresh connection, and returns the connection
+    /// without waiting for the answer.
+    pub(crate) fn send_command(&self, command: &str) -> TcpStream {
+        let mut conn = TcpStream::connect(self.addr()).expect("connect to redis-server");
+        conn.write_all(format!("{command}\r\n").as_bytes())
+            .expect("send a command");
+        conn
+    }
+
+    /// Sends one command and returns the first line of its answer.
+    pub(crate) fn command(&self, command: &str) -> String {
+        let conn = self.send_command(command);
+        conn.set_read_timeout(Some(super::WAIT)).expect("timeout");
+        let mut line = String::new();
+        BufReader::new(conn)
+            .read_line(&mut line)
+            .expect("an answer from redis-server");
+        line.trim_end().to_owned()
     }
 
     /// Kills the server (SIGKILL: no goodbye to its clients) and waits until it is gone.
@@ -43,6 +75,7 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.options)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
