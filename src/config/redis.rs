@@ -1,0 +1,120 @@
+//! The Redis bridge's settings.
+
+use std::time::Duration;
+
+use clap::{Args, Parser};
+
+use super::{defaults, ConfigError};
+
+/// The Redis bridge to other machines (`--redis`), wire-compatible with Node's
+/// `@socket.io/redis-adapter` and `@socket.io/redis-emitter`. Off without `--redis`.
+#[derive(Debug, Clone, Args)]
+pub struct RedisConfig {
+    /// Redis URL, e.g. `redis://127.0.0.1:6379/0`; turns the bridge on. Default: off, the
+    /// process serves its own clients only.
+    #[arg(long = "redis", env = "SHARDIO_REDIS", value_name = "URL")]
+    pub url: Option<String>,
+    /// Channel prefix, Node's `key` option: every server of a cluster must use the same.
+    #[arg(
+        long = "redis-prefix",
+        env = "SHARDIO_REDIS_PREFIX",
+        default_value = defaults::REDIS_PREFIX
+    )]
+    pub prefix: String,
+    /// How long a cluster request (fetchSockets, allRooms, acks, ...) waits for the other
+    /// servers, in milliseconds (Node's `requestsTimeout`).
+    #[arg(
+        long = "redis-requests-timeout",
+        env = "SHARDIO_REDIS_REQUESTS_TIMEOUT",
+        default_value_t = defaults::REDIS_REQUESTS_TIMEOUT_MS,
+        value_name = "MS"
+    )]
+    pub requests_timeout: u64,
+    /// Messages the shards may queue for the bridge; a full queue drops (counted, logged).
+    #[arg(
+        long = "redis-queue",
+        env = "SHARDIO_REDIS_QUEUE",
+        default_value_t = defaults::REDIS_QUEUE,
+        value_name = "MESSAGES"
+    )]
+    pub queue: usize,
+    /// How often a probe goes through Redis and back, in milliseconds. A probe not back by the
+    /// next one means the subscription is dead: the bridge reconnects.
+    #[arg(
+        long = "redis-probe-interval",
+        env = "SHARDIO_REDIS_PROBE_INTERVAL",
+        default_value_t = defaults::REDIS_PROBE_INTERVAL_MS,
+        value_name = "MS"
+    )]
+    pub probe_interval: u64,
+    /// Longest wait between reconnection attempts, in milliseconds; the first waits 250 ms and
+    /// each failure doubles it up to this.
+    #[arg(
+        long = "redis-reconnect-max",
+        env = "SHARDIO_REDIS_RECONNECT_MAX",
+        default_value_t = defaults::REDIS_RECONNECT_MAX_MS,
+        value_name = "MS"
+    )]
+    pub reconnect_max: u64,
+}
+
+impl RedisConfig {
+    /// The shortest wait between two connection attempts (see [`defaults`]).
+    pub const RECONNECT_MIN: Duration = Duration::from_millis(defaults::REDIS_RECONNECT_MIN_MS);
+
+    /// The bridge for `url`, other settings at their defaults.
+    pub fn new(url: impl Into<String>) -> Self {
+        let mut config = RedisConfig::parse_default();
+        config.url = Some(url.into());
+        config
+    }
+
+    fn parse_default() -> Self {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            redis: RedisConfig,
+        }
+        Only::parse_from(["shardio"]).redis
+    }
+
+    /// `--redis-requests-timeout` as a duration.
+    pub fn requests_timeout(&self) -> Duration {
+        Duration::from_millis(self.requests_timeout)
+    }
+
+    /// `--redis-probe-interval` as a duration.
+    pub fn probe_interval(&self) -> Duration {
+        Duration::from_millis(self.probe_interval)
+    }
+
+    /// `--redis-reconnect-max` as a duration, never under [`Self::RECONNECT_MIN`].
+    pub fn reconnect_max(&self) -> Duration {
+        Duration::from_millis(self.reconnect_max).max(Self::RECONNECT_MIN)
+    }
+
+    /// Checks the Redis settings; the error names the flag to fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.url {
+            if !["redis://", "unix://", "redis+unix://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+            {
+                return Err(ConfigError::RedisUrl(url.clone()));
+            }
+        }
+        if self.prefix.is_empty() {
+            return Err(ConfigError::Zero("redis-prefix length"));
+        }
+        for (name, value) in [
+            ("redis-requests-timeout", self.requests_timeout),
+            ("redis-queue", self.queue as u64),
+            ("redis-probe-interval", self.probe_interval),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        Ok(())
+    }
+}
