@@ -116,6 +116,14 @@ pub mod bench {
     }
 }
 
+/// Internals exposed for the fuzz targets (`fuzz/`) and their corpus test only; not part of
+/// the API and not stable. The pure decoders they fuzz are public in [`protocol`]; the
+/// WebSocket frame reader is internal to [`engineio`], so it is reached through here.
+#[doc(hidden)]
+pub mod fuzz {
+    pub use crate::engineio::ws_fuzz::{ws_read, WsEvent, WsRun};
+}
+
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -15,7 +15,8 @@
 //!   `handle.rs`: serving one request (checks, new session, existing session, hand-off).
 //! - `driver.rs`: one task per session owns its lifetime; `heartbeat.rs`: pings and pongs.
 //! - `polling.rs`: long polling; `websocket.rs`: the WebSocket loop and the upgrade probe;
-//!   `ws_reader.rs`: the frame reader.
+//!   `ws_reader.rs`: the frame reader; `ws_fuzz.rs`: the reader driven without a connection,
+//!   for fuzzing.
 //!
 //! A request for a session another shard owns is handed to that shard over the bus.
 
@@ -34,6 +35,7 @@ mod session;
 mod shard;
 mod sid;
 mod websocket;
+pub(crate) mod ws_fuzz;
 mod ws_reader;
 
 pub use app::{EngineApp, EngineAppFactory};

@@ -33,11 +33,7 @@ impl WsTransport {
     pub(super) fn new(stream: TcpStream, leftover: Vec<u8>, max_payload: usize) -> Self {
         WsTransport {
             stream,
-            reader: Reader {
-                partial: leftover,
-                fragments: None,
-                max_payload,
-            },
+            reader: Reader::new(leftover, max_payload),
         }
     }
 }
@@ -83,6 +79,20 @@ pub(super) struct Reader {
 }
 
 impl Reader {
+    /// A reader that starts with `partial`, bytes already read from the connection.
+    pub(super) fn new(partial: Vec<u8>, max_payload: usize) -> Self {
+        Reader {
+            partial,
+            fragments: None,
+            max_payload,
+        }
+    }
+
+    /// Bytes the reader holds between reads: an incomplete frame and a fragmented message.
+    pub(super) fn buffered(&self) -> usize {
+        self.partial.len() + self.fragments.as_ref().map_or(0, |(_, f)| f.len())
+    }
+
     pub(super) fn feed(
         &mut self,
         data: &mut [u8],

@@ -7,6 +7,7 @@ mod layout;
 
 mod bench_generator;
 mod engineio;
+mod fuzz_corpus;
 mod gateway;
 mod polling;
 mod real_client;

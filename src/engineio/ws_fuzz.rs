@@ -1,0 +1,66 @@
+//! The WebSocket frame reader driven without a connection, for the fuzz targets (`fuzz/`) and
+//! their corpus test: bytes in, in the pieces a socket might deliver them, and what the reader
+//! made of them out. Exported as `shardio::fuzz`; not part of the API.
+
+use super::close::CloseReason;
+use super::ws_reader::{FrameSink, Reader};
+use crate::protocol::frame::OutFrame;
+
+/// What the frame reader made of the bytes it was fed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WsEvent {
+    /// A complete data message: whether it is text, and its bytes.
+    Message(bool, Vec<u8>),
+    /// A control frame the server sends back (a pong, a close): its whole wire bytes.
+    Control(Vec<u8>),
+    /// The reader ended the connection.
+    Closed(CloseReason),
+}
+
+/// What feeding the reader gave: the events in order, and the most bytes it held between two
+/// reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsRun {
+    /// Messages, control frames and the close, in order.
+    pub events: Vec<WsEvent>,
+    /// The largest `partial frame + fragmented message` held after any piece.
+    pub max_buffered: usize,
+}
+
+struct Recorder(Vec<WsEvent>);
+
+impl FrameSink for Recorder {
+    fn is_open(&self) -> bool {
+        true
+    }
+
+    fn message(&mut self, text: bool, data: &[u8]) -> Result<(), CloseReason> {
+        self.0.push(WsEvent::Message(text, data.to_vec()));
+        Ok(())
+    }
+
+    fn control(&mut self, frame: OutFrame) {
+        self.0.push(WsEvent::Control(frame.wire().to_vec()));
+    }
+}
+
+/// Feeds `pieces` to a fresh reader of a connection whose messages may be `max_payload` bytes,
+/// one piece per read, until the reader ends the connection.
+pub fn ws_read<'a>(max_payload: usize, pieces: impl IntoIterator<Item = &'a [u8]>) -> WsRun {
+    let mut reader = Reader::new(Vec::new(), max_payload);
+    let mut sink = Recorder(Vec::new());
+    let mut max_buffered = 0;
+    for piece in pieces {
+        // The reader unmasks in place, as it does in the shard's scratch buffer.
+        let mut read = piece.to_vec();
+        if let Err(reason) = reader.feed(&mut read, &mut sink) {
+            sink.0.push(WsEvent::Closed(reason));
+            break;
+        }
+        max_buffered = max_buffered.max(reader.buffered());
+    }
+    WsRun {
+        events: sink.0,
+        max_buffered,
+    }
+}
