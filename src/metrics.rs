@@ -3,6 +3,7 @@
 //! written by the bridge thread (and by shards only when they overflow its queue).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 /// The counters of one shard.
 #[derive(Debug, Default)]
@@ -13,6 +14,7 @@ pub struct ShardMetrics {
     bus_overflows: AtomicU64,
     handoffs_sent: AtomicU64,
     handoffs_received: AtomicU64,
+    connection_tasks: AtomicU64,
 }
 
 impl ShardMetrics {
@@ -71,6 +73,28 @@ impl ShardMetrics {
     /// Sessions disconnected because their outbound queue passed its byte limit.
     pub fn slow_consumers(&self) -> u64 {
         self.slow_consumers.load(Relaxed)
+    }
+
+    /// Tasks serving HTTP connections on this shard now (reading requests, answering them,
+    /// waiting for the next one). A WebSocket is served by its session's task instead, counted
+    /// in [`sessions_open`](Self::sessions_open).
+    pub fn connection_tasks(&self) -> u64 {
+        self.connection_tasks.load(Relaxed)
+    }
+}
+
+/// Counts one connection task of a shard for as long as it lives (however the task ends).
+#[derive(Debug)]
+pub(crate) struct ConnectionTask {
+    metrics: Arc<Metrics>,
+    shard: usize,
+}
+
+impl Drop for ConnectionTask {
+    fn drop(&mut self) {
+        self.metrics.shards[self.shard]
+            .connection_tasks
+            .fetch_sub(1, Relaxed);
     }
 }
 
@@ -183,6 +207,15 @@ impl Metrics {
     /// Sessions open on all shards.
     pub fn sessions_open(&self) -> u64 {
         self.shards.iter().map(ShardMetrics::sessions_open).sum()
+    }
+
+    /// Counts a task serving a connection on `shard` until the returned guard drops.
+    pub(crate) fn connection_task(self: &Arc<Self>, shard: usize) -> ConnectionTask {
+        self.shards[shard].connection_tasks.fetch_add(1, Relaxed);
+        ConnectionTask {
+            metrics: self.clone(),
+            shard,
+        }
     }
 
     /// Requests handed from one shard to another, all shards together.

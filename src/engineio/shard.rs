@@ -12,7 +12,7 @@ use super::close::CloseReason;
 use super::flusher::Flusher;
 use super::session::Session;
 use super::sid::{Sid, SidGenerator};
-use crate::metrics::{Metrics, ShardMetrics};
+use crate::metrics::{ConnectionTask, Metrics, ShardMetrics};
 
 /// The Engine.IO state of one shard: its sessions and its id generator.
 pub struct EngineShard {
@@ -55,6 +55,11 @@ impl EngineShard {
     /// The shard's WebSocket writer; the shard runs it for its whole life.
     pub(crate) fn run_flusher(&self) -> impl std::future::Future<Output = ()> + 'static {
         self.flusher.clone().run()
+    }
+
+    /// Counts a task serving a connection of this shard while the guard lives.
+    pub(crate) fn connection_task(&self) -> ConnectionTask {
+        self.all_metrics.connection_task(self.id)
     }
 
     /// This shard's counters.

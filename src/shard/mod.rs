@@ -91,6 +91,7 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
             .zip(&served)
             .map(|(ep, served)| (ep.path.clone(), served.engine.clone()))
             .collect(),
+        shard.clone(),
     ));
     tokio::task::spawn_local(read_inbox(inbox, served, router.clone()));
 

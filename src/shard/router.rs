@@ -9,17 +9,19 @@ use tokio::net::TcpStream;
 
 use crate::bus::Handoff;
 use crate::connection;
-use crate::engineio::{Engine, Handled};
+use crate::engineio::{Engine, EngineShard, Handled};
 use crate::protocol::http::{BodyFraming, Refusal, RequestHead};
 
 /// The endpoints of one shard, by path prefix.
 pub(super) struct Router {
     routes: Vec<(String, Rc<Engine>)>,
+    /// The shard, whose counters count the connection tasks.
+    shard: Rc<EngineShard>,
 }
 
 impl Router {
-    pub(super) fn new(routes: Vec<(String, Rc<Engine>)>) -> Self {
-        Router { routes }
+    pub(super) fn new(routes: Vec<(String, Rc<Engine>)>, shard: Rc<EngineShard>) -> Self {
+        Router { routes, shard }
     }
 
     fn route(&self, path: &str) -> Option<&Rc<Engine>> {
@@ -32,6 +34,7 @@ impl Router {
 
 /// Serves the requests of a freshly accepted connection.
 pub(super) async fn serve(router: Rc<Router>, stream: TcpStream, address: SocketAddr) {
+    let _task = router.shard.connection_task();
     serve_from(router, stream, address, Vec::new()).await;
 }
 
@@ -68,6 +71,7 @@ async fn serve_request(
     head: RequestHead,
     leftover: Vec<u8>,
 ) {
+    let _task = router.shard.connection_task();
     if let Some((stream, rest)) = route(&router, stream, head, leftover, address).await {
         serve_from(router, stream, address, rest).await;
     }

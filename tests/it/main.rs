@@ -13,4 +13,5 @@ mod polling;
 mod real_client;
 mod redis;
 mod runtime;
+mod soak;
 mod socketio;
