@@ -92,12 +92,24 @@ fn soak_comes_back_to_its_baseline_state_and_memory() {
     churn(&rt, addrs, warm_up, &tally);
     settled_state(&rt, &servers, &redis, Some(&baseline));
     let rss_base: Vec<u64> = servers.iter().map(Shardio::rss_kib).collect();
-    eprintln!("soak: warm-up {warm_up:?} done, RSS baseline {rss_base:?} KiB");
+    eprintln!(
+        "soak: warm-up {warm_up:?} done, RSS baseline {rss_base:?} KiB (anonymous {:?})",
+        servers
+            .iter()
+            .map(|s| s.status("RssAnon"))
+            .collect::<Vec<_>>()
+    );
 
     churn(&rt, addrs, main, &tally);
     settled_state(&rt, &servers, &redis, Some(&baseline));
     let rss_end: Vec<u64> = servers.iter().map(Shardio::rss_kib).collect();
-    eprintln!("soak: {main:?} more done, RSS {rss_end:?} KiB; {tally:?}");
+    eprintln!(
+        "soak: {main:?} more done, RSS {rss_end:?} KiB (anonymous {:?}); {tally:?}",
+        servers
+            .iter()
+            .map(|s| s.status("RssAnon"))
+            .collect::<Vec<_>>()
+    );
 
     let published = rt.block_on(canary.finish());
     eprintln!("soak: each canary got all {published} publishes, in order");
@@ -250,7 +262,7 @@ struct State {
     rooms: Vec<Vec<String>>,
     /// Per process, as REMOTE_FETCH answers tell: (socket, its rooms), sorted.
     sockets: Vec<Vec<(String, Vec<String>)>>,
-    /// Redis: pattern subscriptions, channels subscribed, connected clients.
+    /// Redis: patterns subscribed, channels subscribed with their subscriber counts, clients.
     redis: (i64, Vec<String>, usize),
 }
 
@@ -338,18 +350,33 @@ fn settled_state(
     }
 }
 
-/// Redis's own view: pattern subscriptions, channels, clients (this reader's own included).
+/// Redis's own view: patterns, channels and their subscribers, clients (this reader's own
+/// included).
 fn redis_subscriptions(redis: &RedisServer) -> (i64, Vec<String>, usize) {
     let mut con = redis_connection(redis);
     let numpat: i64 = redis::cmd("PUBSUB")
         .arg("NUMPAT")
         .query(&mut con)
         .expect("PUBSUB NUMPAT");
-    let mut channels: Vec<String> = redis::cmd("PUBSUB")
+    let mut names: Vec<String> = redis::cmd("PUBSUB")
         .arg("CHANNELS")
         .query(&mut con)
         .expect("PUBSUB CHANNELS");
-    channels.sort();
+    names.sort();
+    // How many subscribers each channel has.
+    let counts: Vec<i64> = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(&names)
+        .query::<Vec<redis::Value>>(&mut con)
+        .expect("PUBSUB NUMSUB")
+        .chunks(2)
+        .map(|pair| redis::from_redis_value_ref(&pair[1]).expect("a count"))
+        .collect();
+    let channels = names
+        .into_iter()
+        .zip(counts)
+        .map(|(name, n)| format!("{name} x{n}"))
+        .collect();
     let clients: String = redis::cmd("CLIENT")
         .arg("LIST")
         .query(&mut con)
