@@ -33,7 +33,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::common::polling::{HttpConn, PollingClient};
 use crate::common::redis::RedisServer;
-use crate::common::WAIT;
+use crate::common::{TestServer, WsClient, WAIT};
 
 /// How long the churn runs, warm-up included, unless `SHARDIO_SOAK_SECS` says otherwise.
 const DEFAULT_SECS: u64 = 120;
@@ -133,6 +133,29 @@ fn soak_comes_back_to_its_baseline_state_and_memory() {
         .sum();
     assert!(slow > 0, "no slow consumer was cut");
     tally.assert_every_kind_ran();
+}
+
+/// The connection-task counter the soak relies on: one per HTTP connection being served, none
+/// for a WebSocket (its session's task serves it), back to zero when the connections go.
+#[test]
+fn connection_tasks_count_the_http_connections_being_served() {
+    let server = TestServer::conformance();
+    let tasks = |m: &shardio::metrics::Metrics| -> u64 {
+        m.shards().iter().map(|s| s.connection_tasks()).sum()
+    };
+    assert_eq!(tasks(&server.metrics), 0);
+    let mut conns: Vec<HttpConn> = (0..3).map(|_| HttpConn::connect(server.addr)).collect();
+    server.wait_until("a task per connection", |m| tasks(m) == 3);
+    // A kept-alive connection keeps its task after a response.
+    conns[0].request("GET", "/nowhere", &[], b"");
+    assert_eq!(conns[0].response().status, 404);
+    let (ws, _) = WsClient::open(server.addr, "/engine.io/");
+    server.wait_until("the WebSocket served by its session", |m| {
+        tasks(m) == 3 && m.sessions_open() == 1
+    });
+    drop(conns);
+    drop(ws);
+    server.wait_until("no task left", |m| tasks(m) == 0 && m.sessions_open() == 0);
 }
 
 /// One `shardio` process; killed on drop.
