@@ -234,7 +234,8 @@ pub fn http_chunked(data: &[u8]) {
     let [limit, seed, body @ ..] = data else {
         return;
     };
-    let limit = [0, 1, 16, 1_000, 1_000_000][usize::from(*limit) % 5];
+    // `--max-payload` takes any size: no limit at all is a setting too.
+    let limit = [0, 1, 16, 1_000, 1_000_000, usize::MAX][usize::from(*limit) % 6];
     let whole = chunked(limit, [body]);
     let split = chunked(limit, pieces(body, *seed));
     assert_eq!(
@@ -280,7 +281,8 @@ pub fn ws_frames(data: &[u8]) {
     let [limit, seed, stream @ ..] = data else {
         return;
     };
-    let max_payload = [0, 1, 125, 126, 1_000, 65_536, 1_000_000][usize::from(*limit) % 7];
+    let max_payload =
+        [0, 1, 125, 126, 1_000, 65_536, 1_000_000, usize::MAX][usize::from(*limit) % 8];
     let whole = ws_read(max_payload, [stream]);
     let split = ws_read(max_payload, pieces(stream, *seed));
     assert_eq!(
@@ -289,7 +291,7 @@ pub fn ws_frames(data: &[u8]) {
     );
     for run in [&whole, &split] {
         assert!(
-            run.max_buffered <= max_payload + FRAME_OVERHEAD,
+            run.max_buffered <= max_payload.saturating_add(FRAME_OVERHEAD),
             "{} bytes held for messages of {max_payload}",
             run.max_buffered
         );
