@@ -75,8 +75,9 @@ const MAX_ATTACHMENTS: usize = 10;
 
 /// Socket.IO: the input is a packet's text, then its binary attachments, separated by `0xff`
 /// (which UTF-8 text never holds; attachments are opaque bytes to the decoder, so that theirs
-/// cannot hold it either loses nothing). Assembled as `socketio::client` does; what decodes is written
-/// back and decodes the same, and its data crosses to the Redis adapter's form and back.
+/// cannot hold it either loses nothing). Assembled as `socketio::client` does; what decodes is
+/// written back and decodes the same, and its data crosses to the Redis adapter's form and
+/// back.
 pub fn socketio(data: &[u8]) {
     let mut parts = data.split(|&b| b == 0xff);
     let Some(Ok(text)) = parts.next().map(std::str::from_utf8) else {

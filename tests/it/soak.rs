@@ -1,6 +1,6 @@
 //! The soak: two `shardio` processes (the real binary, 2 shards each) sharing a real
-//! redis-server, under churn for `SHARDIO_SOAK_SECS` seconds (120 unless set): WebSocket
-//! clients connect, join, publish with acks, leave, and go cleanly, by dropping the
+//! redis-server, under churn for `SHARDIO_SOAK_SECS` seconds (120 unless set, 40 at least):
+//! WebSocket clients connect, join, publish with acks, leave, and go cleanly, by dropping the
 //! connection, or cut mid-frame; polling clients do the same and go by a close packet, by
 //! going silent, by aborting a long poll or a body; HTTP requests are cut mid-head; slow
 //! consumers stop reading a flooded room. Canary subscribers on both processes receive every
@@ -38,6 +38,10 @@ use crate::common::{TestServer, WsClient, WAIT};
 /// How long the churn runs, warm-up included, unless `SHARDIO_SOAK_SECS` says otherwise.
 const DEFAULT_SECS: u64 = 120;
 
+/// The shortest soak: its warm-up quarter must be long enough for the allocator to reach the
+/// sizes the churn needs, or RSS after it is no baseline.
+const MIN_SECS: u64 = 40;
+
 /// How long the processes may take to come back to their state after the churn stops: an
 /// abandoned polling session lasts a ping interval and a ping timeout.
 const SETTLE: Duration = Duration::from_secs(60);
@@ -70,7 +74,7 @@ fn soak_comes_back_to_its_baseline_state_and_memory() {
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
         .unwrap_or(DEFAULT_SECS)
-        .max(8);
+        .max(MIN_SECS);
     let warm_up = Duration::from_secs(secs / 4);
     let main = Duration::from_secs(secs) - warm_up;
 
@@ -93,37 +97,20 @@ fn soak_comes_back_to_its_baseline_state_and_memory() {
     eprintln!("soak: state before the churn: {baseline:?}");
 
     let tally = Arc::new(Tally::default());
-    churn(&rt, addrs, warm_up, &tally);
-    settled_state(&rt, &servers, &redis, Some(&baseline));
-    let rss_base: Vec<u64> = servers.iter().map(Shardio::rss_kib).collect();
-    eprintln!(
-        "soak: warm-up {warm_up:?} done, RSS baseline {rss_base:?} KiB (anonymous {:?})",
-        servers
-            .iter()
-            .map(|s| s.status("RssAnon"))
-            .collect::<Vec<_>>()
-    );
-
-    churn(&rt, addrs, main, &tally);
-    settled_state(&rt, &servers, &redis, Some(&baseline));
-    let rss_end: Vec<u64> = servers.iter().map(Shardio::rss_kib).collect();
-    eprintln!(
-        "soak: {main:?} more done, RSS {rss_end:?} KiB (anonymous {:?}); {tally:?}",
-        servers
-            .iter()
-            .map(|s| s.status("RssAnon"))
-            .collect::<Vec<_>>()
-    );
+    let base = churn_then_memory(&rt, &servers, &redis, &baseline, warm_up, &tally);
+    eprintln!("soak: warm-up {warm_up:?} done; (RSS, its anonymous part) KiB: {base:?}");
+    let end = churn_then_memory(&rt, &servers, &redis, &baseline, main, &tally);
+    eprintln!("soak: {main:?} more done; (RSS, its anonymous part) KiB: {end:?}; {tally:?}");
 
     let published = rt.block_on(canary.finish());
     eprintln!("soak: each canary got all {published} publishes, in order");
 
     for (i, s) in servers.iter().enumerate() {
         assert!(
-            rss_end[i] * 10 <= rss_base[i] * 11,
+            end[i].0 * 10 <= base[i].0 * 11,
             "process {i}: RSS {} KiB after the churn, {} KiB after the warm-up",
-            rss_end[i],
-            rss_base[i]
+            end[i].0,
+            base[i].0
         );
         let counters = rt.block_on(s.counters());
         assert_eq!(counters["bridge"]["reconnects"], 0, "{counters}");
@@ -161,6 +148,24 @@ fn connection_tasks_count_the_http_connections_being_served() {
     drop(conns);
     drop(ws);
     server.wait_until("no task left", |m| tasks(m) == 0 && m.sessions_open() == 0);
+}
+
+/// Churns for `length`, waits until the state is `baseline` again, and returns each process's
+/// RSS and its anonymous part, in KiB.
+fn churn_then_memory(
+    rt: &tokio::runtime::Runtime,
+    servers: &[Shardio],
+    redis: &RedisServer,
+    baseline: &State,
+    length: Duration,
+    tally: &Arc<Tally>,
+) -> Vec<(u64, u64)> {
+    churn(rt, [servers[0].addr, servers[1].addr], length, tally);
+    settled_state(rt, servers, redis, Some(baseline));
+    servers
+        .iter()
+        .map(|s| (s.status("VmRSS"), s.status("RssAnon")))
+        .collect()
 }
 
 /// One `shardio` process; killed on drop.
@@ -234,10 +239,6 @@ impl Shardio {
             .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or_else(|| panic!("{field} in {status}"))
-    }
-
-    fn rss_kib(&self) -> u64 {
-        self.status("VmRSS")
     }
 
     fn descriptors(&self) -> usize {
