@@ -64,3 +64,33 @@ pub fn ws_read<'a>(max_payload: usize, pieces: impl IntoIterator<Item = &'a [u8]
         max_buffered,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A masked binary frame header with a 64-bit length.
+    fn header_with_length(len: u64) -> Vec<u8> {
+        let mut frame = vec![0x82, 0xff];
+        frame.extend_from_slice(&len.to_be_bytes());
+        frame.extend_from_slice(&[1, 2, 3, 4]);
+        frame
+    }
+
+    #[test]
+    fn a_length_with_its_top_bit_set_is_a_protocol_error_even_without_a_limit() {
+        // Found by the ws_frames fuzz target: with `max_payload` at usize::MAX the frame's end
+        // overflowed (a panic in the session's task, and a session never removed).
+        for len in [u64::MAX, 1 << 63] {
+            let frame = header_with_length(len);
+            let run = ws_read(usize::MAX, [&frame[..]]);
+            assert_eq!(
+                run.events,
+                vec![WsEvent::Closed(CloseReason::TransportError)]
+            );
+        }
+        // The largest length RFC 6455 allows waits for its payload.
+        let frame = header_with_length(i64::MAX as u64);
+        assert_eq!(ws_read(usize::MAX, [&frame[..]]).events, vec![]);
+    }
+}

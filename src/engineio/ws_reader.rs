@@ -138,7 +138,15 @@ impl Reader {
             if !is_control && len.saturating_add(assembled as u64) > self.max_payload as u64 {
                 return Err(CloseReason::MessageTooBig);
             }
-            let end = start + len as usize;
+            // RFC 6455 §5.2: a 64-bit length has its top bit clear. Without a practical limit
+            // (`max_payload` near usize::MAX) nothing else stops one (found by fuzzing).
+            let Some(end) = usize::try_from(len)
+                .ok()
+                .filter(|_| len >> 63 == 0)
+                .and_then(|len| start.checked_add(len))
+            else {
+                return Err(CloseReason::TransportError);
+            };
             if end > buf.len() {
                 break;
             }

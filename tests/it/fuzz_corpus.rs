@@ -1,8 +1,11 @@
 //! The fuzz targets' checks (`fuzz/src/lib.rs`) on every file of their seed corpora
 //! (`fuzz/corpus/<target>/`), crashes found by fuzzing included: a smoke of each target that
 //! needs neither cargo-fuzz nor a nightly compiler. `scripts/fuzz.sh SECONDS` fuzzes for real.
+//! What fuzzing found is also checked here on a real server.
 
 use std::path::PathBuf;
+
+use crate::common::{TestServer, WsClient};
 
 #[allow(unreachable_pub, dead_code)]
 #[path = "../../fuzz/src/lib.rs"]
@@ -87,4 +90,24 @@ fn ws_frames_corpus() {
 #[test]
 fn adapter_corpus() {
     run("adapter");
+}
+
+/// Found by the `ws_frames` target: with no message limit (`max_payload` at usize::MAX), a frame
+/// header whose 64-bit length has its top bit set (RFC 6455 §5.2 forbids it) overflowed the
+/// reader's arithmetic; the session's task panicked, the connection dropped without a close
+/// frame and the session was never removed. It is a protocol error, the session ends, and the
+/// server goes on.
+#[test]
+fn a_frame_length_with_its_top_bit_set_is_a_protocol_error_without_a_limit() {
+    let server = TestServer::conformance_with(|e| e.max_payload = usize::MAX);
+    let (mut c, _) = WsClient::open(server.addr, "/engine.io/");
+    let mut frame = vec![0x82, 0xff];
+    frame.extend_from_slice(&u64::MAX.to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]);
+    c.send_raw(&frame);
+    assert_eq!(c.expect_closed(), Some(1002));
+    server.wait_until("the session to end", |m| m.sessions_open() == 0);
+    let (mut other, _) = WsClient::open(server.addr, "/engine.io/");
+    other.send_text("4still here");
+    assert_eq!(other.recv_text(), "4still here");
 }
