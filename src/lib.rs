@@ -120,6 +120,14 @@ pub mod bench {
     }
 }
 
+/// Internals exposed for the fuzz targets (`fuzz/`) and their corpus test only; not part of
+/// the API and not stable. The pure decoders they fuzz are public in [`protocol`]; the
+/// WebSocket frame reader is internal to [`engineio`], so it is reached through here.
+#[doc(hidden)]
+pub mod fuzz {
+    pub use crate::engineio::ws_fuzz::{ws_read, WsEvent, WsRun};
+}
+
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`); colors only on a terminal, so
 /// that logs sent to a file or a journal carry no escape codes.
 pub fn init_tracing() {

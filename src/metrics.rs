@@ -3,6 +3,7 @@
 //! written by the bridge thread (and by shards only when they overflow its queue).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 use crate::protocol::http::{BodyError, HeadError, Overload, Refusal};
 
@@ -29,6 +30,7 @@ pub struct ShardMetrics {
     over_handshake_rate: AtomicU64,
     accept_errors: AtomicU64,
     panics: AtomicU64,
+    connection_tasks: AtomicU64,
 }
 
 impl ShardMetrics {
@@ -212,6 +214,28 @@ impl ShardMetrics {
     pub fn panics(&self) -> u64 {
         self.panics.load(Relaxed)
     }
+
+    /// Tasks serving HTTP connections on this shard now (reading requests, answering them,
+    /// waiting for the next one). A WebSocket is served by its session's task instead, counted
+    /// in [`sessions_open`](Self::sessions_open).
+    pub fn connection_tasks(&self) -> u64 {
+        self.connection_tasks.load(Relaxed)
+    }
+}
+
+/// Counts one connection task of a shard for as long as it lives (however the task ends).
+#[derive(Debug)]
+pub(crate) struct ConnectionTask {
+    metrics: Arc<Metrics>,
+    shard: usize,
+}
+
+impl Drop for ConnectionTask {
+    fn drop(&mut self) {
+        self.metrics.shards[self.shard]
+            .connection_tasks
+            .fetch_sub(1, Relaxed);
+    }
 }
 
 /// The counters of the Redis bridge (all zero when it is off).
@@ -323,6 +347,15 @@ impl Metrics {
     /// Sessions open on all shards.
     pub fn sessions_open(&self) -> u64 {
         self.shards.iter().map(ShardMetrics::sessions_open).sum()
+    }
+
+    /// Counts a task serving a connection on `shard` until the returned guard drops.
+    pub(crate) fn connection_task(self: &Arc<Self>, shard: usize) -> ConnectionTask {
+        self.shards[shard].connection_tasks.fetch_add(1, Relaxed);
+        ConnectionTask {
+            metrics: self.clone(),
+            shard,
+        }
     }
 
     /// Requests handed from one shard to another, all shards together.

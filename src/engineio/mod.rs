@@ -17,7 +17,8 @@
 //! - `driver.rs`: one task per session owns its lifetime; `heartbeat.rs`: pings and pongs.
 //! - `polling.rs`: long polling; `websocket.rs`: the WebSocket loop and the upgrade probe;
 //!   `ws_reader.rs`: the frame reader and its limits; `ws_echo.rs`: a plain WebSocket echo on
-//!   the same framing (for WebSocket conformance suites); `rate.rs`: per-connection rate limits.
+//!   the same framing (for WebSocket conformance suites); `rate.rs`: per-connection rate
+//!   limits; `ws_fuzz.rs`: the reader driven without a connection, for fuzzing.
 //!
 //! A request for a session another shard owns is handed to that shard over the bus.
 
@@ -39,6 +40,7 @@ mod shard;
 mod sid;
 mod websocket;
 mod ws_echo;
+pub(crate) mod ws_fuzz;
 mod ws_reader;
 
 pub use app::{EngineApp, EngineAppFactory};

@@ -18,7 +18,7 @@ use super::flusher::Flusher;
 use super::session::Session;
 use super::sid::{Sid, SidGenerator};
 use crate::connection::HttpLimits;
-use crate::metrics::{Metrics, ShardMetrics};
+use crate::metrics::{ConnectionTask, Metrics, ShardMetrics};
 use crate::protocol::http::Overload;
 
 /// The Engine.IO state of one shard: its sessions and its id generator.
@@ -74,6 +74,11 @@ impl EngineShard {
     /// The shard's WebSocket writer; the shard runs it for its whole life.
     pub(crate) fn run_flusher(&self) -> impl std::future::Future<Output = ()> + 'static {
         self.flusher.clone().run()
+    }
+
+    /// Counts a task serving a connection of this shard while the guard lives.
+    pub(crate) fn connection_task(&self) -> ConnectionTask {
+        self.all_metrics.connection_task(self.id)
     }
 
     /// This shard's counters.

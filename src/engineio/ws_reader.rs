@@ -143,6 +143,11 @@ impl Reader {
         }
     }
 
+    /// Bytes the reader holds between reads: an incomplete frame and a fragmented message.
+    pub(super) fn buffered(&self) -> usize {
+        self.partial.len() + self.fragments.as_ref().map_or(0, |f| f.data.len())
+    }
+
     pub(super) fn feed(
         &mut self,
         data: &mut [u8],
@@ -198,12 +203,18 @@ impl Reader {
             {
                 return Err(CloseReason::MessageTooBig);
             }
-            let len = len as usize;
+            // RFC 6455 §5.2: a 64-bit length has its top bit clear. Without a practical limit
+            // (`max_payload` near usize::MAX) nothing else stops one (found by fuzzing).
+            let Some(len) = usize::try_from(len).ok().filter(|_| len >> 63 == 0) else {
+                return Err(CloseReason::TransportError);
+            };
+            let Some(end) = start.checked_add(len) else {
+                return Err(CloseReason::TransportError);
+            };
             let text = self.carries_text(header.opcode);
             if text && self.checked == 0 && header.opcode == OpCode::Data(Data::Text) {
                 self.utf8 = Utf8Check::default(); // a new text message starts
             }
-            let end = start + len;
             if end > buf.len() {
                 // Check what has arrived of a text frame, so that invalid UTF-8 fails now
                 // rather than when the rest of the frame comes (RFC 6455 §8.1).

@@ -17,7 +17,8 @@ use crate::protocol::http::{BodyFraming, Refusal, RequestHead};
 pub(super) struct Router {
     routes: Vec<(String, Rc<Engine>)>,
     api: Option<Rc<Api>>,
-    /// The shard's Engine.IO state: its HTTP limits, counters, and panic boundary.
+    /// The shard's Engine.IO state: its HTTP limits, counters (connection tasks among them),
+    /// and panic boundary.
     shard: Rc<EngineShard>,
 }
 
@@ -41,6 +42,7 @@ impl Router {
 /// Serves the requests of a freshly accepted connection: the task of the connection. A panic
 /// while serving it is caught here (logged, counted) and drops the connection only.
 pub(super) async fn serve(router: Rc<Router>, stream: TcpStream, address: SocketAddr) {
+    let _task = router.shard.connection_task();
     let shard = router.shard.clone();
     let serving = serve_from(router, stream, address, Vec::new());
     shard.contain("connection", serving).await;
@@ -75,6 +77,7 @@ async fn serve_request(
     head: RequestHead,
     leftover: Vec<u8>,
 ) {
+    let _task = router.shard.connection_task();
     if let Some((stream, rest)) = route(&router, stream, head, leftover, address).await {
         serve_from(router, stream, address, rest).await;
     }
