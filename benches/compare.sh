@@ -23,7 +23,9 @@
 #   API_BATCH [1 emit per request]
 #   FLOOR_DURATION [5]
 #   IDLE_DURATION [10] REPS [3] SERVER_CPUS [0] BENCH_CPU [1]
-#   SERVERS ["shardio shardio-before node-single node-cluster socketioxide"]
+#   SERVERS ["shardio shardio-before node-single node-cluster socketioxide"]; also
+#     shardio-scraped: shardio with a `GET /metrics` every second (curl, on the generator's
+#     core) for the whole run, to show what a Prometheus scrape costs
 #   BASELINE [732947b]: the commit `shardio-before` is built from (main just before the first
 #     tuning commit of the benchmark issue, with the gateway and the generator), in target/baseline; its rows and the shardio /
 #     shardio-before ratios are the before/after figures of that tuning, from the same run.
@@ -214,7 +216,7 @@ start_redis() {
 server_cmd() {
   local name=$1 port=$2 redis=${REDIS_URL:+ --redis $REDIS_URL}
   case $name in
-    shardio) echo "taskset -c $SERVER_CPUS $SHARDIO --listen 127.0.0.1:$port --shards $CORES --api-key $API_KEY$redis" ;;
+    shardio | shardio-scraped) echo "taskset -c $SERVER_CPUS $SHARDIO --listen 127.0.0.1:$port --shards $CORES --api-key $API_KEY$redis" ;;
     shardio-before) echo "taskset -c $SERVER_CPUS $BASELINE_SHARDIO --listen 127.0.0.1:$port --shards $CORES$redis" ;;
     node-single) echo "taskset -c $SERVER_CPUS node $NODE_DIR/server.js --mode single$redis --port $port" ;;
     node-cluster) echo "taskset -c $SERVER_CPUS node $NODE_DIR/server.js --mode cluster --workers $CORES$redis --port $port" ;;
@@ -247,6 +249,11 @@ start_servers() {
       for w in $(pgrep -P "$LAUNCHED"); do SERVER_PIDS+=",$w"; done
     fi
     SERVER_CMD+="${SERVER_CMD:+ & }$cmd"
+    # shardio-scraped: Prometheus's load, one GET /metrics a second, from the generator's core.
+    if [[ $name == shardio-scraped ]]; then
+      launch scraper $BENCH_PIN bash -c "while :; do curl -sf -o /dev/null http://127.0.0.1:$port/metrics; sleep 1; done"
+      SERVER_CMD+=" & (GET /metrics every second)"
+    fi
   done
   # Redis too: the whole deployment's CPU and memory.
   if [[ -n $REDIS_URL ]]; then SERVER_PIDS+=",${STARTED[0]}"; fi
@@ -408,24 +415,34 @@ for server in $SERVERS; do
   if [[ -n ${UNAVAILABLE[$server]:-} ]]; then
     log "$server: not available (${UNAVAILABLE[$server]})"
     echo "$server not available: ${UNAVAILABLE[$server]}" >"$OUT_DIR/$server.unavailable"
-    continue
   fi
-  for scenario in $SCENARIOS; do
-    why=$(not_applicable "$server" "$scenario")
-    if [[ -n $why ]]; then
-      echo "$why" >"$OUT_DIR/$server-$scenario.unavailable"
+done
+
+# Whether $1 runs $2: available (a server that failed to start is not run again) and applicable.
+runs() {
+  local why
+  [[ -z ${UNAVAILABLE[$1]:-} && ! -e $OUT_DIR/$1.unavailable ]] || return 1
+  why=$(not_applicable "$1" "$2")
+  [[ -z $why ]] || { echo "$why" >"$OUT_DIR/$1-$2.unavailable"; return 1; }
+}
+
+# Per scenario, the servers take turns within each repetition, so that a slow spell of this
+# shared machine falls on every server alike rather than on whichever ran then.
+for scenario in $SCENARIOS; do
+  case $scenario in
+    floor) continue ;;
+    fanout-10k)
+      for server in $SERVERS; do
+        if runs "$server" "$scenario"; then run_tenk "$server" || true; fi
+      done
       continue
-    fi
-    case $scenario in
-      floor) continue ;;
-      fanout-10k)
-        run_tenk "$server" || continue 2
-        continue
-        ;;
-    esac
-    for rep in $(seq 1 "$REPS"); do
+      ;;
+  esac
+  for rep in $(seq 1 "$REPS"); do
+    for server in $SERVERS; do
+      runs "$server" "$scenario" || continue
       # shellcheck disable=SC2046 # the arguments are words
-      bench_run "$server" "$scenario" "$server-$scenario-$rep" $(scenario_args "$scenario") || [[ $? == 1 ]] || continue 3
+      bench_run "$server" "$scenario" "$server-$scenario-$rep" $(scenario_args "$scenario") || true
     done
   done
 done

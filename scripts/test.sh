@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of shardio. Installs what the tests need when it is missing: redis-server,
 # haproxy and openssl (Debian packages; the Redis bridge and load balancer tests start their
-# own, the JWT tests make their keys with openssl), the npm packages of the real-client tests
+# own, the JWT tests make their keys with openssl), a Prometheus binary (unpacked from Debian's
+# package under target/, for the scrape test), the npm packages of the real-client tests
 # (tests/js, from package-lock.json) and the python-socketio client (tests/py/.venv, from
 # tests/py/requirements.txt).
 set -euo pipefail
@@ -20,6 +21,28 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y "${missing[@]}" >/dev/null 2>&1 \
     || { apt-get update >/dev/null && apt-get install -y "${missing[@]}" >/dev/null; }
+fi
+
+# A Prometheus server for the scrape test (tests/it/ops.rs): Debian's package, unpacked under
+# target/ (the binary only: nothing is installed system-wide, no service is started).
+if [ -z "${SHARDIO_TEST_PROMETHEUS:-}" ]; then
+  if command -v prometheus >/dev/null; then
+    SHARDIO_TEST_PROMETHEUS=$(command -v prometheus)
+  else
+    tools=target/test-tools/prometheus
+    if [ ! -x "$tools/usr/bin/prometheus" ]; then
+      command -v apt-get >/dev/null || { echo "scripts/test.sh: install prometheus" >&2; exit 1; }
+      rm -rf "$tools" && mkdir -p "$tools"
+      (
+        cd "$tools"
+        apt-get download prometheus >/dev/null 2>&1 \
+          || { apt-get update >/dev/null && apt-get download prometheus >/dev/null 2>&1; }
+        dpkg-deb -x prometheus_*.deb . && rm prometheus_*.deb
+      )
+    fi
+    SHARDIO_TEST_PROMETHEUS=$PWD/$tools/usr/bin/prometheus
+  fi
+  export SHARDIO_TEST_PROMETHEUS
 fi
 
 # npm packages for the real-client tests, installed exactly from the lock file.

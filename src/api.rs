@@ -125,6 +125,7 @@ impl Api {
                 (failure.refusal.status(), body)
             }
         };
+        self.metrics.api_request(route_label(&head.path), status);
         // A body left unread (or only partly read) ends the connection.
         let keep = head.keep_alive() && rest.is_some();
         let mut headers = vec![("Content-Type", "application/json")];
@@ -133,12 +134,9 @@ impl Api {
             405 => headers.push(("Allow", allowed_methods(&head.path))),
             _ => {}
         }
-        if !keep {
-            headers.push(("Connection", "close"));
-        }
         let body = serde_json::to_vec(&body).unwrap_or_default();
-        let written = connection::write(&mut stream, status, &headers, &body).await;
-        (written && keep).then(|| (stream, rest.unwrap_or_default()))
+        let kept = connection::respond(&mut stream, status, headers, &body, keep).await;
+        kept.then(|| (stream, rest.unwrap_or_default()))
     }
 
     /// Whether the request carries one of the keys.
@@ -376,6 +374,20 @@ fn route_methods(route: &str) -> Option<&'static str> {
         "rooms" => Some("GET"),
         room if room.starts_with("rooms/") => Some("GET"),
         _ => None,
+    }
+}
+
+/// The `route` label of a request's counter: a route, `rooms/<room>` for every room, and
+/// `other` for every path that is none (so a client cannot add series).
+fn route_label(path: &str) -> &'static str {
+    match path.strip_prefix(PREFIX).unwrap_or_default() {
+        "emit" => "emit",
+        "join" => "join",
+        "leave" => "leave",
+        "disconnect" => "disconnect",
+        "rooms" => "rooms",
+        room if room.starts_with("rooms/") => "rooms/<room>",
+        _ => "other",
     }
 }
 

@@ -151,6 +151,21 @@ pub(crate) async fn write(
     write_raw(stream, &bytes).await
 }
 
+/// Writes a response to a request whose connection may carry another one when `keep` (else
+/// the response says `Connection: close`); returns whether the connection goes on.
+pub(crate) async fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    mut headers: Vec<(&str, &str)>,
+    body: &[u8],
+    keep: bool,
+) -> bool {
+    if !keep {
+        headers.push(("Connection", "close"));
+    }
+    write(stream, status, &headers, body).await && keep
+}
+
 /// Writes bytes already encoded as HTTP within [`WRITE_TIMEOUT`] (the 101 of an upgrade).
 pub(crate) async fn write_raw(stream: &mut TcpStream, bytes: &[u8]) -> bool {
     matches!(
@@ -163,13 +178,10 @@ pub(crate) async fn write_raw(stream: &mut TcpStream, bytes: &[u8]) -> bool {
 /// connection kept only when `keep_alive`. Returns whether the connection may go on.
 pub(crate) async fn refuse(stream: &mut TcpStream, refusal: Refusal, keep_alive: bool) -> bool {
     let status = refusal.status();
-    let mut headers = vec![("Content-Type", "text/plain")];
-    if !keep_alive {
-        headers.push(("Connection", "close"));
-    }
+    let headers = vec![("Content-Type", "text/plain")];
     let body = match refusal {
         Refusal::NotFound => http::reason(status).as_bytes(),
         _ => b"",
     };
-    write(stream, status, &headers, body).await && keep_alive
+    respond(stream, status, headers, body, keep_alive).await
 }

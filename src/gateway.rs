@@ -118,6 +118,7 @@ fn authenticate(verifier: &Verifier, socket: &Socket) -> Result<(), ConnectError
         .and_then(|t| verifier.verify(t));
     let claims = verified.map_err(|e| {
         tracing::debug!(reason = e.code(), "CONNECT refused");
+        socket.metrics().jwt_refused(e.code());
         ConnectError::new(format!("unauthorized: {e}")).with_data(json!({"reason": e.code()}))
     })?;
     if let Some(sub) = &claims.sub {

@@ -12,7 +12,7 @@
 //!    payloads, Socket.IO packets and their frames, HTTP heads and bodies and the refusals'
 //!    statuses, CORS, the Redis adapter's messages. [`config`]: the one configuration tree
 //!    and every default. `listener`: the SO_REUSEPORT listener group. [`metrics`]: per-shard
-//!    counters.
+//!    counters (single-writer, summed at scrape) and their Prometheus exposition.
 //! 2. `bus`: one bounded inbox per shard and the bridge's queue, carrying typed messages
 //!    (`bus::cluster`: what the Socket.IO layers and the bridge say to each other). `connection`:
 //!    HTTP/1.1 on a connection, bounded in size and time; the one response writer.
@@ -25,8 +25,8 @@
 //!    `server`: binds, starts the bridge and the shards, waits for the shutdown future,
 //!    drains, joins ([`Server`]). [`gateway`]: the default app (join, leave, publish) and its
 //!    room policy; [`auth`]: JWT verification of the CONNECT token (jsonwebtoken), keys
-//!    re-read on SIGHUP; `api`: the HTTP API for backends (`/api/v1/`). [`conformance`]: the
-//!    upstream conformance suites' apps.
+//!    re-read on SIGHUP; `api`: the HTTP API for backends (`/api/v1/`); `ops`: `/metrics`,
+//!    `/healthz`, `/readyz`. [`conformance`]: the upstream conformance suites' apps.
 //!
 //! The library API is what this file exports: the public modules above and the re-exports
 //! below. Everything else is internal (`pub(crate)`).
@@ -44,6 +44,7 @@ pub mod socketio;
 mod bus;
 mod connection;
 mod listener;
+mod ops;
 mod redis_bridge;
 mod server;
 mod shard;

@@ -18,6 +18,7 @@ use crate::connection::HttpLimits;
 use crate::engineio::Admission;
 use crate::listener;
 use crate::metrics::Metrics;
+use crate::ops::Health;
 use crate::redis_bridge::{self, BridgeError, BridgeSetup};
 use crate::shard::{self, Endpoint, ShardApi, ShardSetup};
 
@@ -53,13 +54,9 @@ pub struct Server {
     addr: SocketAddr,
     redis: Option<RedisConfig>,
     limits: LimitsConfig,
-    api: Option<ApiSetup>,
-}
-
-/// The backend API: its keys, and its own listeners when it is not on the public address.
-#[derive(Debug)]
-struct ApiSetup {
-    keys: Arc<[String]>,
+    /// The backend API's keys; `None`: the API is off.
+    api_keys: Option<Arc<[String]>>,
+    /// The listeners of `--internal-listen` (one per shard), with their address.
     internal: Option<(SocketAddr, Vec<TcpListener>)>,
 }
 
@@ -79,7 +76,8 @@ impl Server {
             metrics: Arc::new(Metrics::new(count)),
             addr,
             redis: None,
-            api: None,
+            api_keys: None,
+            internal: None,
             limits: LimitsConfig::default(),
         })
     }
@@ -91,34 +89,25 @@ impl Server {
         self
     }
 
-    /// Serves the backend API (`/api/v1/`) for the first Socket.IO endpoint, with these keys:
-    /// on `config.internal_listen` (bound here, one listener per shard) when set, else on the
-    /// public address. Without any key the API is off.
+    /// Serves the backend API (`/api/v1/`) for the first Socket.IO endpoint with these keys
+    /// (without any key the API is off), and binds `config.internal_listen` when set (one
+    /// listener per shard): the API, `/metrics`, `/healthz` and `/readyz` are served there,
+    /// and the API and `/metrics` no longer on the public address.
     pub fn with_api(mut self, config: ApiConfig) -> Result<Self, ServerError> {
-        if config.keys.is_empty() {
-            if let Some(addr) = config.internal_listen {
-                tracing::warn!(%addr, "--internal-listen without --api-key: the API is off");
-            }
-            return Ok(self);
+        if let Some(addr) = config.internal_listen {
+            let listeners = listener::bind_group(addr, self.listeners.len())
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            self.internal = Some((listeners[0].local_addr()?, listeners));
         }
-        let internal = match config.internal_listen {
-            Some(addr) => {
-                let listeners = listener::bind_group(addr, self.listeners.len())
-                    .map_err(|source| ServerError::Bind { addr, source })?;
-                Some((listeners[0].local_addr()?, listeners))
-            }
-            None => None,
-        };
-        self.api = Some(ApiSetup {
-            keys: config.keys.into(),
-            internal,
-        });
+        if !config.keys.is_empty() {
+            self.api_keys = Some(config.keys.into());
+        }
         Ok(self)
     }
 
-    /// The address of the API's own listeners (`--internal-listen`), with the real port.
+    /// The address of the internal listeners (`--internal-listen`), with the real port.
     pub fn internal_addr(&self) -> Option<SocketAddr> {
-        self.api.as_ref()?.internal.as_ref().map(|(addr, _)| *addr)
+        self.internal.as_ref().map(|(addr, _)| *addr)
     }
 
     /// Shares the Socket.IO endpoint's namespaces with other machines through Redis (a no-op
@@ -139,7 +128,9 @@ impl Server {
         self.metrics.clone()
     }
 
-    /// Runs the shards until `shutdown` completes, then drains and joins them. Blocks.
+    /// Runs the shards until `shutdown` completes, then drains and joins them: `/readyz`
+    /// answers 503 at once, the shards serve on for `--drain-delay`, then close their public
+    /// listeners and their sessions (with `--shutdown-timeout` for the sessions to go). Blocks.
     pub fn run(
         self,
         endpoints: Vec<Endpoint>,
@@ -163,17 +154,16 @@ impl Server {
             Duration::from_millis(defaults::REDIS_REQUESTS_TIMEOUT_MS),
             |r| r.requests_timeout(),
         );
-        let (api_keys, api_listeners) = match self.api {
-            Some(ApiSetup { keys, internal }) => {
-                let listeners = internal.map(|(addr, listeners)| {
-                    tracing::info!(address = %addr, "backend API listening");
-                    listeners
-                });
-                (Some(keys), listeners.unwrap_or_default())
+        let mut internal = match self.internal {
+            Some((addr, listeners)) => {
+                let api = if self.api_keys.is_some() { "on" } else { "off (no --api-key)" };
+                tracing::info!(address = %addr, api, "internal listener: /metrics, /healthz, /readyz, the API");
+                listeners.into_iter().map(Some).collect()
             }
-            None => (None, Vec::new()),
-        };
-        let mut api_listeners = api_listeners.into_iter();
+            None => Vec::new(),
+        }
+        .into_iter();
+        let api_keys = self.api_keys;
         let (bridge, bridged) = match self.redis {
             Some(config) => match start_bridge(config, &endpoints, &mut bus, &self.metrics)? {
                 Some((handle, endpoint)) => (Some(handle), Some(endpoint)),
@@ -181,6 +171,7 @@ impl Server {
             },
             None => (None, None),
         };
+        let health = Arc::new(Health::new(self.metrics.clone(), bridge.is_some()));
         let endpoints = Arc::new(endpoints);
         let admission = Arc::new(Admission::new(
             self.limits.max_connections,
@@ -207,9 +198,10 @@ impl Server {
                 shutdown_timeout: self.runtime.shutdown_timeout(),
                 api: api_keys.clone().map(|keys| ShardApi {
                     keys,
-                    listener: api_listeners.next(),
                     timeout: api_timeout,
                 }),
+                internal: internal.next().flatten(),
+                health: health.clone(),
                 admission: admission.clone(),
                 http,
             };
@@ -227,11 +219,24 @@ impl Server {
         let waiter = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
+        let drain_delay = self.runtime.drain_delay();
         let failed = waiter.block_on(async {
             tokio::select! {
-                () = shutdown => None,
-                id = exit_rx.recv() => id,
+                () = shutdown => {}
+                id = exit_rx.recv() => return id,
             }
+            health.start_draining();
+            if !drain_delay.is_zero() {
+                tracing::info!(
+                    ?drain_delay,
+                    "draining: /readyz answers 503; serving on until the delay ends"
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(drain_delay) => {}
+                    id = exit_rx.recv() => return id,
+                }
+            }
+            None
         });
         if let Some(id) = failed {
             tracing::error!(shard = id, "shard stopped unexpectedly; shutting down");

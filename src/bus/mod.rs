@@ -53,6 +53,11 @@ impl Bus {
         )
     }
 
+    /// The server's counters.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// How many shards the bus connects.
     pub(crate) fn shards(&self) -> usize {
         self.inboxes.len()

@@ -4,6 +4,8 @@
 pub const LISTEN: &str = "0.0.0.0:3000";
 /// `--shutdown-timeout`: how long shutdown waits for sessions to drain.
 pub const SHUTDOWN_TIMEOUT_MS: u64 = 30_000;
+/// `--drain-delay`: how long a shutting-down server keeps serving with `/readyz` at 503.
+pub const DRAIN_DELAY_MS: u64 = 0;
 /// `--bus-capacity`: messages each shard's bus inbox holds.
 pub const BUS_CAPACITY: usize = 16 * 1024;
 /// `--path`: the HTTP path of the Socket.IO endpoint.

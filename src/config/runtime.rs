@@ -31,6 +31,11 @@ pub struct RuntimeConfig {
     /// of blocking the sender.
     #[arg(long, env = "SHARDIO_BUS_CAPACITY", default_value_t = defaults::BUS_CAPACITY, value_name = "MESSAGES")]
     pub bus_capacity: usize,
+    /// On SIGINT/SIGTERM, milliseconds to keep serving with `/readyz` answering 503 before the
+    /// listeners close and the sessions are told to go: time for a load balancer's health
+    /// checks to take the server out of rotation. 0: close at once.
+    #[arg(long, env = "SHARDIO_DRAIN_DELAY", default_value_t = defaults::DRAIN_DELAY_MS, value_name = "MS")]
+    pub drain_delay: u64,
 }
 
 impl RuntimeConfig {
@@ -44,6 +49,11 @@ impl RuntimeConfig {
     /// `--shutdown-timeout` as a duration.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout)
+    }
+
+    /// `--drain-delay` as a duration.
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_millis(self.drain_delay)
     }
 
     /// Checks the runtime settings; the error names the flag to fix.

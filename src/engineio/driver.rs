@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::close::CloseReason;
 use super::engine::Engine;
 use super::heartbeat::Heartbeat;
 use super::session::Session;
 use super::websocket;
 use super::ws_reader::WsTransport;
+use crate::protocol::close::CloseReason;
 
 /// How long a polling session closed by the server waits for a GET to carry its last packets
 /// and the close packet, as Node's `closeTimeout` does (shorter: a polling client has a GET

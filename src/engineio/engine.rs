@@ -8,7 +8,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::app::EngineApp;
-use super::close::CloseReason;
 use super::config::EngineConfig;
 use super::request::RequestInfo;
 use super::session::{Session, Transport};
@@ -16,6 +15,7 @@ use super::shard::EngineShard;
 use super::ws_reader::FrameLimits;
 use crate::bus::Bus;
 use crate::connection;
+use crate::protocol::close::CloseReason;
 use crate::protocol::engineio::HandshakeError;
 use crate::protocol::frame::OutFrame;
 use crate::protocol::http::{BodyFraming, Refusal, RequestHead};
@@ -78,7 +78,7 @@ impl Engine {
                 self.config.max_buffered_bytes,
                 transport,
                 self.config.ping_interval + self.config.ping_timeout,
-                (me.clone(), self.shard.flusher.clone()),
+                (me.clone(), self.shard.home.clone()),
             )
         });
         self.shard.insert(session.clone());

@@ -9,7 +9,6 @@ use std::rc::Rc;
 
 use tokio::net::TcpStream;
 
-use super::close::CloseReason;
 use super::driver;
 use super::engine::{Engine, Handled, Reply};
 use super::polling;
@@ -19,6 +18,7 @@ use super::sid::Sid;
 use super::websocket;
 use super::ws_echo;
 use crate::bus::{Handoff, Refused, ShardMsg};
+use crate::protocol::close::CloseReason;
 use crate::protocol::engineio::HandshakeError;
 use crate::protocol::http::{Refusal, RequestHead};
 

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
-use super::close::CloseReason;
 use super::config::EngineConfig;
 use super::session::Session;
+use crate::protocol::close::CloseReason;
 use crate::protocol::engineio::PacketType;
 use crate::protocol::frame::OutFrame;
 

@@ -7,7 +7,7 @@
 //! - `config.rs`: [`EngineConfig`], the settings of one endpoint.
 //! - `app.rs`: [`EngineApp`] and [`EngineAppFactory`], what sits on top.
 //! - `session.rs`: [`Session`], state only (queue, close flag, transport state), and the
-//!   [`Connection`] that handles its messages; `close.rs`: [`CloseReason`];
+//!   [`Connection`] that handles its messages ([`CloseReason`] is `protocol::close`'s);
 //!   `request.rs`: [`RequestInfo`]; `sid.rs`: [`Sid`]; `queue.rs`: the bounded outbound queue.
 //! - `shard.rs`: [`EngineShard`], the sessions of one shard; `flusher.rs`: the shard's writer
 //!   of WebSocket sessions; `admission.rs`: the process's limits on sessions, shared by the
@@ -24,7 +24,6 @@
 
 mod admission;
 mod app;
-mod close;
 mod config;
 mod driver;
 mod engine;
@@ -43,8 +42,8 @@ mod ws_echo;
 pub(crate) mod ws_fuzz;
 mod ws_reader;
 
+pub use crate::protocol::close::{CloseReason, Limit};
 pub use app::{EngineApp, EngineAppFactory};
-pub use close::{CloseReason, Limit};
 pub use config::EngineConfig;
 pub use request::RequestInfo;
 pub use session::{Connection, Message, SendError, Session};

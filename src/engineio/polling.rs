@@ -11,13 +11,13 @@ use std::rc::Rc;
 
 use tokio::net::TcpStream;
 
-use super::close::CloseReason;
 use super::driver;
 use super::engine::{Engine, Handled, Reply};
 use super::queue::OutQueue;
 use super::request::RequestInfo;
 use super::session::{Session, Transport};
 use crate::connection;
+use crate::protocol::close::CloseReason;
 use crate::protocol::engineio::{self, EncodedPacket, Packet, PayloadPacket};
 use crate::protocol::frame::FrameKind;
 use crate::protocol::http::{BodyError, Refusal, RequestHead};
@@ -31,6 +31,7 @@ pub(super) async fn handshake(
     leftover: Vec<u8>,
     address: std::net::SocketAddr,
 ) -> Handled {
+    engine.shard.metrics().polling_request(true);
     let request = RequestInfo::from_head(head.clone(), address);
     let session = engine.open_session(request, Transport::Polling);
     // Fails only when `max_buffered_bytes` is tiny, and then the session closes as a slow
@@ -50,9 +51,16 @@ pub(super) async fn serve(
     head: RequestHead,
     leftover: Vec<u8>,
 ) -> Handled {
+    let metrics = engine.shard.metrics();
     match head.method.as_str() {
-        "GET" => get(engine, &session, stream, &head, leftover, None).await,
-        "POST" => post(engine, &session, stream, &head, leftover).await,
+        "GET" => {
+            metrics.polling_request(true);
+            get(engine, &session, stream, &head, leftover, None).await
+        }
+        "POST" => {
+            metrics.polling_request(false);
+            post(engine, &session, stream, &head, leftover).await
+        }
         // Node's polling transport answers any other method 500; the session lives on.
         _ => {
             engine

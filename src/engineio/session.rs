@@ -5,20 +5,22 @@
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::{Rc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use super::close::CloseReason;
 use super::flusher::{Flush, Flusher};
 use super::queue::OutQueue;
 use super::request::RequestInfo;
 use super::sid::Sid;
 use super::ws_reader::WsTransport;
+use crate::metrics::{Metrics, ShardMetrics, TransportKind};
+use crate::protocol::close::CloseReason;
 use crate::protocol::engineio::{Packet, PacketType};
-use crate::protocol::frame::OutFrame;
+use crate::protocol::frame::{FrameKind, OutFrame};
 
 /// A message received on a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +61,14 @@ pub(super) enum Transport {
 }
 
 impl Transport {
+    /// The transport as the counters split sessions (an upgrading session is polling).
+    pub(super) fn kind(self) -> TransportKind {
+        match self {
+            Transport::Polling | Transport::Upgrading => TransportKind::Polling,
+            Transport::WebSocket => TransportKind::WebSocket,
+        }
+    }
+
     /// The `transport` query value of requests this session accepts (without an upgrade).
     pub(super) fn name(self) -> &'static str {
         match self {
@@ -81,6 +91,43 @@ pub(super) struct PollState {
     pub(super) close_delivered: Cell<bool>,
 }
 
+/// What the sessions of one shard share: the shard's WebSocket writer and its counters.
+pub(super) struct Home {
+    pub(super) flusher: Rc<Flusher<Session>>,
+    metrics: Arc<Metrics>,
+    shard: usize,
+}
+
+impl Home {
+    pub(super) fn new(metrics: Arc<Metrics>, shard: usize) -> Self {
+        Home {
+            flusher: Rc::default(),
+            metrics,
+            shard,
+        }
+    }
+
+    /// The shard's counters.
+    pub(super) fn metrics(&self) -> &ShardMetrics {
+        &self.metrics.shards()[self.shard]
+    }
+}
+
+/// The Engine.IO messages among `frames` (data packets, not pings or control frames) and
+/// their bytes.
+fn messages(frames: &[OutFrame]) -> (u64, u64) {
+    frames
+        .iter()
+        .filter(|f| match f.kind() {
+            FrameKind::Binary => true,
+            FrameKind::Text => f.payload().first() == Some(&b'4'),
+            FrameKind::Control => false,
+        })
+        .fold((0, 0), |(n, bytes), f| {
+            (n + 1, bytes + f.payload().len() as u64)
+        })
+}
+
 /// One Engine.IO session, owned by the shard that opened it.
 ///
 /// `repr(C)` keeps the fields in this order: a broadcast touches only the first group (the
@@ -96,7 +143,7 @@ pub struct Session {
     /// The socket while the WebSocket loop runs, so the shard's flusher can write to it.
     pub(super) ws: RefCell<Option<Rc<TcpStream>>>,
     me: Weak<Session>,
-    flusher: Rc<Flusher<Session>>,
+    home: Rc<Home>,
     // The rest is touched per request or per heartbeat, not per message.
     sid: Sid,
     /// The endpoint (path) that opened it: its requests must come to the same one.
@@ -142,7 +189,7 @@ impl Session {
         max_buffered_bytes: usize,
         transport: Transport,
         first_ping_window: Duration,
-        (me, flusher): (Weak<Session>, Rc<Flusher<Session>>),
+        (me, home): (Weak<Session>, Rc<Home>),
     ) -> Self {
         let opened_at = tokio::time::Instant::now();
         Session {
@@ -163,7 +210,7 @@ impl Session {
             me,
             ws: RefCell::new(None),
             dirty: Cell::new(false),
-            flusher,
+            home,
         }
     }
 
@@ -208,6 +255,8 @@ impl Session {
             }
             was_empty
         };
+        let (n, bytes) = messages(frames);
+        self.home.metrics().sent(n, bytes);
         if was_empty {
             self.wake_writer();
         }
@@ -223,9 +272,12 @@ impl Session {
         let mut out = self.out.borrow_mut();
         let was_empty = out.is_empty();
         if !out.push_all(frames) {
+            self.home.metrics().volatile_dropped();
             return false;
         }
         drop(out);
+        let (n, bytes) = messages(frames);
+        self.home.metrics().sent(n, bytes);
         if was_empty {
             self.wake_writer();
         }
@@ -239,7 +291,7 @@ impl Session {
             self.wake.notify_one();
         } else if !self.dirty.replace(true) {
             if let Some(me) = self.me.upgrade() {
-                self.flusher.push(me);
+                self.home.flusher.push(me);
             }
         }
     }
@@ -272,6 +324,12 @@ impl Session {
         self.closing.get().is_none_or(CloseReason::flushes_queue)
     }
 
+    /// The upgrade completed: the session is the WebSocket's from now on.
+    pub(super) fn upgraded_to_websocket(&self) {
+        self.transport.set(Transport::WebSocket);
+        self.home.metrics().session_upgraded();
+    }
+
     /// Whether the session is carried by a WebSocket now (it started on one, or upgraded).
     pub fn is_websocket(&self) -> bool {
         self.transport.get() == Transport::WebSocket
@@ -292,8 +350,15 @@ impl Session {
     /// reason the session must close.
     pub(super) fn receive(self: &Rc<Self>, packet: Packet<'_>) -> Result<(), CloseReason> {
         match packet {
-            Packet::Text(PacketType::Message, data) => self.dispatch(Message::Text(data)),
-            Packet::Binary(data) => self.dispatch(Message::Binary(data)),
+            Packet::Text(PacketType::Message, data) => {
+                // With its type byte, as the bytes out count it.
+                self.home.metrics().message_in(data.len() + 1);
+                self.dispatch(Message::Text(data));
+            }
+            Packet::Binary(data) => {
+                self.home.metrics().message_in(data.len());
+                self.dispatch(Message::Binary(data));
+            }
             Packet::Text(PacketType::Pong, _) => {
                 self.pong.set(true);
                 self.events.notify_one();
@@ -340,6 +405,6 @@ mod tests {
     #[test]
     fn a_send_touches_only_the_first_two_cache_lines() {
         // The Rc counts (16 bytes) come first in the allocation, then these.
-        assert!(16 + std::mem::offset_of!(Session, flusher) + 8 <= 128);
+        assert!(16 + std::mem::offset_of!(Session, home) + 8 <= 128);
     }
 }

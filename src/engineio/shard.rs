@@ -13,12 +13,11 @@ use futures_util::FutureExt;
 use tokio::sync::Notify;
 
 use super::admission::Admission;
-use super::close::CloseReason;
-use super::flusher::Flusher;
-use super::session::Session;
+use super::session::{Home, Session};
 use super::sid::{Sid, SidGenerator};
 use crate::connection::HttpLimits;
 use crate::metrics::{ConnectionTask, Metrics, ShardMetrics};
+use crate::protocol::close::CloseReason;
 use crate::protocol::http::Overload;
 
 /// The Engine.IO state of one shard: its sessions and its id generator.
@@ -32,7 +31,8 @@ pub struct EngineShard {
     all_metrics: Arc<Metrics>,
     /// Signalled when the last session goes away.
     drained: Notify,
-    pub(super) flusher: Rc<Flusher<Session>>,
+    /// What its sessions share: the WebSocket writer, the counters.
+    pub(super) home: Rc<Home>,
     /// The process's limits on sessions, shared with the other shards.
     admission: Arc<Admission>,
     /// The bounds of HTTP requests.
@@ -63,9 +63,9 @@ impl EngineShard {
             count,
             sessions: RefCell::new(HashMap::new()),
             sids: RefCell::new(SidGenerator::new(id)),
+            home: Rc::new(Home::new(metrics.clone(), id)),
             all_metrics: metrics,
             drained: Notify::new(),
-            flusher: Rc::default(),
             admission,
             http,
         }
@@ -73,7 +73,7 @@ impl EngineShard {
 
     /// The shard's WebSocket writer; the shard runs it for its whole life.
     pub(crate) fn run_flusher(&self) -> impl std::future::Future<Output = ()> + 'static {
-        self.flusher.clone().run()
+        self.home.flusher.clone().run()
     }
 
     /// Counts a task serving a connection of this shard while the guard lives.
@@ -171,8 +171,9 @@ impl EngineShard {
     }
 
     pub(super) fn insert(&self, session: Rc<Session>) {
+        let transport = session.transport.get().kind();
         self.sessions.borrow_mut().insert(session.sid(), session);
-        self.metrics().session_opened();
+        self.metrics().session_opened(transport);
     }
 
     /// Removes a closed session, runs its connection's `on_close` and breaks the
@@ -186,7 +187,6 @@ impl EngineShard {
             transport = session.transport.get().name(),
             "session closed"
         );
-        reason.count(self.metrics());
         let conn = session.conn.borrow_mut().take();
         if let Some(conn) = conn {
             // The app's close handler may panic too: the session is removed all the same.
@@ -198,7 +198,8 @@ impl EngineShard {
         session.ws.borrow_mut().take();
         let mut sessions = self.sessions.borrow_mut();
         if sessions.remove(&session.sid()).is_some() {
-            self.metrics().session_closed();
+            let transport = session.transport.get().kind();
+            self.metrics().session_closed(transport, reason);
             self.admission.release();
         }
         if sessions.is_empty() {

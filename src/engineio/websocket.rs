@@ -11,7 +11,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::close::CloseReason;
 use super::engine::Engine;
 use super::heartbeat::Heartbeat;
 use super::queue::OutQueue;
@@ -19,6 +18,7 @@ use super::request::RequestInfo;
 use super::session::{Session, Transport};
 use super::ws_reader::{read_ready, FrameSink, Reader, WsMessage, WsTransport};
 use crate::connection;
+use crate::protocol::close::CloseReason;
 use crate::protocol::engineio::{self, Packet, PacketType};
 use crate::protocol::frame::OutFrame;
 use crate::protocol::http::RequestHead;
@@ -361,7 +361,7 @@ impl FrameSink for ProbeSink<'_> {
                 // From here the session is the WebSocket's: polling requests get 400, and the
                 // pending GET (if any) returns a noop instead of packets.
                 self.upgraded = true;
-                self.session.transport.set(Transport::WebSocket);
+                self.session.upgraded_to_websocket();
                 self.session.wake.notify_one();
                 Ok(())
             }

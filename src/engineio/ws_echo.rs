@@ -9,12 +9,12 @@ use std::cell::RefCell;
 
 use tokio::net::TcpStream;
 
-use super::close::CloseReason;
 use super::engine::{Engine, Handled};
 use super::queue::OutQueue;
 use super::websocket::{linger, switching_protocols, websocket_key};
 use super::ws_reader::{read_ready, FrameSink, WsMessage, WsTransport};
 use crate::connection;
+use crate::protocol::close::CloseReason;
 use crate::protocol::engineio::HandshakeError;
 use crate::protocol::frame::OutFrame;
 use crate::protocol::http::RequestHead;
@@ -41,7 +41,7 @@ pub(super) async fn serve(
     let mut ws = WsTransport::new(stream, leftover, engine.frame_limits.clone());
     let out = RefCell::new(OutQueue::new(engine.config.max_buffered_bytes));
     let reason = echo(&mut ws, &out).await;
-    reason.count(engine.shard.metrics());
+    engine.shard.metrics().disconnected(reason);
     if reason != CloseReason::SlowConsumer {
         if let Some(code) = reason.ws_close_code() {
             out.borrow_mut().push_close(OutFrame::close(code));

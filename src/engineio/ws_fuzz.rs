@@ -4,10 +4,10 @@
 
 use std::rc::Rc;
 
-use super::close::CloseReason;
 use super::rate::RateLimit;
 use super::ws_reader::{FrameLimits, FrameSink, Reader, WsMessage};
 use crate::config::defaults;
+use crate::protocol::close::CloseReason;
 use crate::protocol::frame::OutFrame;
 
 /// What the frame reader made of the bytes it was fed.

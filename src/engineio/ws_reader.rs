@@ -20,9 +20,9 @@ use tokio::net::TcpStream;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
-use super::close::{CloseReason, Limit};
 use super::config::EngineConfig;
 use super::rate::{RateLimit, RateState, Verdict};
+use crate::protocol::close::{CloseReason, Limit};
 use crate::protocol::frame::OutFrame;
 
 /// Size of the per-thread read buffer.

@@ -90,6 +90,8 @@ pub enum Refusal {
     InvalidRequest,
     /// A handshake over a limit of the process; the client may retry later.
     Overloaded(Overload),
+    /// `/readyz` while the server should not get traffic (draining, or its Redis away).
+    NotReady,
 }
 
 /// Which limit of the process a refused handshake is over.
@@ -123,7 +125,7 @@ impl Refusal {
             Refusal::PollingMisuse => 400,
             // Node's polling transport answers any other method 500.
             Refusal::PollingMethod => 500,
-            Refusal::OwnerBusy | Refusal::Overloaded(_) => 503,
+            Refusal::OwnerBusy | Refusal::Overloaded(_) | Refusal::NotReady => 503,
             Refusal::OriginNotAllowed => 403,
             Refusal::Unauthorized => 401,
             Refusal::MethodNotAllowed => 405,

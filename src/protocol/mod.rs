@@ -2,6 +2,7 @@
 //! is bounded against hostile input.
 
 pub mod adapter;
+pub mod close;
 pub mod cors;
 pub mod engineio;
 pub mod frame;

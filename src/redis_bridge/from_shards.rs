@@ -76,6 +76,7 @@ impl Bridge {
                         counts: Tally::new(0, None),
                         reported: false,
                     },
+                    started: Instant::now(),
                     deadline: Instant::now() + timeout,
                 };
                 self.send_request(ns, request_id, body, req);
@@ -164,6 +165,7 @@ impl Bridge {
             origin,
             id,
             kind: OutboundKind::Ask(Tally::new(empty, None)),
+            started: Instant::now(),
             deadline: Instant::now() + timeout.min(self.config.requests_timeout()),
         };
         self.send_request(ns, request_id, body, req);
@@ -286,7 +288,9 @@ impl Bridge {
                 id,
                 answer,
                 whole,
+                took,
             } => {
+                self.stats().round_trip(took);
                 let reply = Reply::Answer {
                     nsp: self.namespaces[ns].name.clone(),
                     id,
@@ -300,7 +304,9 @@ impl Bridge {
                 origin,
                 id,
                 count,
+                took,
             } => {
+                self.stats().round_trip(took);
                 let reply = Reply::AckCount {
                     nsp: self.namespaces[ns].name.clone(),
                     id,

@@ -11,6 +11,7 @@
 //! is down would leave it).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -71,6 +72,8 @@ pub(crate) struct Outbound {
     pub origin: usize,
     pub id: u64,
     pub kind: OutboundKind,
+    /// When it was published: the round trip is measured from here.
+    pub started: Instant,
     pub deadline: Instant,
 }
 
@@ -90,20 +93,23 @@ pub(crate) enum Due {
         request_id: String,
         count: u64,
     },
-    /// Answer shard `origin`'s query `id`.
+    /// Answer shard `origin`'s query `id`, `took` after it was published.
     Answer {
         ns: usize,
         origin: usize,
         id: u64,
         answer: Answer,
         whole: bool,
+        took: Duration,
     },
-    /// Report the other servers' client count of shard `origin`'s broadcast `id`.
+    /// Report the other servers' client count of shard `origin`'s broadcast `id`, `took`
+    /// after it was published.
     AckCount {
         ns: usize,
         origin: usize,
         id: u64,
         count: u64,
+        took: Duration,
     },
 }
 
@@ -281,6 +287,7 @@ impl Pending {
     fn outbound_due(&mut self, request_id: &str, ending: bool) -> Option<Due> {
         let req = self.outbound.get_mut(request_id)?;
         let (ns, origin, id) = (req.ns, req.origin, req.id);
+        let took = req.started.elapsed();
         match &mut req.kind {
             OutboundKind::Ask(tally) => {
                 if !ending && !tally.is_done() {
@@ -295,6 +302,7 @@ impl Pending {
                     id,
                     answer,
                     whole,
+                    took,
                 })
             }
             OutboundKind::BroadcastAck { counts, reported } => {
@@ -309,6 +317,7 @@ impl Pending {
                     origin,
                     id,
                     count,
+                    took,
                 })
             }
         }
@@ -344,7 +353,6 @@ pub(crate) fn first_ack(answer: Answer) -> Option<Payload> {
 mod tests {
     use super::*;
     use crate::bus::cluster::SocketInfo;
-    use std::time::Duration;
 
     fn outbound(kind: OutboundKind, deadline: Instant) -> Outbound {
         Outbound {
@@ -352,6 +360,7 @@ mod tests {
             origin: 1,
             id: 4,
             kind,
+            started: deadline - Duration::from_secs(5),
             deadline,
         }
     }

@@ -19,6 +19,7 @@ use crate::bus::{Bus, ShardMsg};
 use crate::connection::HttpLimits;
 use crate::engineio::{Admission, CloseReason, Engine, EngineShard};
 use crate::metrics::Metrics;
+use crate::ops::{Health, Ops};
 use crate::socketio::SioShard;
 use router::Router;
 
@@ -44,13 +45,16 @@ pub(crate) struct ShardSetup {
     pub(crate) http: HttpLimits,
     /// The backend API, when an API key is configured.
     pub(crate) api: Option<ShardApi>,
+    /// This shard's listener of `--internal-listen`: the API and the operator's endpoints
+    /// are there instead of on the public port.
+    pub(crate) internal: Option<StdListener>,
+    /// What `/readyz` answers.
+    pub(crate) health: Arc<Health>,
 }
 
 /// The backend API of one shard.
 pub(crate) struct ShardApi {
     pub(crate) keys: Arc<[String]>,
-    /// This shard's listener of `--internal-listen`; `None`: the API is on the public port.
-    pub(crate) listener: Option<StdListener>,
     /// How long a cluster-wide question waits.
     pub(crate) timeout: Duration,
 }
@@ -95,6 +99,8 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
         admission,
         http,
         api,
+        internal,
+        health,
         ..
     } = setup;
     let listener = TcpListener::from_std(listener)?;
@@ -111,40 +117,45 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
         .enumerate()
         .map(|(index, ep)| start_endpoint(&shard, &bus, index, ep, bridged == Some(index)))
         .collect();
-    let (api, api_listener) = match api {
-        Some(mut api) => {
-            let listener = api.listener.take().map(TcpListener::from_std).transpose()?;
-            let body_timeout = shard.http.body_timeout;
-            let api = start_api(&endpoints, &served, &api, bridged, metrics, body_timeout);
-            (api, listener)
-        }
-        None => (None, None),
-    };
+    let internal = internal.map(TcpListener::from_std).transpose()?;
+    let api = api.and_then(|api| {
+        let body_timeout = shard.http.body_timeout;
+        start_api(
+            &endpoints,
+            &served,
+            &api,
+            bridged,
+            metrics.clone(),
+            body_timeout,
+        )
+    });
     let routes = endpoints
         .iter()
         .zip(&served)
         .map(|(ep, served)| (ep.path.clone(), served.engine.clone()))
         .collect();
-    // With an internal listener the API is there only, not on the public port.
-    let public_api = if api_listener.is_some() {
-        None
-    } else {
-        api.clone()
+    // With an internal listener the API and /metrics are there only, not on the public port.
+    let (public_api, public_metrics) = match internal {
+        Some(_) => (None, None),
+        None => (api.clone(), Some(metrics.clone())),
     };
-    let router = Rc::new(Router::new(routes, public_api, shard.clone()));
+    let ops = Ops::new(health.clone(), public_metrics);
+    let router = Rc::new(Router::new(routes, public_api, ops, shard.clone()));
     let mut inbox =
         tokio::task::spawn_local(read_inbox(inbox, served, router.clone(), shard.clone()));
 
     let mut accepting = Box::pin(accept::run(listener, router, id, shard.metrics()));
-    let internal = api_listener.map(|l| {
-        let router = Rc::new(Router::new(Vec::new(), api, shard.clone()));
+    let internal = internal.map(|l| {
+        let ops = Ops::new(health, Some(metrics));
+        let router = Rc::new(Router::new(Vec::new(), api, ops, shard.clone()));
         accept::run(l, router, id, shard.metrics())
     });
+    // Accepts until dropped; never ends (nor does the public loop).
     let mut internal = Box::pin(async move {
-        match internal {
-            Some(accepting) => accepting.await,
-            None => std::future::pending().await,
+        if let Some(accepting) = internal {
+            accepting.await;
         }
+        std::future::pending::<()>().await
     });
     // The flusher and the inbox reader run for the shard's life: a shard without one of them
     // would be half alive, so it stops (and the server with it) if either ends.
@@ -156,15 +167,17 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
         ended = &mut inbox => return Err(lost_task(id, "inbox reader", ended)),
     }
 
-    // Shutdown: stop accepting (dropping the loops closes the listeners), close every session
-    // with 1001, drain with a deadline.
-    drop(internal);
+    // Shutdown: stop accepting on the public port (dropping the loop closes the listener),
+    // close every session with 1001, drain with a deadline. The internal listener stays open
+    // meanwhile: /readyz tells the drain, /metrics shows it.
     drop(accepting);
     shard.close_all(CloseReason::ServerShutdown);
-    if tokio::time::timeout(shutdown_timeout, shard.drained())
-        .await
-        .is_err()
-    {
+    let drained = tokio::select! {
+        drained = tokio::time::timeout(shutdown_timeout, shard.drained()) => drained.is_ok(),
+        // Never ends: polled so that the internal listener serves on while the sessions drain.
+        () = &mut internal => false,
+    };
+    if !drained {
         tracing::warn!(
             shard = id,
             left = shard.session_count(),

@@ -11,12 +11,15 @@ use crate::api::{self, Api};
 use crate::bus::Handoff;
 use crate::connection;
 use crate::engineio::{Engine, EngineShard, Handled};
+use crate::ops::Ops;
 use crate::protocol::http::{BodyFraming, Refusal, RequestHead};
 
-/// The endpoints of one shard, by path prefix, and the backend API when it is served here.
+/// The endpoints of one listener of a shard, by path prefix, the backend API when it is served
+/// there, and the operator's endpoints.
 pub(super) struct Router {
     routes: Vec<(String, Rc<Engine>)>,
     api: Option<Rc<Api>>,
+    ops: Ops,
     /// The shard's Engine.IO state: its HTTP limits, counters (connection tasks among them),
     /// and panic boundary.
     shard: Rc<EngineShard>,
@@ -26,9 +29,15 @@ impl Router {
     pub(super) fn new(
         routes: Vec<(String, Rc<Engine>)>,
         api: Option<Rc<Api>>,
+        ops: Ops,
         shard: Rc<EngineShard>,
     ) -> Self {
-        Router { routes, api, shard }
+        Router {
+            routes,
+            api,
+            ops,
+            shard,
+        }
     }
 
     fn route(&self, path: &str) -> Option<&Rc<Engine>> {
@@ -117,6 +126,9 @@ async fn route(
     leftover: Vec<u8>,
     address: SocketAddr,
 ) -> Option<(TcpStream, Vec<u8>)> {
+    if router.ops.serves(&head.path) {
+        return router.ops.handle(stream, head, leftover).await;
+    }
     if let Some(api) = router
         .api
         .as_ref()

@@ -238,6 +238,7 @@ impl NsShard {
             }
         });
         send(&mut batch);
+        self.link.shard_metrics().delivered(delivered);
         delivered
     }
 
@@ -252,6 +253,7 @@ impl NsShard {
     ) -> Sent {
         let id = ack.map(|(id, _)| id);
         let origin = Origin::Shard(self.shard());
+        self.link.shard_metrics().broadcast();
         let local = self.deliver(&opts, &frames, id.map(|id| (id, origin)));
         let bridged = !opts.local
             && self.link.has_bridge()

@@ -14,6 +14,7 @@ use super::NsShard;
 use crate::engineio::{
     CloseReason, Connection, EngineShard, Limit, Message, RateLimit, RateState, Session, Verdict,
 };
+use crate::metrics::ConnectRefusal;
 use crate::protocol::socketio::{self as codec, ack_frames, control_frame, DecodeLimits};
 use crate::protocol::socketio::{PacketType, Payload};
 
@@ -255,7 +256,9 @@ impl Client {
         // Sockets that left their namespace are forgotten here, so the list stays as short
         // as the namespaces the connection is in.
         self.sockets.borrow_mut().retain(Socket::connected);
+        let metrics = self.engine.metrics();
         let Some(ns) = self.namespaces.get(nsp).cloned() else {
+            metrics.namespace_refused(ConnectRefusal::UnknownNamespace);
             let refusal = ConnectError::new("Invalid namespace").to_json();
             let _ = session.send(&[control_frame(PacketType::ConnectError, nsp, Some(&refusal))]);
             return;
@@ -263,6 +266,7 @@ impl Client {
         let auth = auth.unwrap_or_else(|| json!({}));
         if let Some(authorize) = &ns.def.authorize {
             if let Err(e) = authorize(session.request(), &auth) {
+                metrics.namespace_refused(ConnectRefusal::Authorize);
                 let _ = session.send(&[control_frame(
                     PacketType::ConnectError,
                     nsp,
@@ -273,6 +277,7 @@ impl Client {
         }
         let socket = Socket::new(self.engine.next_sid(), ns.clone(), session.clone(), auth);
         if let Some(e) = ns.def.middlewares.iter().find_map(|m| m(&socket).err()) {
+            metrics.namespace_refused(ConnectRefusal::Middleware);
             let _ = session.send(&[control_frame(
                 PacketType::ConnectError,
                 nsp,
@@ -287,6 +292,7 @@ impl Client {
         {
             return;
         }
+        metrics.namespace_connected();
         ns.sockets.borrow_mut().insert(socket.id(), socket.clone());
         // Every socket is in the room named by its own id.
         ns.rooms

@@ -3,6 +3,7 @@
 
 use crate::bus::cluster::{BridgeMsg, Origin, SioMsg};
 use crate::bus::{Bus, ShardMsg, ToBridge};
+use crate::metrics::{Metrics, ShardMetrics};
 
 /// Where this endpoint's bus messages go, and where they come from.
 pub(crate) struct ClusterLink {
@@ -30,6 +31,16 @@ impl ClusterLink {
     /// This shard's index.
     pub(crate) fn shard(&self) -> usize {
         self.shard
+    }
+
+    /// The server's counters.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        self.bus.metrics()
+    }
+
+    /// This shard's counters.
+    pub(crate) fn shard_metrics(&self) -> &ShardMetrics {
+        &self.metrics().shards()[self.shard]
     }
 
     /// The other shards of this process.

@@ -488,6 +488,11 @@ impl Socket {
         &self.0.ns
     }
 
+    /// The server's counters.
+    pub(crate) fn metrics(&self) -> &crate::metrics::Metrics {
+        self.0.ns.link.metrics()
+    }
+
     pub(super) fn session(&self) -> &Rc<Session> {
         &self.0.session
     }

@@ -31,6 +31,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("gateway", 5),
     ("auth", 5),
     ("api", 5),
+    ("ops", 5),
     ("conformance", 5),
 ];
 

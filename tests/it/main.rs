@@ -15,6 +15,7 @@ mod framing;
 mod fuzz_corpus;
 mod gateway;
 mod limits;
+mod ops;
 mod polling;
 mod real_client;
 mod redis;

@@ -12,7 +12,7 @@
 //! the baseline. Then the rest of the churn runs, and after it the same state must come back,
 //! with RSS within 10% of the baseline. Every wait has a deadline; nothing is timed.
 //!
-//! The processes are debug builds, whose `/shardio-counters/` endpoint gives their counters.
+//! The processes' counters are read from their `/metrics`, as an operator's Prometheus would.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -33,6 +33,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::common::polling::{HttpConn, PollingClient};
 use crate::common::redis::RedisServer;
+use crate::common::scrape::Scrape;
 use crate::common::{TestServer, WsClient, WAIT};
 
 /// How long the churn runs, warm-up included, unless `SHARDIO_SOAK_SECS` says otherwise.
@@ -87,13 +88,13 @@ fn soak_comes_back_to_its_baseline_state_and_memory() {
         .expect("a runtime");
     for s in &servers {
         crate::common::wait_until("the bridge to connect", || {
-            rt.block_on(s.counters())["bridge"]["connected"] == 1
+            s.metrics().sum("shardio_redis_connected", &[]) == 1.0
         });
     }
     let addrs = [servers[0].addr, servers[1].addr];
 
     let canary = rt.block_on(Canary::start(addrs));
-    let baseline = settled_state(&rt, &servers, &redis, None);
+    let baseline = settled_state(&servers, &redis, None);
     eprintln!("soak: state before the churn: {baseline:?}");
 
     let tally = Arc::new(Tally::default());
@@ -112,18 +113,19 @@ fn soak_comes_back_to_its_baseline_state_and_memory() {
             end[i].0,
             base[i].0
         );
-        let counters = rt.block_on(s.counters());
-        assert_eq!(counters["bridge"]["reconnects"], 0, "{counters}");
-        assert_eq!(counters["bridge"]["dropped"], 0, "{counters}");
-        assert_eq!(counters["bridge"]["malformed"], 0, "{counters}");
+        let m = s.metrics();
+        for name in ["reconnects", "dropped", "malformed"] {
+            let total = m.sum(&format!("shardio_redis_{name}_total"), &[]);
+            assert_eq!(total, 0.0, "process {i}: {name}");
+        }
         s.assert_no_panic();
     }
     // The churn did what it says.
-    let slow: u64 = servers
+    let slow: f64 = servers
         .iter()
-        .map(|s| sum_shards(&rt.block_on(s.counters()), "slow_consumers"))
+        .map(|s| s.metrics().sum("shardio_slow_consumers_total", &[]))
         .sum();
-    assert!(slow > 0, "no slow consumer was cut");
+    assert!(slow > 0.0, "no slow consumer was cut");
     tally.assert_every_kind_ran();
 }
 
@@ -161,7 +163,7 @@ fn churn_then_memory(
     tally: &Arc<Tally>,
 ) -> Vec<(u64, u64)> {
     churn(rt, [servers[0].addr, servers[1].addr], length, tally);
-    settled_state(rt, servers, redis, Some(baseline));
+    settled_state(servers, redis, Some(baseline));
     servers
         .iter()
         .map(|s| (s.status("VmRSS"), s.status("RssAnon")))
@@ -247,13 +249,10 @@ impl Shardio {
             .count()
     }
 
-    /// The counters, from the debug endpoint.
-    async fn counters(&self) -> Value {
-        let mut c = Ws::connect(self.addr, "/shardio-counters/").await;
-        c.send("4").await;
-        let text = c.next_text().await;
-        c.close().await;
-        serde_json::from_str(text.strip_prefix('4').expect("a message")).expect("counters JSON")
+    /// The counters, scraped from `/metrics` (the scrape's own connection is one of the
+    /// HTTP connections it counts, every time).
+    fn metrics(&self) -> Scrape {
+        Scrape::of(self.addr)
     }
 
     fn assert_no_panic(&self) {
@@ -273,15 +272,6 @@ impl Drop for Shardio {
     }
 }
 
-fn sum_shards(counters: &Value, key: &str) -> u64 {
-    counters["shards"]
-        .as_array()
-        .expect("shards")
-        .iter()
-        .map(|s| s[key].as_u64().expect("a counter"))
-        .sum()
-}
-
 /// What must come back after the churn.
 #[derive(Debug, Clone, PartialEq)]
 struct State {
@@ -295,16 +285,18 @@ struct State {
     redis: (i64, Vec<String>, usize),
 }
 
-fn state(rt: &tokio::runtime::Runtime, servers: &[Shardio], redis: &RedisServer) -> State {
+fn state(servers: &[Shardio], redis: &RedisServer) -> State {
     let processes = servers
         .iter()
         .map(|s| {
-            let c = rt.block_on(s.counters());
+            // Descriptors first: the scrape's own connection is not among them.
+            let (descriptors, threads) = (s.descriptors(), s.status("Threads"));
+            let m = s.metrics();
             (
-                sum_shards(&c, "sessions_open"),
-                sum_shards(&c, "connection_tasks"),
-                s.descriptors(),
-                s.status("Threads"),
+                m.sum("shardio_connections", &[]) as u64,
+                m.sum("shardio_http_connections", &[]) as u64,
+                descriptors,
+                threads,
             )
         })
         .collect();
@@ -356,18 +348,13 @@ fn state(rt: &tokio::runtime::Runtime, servers: &[Shardio], redis: &RedisServer)
 }
 
 /// Waits until two readings in a row agree (and equal `expected`, when given); returns it.
-fn settled_state(
-    rt: &tokio::runtime::Runtime,
-    servers: &[Shardio],
-    redis: &RedisServer,
-    expected: Option<&State>,
-) -> State {
+fn settled_state(servers: &[Shardio], redis: &RedisServer, expected: Option<&State>) -> State {
     let deadline = Instant::now() + SETTLE;
-    let mut last = state(rt, servers, redis);
+    let mut last = state(servers, redis);
     loop {
         // A pause between readings, so that "two in a row" spans some time.
         std::thread::sleep(Duration::from_millis(500));
-        let now = state(rt, servers, redis);
+        let now = state(servers, redis);
         if now == last && expected.is_none_or(|e| *e == now) {
             return now;
         }
@@ -467,14 +454,6 @@ struct Ws {
 }
 
 impl Ws {
-    async fn connect(addr: SocketAddr, path: &str) -> Ws {
-        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
-            .await
-            .expect("connect in time")
-            .expect("connect");
-        Ws::handshake(addr, path, stream).await
-    }
-
     async fn handshake(addr: SocketAddr, path: &str, stream: TcpStream) -> Ws {
         let _ = stream.set_nodelay(true);
         let url = format!("ws://{addr}{path}?EIO=4&transport=websocket");

@@ -2,12 +2,14 @@
 //! small blocking WebSocket client that speaks raw Engine.IO frames. Every wait has a timeout.
 
 pub(crate) mod aclient;
+pub(crate) mod haproxy;
 pub(crate) mod jwt;
 pub(crate) mod node;
 pub(crate) mod polling;
 pub(crate) mod process;
 pub(crate) mod raw_ws;
 pub(crate) mod redis;
+pub(crate) mod scrape;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -42,6 +44,7 @@ pub(crate) fn runtime(shards: usize) -> RuntimeConfig {
         no_pin: true,
         shutdown_timeout: 5_000,
         bus_capacity: shardio::config::defaults::BUS_CAPACITY,
+        drain_delay: 0,
     }
 }
 

@@ -81,13 +81,18 @@ impl ShardioProcess {
         );
     }
 
-    /// Sends SIGTERM; returns how the process exited (it must within `limit`).
-    pub(crate) fn terminate(&mut self, limit: Duration) -> ExitStatus {
+    /// Sends signal `name` (`TERM`, `HUP`, ...) without waiting for its effect.
+    pub(crate) fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
+            .args([&format!("-{name}"), &self.pid().to_string()])
             .status()
             .expect("kill");
-        assert!(status.success(), "kill -TERM");
+        assert!(status.success(), "kill -{name}");
+    }
+
+    /// Sends SIGTERM; returns how the process exited (it must within `limit`).
+    pub(crate) fn terminate(&mut self, limit: Duration) -> ExitStatus {
+        self.signal("TERM");
         super::wait_child(&mut self.child.0, limit).expect("shardio exits after SIGTERM")
     }
 }

@@ -1,6 +1,5 @@
-//! Why a session closes, what each reason means on the wire, and which counter it adds to.
-
-use crate::metrics::ShardMetrics;
+//! Why an Engine.IO session closes, what each reason means on the wire (Node's reason string,
+//! the WebSocket close code), and its name in the counters.
 
 /// Why a session closed. Socket.IO maps these to its disconnect reasons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,15 +76,69 @@ impl CloseReason {
         matches!(self, CloseReason::ForcedClose | CloseReason::ServerShutdown)
     }
 
-    /// Adds the close to the shard's counter of the limit it hit, if it hit one.
-    pub(crate) fn count(self, metrics: &ShardMetrics) {
+    /// Every reason, in the order of [`index`](Self::index).
+    pub const ALL: [CloseReason; 12] = [
+        CloseReason::TransportClose,
+        CloseReason::TransportError,
+        CloseReason::PingTimeout,
+        CloseReason::ParseError,
+        CloseReason::MessageTooBig,
+        CloseReason::SlowConsumer,
+        CloseReason::ForcedClose,
+        CloseReason::ServerShutdown,
+        CloseReason::InvalidUtf8,
+        CloseReason::PolicyViolation(Limit::Fragments),
+        CloseReason::PolicyViolation(Limit::ControlFrames),
+        CloseReason::PolicyViolation(Limit::EventRate),
+    ];
+
+    /// The reason's place in [`ALL`](Self::ALL), for counters kept per reason.
+    pub fn index(self) -> usize {
         match self {
-            CloseReason::SlowConsumer => metrics.slow_consumer(),
-            CloseReason::MessageTooBig => metrics.message_too_big(),
-            CloseReason::PolicyViolation(Limit::Fragments) => metrics.fragment_flood(),
-            CloseReason::PolicyViolation(Limit::ControlFrames) => metrics.control_flood(),
-            CloseReason::PolicyViolation(Limit::EventRate) => metrics.event_flood(),
-            _ => {}
+            CloseReason::TransportClose => 0,
+            CloseReason::TransportError => 1,
+            CloseReason::PingTimeout => 2,
+            CloseReason::ParseError => 3,
+            CloseReason::MessageTooBig => 4,
+            CloseReason::SlowConsumer => 5,
+            CloseReason::ForcedClose => 6,
+            CloseReason::ServerShutdown => 7,
+            CloseReason::InvalidUtf8 => 8,
+            CloseReason::PolicyViolation(Limit::Fragments) => 9,
+            CloseReason::PolicyViolation(Limit::ControlFrames) => 10,
+            CloseReason::PolicyViolation(Limit::EventRate) => 11,
+        }
+    }
+
+    /// The reason's name in metrics (`reason` label), one per reason.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::TransportClose => "transport_close",
+            CloseReason::TransportError => "transport_error",
+            CloseReason::PingTimeout => "ping_timeout",
+            CloseReason::ParseError => "parse_error",
+            CloseReason::MessageTooBig => "message_too_big",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::ForcedClose => "forced_close",
+            CloseReason::ServerShutdown => "server_shutdown",
+            CloseReason::InvalidUtf8 => "invalid_utf8",
+            CloseReason::PolicyViolation(Limit::Fragments) => "fragments",
+            CloseReason::PolicyViolation(Limit::ControlFrames) => "control_frames",
+            CloseReason::PolicyViolation(Limit::EventRate) => "event_rate",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_its_own_index_and_label() {
+        let mut labels = std::collections::HashSet::new();
+        for (i, reason) in CloseReason::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), i, "{reason:?}");
+            assert!(labels.insert(reason.label()), "{reason:?}");
         }
     }
 }

@@ -1,0 +1,111 @@
+//! The counters of the Redis bridge, written by the bridge thread (and by shards when they
+//! overflow its queue), so they are atomic adds rather than [`Local`](super::Local)s.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+
+/// The counters of the Redis bridge (all zero when it is off).
+#[derive(Debug)]
+pub struct BridgeMetrics {
+    connected: AtomicU64,
+    reconnects: AtomicU64,
+    published: AtomicU64,
+    received: AtomicU64,
+    dropped: AtomicU64,
+    malformed: AtomicU64,
+    probes_lost: AtomicU64,
+    /// Seconds from publishing a request to the cluster to its answer (or its deadline).
+    pub(super) round_trips: Histogram,
+}
+
+impl Default for BridgeMetrics {
+    fn default() -> Self {
+        BridgeMetrics {
+            connected: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            malformed: AtomicU64::new(0),
+            probes_lost: AtomicU64::new(0),
+            // 0.25 ms to 4 s: a loopback Redis answers in the first buckets, the default
+            // request timeout (5 s) lands past the last.
+            round_trips: Histogram::new(exponential_buckets(0.000_25, 2.0, 15)),
+        }
+    }
+}
+
+impl BridgeMetrics {
+    pub(crate) fn set_connected(&self, up: bool) {
+        self.connected.store(u64::from(up), Relaxed);
+    }
+
+    pub(crate) fn reconnected(&self) {
+        self.reconnects.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn add_published(&self, n: u64) {
+        self.published.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn received_one(&self) {
+        self.received.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a message lost on its way through the bridge; returns the count so far.
+    pub(crate) fn drop_one(&self) -> u64 {
+        self.dropped.fetch_add(1, Relaxed) + 1
+    }
+
+    /// Counts a message from Redis that did not decode; returns the count so far.
+    pub(crate) fn malformed_one(&self) -> u64 {
+        self.malformed.fetch_add(1, Relaxed) + 1
+    }
+
+    pub(crate) fn probe_lost(&self) {
+        self.probes_lost.fetch_add(1, Relaxed);
+    }
+
+    /// Records how long a request to the other servers took to be answered.
+    pub(crate) fn round_trip(&self, took: Duration) {
+        self.round_trips.observe(took.as_secs_f64());
+    }
+
+    /// 1 while the bridge holds working Redis connections, else 0.
+    pub fn connected(&self) -> u64 {
+        self.connected.load(Relaxed)
+    }
+
+    /// Times the bridge connected again after losing Redis.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Relaxed)
+    }
+
+    /// Messages published to Redis (broadcasts, requests, responses).
+    pub fn published(&self) -> u64 {
+        self.published.load(Relaxed)
+    }
+
+    /// Messages from other servers accepted from Redis (own messages and probes not counted).
+    pub fn received(&self) -> u64 {
+        self.received.load(Relaxed)
+    }
+
+    /// Messages lost in the bridge: its queue was full, Redis was away, or a shard's inbox
+    /// was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Relaxed)
+    }
+
+    /// Messages from Redis that did not decode and were dropped.
+    pub fn malformed(&self) -> u64 {
+        self.malformed.load(Relaxed)
+    }
+
+    /// Probes that did not come back through the subscription in time.
+    pub fn probes_lost(&self) -> u64 {
+        self.probes_lost.load(Relaxed)
+    }
+}
