@@ -7,16 +7,20 @@ use std::rc::Rc;
 
 use tokio::net::TcpStream;
 
+use super::assets::Assets;
 use crate::api::{self, Api};
 use crate::bus::Handoff;
 use crate::connection;
 use crate::engineio::{Engine, EngineShard, Handled};
 use crate::protocol::http::{BodyFraming, Refusal, RequestHead};
 
-/// The endpoints of one shard, by path prefix, and the backend API when it is served here.
+/// The endpoints of one shard, by path prefix, the fixed files it answers itself, and the
+/// backend API when it is served here.
 pub(super) struct Router {
     routes: Vec<(String, Rc<Engine>)>,
     api: Option<Rc<Api>>,
+    /// Answered before the endpoints: the client bundle under their paths, the pages.
+    assets: Assets,
     /// The shard's Engine.IO state: its HTTP limits, counters, and panic boundary.
     shard: Rc<EngineShard>,
 }
@@ -27,7 +31,18 @@ impl Router {
         api: Option<Rc<Api>>,
         shard: Rc<EngineShard>,
     ) -> Self {
-        Router { routes, api, shard }
+        Router {
+            routes,
+            api,
+            assets: Assets::default(),
+            shard,
+        }
+    }
+
+    /// The router with these fixed files.
+    pub(super) fn with_assets(mut self, assets: Assets) -> Self {
+        self.assets = assets;
+        self
     }
 
     fn route(&self, path: &str) -> Option<&Rc<Engine>> {
@@ -114,6 +129,12 @@ async fn route(
     leftover: Vec<u8>,
     address: SocketAddr,
 ) -> Option<(TcpStream, Vec<u8>)> {
+    // Exact paths first: the bundle's files lie under the Engine.IO endpoint's prefix.
+    if let Some(asset) = router.assets.get(&head.path) {
+        // Boxed: the connection's task (this future) stays the size the endpoints need.
+        let kept = Box::pin(asset.serve(&mut stream, &head)).await;
+        return kept.then_some((stream, leftover));
+    }
     if let Some(api) = router
         .api
         .as_ref()
