@@ -18,8 +18,7 @@ use crate::protocol::cors::CorsPolicy;
 use crate::protocol::http::{self, BodyFraming, Refusal, RequestHead};
 
 /// The version of the vendored socket.io-client bundle.
-pub(crate) const CLIENT_VERSION: &str =
-    include_str!("../../vendor/socket.io-client/VERSION").trim_ascii();
+const CLIENT_VERSION: &str = include_str!("../../vendor/socket.io-client/VERSION").trim_ascii();
 
 /// The bundle's files, served under the endpoint's path as Node serves them (its msgpack
 /// build is left out: shardio speaks the default parser only).
