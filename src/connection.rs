@@ -166,6 +166,18 @@ pub(crate) async fn respond(
     write(stream, status, &headers, body).await && keep
 }
 
+/// Writes the head of a response whose body of `content_length` bytes is not sent (the answer
+/// to a HEAD request, a 304) within [`WRITE_TIMEOUT`].
+pub(crate) async fn write_head(
+    stream: &mut TcpStream,
+    status: u16,
+    headers: &[(&str, &str)],
+    content_length: usize,
+) -> bool {
+    let bytes = http::response_head(status, headers, content_length);
+    write_raw(stream, &bytes).await
+}
+
 /// Writes bytes already encoded as HTTP within [`WRITE_TIMEOUT`] (the 101 of an upgrade).
 pub(crate) async fn write_raw(stream: &mut TcpStream, bytes: &[u8]) -> bool {
     matches!(

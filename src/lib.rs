@@ -21,12 +21,14 @@
 //! 4. [`socketio`]: namespaces, sockets, acks, rooms, broadcasts (encoded once, delivered
 //!    locally, one bus message per other shard, one to the bridge), cluster-wide operations.
 //!    `redis_bridge`: the one bridge thread per process, Node's redis-adapter on the wire.
-//! 5. `shard`: the per-core runtime (accept, route, inbox) and the [`Endpoint`]s it serves;
+//! 5. `shard`: the per-core runtime (accept, route, inbox), the [`Endpoint`]s it serves and
+//!    the fixed files it answers itself (the vendored socket.io-client bundle, pages);
 //!    `server`: binds, starts the bridge and the shards, waits for the shutdown future,
-//!    drains, joins ([`Server`]). [`gateway`]: the default app (join, leave, publish) and its
-//!    room policy; [`auth`]: JWT verification of the CONNECT token (jsonwebtoken), keys
-//!    re-read on SIGHUP; `api`: the HTTP API for backends (`/api/v1/`); `ops`: `/metrics`,
-//!    `/healthz`, `/readyz`. [`conformance`]: the upstream conformance suites' apps.
+//!    drains, joins ([`Server`]). [`gateway`]: the default app (join, leave, publish), its
+//!    room policy and its demo page; [`auth`]: JWT verification of the CONNECT token
+//!    (jsonwebtoken), keys re-read on SIGHUP; `api`: the HTTP API for backends (`/api/v1/`);
+//!    `ops`: `/metrics`, `/healthz`, `/readyz`. [`conformance`]: the upstream conformance
+//!    suites' apps.
 //!
 //! The library API is what this file exports: the public modules above and the re-exports
 //! below. Everything else is internal (`pub(crate)`).

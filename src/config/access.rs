@@ -103,7 +103,7 @@ impl AuthConfig {
 }
 
 /// `on`/`off` (and the usual boolean spellings) for switches that default to on.
-fn parse_on_off(s: &str) -> Result<bool, String> {
+pub(super) fn parse_on_off(s: &str) -> Result<bool, String> {
     match s.to_ascii_lowercase().as_str() {
         "on" | "true" | "yes" | "1" => Ok(true),
         "off" | "false" | "no" | "0" => Ok(false),

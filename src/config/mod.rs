@@ -172,6 +172,31 @@ pub struct Config {
     /// host name.
     #[arg(long, env = "SHARDIO_NODE_NAME", value_name = "NAME")]
     pub node_name: Option<String>,
+    /// Serve the official socket.io-client bundle under `--path` (`socket.io.js`,
+    /// `socket.io.min.js`, `socket.io.esm.min.js` and their source maps), as Node's
+    /// `serveClient` does.
+    #[arg(
+        long,
+        env = "SHARDIO_SERVE_CLIENT",
+        default_value_t = defaults::SERVE_CLIENT,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "on",
+        value_parser = access::parse_on_off,
+        value_name = "on|off"
+    )]
+    pub serve_client: bool,
+    /// Serve the demo chat page at `/` (it needs the client bundle). Default: on when no JWT
+    /// key is configured, off when one is.
+    #[arg(
+        long,
+        env = "SHARDIO_DEMO",
+        num_args = 0..=1,
+        default_missing_value = "on",
+        value_parser = access::parse_on_off,
+        value_name = "on|off"
+    )]
+    pub demo: Option<bool>,
 }
 
 impl Default for Config {
@@ -213,6 +238,9 @@ pub enum ConfigError {
     /// An `--api-key` too short to be a secret.
     #[error("--api-key must be at least 16 characters")]
     ApiKey,
+    /// `--demo on` where the page cannot work.
+    #[error("--demo needs {0}")]
+    Demo(&'static str),
 }
 
 impl Config {
@@ -263,7 +291,25 @@ impl Config {
                 return Err(ConfigError::Cookie(name.clone()));
             }
         }
+        if self.demo == Some(true) {
+            if !self.serve_client {
+                return Err(ConfigError::Demo("the client bundle (--serve-client on)"));
+            }
+            if self.path == "/" {
+                // The page's `/` would be the Engine.IO endpoint's.
+                return Err(ConfigError::Demo("a --path other than /"));
+            }
+        }
         Ok(())
+    }
+
+    /// Whether the demo page is served at `/`: `--demo`, else when no JWT key is configured
+    /// ([`defaults::demo`]) and the page can work (the client bundle is served, `--path` is
+    /// not `/`).
+    pub fn demo_enabled(&self) -> bool {
+        self.demo.unwrap_or_else(|| {
+            defaults::demo(self.auth.jwt_enabled()) && self.serve_client && self.path != "/"
+        })
     }
 
     /// `--connect-timeout` as a duration.
@@ -390,6 +436,28 @@ mod tests {
         assert!(c.validate().is_ok(), "0 connections means no limit");
         let c = Config::parse_from(["shardio", "--head-timeout", "0"]);
         assert_eq!(c.validate(), Err(ConfigError::Zero("head-timeout")));
+    }
+
+    #[test]
+    fn client_bundle_and_demo_flags() {
+        let c = Config::default();
+        assert!(c.serve_client && c.demo.is_none());
+        assert!(c.demo_enabled(), "on by default without JWT");
+        let jwt = Config::parse_from(["shardio", "--jwt-secret", "s"]);
+        assert!(!jwt.demo_enabled(), "off by default with JWT");
+        let forced = Config::parse_from(["shardio", "--jwt-secret", "s", "--demo"]);
+        assert!(forced.demo_enabled() && forced.validate().is_ok());
+        let off = Config::parse_from(["shardio", "--demo", "off"]);
+        assert!(!off.demo_enabled());
+        let no_client = Config::parse_from(["shardio", "--serve-client", "false"]);
+        assert!(!no_client.serve_client && !no_client.demo_enabled());
+        assert!(no_client.validate().is_ok());
+        let c = Config::parse_from(["shardio", "--serve-client", "false", "--demo", "on"]);
+        assert!(matches!(c.validate(), Err(ConfigError::Demo(_))));
+        let root = Config::parse_from(["shardio", "--path", "/"]);
+        assert!(!root.demo_enabled() && root.validate().is_ok());
+        let c = Config::parse_from(["shardio", "--path", "/", "--demo"]);
+        assert!(matches!(c.validate(), Err(ConfigError::Demo(_))));
     }
 
     #[test]

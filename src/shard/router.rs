@@ -7,6 +7,7 @@ use std::rc::Rc;
 
 use tokio::net::TcpStream;
 
+use super::assets::Assets;
 use crate::api::{self, Api};
 use crate::bus::Handoff;
 use crate::connection;
@@ -14,12 +15,14 @@ use crate::engineio::{Engine, EngineShard, Handled};
 use crate::ops::Ops;
 use crate::protocol::http::{BodyFraming, Refusal, RequestHead};
 
-/// The endpoints of one listener of a shard, by path prefix, the backend API when it is served
-/// there, and the operator's endpoints.
+/// The endpoints of one listener of a shard, by path prefix, the fixed files it answers
+/// itself, the backend API when it is served there, and the operator's endpoints.
 pub(super) struct Router {
     routes: Vec<(String, Rc<Engine>)>,
     api: Option<Rc<Api>>,
     ops: Ops,
+    /// Answered before the endpoints: the client bundle under their paths, the pages.
+    assets: Assets,
     /// The shard's Engine.IO state: its HTTP limits, counters (connection tasks among them),
     /// and panic boundary.
     shard: Rc<EngineShard>,
@@ -36,8 +39,15 @@ impl Router {
             routes,
             api,
             ops,
+            assets: Assets::default(),
             shard,
         }
+    }
+
+    /// The router with these fixed files.
+    pub(super) fn with_assets(mut self, assets: Assets) -> Self {
+        self.assets = assets;
+        self
     }
 
     fn route(&self, path: &str) -> Option<&Rc<Engine>> {
@@ -128,6 +138,12 @@ async fn route(
 ) -> Option<(TcpStream, Vec<u8>)> {
     if router.ops.serves(&head.path) {
         return router.ops.handle(stream, head, leftover).await;
+    }
+    // Exact paths first: the bundle's files lie under the Engine.IO endpoint's prefix.
+    if let Some(asset) = router.assets.get(&head.path) {
+        // Boxed: the connection's task (this future) stays the size the endpoints need.
+        let kept = Box::pin(asset.serve(&mut stream, &head)).await;
+        return kept.then_some((stream, leftover));
     }
     if let Some(api) = router
         .api
