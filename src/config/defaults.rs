@@ -98,3 +98,5 @@ pub const MAX_CONNECTIONS: usize = 1_000_000;
 /// under two cores' worth: a reconnection storm cannot take every core of a large machine
 /// from the clients already connected, and one core never reaches it.
 pub const MAX_HANDSHAKES_PER_SECOND: u32 = 20_000;
+/// `--log-format`: human-readable lines.
+pub const LOG_FORMAT: &str = "text";
