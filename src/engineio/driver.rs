@@ -9,6 +9,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::close::CloseReason;
 use super::engine::Engine;
@@ -26,16 +27,22 @@ const POLL_CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// `ws`: the session's WebSocket, or `None` for a polling session. A panic while the session
 /// runs (in the app's message handler, say) is caught here: the session's connection is
 /// dropped with the task's state, and the session closes and is removed like any other.
+/// Everything runs in the session's span.
 pub(super) async fn drive(engine: Rc<Engine>, session: Rc<Session>, ws: Option<WsTransport>) {
-    if engine
-        .shard
-        .contain("session", run(&engine, &session, ws))
-        .await
-        .is_none()
-    {
-        session.close(CloseReason::TransportError);
+    let span = session.span.clone();
+    async move {
+        if engine
+            .shard
+            .contain("session", run(&engine, &session, ws))
+            .await
+            .is_none()
+        {
+            session.close(CloseReason::TransportError);
+        }
+        engine.shard.finish(&session);
     }
-    engine.shard.finish(&session);
+    .instrument(span)
+    .await;
 }
 
 async fn run(engine: &Engine, session: &Rc<Session>, ws: Option<WsTransport>) {
