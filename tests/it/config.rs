@@ -37,6 +37,9 @@ impl Drop for ConfigFile {
     }
 }
 
+/// An environment variable and its value.
+type Env<'a> = (&'a str, &'a str);
+
 /// Runs `shardio <args>` with `env`, to completion (it must exit within 20 s: none of these
 /// runs may start serving).
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -151,54 +154,50 @@ fn an_unknown_key_stops_startup_naming_the_key_and_the_file() {
 
 #[test]
 fn an_invalid_value_stops_startup_naming_key_value_and_source() {
-    let file = ConfigFile::new(
-        "invalid.toml",
-        "listen = \"127.0.0.1:0\"\nshards = \"four\"\n",
-    );
-    let stderr = refused(&["--config", file.path()], &[]);
-    assert!(
-        stderr.contains("invalid value \"four\" for --shards"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains(&format!("key \"shards\" of {}", file.path())),
-        "{stderr}"
-    );
-
-    let stderr = refused(
-        &["--listen", "127.0.0.1:0"],
-        &[("SHARDIO_PING_TIMEOUT", "soon")],
-    );
-    assert!(
-        stderr.contains("invalid value \"soon\" for --ping-timeout"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("the environment variable SHARDIO_PING_TIMEOUT"),
-        "{stderr}"
-    );
-
-    let stderr = refused(&["--listen", "127.0.0.1:0", "--log-format", "xml"], &[]);
-    assert!(
-        stderr.contains("invalid value \"xml\" for --log-format"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("the command line") && stderr.contains("text, json"),
-        "{stderr}"
-    );
-
+    let listen = ["--listen", "127.0.0.1:0"];
+    let file = ConfigFile::new("invalid.toml", "shards = \"four\"\n");
+    let in_file = format!("key \"shards\" of {}", file.path());
     // One that parses but cannot run (Config::validate) names its source too.
-    let file = ConfigFile::new("zero.toml", "listen = \"127.0.0.1:0\"\nping-timeout = 0\n");
-    let stderr = refused(&["--config", file.path()], &[]);
-    assert!(
-        stderr.contains("--ping-timeout must be greater than zero"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains(&format!("key \"ping-timeout\" of {}", file.path())),
-        "{stderr}"
-    );
+    let zero = ConfigFile::new("zero.toml", "ping-timeout = 0\n");
+    let zero_in_file = format!("key \"ping-timeout\" of {}", zero.path());
+    let env = [("SHARDIO_PING_TIMEOUT", "soon")];
+    let cases: [(&[&str], &[Env], [&str; 2]); 4] = [
+        (
+            &[&listen[..], &["--config", file.path()]].concat(),
+            &[],
+            ["invalid value \"four\" for --shards", &in_file],
+        ),
+        (
+            &listen,
+            &env,
+            [
+                "invalid value \"soon\" for --ping-timeout",
+                "(from the environment variable SHARDIO_PING_TIMEOUT)",
+            ],
+        ),
+        (
+            &[&listen[..], &["--log-format", "xml"]].concat(),
+            &[],
+            [
+                "invalid value \"xml\" for --log-format (from the command line)",
+                "expected one of text, json",
+            ],
+        ),
+        (
+            &[&listen[..], &["--config", zero.path()]].concat(),
+            &[],
+            ["--ping-timeout must be greater than zero", &zero_in_file],
+        ),
+    ];
+    for (args, env, expected) in cases {
+        let stderr = refused(args, env);
+        for what in expected {
+            assert!(
+                stderr.contains(what),
+                "{args:?} {env:?}: {what:?} not in {stderr}"
+            );
+        }
+    }
 }
 
 #[test]
