@@ -334,3 +334,25 @@ fn json_logs_carry_each_session_s_sid_and_shard() {
         );
     }
 }
+
+#[test]
+fn rust_log_span_directives_still_filter_by_session() {
+    // Span directives take the EnvFilter path (plain ones a Targets filter): debug lines inside
+    // a session's span only, in the default text format.
+    let server = ShardioProcess::start_with_env(
+        &["--shards", "2"],
+        &[("RUST_LOG", "warn,shardio::server=info,[session]=debug")],
+    );
+    let (polling, _) = PollingClient::open(server.addr, "/socket.io/");
+    polling.send("1");
+    let line = format!("session{{sid={} shard={}}}", polling.sid, polling.owner());
+    server.wait_for_line(&line, crate::common::WAIT);
+    assert!(
+        server
+            .lines()
+            .iter()
+            .all(|l| !l.contains("DEBUG") || l.contains("session{")),
+        "debug lines outside a session's span: {:?}",
+        server.lines()
+    );
+}
