@@ -131,16 +131,51 @@ pub mod fuzz {
     pub use crate::engineio::ws_fuzz::{ws_read, WsEvent, WsRun};
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`); colors only on a terminal, so
-/// that logs sent to a file or a journal carry no escape codes.
-pub fn init_tracing() {
+/// Logs to stderr in `format`, filtered by `RUST_LOG` (default `info`); colors only on a
+/// terminal, so that logs sent to a file or a journal carry no escape codes. A session's lines
+/// carry its `sid` and `shard` (its span, entered wherever the session's work runs): in `json`
+/// under `span`.
+///
+/// `RUST_LOG` of plain `target=level` directives (the usual case) is read as a
+/// [`Targets`](tracing_subscriber::filter::Targets) filter; only one using span or field
+/// directives (`[span{field=value}]=level`) gets an `EnvFilter`, which takes a process-wide
+/// lock each time any span is entered or left: every poll of every session's task, on every
+/// shard.
+pub fn init_tracing(format: config::LogFormat) {
     use std::io::IsTerminal as _;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{fmt, EnvFilter, Layer as _};
+
+    let spec = std::env::var("RUST_LOG").unwrap_or_default();
+    let (targets, dynamic) = if spec.contains(['[', '{']) {
+        let filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info"));
+        (None, Some(filter))
+    } else {
+        let targets = spec
+            .parse::<Targets>()
+            .ok()
+            .filter(|_| !spec.trim().is_empty())
+            .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
+        (Some(targets), None)
+    };
+    let layer = match format {
+        config::LogFormat::Text => fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .boxed(),
+        config::LogFormat::Json => fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    let _ = tracing_subscriber::registry()
+        .with(targets)
+        .with(dynamic)
+        .with(layer)
         .try_init();
 }
 

@@ -109,3 +109,6 @@ pub const SERVE_CLIENT: bool = true;
 pub fn demo(jwt_enabled: bool) -> bool {
     !jwt_enabled
 }
+
+/// `--log-format`: human-readable lines.
+pub const LOG_FORMAT: &str = "text";

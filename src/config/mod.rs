@@ -1,23 +1,36 @@
 //! The one configuration tree: command-line flags, each also readable from a `SHARDIO_*`
-//! environment variable. Defaults live here and only here ([`defaults`]): the flags and the
-//! library's `Default` impls (`EngineConfig`, `SocketIoConfig`) read them from there.
-//! `validate` runs once at startup.
+//! environment variable and from a TOML file (`--config`). Defaults live here and only here
+//! ([`defaults`]): the flags and the library's `Default` impls (`EngineConfig`,
+//! `SocketIoConfig`) read them from there. [`load`] reads the three sources (flags over the
+//! environment over the file over the defaults); `validate` runs once at startup.
+//!
+//! Nothing of the file's handling names a flag: a file key is any long flag of [`Config`]'s
+//! command (but `config`, `print-config`, `help` and `version`), so a flag added to
+//! `Config` is a file key at once. A flag marked `hide_env_values` is a secret: clap hides its
+//! environment value in `--help`, and `--print-config` masks it.
 
 mod access;
 pub mod defaults;
+mod file;
 mod limits;
+mod load;
+mod print;
 mod redis;
 mod runtime;
+mod source;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use thiserror::Error;
 
 pub use access::{ApiConfig, AuthConfig};
 pub use limits::LimitsConfig;
+pub use load::{load, Loaded};
 pub use redis::RedisConfig;
 pub use runtime::RuntimeConfig;
+pub use source::{LoadError, Source};
 
 /// Shard indexes are one byte of every session id.
 pub const MAX_SHARDS: usize = 255;
@@ -71,7 +84,7 @@ pub struct Config {
     /// Outbound bytes queued for one client before it is disconnected as a slow consumer.
     #[arg(long, env = "SHARDIO_MAX_BUFFERED_BYTES", default_value_t = defaults::MAX_BUFFERED_BYTES, value_name = "BYTES")]
     pub max_buffered_bytes: usize,
-    /// A namespace the gateway serves besides `/` (repeatable).
+    /// A namespace the gateway serves besides `/` (repeatable). Default: only `/`.
     #[arg(
         long = "namespace",
         env = "SHARDIO_NAMESPACES",
@@ -197,6 +210,34 @@ pub struct Config {
         value_name = "on|off"
     )]
     pub demo: Option<bool>,
+    /// Log lines as human-readable text, or as one JSON object per line for log shippers
+    /// (`RUST_LOG` filters both; default `info`).
+    #[arg(
+        long,
+        env = "SHARDIO_LOG_FORMAT",
+        value_enum,
+        default_value = defaults::LOG_FORMAT
+    )]
+    pub log_format: LogFormat,
+    /// A TOML file of settings: keys named as the flags without `--` (`shards = 4`,
+    /// `max_payload` or `max-payload`), arrays for repeatable flags, `true`/`false` for
+    /// switches. Flags and `SHARDIO_*` variables override it. Default: no file.
+    #[arg(long, env = "SHARDIO_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration as TOML (secrets masked), then exit without
+    /// starting.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// The format of log lines (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (colored on a terminal).
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `fields`, `target`, and `span` (with
+    /// `sid` and `shard` on a session's lines).
+    Json,
 }
 
 impl Default for Config {

@@ -91,6 +91,7 @@ impl Engine {
         let Some(app) = &self.app else {
             return;
         };
+        let _in_session = session.span.enter();
         match self.shard.contain_now("open handler", || app.open(session)) {
             Some(conn) => *session.conn.borrow_mut() = Some(conn),
             None => session.close(CloseReason::TransportError),

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use tokio::net::TcpStream;
+use tracing::Instrument as _;
 
 use super::driver;
 use super::engine::{Engine, Handled, Reply};
@@ -121,9 +122,13 @@ impl Engine {
 
     /// Serves a request of `session`. A panic while doing so (in the app's message handler,
     /// say) drops the request's connection and closes the session, which its driver then
-    /// removes; `None` tells the caller.
+    /// removes; `None` tells the caller. It runs in the session's span.
     async fn contain<T>(&self, session: &Session, serving: impl Future<Output = T>) -> Option<T> {
-        let served = self.shard.contain("request", serving).await;
+        let served = self
+            .shard
+            .contain("request", serving)
+            .instrument(session.span.clone())
+            .await;
         if served.is_none() {
             session.close(CloseReason::TransportError);
         }

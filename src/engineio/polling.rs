@@ -10,6 +10,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use tokio::net::TcpStream;
+use tracing::Instrument as _;
 
 use super::driver;
 use super::engine::{Engine, Handled, Reply};
@@ -40,7 +41,10 @@ pub(super) async fn handshake(
     engine.attach(&session);
     tokio::task::spawn_local(driver::drive(engine.clone(), session.clone(), None));
     let cookie = engine.cookie(&session);
-    get(engine, &session, stream, &head, leftover, cookie).await
+    let span = session.span.clone();
+    get(engine, &session, stream, &head, leftover, cookie)
+        .instrument(span)
+        .await
 }
 
 /// Serves a polling request on an existing session.

@@ -168,6 +168,10 @@ pub struct Session {
     pub(super) poll: PollState,
     /// The WebSocket of a finished upgrade, until the driver takes it over.
     pub(super) upgraded: RefCell<Option<Box<WsTransport>>>,
+    /// The session's tracing span (`sid`, `shard`). Its driver runs in it, and so does every
+    /// request served for it: their log lines carry both. One per session, entered per poll
+    /// of those tasks, never made per message.
+    pub(super) span: tracing::Span,
 }
 
 impl std::fmt::Debug for Session {
@@ -192,6 +196,7 @@ impl Session {
         (me, home): (Weak<Session>, Rc<Home>),
     ) -> Self {
         let opened_at = tokio::time::Instant::now();
+        let span = tracing::info_span!("session", sid = %sid, shard = sid.shard());
         Session {
             sid,
             endpoint,
@@ -211,6 +216,7 @@ impl Session {
             ws: RefCell::new(None),
             dirty: Cell::new(false),
             home,
+            span,
         }
     }
 

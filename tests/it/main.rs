@@ -8,6 +8,7 @@ mod layout;
 mod api;
 mod auth;
 mod bench_generator;
+mod config;
 mod defects;
 mod demo;
 mod engineio;
