@@ -29,6 +29,8 @@ pub struct ShardMetrics {
     over_handshake_rate: AtomicU64,
     accept_errors: AtomicU64,
     panics: AtomicU64,
+    tls_handshakes: AtomicU64,
+    tls_handshake_failures: AtomicU64,
 }
 
 impl ShardMetrics {
@@ -211,6 +213,26 @@ impl ShardMetrics {
     /// closed what it served, and the shard went on.
     pub fn panics(&self) -> u64 {
         self.panics.load(Relaxed)
+    }
+
+    pub(crate) fn tls_handshake(&self, ok: bool) {
+        let counter = if ok {
+            &self.tls_handshakes
+        } else {
+            &self.tls_handshake_failures
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// TLS handshakes completed on this shard (`--tls-cert`).
+    pub fn tls_handshakes(&self) -> u64 {
+        self.tls_handshakes.load(Relaxed)
+    }
+
+    /// Connections closed because their TLS handshake failed (not TLS, no common protocol or
+    /// cipher, a bad record) or did not finish within `--head-timeout`.
+    pub fn tls_handshake_failures(&self) -> u64 {
+        self.tls_handshake_failures.load(Relaxed)
     }
 }
 

@@ -20,6 +20,7 @@ use crate::listener;
 use crate::metrics::Metrics;
 use crate::redis_bridge::{self, BridgeError, BridgeSetup};
 use crate::shard::{self, Endpoint, ShardApi, ShardSetup};
+use crate::tls::Certificates;
 
 /// Why the server could not start or did not stop cleanly.
 #[derive(Debug, Error)]
@@ -54,6 +55,7 @@ pub struct Server {
     redis: Option<RedisConfig>,
     limits: LimitsConfig,
     api: Option<ApiSetup>,
+    tls: Option<Arc<Certificates>>,
 }
 
 /// The backend API: its keys, and its own listeners when it is not on the public address.
@@ -81,7 +83,16 @@ impl Server {
             redis: None,
             api: None,
             limits: LimitsConfig::default(),
+            tls: None,
         })
+    }
+
+    /// Serves HTTPS and WSS on the public listener with `certificates` (swappable while the
+    /// server runs: [`Certificates::reload`]); `None` keeps plain HTTP. The internal listener
+    /// of the API stays plain.
+    pub fn with_tls(mut self, certificates: Option<Arc<Certificates>>) -> Self {
+        self.tls = certificates;
+        self
     }
 
     /// Bounds HTTP requests and new connections as `limits` says (default:
@@ -155,8 +166,10 @@ impl Server {
             shards = count,
             address = %self.addr,
             pinning = if cores.is_some() { "on" } else { "off" },
+            tls = if self.tls.is_some() { "on" } else { "off" },
             "shardio listening"
         );
+        let tls = self.tls.as_ref().map(Certificates::server_config);
         let (mut bus, inboxes) = Bus::new(count, self.runtime.bus_capacity, self.metrics.clone());
         // How long an API question waits for the other shards and machines.
         let api_timeout = self.redis.as_ref().map_or(
@@ -212,6 +225,7 @@ impl Server {
                 }),
                 admission: admission.clone(),
                 http,
+                tls: tls.clone(),
             };
             let exit = ExitNotice(exit_tx.clone(), id);
             let handle = thread::Builder::new()

@@ -8,6 +8,7 @@ pub mod defaults;
 mod limits;
 mod redis;
 mod runtime;
+mod tls;
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ pub use access::{ApiConfig, AuthConfig};
 pub use limits::LimitsConfig;
 pub use redis::RedisConfig;
 pub use runtime::RuntimeConfig;
+pub use tls::TlsConfig;
 
 /// Shard indexes are one byte of every session id.
 pub const MAX_SHARDS: usize = 255;
@@ -172,6 +174,9 @@ pub struct Config {
     /// host name.
     #[arg(long, env = "SHARDIO_NODE_NAME", value_name = "NAME")]
     pub node_name: Option<String>,
+    /// HTTPS and WSS on `--listen`.
+    #[command(flatten)]
+    pub tls: TlsConfig,
 }
 
 impl Default for Config {
@@ -213,6 +218,9 @@ pub enum ConfigError {
     /// An `--api-key` too short to be a secret.
     #[error("--api-key must be at least 16 characters")]
     ApiKey,
+    /// `--tls-cert` without `--tls-key`, or the other way round.
+    #[error("{0} needs {1}")]
+    TlsPair(&'static str, &'static str),
 }
 
 impl Config {
@@ -225,6 +233,7 @@ impl Config {
             return Err(ConfigError::ApiKey);
         }
         self.limits.validate()?;
+        self.tls.validate()?;
         if !self.path.starts_with('/') || !self.path.ends_with('/') {
             return Err(ConfigError::Path(self.path.clone()));
         }
@@ -309,6 +318,19 @@ mod tests {
         assert!(matches!(c.validate(), Err(ConfigError::CorsOrigin(_))));
         let c = Config::parse_from(["shardio", "--cookie", "io; evil"]);
         assert!(matches!(c.validate(), Err(ConfigError::Cookie(_))));
+        let c = Config::parse_from(["shardio", "--tls-cert", "cert.pem"]);
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::TlsPair("--tls-cert", "--tls-key"))
+        );
+        let c = Config::parse_from(["shardio", "--tls-key", "key.pem"]);
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::TlsPair("--tls-key", "--tls-cert"))
+        );
+        let c = Config::parse_from(["shardio", "--tls-cert", "c.pem", "--tls-key", "k.pem"]);
+        assert!(c.validate().is_ok() && c.tls.enabled());
+        assert!(!Config::default().tls.enabled());
     }
 
     #[test]

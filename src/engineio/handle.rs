@@ -7,7 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use tokio::net::TcpStream;
+use crate::net::Stream;
 
 use super::close::CloseReason;
 use super::driver;
@@ -35,7 +35,7 @@ impl Engine {
     /// for a session another shard owns goes to that shard first, which then checks it.
     pub(crate) async fn handle(
         self: &Rc<Self>,
-        stream: TcpStream,
+        stream: Stream,
         head: RequestHead,
         leftover: Vec<u8>,
         address: SocketAddr,
@@ -141,7 +141,7 @@ impl Engine {
     /// A request without a sid: a new session, if `handshake()` agrees.
     async fn handshake(
         self: &Rc<Self>,
-        stream: TcpStream,
+        stream: Stream,
         head: RequestHead,
         leftover: Vec<u8>,
         address: SocketAddr,
@@ -195,12 +195,12 @@ impl Engine {
     async fn hand_off(
         &self,
         owner: usize,
-        stream: TcpStream,
+        stream: Stream,
         head: RequestHead,
         leftover: Vec<u8>,
         address: SocketAddr,
     ) -> Handled {
-        let stream = match stream.into_std() {
+        let stream = match stream.detach() {
             Ok(stream) => stream,
             Err(e) => {
                 tracing::debug!(error = %e, "could not detach a connection to hand it over");
@@ -224,7 +224,7 @@ impl Engine {
         };
         // The owner cannot take it now (inbox full, or stopping): the client may retry.
         let Handoff { stream, head, .. } = *handoff;
-        let Ok(stream) = TcpStream::from_std(stream) else {
+        let Ok(stream) = Stream::adopt(stream) else {
             return Handled::Done;
         };
         self.refuse(stream, &head, Vec::new(), Refusal::OwnerBusy)

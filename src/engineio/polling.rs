@@ -9,7 +9,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use tokio::net::TcpStream;
+use crate::net::Stream;
 
 use super::close::CloseReason;
 use super::driver;
@@ -26,7 +26,7 @@ use crate::protocol::http::{BodyError, Refusal, RequestHead};
 /// the GET delivers.
 pub(super) async fn handshake(
     engine: &Rc<Engine>,
-    stream: TcpStream,
+    stream: Stream,
     head: RequestHead,
     leftover: Vec<u8>,
     address: std::net::SocketAddr,
@@ -46,7 +46,7 @@ pub(super) async fn handshake(
 pub(super) async fn serve(
     engine: &Rc<Engine>,
     session: Rc<Session>,
-    stream: TcpStream,
+    stream: Stream,
     head: RequestHead,
     leftover: Vec<u8>,
 ) -> Handled {
@@ -82,7 +82,7 @@ impl Drop for Pending<'_> {
 async fn get(
     engine: &Engine,
     session: &Rc<Session>,
-    stream: TcpStream,
+    stream: Stream,
     head: &RequestHead,
     leftover: Vec<u8>,
     cookie: Option<String>,
@@ -134,7 +134,7 @@ async fn get(
 /// Waits until the GET has something to answer. `None`: the client closed the connection.
 async fn wait_for_packets(
     session: &Session,
-    stream: &TcpStream,
+    stream: &Stream,
     mut watch_abort: bool,
     max_payload: usize,
 ) -> Option<Vec<u8>> {
@@ -142,10 +142,9 @@ async fn wait_for_packets(
         if let Some(body) = next_body(session, max_payload) {
             return Some(body);
         }
-        let mut probe = [0u8; 1];
         tokio::select! {
             _ = session.wake.notified() => {}
-            peeked = stream.peek(&mut probe), if watch_abort => match peeked {
+            peeked = stream.sent_or_closed(), if watch_abort => match peeked {
                 Ok(0) | Err(_) => return None,
                 // The next request, pipelined: it waits for this response.
                 Ok(_) => watch_abort = false,
@@ -214,7 +213,7 @@ fn take_batch(out: &mut OutQueue, max_payload: usize) -> Vec<u8> {
 async fn misuse(
     engine: &Engine,
     session: &Session,
-    stream: TcpStream,
+    stream: Stream,
     head: &RequestHead,
     leftover: Vec<u8>,
     what: &str,
@@ -230,7 +229,7 @@ async fn misuse(
 async fn post(
     engine: &Engine,
     session: &Rc<Session>,
-    mut stream: TcpStream,
+    mut stream: Stream,
     head: &RequestHead,
     leftover: Vec<u8>,
 ) -> Handled {

@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 
-use tokio::net::TcpStream;
+use crate::net::Stream;
 
 use crate::protocol::frame::{FrameKind, OutFrame};
 
@@ -79,10 +79,11 @@ impl OutQueue {
 
     /// Writes as much of the queue to `stream` as it takes without waiting, in `writev`s of
     /// up to [`WRITE_BATCH`] frames. `Ok(true)`: all written.
-    pub(super) fn write_to(&mut self, stream: &TcpStream) -> io::Result<bool> {
+    pub(super) fn write_to(&mut self, stream: &Stream) -> io::Result<bool> {
         loop {
             if self.is_empty() {
-                return Ok(true);
+                // TLS: the last records may still wait for the socket.
+                return stream.try_flush();
             }
             let written = {
                 let mut slices = [IoSlice::new(&[]); WRITE_BATCH];

@@ -7,8 +7,8 @@ use std::io;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
+use crate::net::Stream;
 use thiserror::Error;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::close::CloseReason;
@@ -94,7 +94,7 @@ pub struct Session {
     /// Listed in the flusher, not written yet.
     pub(super) dirty: Cell<bool>,
     /// The socket while the WebSocket loop runs, so the shard's flusher can write to it.
-    pub(super) ws: RefCell<Option<Rc<TcpStream>>>,
+    pub(super) ws: RefCell<Option<Rc<Stream>>>,
     me: Weak<Session>,
     flusher: Rc<Flusher<Session>>,
     // The rest is touched per request or per heartbeat, not per message.
@@ -246,7 +246,7 @@ impl Session {
 
     /// Writes as much of the queue to `stream` as it takes without waiting. `Ok(true)`: all
     /// written.
-    pub(super) fn write_queue(&self, stream: &TcpStream) -> io::Result<bool> {
+    pub(super) fn write_queue(&self, stream: &Stream) -> io::Result<bool> {
         self.out.borrow_mut().write_to(stream)
     }
 

@@ -44,6 +44,8 @@ pub(crate) struct ShardSetup {
     pub(crate) http: HttpLimits,
     /// The backend API, when an API key is configured.
     pub(crate) api: Option<ShardApi>,
+    /// TLS on the public listener, when configured (`--tls-cert`).
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The backend API of one shard.
@@ -95,6 +97,7 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
         admission,
         http,
         api,
+        tls,
         ..
     } = setup;
     let listener = TcpListener::from_std(listener)?;
@@ -131,13 +134,14 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
     } else {
         api.clone()
     };
-    let router = Rc::new(Router::new(routes, public_api, shard.clone()));
+    let router = Rc::new(Router::new(routes, public_api, shard.clone(), tls));
     let mut inbox =
         tokio::task::spawn_local(read_inbox(inbox, served, router.clone(), shard.clone()));
 
     let mut accepting = Box::pin(accept::run(listener, router, id, shard.metrics()));
     let internal = api_listener.map(|l| {
-        let router = Rc::new(Router::new(Vec::new(), api, shard.clone()));
+        // The internal listener is private (an address backends reach): plain HTTP.
+        let router = Rc::new(Router::new(Vec::new(), api, shard.clone(), None));
         accept::run(l, router, id, shard.metrics())
     });
     let mut internal = Box::pin(async move {

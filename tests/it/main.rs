@@ -19,4 +19,5 @@ mod real_client;
 mod redis;
 mod runtime;
 mod socketio;
+mod tls;
 mod ws_limits;
