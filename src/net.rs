@@ -190,3 +190,67 @@ impl AsyncWrite for Stream {
         }
     }
 }
+
+/// A TLS connection over loopback for unit tests: shardio's end and a tokio-rustls client,
+/// with small socket buffers so that a write of a few hundred KiB fills them.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use rustls::pki_types::ServerName;
+    use tokio::net::{TcpListener, TcpSocket};
+
+    use super::{accept_tls, Stream};
+    use crate::tls::Certificates;
+
+    /// Socket buffer sizes of both ends (the kernel doubles them).
+    pub(crate) const BUFFER: u32 = 16 * 1024;
+
+    pub(crate) async fn tls_pair() -> (
+        Stream,
+        tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    ) {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+            .expect("a certificate");
+        let dir = std::env::temp_dir().join(format!(
+            "shardio-unit-tls-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).expect("a directory");
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, made.cert.pem()).expect("write");
+        std::fs::write(&key, made.key_pair.serialize_pem()).expect("write");
+        let certificates = Certificates::load(&cert, &key).expect("loads");
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(made.cert.der().clone()).expect("a root");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client_config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(BUFFER).expect("SO_RCVBUF");
+        let (client, accepted) = tokio::join!(
+            socket.connect(listener.local_addr().expect("address")),
+            listener.accept()
+        );
+        let (tcp, _) = accepted.expect("accept");
+        socket2::SockRef::from(&tcp)
+            .set_send_buffer_size(BUFFER as usize)
+            .expect("SO_SNDBUF");
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+        let name = ServerName::try_from("localhost").expect("a name");
+        let timeout = std::time::Duration::from_secs(5);
+        let (server, client) = tokio::join!(
+            accept_tls(tcp, certificates.server_config(), timeout),
+            connector.connect(name, client.expect("connect"))
+        );
+        (server.expect("handshake"), client.expect("handshake"))
+    }
+}
