@@ -15,7 +15,10 @@
 //!    counters.
 //! 2. `bus`: one bounded inbox per shard and the bridge's queue, carrying typed messages
 //!    (`bus::cluster`: what the Socket.IO layers and the bridge say to each other). `connection`:
-//!    HTTP/1.1 on a connection, bounded in size and time; the one response writer.
+//!    HTTP/1.1 on a connection, bounded in size and time; the one response writer. `net`: the
+//!    one connection type of every layer, plain or TLS, and the hand-off of one to another
+//!    shard with its TLS state. [`tls`]: the certificate of `--tls-cert` (re-read on SIGHUP)
+//!    and rustls driven like a plain socket.
 //! 3. [`engineio`]: Engine.IO sessions and transports (polling, WebSocket, upgrade, hand-off
 //!    of requests to the owning shard); knows nothing of Socket.IO or Redis.
 //! 4. [`socketio`]: namespaces, sockets, acks, rooms, broadcasts (encoded once, delivered
