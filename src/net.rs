@@ -204,7 +204,7 @@ pub(crate) mod testing {
     use crate::tls::Certificates;
 
     /// Socket buffer sizes of both ends (the kernel doubles them).
-    pub(crate) const BUFFER: u32 = 16 * 1024;
+    const BUFFER: u32 = 16 * 1024;
 
     pub(crate) async fn tls_pair() -> (
         Stream,

@@ -66,17 +66,7 @@ fn socketio_clients_over_wss_on_four_shards() {
 #[test]
 fn socketio_clients_over_https_polling_are_handed_between_shards() {
     let server = socketio_clients(20, "polling");
-    assert!(
-        server.metrics.handoffs() > 0,
-        "no polling request needed a hand-over: the test proves nothing"
-    );
-    server.wait_until("every hand-over to reach its owner", |m| {
-        m.shards()
-            .iter()
-            .map(|s| s.handoffs_received())
-            .sum::<u64>()
-            == m.handoffs()
-    });
+    server.assert_handoffs_arrived("20 polling clients over https");
 }
 
 /// The client's default: polling first, then the upgrade to wss (itself handed over when it
@@ -84,7 +74,7 @@ fn socketio_clients_over_https_polling_are_handed_between_shards() {
 #[test]
 fn socketio_clients_poll_then_upgrade_to_wss_on_four_shards() {
     let server = socketio_clients(20, "polling,websocket");
-    assert!(server.metrics.handoffs() > 0, "no hand-over happened");
+    server.assert_handoffs_arrived("20 clients upgrading to wss");
 }
 
 /// Sends raw bytes on a TLS connection and reads `count` responses.

@@ -185,6 +185,23 @@ impl TestServer {
             .count()
     }
 
+    /// Checks that requests were handed between shards (else the test proves nothing: `who`
+    /// never needed a hand-over), and waits until each reached its owner (a sender counts
+    /// its hand-over as the bus takes it, so the owner's count may lag a moment).
+    pub(crate) fn assert_handoffs_arrived(&self, who: &str) {
+        assert!(
+            self.metrics.handoffs() > 0,
+            "{who} never needed a hand-over: the test proves nothing"
+        );
+        self.wait_until("every hand-over to reach its owner", |m| {
+            m.shards()
+                .iter()
+                .map(|s| s.handoffs_received())
+                .sum::<u64>()
+                == m.handoffs()
+        });
+    }
+
     /// Waits until `f` holds (polling the server's counters).
     pub(crate) fn wait_until(&self, what: &str, f: impl Fn(&Metrics) -> bool) {
         wait_until(what, || f(&self.metrics));
