@@ -174,8 +174,7 @@ fn a_client_that_does_not_speak_tls_is_closed_and_counted() {
     plain
         .write_all(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n")
         .expect("write");
-    let mut answer = Vec::new();
-    let _ = plain.read_to_end(&mut answer);
+    let answer = until_closed(&mut plain);
     assert!(
         !answer.starts_with(b"HTTP/"),
         "no HTTP response on the TLS port: {:?}",
@@ -191,8 +190,7 @@ fn a_client_that_does_not_speak_tls_is_closed_and_counted() {
 
     let mut silent = TcpStream::connect(server.addr).expect("connect");
     silent.set_read_timeout(Some(WAIT)).expect("timeout");
-    let mut nothing = Vec::new();
-    let _ = silent.read_to_end(&mut nothing);
+    let nothing = until_closed(&mut silent);
     assert!(nothing.is_empty(), "closed without a byte: {nothing:?}");
     server.wait_until("the silent client to be counted", |m| {
         m.shards()
@@ -205,6 +203,17 @@ fn a_client_that_does_not_speak_tls_is_closed_and_counted() {
     let (conn, _) = certs.connect(server.addr);
     let (mut ws, _) = WsClient::open_over(conn, "localhost", "/socket.io/");
     ws.connect_socketio(None);
+}
+
+/// What the server sends until it closes the connection (a reset is a close too); fails the
+/// test if it is still open after `WAIT`.
+fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    match stream.read_to_end(&mut got) {
+        Ok(_) => got,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => got,
+        Err(e) => panic!("the server did not close the connection: {e}"),
+    }
 }
 
 /// Runs the binary with `args`, which must make it refuse to start; returns its stderr.

@@ -92,6 +92,7 @@ impl TestServer {
             .with_redis(config.redis.clone())
             .with_api(config.api.clone())
             .expect("bind the API")
+            .with_limits(config.limits.clone())
             .with_tls(certificates);
         TestServer::run(server, shardio::gateway::endpoints(&config, verifier))
     }
