@@ -4,21 +4,21 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
+use super::jwt::KeyDir;
 use super::WAIT;
 
 /// A client's end of a TLS connection.
 pub(crate) type TlsConn = StreamOwned<ClientConnection, TcpStream>;
 
-/// A certificate and key file pair in a directory of its own (removed on drop), for
+/// A certificate and key file pair in a directory of its own (a `KeyDir`, removed on drop), for
 /// `--tls-cert` / `--tls-key`; [`CertFiles::renew`] overwrites both with a new pair.
 pub(crate) struct CertFiles {
-    dir: PathBuf,
+    _dir: KeyDir,
     pub cert: PathBuf,
     pub key: PathBuf,
     /// Every certificate written so far: what the client trusts.
@@ -28,17 +28,11 @@ pub(crate) struct CertFiles {
 impl CertFiles {
     /// A new self-signed certificate for `localhost` and 127.0.0.1.
     pub(crate) fn new() -> CertFiles {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "shardio-tls-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("create the certificate directory");
+        let dir = KeyDir::new();
         let mut files = CertFiles {
-            cert: dir.join("cert.pem"),
-            key: dir.join("key.pem"),
-            dir,
+            cert: dir.path.join("cert.pem"),
+            key: dir.path.join("key.pem"),
+            _dir: dir,
             issued: Vec::new(),
         };
         files.renew();
@@ -115,12 +109,6 @@ impl CertFiles {
             .expect("the server presents a certificate");
         let fingerprint = fingerprint(presented);
         (tls, fingerprint)
-    }
-}
-
-impl Drop for CertFiles {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
