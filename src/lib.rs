@@ -15,7 +15,10 @@
 //!    counters (single-writer, summed at scrape) and their Prometheus exposition.
 //! 2. `bus`: one bounded inbox per shard and the bridge's queue, carrying typed messages
 //!    (`bus::cluster`: what the Socket.IO layers and the bridge say to each other). `connection`:
-//!    HTTP/1.1 on a connection, bounded in size and time; the one response writer.
+//!    HTTP/1.1 on a connection, bounded in size and time; the one response writer. `net`: the
+//!    one connection type of every layer, plain or TLS, and the hand-off of one to another
+//!    shard with its TLS state. [`tls`]: the certificate of `--tls-cert` (re-read on SIGHUP)
+//!    and rustls driven like a plain socket.
 //! 3. [`engineio`]: Engine.IO sessions and transports (polling, WebSocket, upgrade, hand-off
 //!    of requests to the owning shard); knows nothing of Socket.IO or Redis.
 //! 4. [`socketio`]: namespaces, sockets, acks, rooms, broadcasts (encoded once, delivered
@@ -42,10 +45,12 @@ pub mod gateway;
 pub mod metrics;
 pub mod protocol;
 pub mod socketio;
+pub mod tls;
 
 mod bus;
 mod connection;
 mod listener;
+mod net;
 mod ops;
 mod redis_bridge;
 mod server;
@@ -179,10 +184,56 @@ pub fn init_tracing(format: config::LogFormat) {
         .try_init();
 }
 
-/// Re-reads the JWT key files on every SIGHUP, for the life of the process, on a thread of its
-/// own. The handler is in place when this returns (a SIGHUP would otherwise end the process).
-/// A reload that fails keeps the previous keys and logs why.
-pub fn reload_keys_on_sighup(verifier: std::sync::Arc<auth::Verifier>) -> std::io::Result<()> {
+/// Something the process re-reads from disk on SIGHUP (the JWT keys, the TLS certificate):
+/// its name for the log, and how to re-read it. `reload` says what it loaded (for the log), or
+/// why not; on an error the previous one must stay in use.
+pub struct Reloadable {
+    what: &'static str,
+    reload: Box<dyn Fn() -> Result<String, String> + Send>,
+}
+
+impl Reloadable {
+    /// `what` (e.g. "JWT keys") re-read by `reload`.
+    pub fn new(
+        what: &'static str,
+        reload: impl Fn() -> Result<String, String> + Send + 'static,
+    ) -> Self {
+        Reloadable {
+            what,
+            reload: Box::new(reload),
+        }
+    }
+
+    /// The JWT keys of `verifier`.
+    pub fn jwt_keys(verifier: std::sync::Arc<auth::Verifier>) -> Self {
+        Reloadable::new("JWT keys", move || {
+            let keys = verifier.reload().map_err(|e| e.to_string())?;
+            Ok(format!("{keys} keys"))
+        })
+    }
+
+    /// The TLS certificate and key of `certificates`.
+    pub fn tls_certificate(certificates: std::sync::Arc<tls::Certificates>) -> Self {
+        Reloadable::new("TLS certificate", move || {
+            let fingerprint = certificates.reload().map_err(|e| e.to_string())?;
+            Ok(format!("sha256 {fingerprint}"))
+        })
+    }
+}
+
+impl std::fmt::Debug for Reloadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloadable")
+            .field("what", &self.what)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Re-reads every item of `items` on every SIGHUP, in order, for the life of the process, on a
+/// thread of its own. The handler is in place when this returns (a SIGHUP would otherwise end
+/// the process). An item that fails to reload keeps its previous value and logs why; the
+/// others are reloaded all the same.
+pub fn reload_on_sighup(items: Vec<Reloadable>) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -193,9 +244,15 @@ pub fn reload_keys_on_sighup(verifier: std::sync::Arc<auth::Verifier>) -> std::i
         .spawn(move || {
             runtime.block_on(async move {
                 while hangups.recv().await.is_some() {
-                    match verifier.reload() {
-                        Ok(keys) => tracing::info!(keys, "SIGHUP: JWT keys reloaded"),
-                        Err(e) => tracing::error!(error = %e, "SIGHUP: JWT keys not reloaded, the previous keys stay"),
+                    for item in &items {
+                        let what = item.what;
+                        match (item.reload)() {
+                            Ok(loaded) => tracing::info!(%loaded, "SIGHUP: {what} reloaded"),
+                            Err(e) => tracing::error!(
+                                error = %e,
+                                "SIGHUP: {what} not reloaded, the previous ones stay in use"
+                            ),
+                        }
                     }
                 }
             });

@@ -18,6 +18,7 @@ mod print;
 mod redis;
 mod runtime;
 mod source;
+mod tls;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,6 +32,7 @@ pub use load::{load, Loaded};
 pub use redis::RedisConfig;
 pub use runtime::RuntimeConfig;
 pub use source::{LoadError, Source};
+pub use tls::TlsConfig;
 
 /// Shard indexes are one byte of every session id.
 pub const MAX_SHARDS: usize = 255;
@@ -228,6 +230,9 @@ pub struct Config {
     /// starting.
     #[arg(long)]
     pub print_config: bool,
+    /// HTTPS and WSS on `--listen`.
+    #[command(flatten)]
+    pub tls: TlsConfig,
 }
 
 /// The format of log lines (`--log-format`).
@@ -282,6 +287,9 @@ pub enum ConfigError {
     /// `--demo on` where the page cannot work.
     #[error("--demo needs {0}")]
     Demo(&'static str),
+    /// `--tls-cert` without `--tls-key`, or the other way round.
+    #[error("{0} needs {1}")]
+    TlsPair(&'static str, &'static str),
 }
 
 impl Config {
@@ -294,6 +302,7 @@ impl Config {
             return Err(ConfigError::ApiKey);
         }
         self.limits.validate()?;
+        self.tls.validate()?;
         if !self.path.starts_with('/') || !self.path.ends_with('/') {
             return Err(ConfigError::Path(self.path.clone()));
         }
@@ -396,6 +405,19 @@ mod tests {
         assert!(matches!(c.validate(), Err(ConfigError::CorsOrigin(_))));
         let c = Config::parse_from(["shardio", "--cookie", "io; evil"]);
         assert!(matches!(c.validate(), Err(ConfigError::Cookie(_))));
+        let c = Config::parse_from(["shardio", "--tls-cert", "cert.pem"]);
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::TlsPair("--tls-cert", "--tls-key"))
+        );
+        let c = Config::parse_from(["shardio", "--tls-key", "key.pem"]);
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::TlsPair("--tls-key", "--tls-cert"))
+        );
+        let c = Config::parse_from(["shardio", "--tls-cert", "c.pem", "--tls-key", "k.pem"]);
+        assert!(c.validate().is_ok() && c.tls.enabled());
+        assert!(!Config::default().tls.enabled());
     }
 
     #[test]

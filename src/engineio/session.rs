@@ -8,8 +8,8 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::net::Stream;
 use thiserror::Error;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::flusher::{Flush, Flusher};
@@ -141,7 +141,7 @@ pub struct Session {
     /// Listed in the flusher, not written yet.
     pub(super) dirty: Cell<bool>,
     /// The socket while the WebSocket loop runs, so the shard's flusher can write to it.
-    pub(super) ws: RefCell<Option<Rc<TcpStream>>>,
+    pub(super) ws: RefCell<Option<Rc<Stream>>>,
     me: Weak<Session>,
     home: Rc<Home>,
     // The rest is touched per request or per heartbeat, not per message.
@@ -304,7 +304,7 @@ impl Session {
 
     /// Writes as much of the queue to `stream` as it takes without waiting. `Ok(true)`: all
     /// written.
-    pub(super) fn write_queue(&self, stream: &TcpStream) -> io::Result<bool> {
+    pub(super) fn write_queue(&self, stream: &Stream) -> io::Result<bool> {
         self.out.borrow_mut().write_to(stream)
     }
 

@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use std::io::{self, Cursor};
 use std::rc::Rc;
 
-use tokio::net::TcpStream;
+use crate::net::Stream;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
@@ -34,13 +34,13 @@ thread_local! {
 
 /// A WebSocket connection carrying (or about to carry) a session.
 pub(crate) struct WsTransport {
-    pub(super) stream: TcpStream,
+    pub(super) stream: Stream,
     pub(super) reader: Reader,
 }
 
 impl WsTransport {
     /// `leftover`: bytes the client sent after the upgrade request, read with its head.
-    pub(super) fn new(stream: TcpStream, leftover: Vec<u8>, limits: Rc<FrameLimits>) -> Self {
+    pub(super) fn new(stream: Stream, leftover: Vec<u8>, limits: Rc<FrameLimits>) -> Self {
         WsTransport {
             stream,
             reader: Reader::new(leftover, limits),
@@ -90,7 +90,7 @@ pub(super) trait FrameSink {
 /// Reads once, parsing frames straight out of the shard's scratch buffer. `Ok(true)` when the
 /// read filled the buffer (more is probably waiting).
 pub(super) fn read_ready(
-    stream: &TcpStream,
+    stream: &Stream,
     reader: &mut Reader,
     sink: &mut impl FrameSink,
 ) -> Result<bool, CloseReason> {

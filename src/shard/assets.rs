@@ -10,12 +10,11 @@
 //! headers. Node also compresses the bundle on the fly when the client accepts it; shardio
 //! sends it as it is.
 
-use bytes::Bytes;
-use tokio::net::TcpStream;
-
 use crate::connection;
+use crate::net::Stream;
 use crate::protocol::cors::CorsPolicy;
 use crate::protocol::http::{self, BodyFraming, Refusal, RequestHead};
+use bytes::Bytes;
 
 /// The version of the vendored socket.io-client bundle.
 const CLIENT_VERSION: &str = include_str!("../../vendor/socket.io-client/VERSION").trim_ascii();
@@ -133,7 +132,7 @@ impl Assets {
 impl Asset {
     /// Answers one request for the file. Its body, if it has one, is not read: only a bodiless
     /// request leaves the connection reusable. Returns whether the connection may go on.
-    pub(super) async fn serve(&self, stream: &mut TcpStream, head: &RequestHead) -> bool {
+    pub(super) async fn serve(&self, stream: &mut Stream, head: &RequestHead) -> bool {
         let keep_alive = head.keep_alive() && matches!(head.body_framing(), Ok(BodyFraming::None));
         let Some(body) = &self.body else {
             return connection::refuse(stream, Refusal::NotFound, keep_alive).await;

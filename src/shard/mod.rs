@@ -52,6 +52,8 @@ pub(crate) struct ShardSetup {
     pub(crate) internal: Option<StdListener>,
     /// What `/readyz` answers.
     pub(crate) health: Arc<Health>,
+    /// TLS on the public listener, when configured (`--tls-cert`).
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The backend API of one shard.
@@ -103,6 +105,7 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
         api,
         internal,
         health,
+        tls,
         ..
     } = setup;
     let listener = TcpListener::from_std(listener)?;
@@ -142,16 +145,17 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
         None => (api.clone(), Some(metrics.clone())),
     };
     let ops = Ops::new(health.clone(), public_metrics);
-    let router =
-        Router::new(routes, public_api, ops, shard.clone()).with_assets(assets(&endpoints));
-    let router = Rc::new(router);
+    let router = Router::new(routes, public_api, ops, shard.clone(), tls);
+    let router = Rc::new(router.with_assets(assets(&endpoints)));
     let mut inbox =
         tokio::task::spawn_local(read_inbox(inbox, served, router.clone(), shard.clone()));
 
     let mut accepting = Box::pin(accept::run(listener, router, id, shard.metrics()));
     let internal = internal.map(|l| {
+        // The internal listener is private (an address backends and Prometheus reach): plain
+        // HTTP.
         let ops = Ops::new(health, Some(metrics));
-        let router = Rc::new(Router::new(Vec::new(), api, ops, shard.clone()));
+        let router = Rc::new(Router::new(Vec::new(), api, ops, shard.clone(), None));
         accept::run(l, router, id, shard.metrics())
     });
     // Accepts until dropped; never ends (nor does the public loop).

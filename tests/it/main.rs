@@ -24,4 +24,5 @@ mod redis;
 mod runtime;
 mod soak;
 mod socketio;
+mod tls;
 mod ws_limits;

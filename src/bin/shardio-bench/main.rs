@@ -19,6 +19,7 @@ mod report;
 mod scenario;
 mod sio;
 mod stats;
+mod tls;
 mod ws;
 
 use std::net::IpAddr;
@@ -126,6 +127,10 @@ struct Common {
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Connect with TLS (an https:// --url) and accept any certificate the server presents
+    /// (a self-signed test certificate); handshake signatures are still checked.
+    #[arg(long)]
+    tls_insecure: bool,
 }
 
 impl Scenario {
@@ -170,7 +175,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let (runtime, threads) = build_runtime(&common)?;
     let ctx = Ctx {
-        target: Target::parse(&common.url)?,
+        target: Target::parse(&common.url, common.tls_insecure)?,
         sources: Arc::new(Sources::new(common.source_addrs.clone())),
         handshake_timeout: Duration::from_secs_f64(common.timeout.max(0.001)),
         concurrency: common.concurrency,
@@ -193,7 +198,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 finish("fanout", &r.rows(), &r, r.unusable(), json)
             }
             Scenario::Cross { args, sub_url, .. } => {
-                let sub = Target::parse(sub_url)?;
+                let sub = Target::parse(sub_url, common.tls_insecure)?;
                 let r = scenario::fanout::run(&ctx, args, Some(&sub), &Via::SocketIo).await?;
                 finish("cross", &r.rows(), &r, r.unusable(), json)
             }
@@ -204,6 +209,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ..
             } => {
                 anyhow::ensure!(*batch > 0, "--batch must be at least 1");
+                anyhow::ensure!(ctx.target.tls.is_none(), "api: no TLS (https://) support");
                 let via = Via::Api {
                     key: api_key.clone(),
                     batch: *batch,
