@@ -15,6 +15,7 @@ pub struct TlsConfig {
     #[arg(long = "tls-cert", env = "SHARDIO_TLS_CERT", value_name = "PATH")]
     pub cert: Option<PathBuf>,
     /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of `--tls-cert`. Re-read on SIGHUP.
+    /// Default: none.
     #[arg(long = "tls-key", env = "SHARDIO_TLS_KEY", value_name = "PATH")]
     pub key: Option<PathBuf>,
 }
