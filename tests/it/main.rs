@@ -11,6 +11,7 @@ mod bench_generator;
 mod config;
 mod defects;
 mod demo;
+mod deploy;
 mod engineio;
 mod faults;
 mod framing;
