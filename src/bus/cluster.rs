@@ -297,6 +297,18 @@ pub(crate) enum BridgeMsg {
     Tell { nsp: String, cmd: Box<Command> },
     /// A shard's reply to a message of the bridge.
     Reply(Box<Reply>),
+    /// Rooms of namespace `nsp` that gained their first or lost their last member on the
+    /// sending shard, since its last report (`--redis-subscribe rooms`).
+    Rooms(Box<RoomChanges>),
+}
+
+/// A shard's batch of room changes: each room with whether the shard now holds a member of it
+/// (the state, not a difference: a report repeated or reordered within the batch is harmless,
+/// the last one counts).
+#[derive(Debug)]
+pub(crate) struct RoomChanges {
+    pub(crate) nsp: String,
+    pub(crate) rooms: Vec<(String, bool)>,
 }
 
 #[cfg(test)]

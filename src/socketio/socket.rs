@@ -374,18 +374,12 @@ impl Socket {
 
     /// Joins `room`; returns false if the socket was already in it.
     pub fn join(&self, room: &str) -> bool {
-        self.connected()
-            && self
-                .0
-                .ns
-                .rooms
-                .borrow_mut()
-                .join(self.0.id, &self.0.session, room)
+        self.connected() && self.0.ns.join_room(self.0.id, &self.0.session, room)
     }
 
     /// Leaves `room`; returns false if the socket was not in it.
     pub fn leave(&self, room: &str) -> bool {
-        self.0.ns.rooms.borrow_mut().leave(self.0.id, room)
+        self.0.ns.leave_room(self.0.id, room)
     }
 
     /// The rooms this socket is in (its own id included).
@@ -503,7 +497,7 @@ impl Socket {
             return;
         }
         self.0.ns.sockets.borrow_mut().remove(&self.0.id);
-        self.0.ns.rooms.borrow_mut().leave_all(self.0.id);
+        self.0.ns.leave_all_rooms(self.0.id);
         self.0.acks.borrow_mut().clear();
         if let Some(handler) = &self.0.ns.def.on_disconnect {
             handler(self, reason);
