@@ -144,7 +144,6 @@ class Machine:
         return {
             "messages_in": m.get("shardio_redis_messages_in_total", 0.0),
             "bytes_in": m.get("shardio_redis_bytes_in_total", 0.0),
-            "room_channels": m.get("shardio_redis_room_channels", 0.0),
             "bridge_cpu": cpu_seconds(self.proc.pid, "redis-bridge"),
             "process_cpu": cpu_seconds(self.proc.pid),
         }
@@ -184,12 +183,20 @@ def measure(mode, m, args, workdir):
         before = [x.sample() for x in machines]
         redis_before = sum(cpu_seconds(p) for p in redis.pids)
         t0 = time.monotonic()
-        done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        bench = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        # The room channels are there while the generator's clients are: the most seen.
+        channels = [0.0] * m
+        while bench.poll() is None:
+            for i, x in enumerate(machines):
+                channels[i] = max(channels[i], scrape(x.port).get(
+                    "shardio_redis_room_channels", 0.0))
+            time.sleep(0.5)
+        output = bench.stdout.read().decode(errors="replace")
         wall = time.monotonic() - t0
         after = [x.sample() for x in machines]
         redis_after = sum(cpu_seconds(p) for p in redis.pids)
-        if done.returncode != 0:
-            raise RuntimeError(f"cluster-sim failed:\n{done.stdout.decode(errors='replace')}")
+        if bench.returncode != 0:
+            raise RuntimeError(f"cluster-sim failed:\n{output}")
         with open(out) as f:
             report = json.load(f)
     finally:
@@ -199,10 +206,10 @@ def measure(mode, m, args, workdir):
         log.close()
     probes = wall / 2.0
     per = []
-    for b, a in zip(before, after):
+    for b, a, c in zip(before, after, channels):
         per.append({k: a[k] - b[k] for k in ("messages_in", "bytes_in", "bridge_cpu",
                                              "process_cpu")}
-                   | {"room_channels": b["room_channels"]})
+                   | {"room_channels": c})
     msgs = [max(p["messages_in"] - probes, 0) for p in per]
     return {
         "mode": mode, "machines": m, "wall_s": wall, "duration_s": args.duration,
@@ -257,15 +264,16 @@ def report(rows, args, started):
     w("")
     w("Command: `python3 benches/cluster_sim.py " + " ".join(sys.argv[1:]) + "`")
     w("")
-    w("| mode | M | rooms held / machine | Redis msgs in / s / machine | KB in / s / machine | "
+    w("| mode | M | rooms held / machine | room channels / machine | Redis msgs in / s / machine | KB in / s / machine | "
       "bridge CPU % / machine | bridge µs / msg in | process CPU % / machine | "
       "Redis CPU % | delivered / expected | p50 ms | p99 ms |")
-    w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         t = r["wall_s"]
         per_msg = (r["bridge_cpu_per_machine"] / r["messages_in_per_machine"] * 1e6
                    if r["messages_in_per_machine"] else 0.0)
         w(f"| {r['mode']} | {r['machines']} | {r['room_fraction']:.3f} | "
+          f"{r['room_channels_per_machine']:.0f} | "
           f"{r['messages_in_per_machine'] / r['duration_s']:,.0f} | "
           f"{r['bytes_in_per_machine'] / r['duration_s'] / 1024:,.1f} | "
           f"{100 * r['bridge_cpu_per_machine'] / t:.2f} | {per_msg:.1f} | "

@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::aclient::AClient;
 use common::node::run_script;
 use common::redis::RedisServer;
+use common::scrape::Scrape;
 use common::{wait_until_async, TestServer};
 use serde_json::json;
 use shardio::gateway::endpoints as default_endpoints;
@@ -97,6 +98,19 @@ async fn a_machine_subscribes_to_the_rooms_it_holds_and_receives_nothing_else() 
     assert_quiet(&mut a1, "a1").await;
     assert_eq!(a.metrics.bridge().messages_in() - before, 3);
     assert_eq!(a.metrics.bridge().malformed(), 0);
+    // The same figures on /metrics, as benches/cluster_sim.py reads them.
+    let scrape = Scrape::of(a.addr);
+    assert_eq!(scrape.sum("shardio_redis_room_channels", &[]), 3.0);
+    let bridge = a.metrics.bridge();
+    assert_eq!(
+        scrape.sum("shardio_redis_messages_in_total", &[]),
+        bridge.messages_in() as f64
+    );
+    assert_eq!(
+        scrape.sum("shardio_redis_bytes_in_total", &[]),
+        bridge.bytes_in() as f64
+    );
+    assert!(bridge.bytes_in() > 0);
     drop(b);
 }
 
