@@ -33,7 +33,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 SHARDIO = os.path.join(TARGET, "release", "shardio")
 BENCH = os.path.join(TARGET, "release", "shardio-bench")
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def free_port():
@@ -94,22 +93,26 @@ MODES = {
 
 
 def cpu_seconds(pid, thread_name=None):
-    """CPU seconds (user + system) of a process, or of its threads named `thread_name`."""
-    paths = [f"/proc/{pid}/stat"]
-    if thread_name is not None:
-        paths = []
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/comm") as f:
-                if f.read().strip() == thread_name:
-                    paths.append(f"/proc/{pid}/task/{tid}/stat")
-        if not paths:
-            raise RuntimeError(f"pid {pid} has no thread named {thread_name}")
+    """CPU seconds of a process's threads (all, or those named `thread_name`), from
+    /proc/<pid>/task/<tid>/schedstat (nanoseconds on a CPU; /proc's stat counts 10 ms ticks,
+    too coarse for a bridge that uses tens of milliseconds in a run)."""
     total = 0
-    for path in paths:
-        with open(path) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / TICKS
+    found = False
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        base = f"/proc/{pid}/task/{tid}"
+        try:
+            if thread_name is not None:
+                with open(f"{base}/comm") as f:
+                    if f.read().strip() != thread_name:
+                        continue
+            with open(f"{base}/schedstat") as f:
+                total += int(f.read().split()[0])
+            found = True
+        except FileNotFoundError:
+            continue  # the thread ended meanwhile
+    if not found:
+        raise RuntimeError(f"pid {pid} has no thread named {thread_name}")
+    return total / 1e9
 
 
 def scrape(port):
@@ -233,14 +236,38 @@ def measure(mode, m, args, workdir):
     }
 
 
-def fit(rows, x_of, y_of):
-    """Least squares y = a * x through the origin; the per-unit cost."""
-    num = sum(x_of(r) * y_of(r) for r in rows)
-    den = sum(x_of(r) ** 2 for r in rows)
-    return num / den if den else 0.0
+def fit_line(points):
+    """Least squares y = a + b * x over (x, y) points: (a, b)."""
+    n = len(points)
+    if n < 2:
+        return 0.0, 0.0
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    if not sxx:
+        return my, 0.0
+    b = sum((x - mx) * (y - my) for x, y in points) / sxx
+    return my - b * mx, b
 
 
-def report(rows, args, started):
+def median_rows(runs):
+    """One row per (mode, M): the median of every figure over the repetitions."""
+    groups = {}
+    for r in runs:
+        groups.setdefault((r["mode"], r["machines"]), []).append(r)
+    rows = []
+    for reps in groups.values():
+        row = dict(reps[0])
+        for key, value in reps[0].items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                values = sorted(r[key] for r in reps)
+                row[key] = values[len(values) // 2]
+        row["reps"] = len(reps)
+        rows.append(row)
+    return rows
+
+
+def report(rows, args, started, argv):
     def us(x):
         return f"{x:,.0f}"
 
@@ -260,11 +287,13 @@ def report(rows, args, started):
       "Per machine: messages and payload bytes that arrived from Redis "
       "(`shardio_redis_messages_in_total`, `shardio_redis_bytes_in_total`; the probe, one "
       "message per 2 s, subtracted), the `redis-bridge` thread's CPU and the whole process's "
-      "(from /proc), averaged over the machines. Redis: the redis-server process's CPU.")
+      "(from /proc/<pid>/task/*/schedstat), averaged over the machines. Redis: the redis-server process's CPU.")
     w("")
-    w("Command: `python3 benches/cluster_sim.py " + " ".join(sys.argv[1:]) + "`")
+    w("Command: `" + " ".join(["python3 benches/cluster_sim.py", argv]).strip() + "`. "
+      f"Each row is the median of {args.reps} runs; modes alternate within each M, and every "
+      "run starts a fresh Redis and fresh machines.")
     w("")
-    w("| mode | M | rooms held / machine | room channels / machine | Redis msgs in / s / machine | KB in / s / machine | "
+    w("| mode | M | share of rooms held / machine | room channels / machine | Redis msgs in / s / machine | KB in / s / machine | "
       "bridge CPU % / machine | bridge µs / msg in | process CPU % / machine | "
       "Redis CPU % | delivered / expected | p50 ms | p99 ms |")
     w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -290,10 +319,11 @@ def report(rows, args, started):
     w("- a machine's Redis ingress is T x f, where f is the share of the cluster's broadcasts "
       "it receives: f = 1 in `pattern` mode (every machine receives everything), f = k/M in "
       "`rooms` mode (the rooms it holds, rooms carrying equal traffic);")
-    w("- its bridge CPU is ingress x c_in, c_in the measured bridge CPU per message received "
-      "(fitted through the origin over the runs of the mode: it includes decoding, re-encoding "
-      "once and handing the broadcast to the shards for messages it needs, and only the "
-      "decode-and-drop for the others);")
+    w("- its bridge CPU per second is c_0 + ingress x c_in, fitted over every row of both "
+      "modes: the bridge does the same work for each broadcast it receives in either mode "
+      "(decode, encode the frames once, hand them to the shards, which look the room up; it "
+      "does not drop broadcasts for rooms it has no member of before decoding), and c_0 is "
+      "what it does besides (timers, the probe, the run's SUBSCRIBE batches);")
     w("- Redis's CPU is T x (c_pub + D x c_out), D the deliveries Redis makes per publish: M in "
       "`pattern` mode (one per machine, each pattern matched per publish), k in `rooms` mode; "
       "c_pub and c_out fitted over every run.")
@@ -301,8 +331,8 @@ def report(rows, args, started):
     by_mode = {}
     for r in rows:
         by_mode.setdefault(r["mode"], []).append(r)
-    c_in = {mode: fit(rs, lambda r: r["messages_in_per_machine"],
-                      lambda r: r["bridge_cpu_per_machine"]) for mode, rs in by_mode.items()}
+    c_0, c_in = fit_line([(r["messages_in_per_machine"] / r["wall_s"],
+                           r["bridge_cpu_per_machine"] / r["wall_s"]) for r in rows])
 
     def fanout(r):
         return r["machines"] if r["mode"] == "pattern" else min(args.copies, r["machines"])
@@ -320,8 +350,9 @@ def report(rows, args, started):
         c_out = (s11 * t2 - s12 * t1) / det
     else:
         c_pub, c_out = 0.0, 0.0
-    w("Fitted: " + ", ".join(f"c_in({m}) = {v * 1e6:.1f} µs" for m, v in c_in.items())
-      + f", c_pub = {c_pub * 1e6:.1f} µs, c_out = {c_out * 1e6:.2f} µs.")
+    w(f"Fitted: c_0 = {c_0 * 1e3:.1f} ms per second (per machine), c_in = {c_in * 1e6:.1f} µs "
+      f"per message, c_pub = {c_pub * 1e6:.1f} µs per publish, c_out = {c_out * 1e6:.2f} µs per "
+      "delivery by Redis.")
     w("")
     t = args.rate
     k = args.copies
@@ -338,12 +369,25 @@ def report(rows, args, started):
                 d = m if mode == "pattern" else k
                 ingress = rate * f
                 w(f"| {mode} | {m:,} | {rate:,.0f} | {ingress:,.0f} | "
-                  f"{ingress * c_in[mode]:.3f} | {rate * d:,.0f} | "
+                  f"{c_0 + ingress * c_in:.3f} | {rate * d:,.0f} | "
                   f"{rate * (c_pub + d * c_out):.2f} |")
     w("")
-    w("A Redis core is one core: Redis runs commands on one thread, so a projected Redis CPU "
-      "above 1 core means that mode cannot carry that load on one Redis (pattern mode at "
-      "1,000 machines: every publish is written to 1,000 connections). In `rooms` mode Redis's "
+    def redis_max(d):
+        return 1 / (c_pub + d * c_out) if c_pub + d * c_out > 0 else float("inf")
+
+    bridge_max = (1 - c_0) / c_in if c_in > 0 else float("inf")
+    w("Ceilings from the same costs: Redis runs commands on one thread, so one Redis carries "
+      f"at most 1 / (c_pub + D x c_out) publishes/s: {redis_max(100):,.0f} in `pattern` mode "
+      f"at M = 100, {redis_max(1000):,.0f} at M = 1,000 (every publish is written to every "
+      f"machine), {redis_max(k):,.0f} in `rooms` mode whatever M (k = {k} deliveries per "
+      "publish); past that, the publishes must be spread over several Redis (the sharded mode "
+      "on a Redis Cluster). The bridge is one thread per machine: it receives at most "
+      f"(1 - c_0) / c_in = {bridge_max:,.0f} messages/s, the whole cluster's publish rate in "
+      "`pattern` mode, the share of its rooms in `rooms` mode.")
+    w("")
+    w("The `bridge µs / msg in` column divides all of the bridge's CPU by the messages it "
+      "received, so the fixed part c_0 weighs more as ingress falls; the fit separates them. "
+      "In `rooms` mode Redis's "
       "work per publish stays k deliveries however many machines there are, and a machine's "
       "ingress falls as 1/M at a fixed T: it grows with the rooms it holds, not with the "
       "cluster's traffic. The model ignores what a larger cluster also adds (more rooms per "
@@ -365,8 +409,10 @@ def main():
     ap.add_argument("--publishers", type=int, default=16)
     ap.add_argument("--rate", type=float, default=1000.0, help="total publishes per second")
     ap.add_argument("--duration", type=float, default=8.0)
+    ap.add_argument("--reps", type=int, default=3, help="runs per (mode, M); medians reported")
     ap.add_argument("--out", default=os.path.join(ROOT, "benches", "RESULTS-cluster.md"))
-    ap.add_argument("--json", help="also write every row as JSON here")
+    ap.add_argument("--json", help="also write every run as JSON here")
+    ap.add_argument("--from-json", help="write the report from runs saved with --json")
     args = ap.parse_args()
     modes = args.modes.split(",")
     for mode in modes:
@@ -378,16 +424,29 @@ def main():
     if shutil.which("redis-server") is None:
         sys.exit("redis-server missing (apt-get install redis-server)")
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    if args.from_json:
+        with open(args.from_json) as f:
+            runs = json.load(f)
+        args.reps = max(r["rep"] for r in runs) + 1
+        with open(args.out, "w") as f:
+            f.write(report(median_rows(runs), args, runs[0]["started"], runs[0]["argv"]))
+        print(f"wrote {args.out}")
+        return
     rows = []
     with tempfile.TemporaryDirectory(prefix="cluster-sim-") as workdir:
         # Modes alternate within each M, so that the machine's background load falls on both.
-        for m in [int(x) for x in args.machines.split(",")]:
-            for mode in modes:
-                row = measure(mode, m, args, workdir)
-                print(json.dumps({k: v for k, v in row.items() if k != "command"}), flush=True)
-                rows.append(row)
+        for rep in range(args.reps):
+            for m in [int(x) for x in args.machines.split(",")]:
+                for mode in modes:
+                    row = measure(mode, m, args, workdir)
+                    row["rep"] = rep
+                    row["started"] = started
+                    row["argv"] = " ".join(sys.argv[1:])
+                    print(json.dumps({k: v for k, v in row.items() if k != "command"}),
+                          flush=True)
+                    rows.append(row)
     with open(args.out, "w") as f:
-        f.write(report(rows, args, started))
+        f.write(report(median_rows(rows), args, started, " ".join(sys.argv[1:])))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
