@@ -236,6 +236,8 @@ impl Bridge {
                 }
                 None
             }
+            // Only shards are told that; a bridge never asks itself.
+            Reply::RoomsSubscribed { .. } => None,
         };
         if let Some(due) = due {
             self.carry_out(due);

@@ -227,6 +227,8 @@ struct Bridge {
     sink: Option<redis::aio::PubSubSink>,
     /// The SUBSCRIBE / UNSUBSCRIBE of room channels in flight, at most one batch.
     subscribing: Option<rooms::Subscribing>,
+    /// The shards' room reports waiting for Redis's confirmation.
+    confirmations: rooms::Confirmations,
 }
 
 impl Bridge {
@@ -280,6 +282,7 @@ impl Bridge {
             rooms: per_room.then(RoomSubscriptions::default),
             sink: None,
             subscribing: None,
+            confirmations: rooms::Confirmations::default(),
         }
     }
 
@@ -321,11 +324,15 @@ impl Bridge {
                     }
                     let wait = tokio::time::sleep(backoff);
                     tokio::pin!(wait);
+                    self.confirm_rooms_while_away();
                     loop {
                         tokio::select! {
                             _ = &mut stop => return,
                             () = &mut wait => break,
-                            Some(work) = self.queue.recv() => self.on_shard(work),
+                            Some(work) = self.queue.recv() => {
+                                self.on_shard(work);
+                                self.confirm_rooms_while_away();
+                            }
                             () = sleep_until(self.pending.next_deadline()) => self.expire(),
                         }
                     }
@@ -353,6 +360,7 @@ impl Bridge {
             self.probe = None;
             self.sink = None;
             self.subscribing = None;
+            self.room_batch_lost();
             for due in self.pending.fail_outbound() {
                 self.carry_out(due);
             }
@@ -407,7 +415,7 @@ impl Bridge {
                     if let Err(e) = result {
                         break Ended::Lost(format!("changing room subscriptions: {e}"));
                     }
-                    self.apply_room_changes();
+                    self.room_batch_done();
                 }
                 Some(fb) = feedback.recv() => match fb {
                     Feedback::Servers { request_id, servers } => {

@@ -2,8 +2,14 @@
 //! lost, the channel set they make (`subscriptions`), and its changes sent to Redis on the
 //! subscription connection, one batch in flight at a time. Changes reported meanwhile wait,
 //! and go as the next batch when the one in flight is confirmed.
+//!
+//! Each report is answered (`Reply::RoomsSubscribed`, its number) once Redis has confirmed
+//! what it needed: the batch that took its changes, or at once when it changed nothing Redis
+//! does not already have. While Redis is away, at once: the next connection subscribes the
+//! whole set before it receives anything.
 
 use futures_util::future::LocalBoxFuture;
+use std::collections::HashMap;
 
 use super::*;
 use crate::bus::cluster::RoomChanges;
@@ -21,6 +27,22 @@ pub(super) async fn in_flight(
     match subscribing {
         Some(batch) => batch.await,
         None => std::future::pending().await,
+    }
+}
+
+/// The shards' room reports not yet answered, as (namespace, shard) -> the last report's number.
+#[derive(Default)]
+pub(super) struct Confirmations {
+    /// Not yet taken into a batch.
+    waiting: HashMap<(usize, usize), u64>,
+    /// Taken into the batch in flight.
+    in_flight: Vec<((usize, usize), u64)>,
+}
+
+impl Confirmations {
+    fn wait(&mut self, key: (usize, usize), seq: u64) {
+        let last = self.waiting.entry(key).or_default();
+        *last = (*last).max(seq);
     }
 }
 
@@ -71,6 +93,38 @@ impl Bridge {
         for (room, held) in &changes.rooms {
             subs.update(&channels.room(room), ns, shard, *held);
         }
+        self.confirmations.wait((ns, shard), changes.seq);
+    }
+
+    /// Tells each shard which of its reports Redis has confirmed.
+    fn confirm_rooms(&self, reports: impl IntoIterator<Item = ((usize, usize), u64)>) {
+        for ((ns, shard), seq) in reports {
+            let nsp = self.namespaces[ns].name.clone();
+            self.reply_to_shard(shard, Reply::RoomsSubscribed { nsp, seq });
+        }
+    }
+
+    /// The batch in flight was confirmed: so are the reports it took; then the next batch.
+    pub(super) fn room_batch_done(&mut self) {
+        let done = std::mem::take(&mut self.confirmations.in_flight);
+        self.confirm_rooms(done);
+        self.apply_room_changes();
+    }
+
+    /// The connection was lost with a batch in flight: its reports wait for the next
+    /// connection.
+    pub(super) fn room_batch_lost(&mut self) {
+        for (key, seq) in std::mem::take(&mut self.confirmations.in_flight) {
+            self.confirmations.wait(key, seq);
+        }
+    }
+
+    /// Between connection attempts: every report so far is answered, since the next
+    /// connection subscribes the whole set before it receives anything.
+    pub(super) fn confirm_rooms_while_away(&mut self) {
+        self.room_batch_lost();
+        let waiting = std::mem::take(&mut self.confirmations.waiting);
+        self.confirm_rooms(waiting);
     }
 
     /// Sends the room channels' changes to Redis, unless a batch is in flight (then they go
@@ -83,11 +137,15 @@ impl Bridge {
             return;
         };
         let changes = subs.take_changes();
-        if changes.is_empty() {
-            return;
-        }
-        self.metrics.bridge().set_room_channels(subs.subscribed());
         let mut sink = sink.clone();
+        let subscribed = subs.subscribed();
+        let reports: Vec<_> = self.confirmations.waiting.drain().collect();
+        if changes.is_empty() {
+            // Redis already has what these reports need.
+            return self.confirm_rooms(reports);
+        }
+        self.confirmations.in_flight = reports;
+        self.metrics.bridge().set_room_channels(subscribed);
         self.subscribing = Some(Box::pin(async move {
             let send = async {
                 // Unsubscribing first: once a batch's last SUBSCRIBE is confirmed, all of it is.

@@ -5,11 +5,17 @@
 //! one message, never one per join. Each note is the room's state (held or not), so the last
 //! note of a room wins and nothing depends on order. A report the bridge's full queue refuses
 //! is kept (newer notes win) and sent again shortly: a room's subscription is never lost.
+//!
+//! Reports are numbered; the bridge answers each with `Reply::RoomsSubscribed` once Redis has
+//! confirmed what it needed, and [`NsShard::rooms_subscribed`] waits for the answer to the
+//! last report that holds the joins made so far (the gateway acknowledges a join then).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
+
+use tokio::sync::oneshot;
 
 use super::link::ClusterLink;
 use super::NsShard;
@@ -25,6 +31,11 @@ struct Notes {
     rooms: HashMap<Rc<str>, bool>,
     /// A task will send them.
     scheduled: bool,
+    /// The number of the last report sent, and of the last one the bridge confirmed.
+    sent: u64,
+    subscribed: u64,
+    /// Who waits for the confirmation of a report, by its number.
+    waiters: Vec<(u64, oneshot::Sender<()>)>,
 }
 
 /// The room reports of one namespace on one shard; off unless the bridge asked for them.
@@ -38,6 +49,38 @@ impl RoomReports {
         RoomReports {
             on: link.reports_room_interest(),
             notes: Rc::default(),
+        }
+    }
+
+    /// Waits until the bridge has confirmed every note made so far: the report in the making
+    /// when there are notes not yet sent, else the last one sent. `None` when there is nothing
+    /// to wait for.
+    fn wait(&self) -> Option<oneshot::Receiver<()>> {
+        if !self.on {
+            return None;
+        }
+        let mut notes = self.notes.borrow_mut();
+        let report = notes.sent + u64::from(!notes.rooms.is_empty());
+        if report <= notes.subscribed {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        notes.waiters.push((report, tx));
+        Some(rx)
+    }
+
+    /// The bridge has confirmed the reports up to `seq`.
+    pub(super) fn subscribed(&self, seq: u64) {
+        let mut notes = self.notes.borrow_mut();
+        notes.subscribed = notes.subscribed.max(seq);
+        let done = notes.subscribed;
+        let (ready, waiting) = std::mem::take(&mut notes.waiters)
+            .into_iter()
+            .partition(|(report, _)| *report <= done);
+        notes.waiters = waiting;
+        drop(notes);
+        for (_, waiter) in ready {
+            let _ = waiter.send(());
         }
     }
 
@@ -57,19 +100,21 @@ impl RoomReports {
 async fn send(nsp: String, link: Rc<ClusterLink>, notes: Rc<RefCell<Notes>>) {
     tokio::task::yield_now().await;
     loop {
-        let rooms: Vec<(Rc<str>, bool)> = {
+        let (rooms, seq): (Vec<(Rc<str>, bool)>, u64) = {
             let mut notes = notes.borrow_mut();
             if notes.rooms.is_empty() {
                 notes.scheduled = false;
                 return;
             }
-            notes.rooms.drain().collect()
+            (notes.rooms.drain().collect(), notes.sent + 1)
         };
         let msg = BridgeMsg::Rooms(Box::new(RoomChanges {
             nsp: nsp.clone(),
             rooms: rooms.iter().map(|(r, h)| (r.to_string(), *h)).collect(),
+            seq,
         }));
         if link.send_to_bridge(msg) {
+            notes.borrow_mut().sent = seq;
             continue;
         }
         {
@@ -85,6 +130,18 @@ async fn send(nsp: String, link: Rc<ClusterLink>, notes: Rc<RefCell<Notes>>) {
 /// Room membership changes, through which every join and leave of a socket goes so that the
 /// bridge hears of rooms gained and lost.
 impl NsShard {
+    /// Completes once the bridge has subscribed the rooms of every join made on this shard so
+    /// far (at once when it does not subscribe per room); never fails, and a confirmation
+    /// that never comes (a shard inbox overflowed) leaves it pending: callers bound the wait.
+    pub(super) fn rooms_subscribed(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let wait = self.reports.wait();
+        async move {
+            if let Some(confirmed) = wait {
+                let _ = confirmed.await;
+            }
+        }
+    }
+
     /// Adds socket `id` to `room`; false if it was already there.
     pub(super) fn join_room(&self, id: Sid, session: &Rc<Session>, room: &str) -> bool {
         let mut rooms = self.rooms.borrow_mut();

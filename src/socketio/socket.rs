@@ -382,6 +382,17 @@ impl Socket {
         self.0.ns.leave_room(self.0.id, room)
     }
 
+    /// Completes once other machines' broadcasts to the rooms this socket has joined so far
+    /// reach it. With `--redis-subscribe rooms` a join is local at once, but a machine receives
+    /// a room's broadcasts from Redis only once Redis has confirmed its subscription to the
+    /// room's channel: this waits for that (usually one Redis round trip). At once without a
+    /// Redis bridge, or with the pattern subscription (it receives every room all the time),
+    /// or while Redis is away (the next connection subscribes every room before it receives
+    /// anything). Bound the wait: a confirmation lost to a full shard inbox never comes.
+    pub fn rooms_subscribed(&self) -> impl std::future::Future<Output = ()> + 'static {
+        self.0.ns.rooms_subscribed()
+    }
+
     /// The rooms this socket is in (its own id included).
     pub fn rooms(&self) -> Vec<String> {
         let rooms = self.0.ns.rooms.borrow();

@@ -240,6 +240,36 @@ async fn a_restarted_redis_gets_the_current_room_set_again() {
     assert!(a.metrics.bridge().reconnects() >= 1);
 }
 
+/// The gateway acknowledges a join once Redis has confirmed the room's subscription: right
+/// after the acknowledgement Redis counts the machine, and a broadcast published then from
+/// another machine arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_is_acknowledged_once_its_room_is_subscribed() {
+    let redis = RedisServer::start();
+    let (a, b) = (gateway(&redis, "rooms"), gateway(&redis, "rooms"));
+    let mut a1 = AClient::connect(a.addr, "/").await;
+    let b1 = joined(b.addr, json!([])).await;
+    for i in 0..20 {
+        let name = format!("acked-{i}");
+        assert_eq!(
+            a1.call("", i + 1, "join", json!(name)).await,
+            json!({"ok": true})
+        );
+        assert_eq!(redis.numsub(&room(&name)), 1, "{name} right after the ack");
+        b1.send(&format!(
+            r#"42["publish",{{"to":"{name}","event":"n","data":{i}}}]"#
+        ));
+        assert_eq!(next_event(&mut a1).await.1, json!(i), "{name}");
+    }
+    // A join that needs no new subscription is acknowledged at once (no confirmation to
+    // wait for): the room is held already.
+    assert_eq!(
+        a1.call("", 99, "join", json!("acked-0")).await,
+        json!({"ok": true})
+    );
+    assert_eq!(a.metrics.bridge().dropped(), 0);
+}
+
 /// The promise: once the room's SUBSCRIBE is confirmed (Redis counts the machine), every
 /// broadcast published to the room from then on is delivered. A join is local at once; what
 /// is published between the join and the confirmation may be missed, as documented.

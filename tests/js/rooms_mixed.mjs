@@ -52,8 +52,10 @@ await runMain(async () => {
   };
 
   assert.deepEqual(await onShardio.timeout(3000).emitWithAck("join", "roomA"), { ok: true });
-  // The join is effective for other servers' broadcasts once its SUBSCRIBE is confirmed.
-  await subscribed("roomA", 1);
+  // The gateway acknowledges a join once Redis has confirmed the room's subscription: Node's
+  // broadcasts from now on reach the socket (the first one just below).
+  assert.equal(await numsub("roomA"), 1, "subscribed when the join is acknowledged");
+  // A socket's own-id room is subscribed as it connects; nothing acknowledges that.
   await subscribed(onShardio.id, 1);
 
   // Node to shardio: one room (its channel), binary included; outside is not in it.
