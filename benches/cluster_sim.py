@@ -276,7 +276,8 @@ def report(rows, args, started, argv):
     w("# The many-machine simulation (`benches/cluster_sim.py`)")
     w("")
     w(f"Run {started} on {platform.node()} ({os.cpu_count()} cores, "
-      f"{platform.release()}), shared with other builds: CPU figures are indicative, not "
+      f"{platform.release()}; commit {args.commit}), shared with other builds: CPU figures are "
+      "indicative, not "
       "clean. M shardio processes (`--shards 1 --no-pin`, release build) and one "
       "`redis-server` on loopback; one `shardio-bench cluster-sim` generator (one thread).")
     w("")
@@ -424,10 +425,13 @@ def main():
     if shutil.which("redis-server") is None:
         sys.exit("redis-server missing (apt-get install redis-server)")
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    args.commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                 capture_output=True, text=True).stdout.strip() or "unknown"
     if args.from_json:
         with open(args.from_json) as f:
             runs = json.load(f)
         args.reps = max(r["rep"] for r in runs) + 1
+        args.commit = runs[0].get("commit", args.commit)
         with open(args.out, "w") as f:
             f.write(report(median_rows(runs), args, runs[0]["started"], runs[0]["argv"]))
         print(f"wrote {args.out}")
@@ -441,6 +445,7 @@ def main():
                     row = measure(mode, m, args, workdir)
                     row["rep"] = rep
                     row["started"] = started
+                    row["commit"] = args.commit
                     row["argv"] = " ".join(sys.argv[1:])
                     print(json.dumps({k: v for k, v in row.items() if k != "command"}),
                           flush=True)
