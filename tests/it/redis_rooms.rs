@@ -240,6 +240,30 @@ async fn a_restarted_redis_gets_the_current_room_set_again() {
     assert!(a.metrics.bridge().reconnects() >= 1);
 }
 
+/// A machine in rooms mode and one in pattern mode (Node's subscription) share rooms both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_and_pattern_machines_share_one_cluster() {
+    let redis = RedisServer::start();
+    let (a, b) = (gateway(&redis, "rooms"), gateway(&redis, "pattern"));
+    let mut a1 = joined(a.addr, json!(["both"])).await;
+    let mut b1 = joined(b.addr, json!(["both"])).await;
+    b1.send(r#"42["publish",{"to":"both","event":"from-pattern","data":1}]"#);
+    assert_eq!(next_event(&mut a1).await.0, "from-pattern");
+    a1.send(r#"42["publish",{"to":"both","event":"from-rooms","data":2}]"#);
+    assert_eq!(next_event(&mut b1).await.0, "from-rooms");
+    a1.send(r#"42["publish",{"event":"everyone","data":3}]"#);
+    assert_eq!(next_event(&mut b1).await.0, "everyone");
+    b1.send(r#"42["publish",{"event":"everyone","data":4}]"#);
+    assert_eq!(next_event(&mut a1).await.1, json!(4));
+    assert_eq!(
+        redis.numsub(&room("both")),
+        1,
+        "only the rooms-mode machine"
+    );
+    assert_quiet(&mut a1, "a1").await;
+    assert_quiet(&mut b1, "b1").await;
+}
+
 /// The gateway acknowledges a join once Redis has confirmed the room's subscription: right
 /// after the acknowledgement Redis counts the machine, and a broadcast published then from
 /// another machine arrives.
