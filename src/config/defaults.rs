@@ -112,3 +112,6 @@ pub fn demo(jwt_enabled: bool) -> bool {
 
 /// `--log-format`: human-readable lines.
 pub const LOG_FORMAT: &str = "text";
+/// `--redis-subscribe`: Node's classic pattern subscription, until per-room subscriptions are
+/// measured in every deployment shape (benches/RESULTS-cluster.md).
+pub const REDIS_SUBSCRIBE: &str = "pattern";

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use clap::{Args, Parser};
+use clap::{Args, Parser, ValueEnum};
 
 use super::{defaults, ConfigError};
 
@@ -56,6 +56,30 @@ pub struct RedisConfig {
         value_name = "MS"
     )]
     pub reconnect_max: u64,
+    /// What the bridge subscribes to for broadcasts: `pattern` (Node's classic adapter:
+    /// `PSUBSCRIBE prefix#nsp#*`, every machine receives every broadcast) or `rooms` (the
+    /// namespace channel plus one channel per room with a member on this machine).
+    #[arg(
+        long = "redis-subscribe",
+        env = "SHARDIO_REDIS_SUBSCRIBE",
+        value_enum,
+        default_value = defaults::REDIS_SUBSCRIBE,
+        value_name = "MODE"
+    )]
+    pub subscribe: RedisSubscribe,
+}
+
+/// How the bridge subscribes to other servers' broadcasts (`--redis-subscribe`). Either way
+/// the same channels are published to and every server of a cluster may use either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RedisSubscribe {
+    /// `PSUBSCRIBE prefix#nsp#*`, as Node's classic adapter: every machine receives every
+    /// broadcast of the cluster, whether it holds members of the room or not.
+    Pattern,
+    /// `SUBSCRIBE prefix#nsp#` and `prefix#nsp#<room>#` for each room (socket ids included)
+    /// with at least one member on this machine, changed in batches as rooms gain their first
+    /// and lose their last local member: a machine receives the broadcasts of its rooms only.
+    Rooms,
 }
 
 impl RedisConfig {

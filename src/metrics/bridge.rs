@@ -16,6 +16,9 @@ pub struct BridgeMetrics {
     dropped: AtomicU64,
     malformed: AtomicU64,
     probes_lost: AtomicU64,
+    messages_in: AtomicU64,
+    bytes_in: AtomicU64,
+    room_channels: AtomicU64,
     /// Seconds from publishing a request to the cluster to its answer (or its deadline).
     pub(super) round_trips: Histogram,
 }
@@ -30,6 +33,9 @@ impl Default for BridgeMetrics {
             dropped: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
             probes_lost: AtomicU64::new(0),
+            messages_in: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            room_channels: AtomicU64::new(0),
             // 0.25 ms to 4 s: a loopback Redis answers in the first buckets, the default
             // request timeout (5 s) lands past the last.
             round_trips: Histogram::new(exponential_buckets(0.000_25, 2.0, 15)),
@@ -66,6 +72,16 @@ impl BridgeMetrics {
 
     pub(crate) fn probe_lost(&self) {
         self.probes_lost.fetch_add(1, Relaxed);
+    }
+
+    /// Counts one message from Redis of `bytes` payload bytes, whatever becomes of it.
+    pub(crate) fn message_in(&self, bytes: usize) {
+        self.messages_in.fetch_add(1, Relaxed);
+        self.bytes_in.fetch_add(bytes as u64, Relaxed);
+    }
+
+    pub(crate) fn set_room_channels(&self, n: usize) {
+        self.room_channels.store(n as u64, Relaxed);
     }
 
     /// Records how long a request to the other servers took to be answered.
@@ -107,5 +123,22 @@ impl BridgeMetrics {
     /// Probes that did not come back through the subscription in time.
     pub fn probes_lost(&self) -> u64 {
         self.probes_lost.load(Relaxed)
+    }
+
+    /// Messages that arrived from Redis on the subscription, whatever became of them (own
+    /// messages, probes, broadcasts for rooms without members here): the machine's Redis
+    /// ingress.
+    pub fn messages_in(&self) -> u64 {
+        self.messages_in.load(Relaxed)
+    }
+
+    /// Payload bytes of [`Self::messages_in`] (channel names and framing not counted).
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in.load(Relaxed)
+    }
+
+    /// Room channels subscribed (`--redis-subscribe rooms`; 0 in pattern mode).
+    pub fn room_channels(&self) -> u64 {
+        self.room_channels.load(Relaxed)
     }
 }

@@ -9,7 +9,8 @@ impl Bridge {
             Ok(Some(pattern)) => pattern,
             _ => msg.get_channel_name().to_owned(),
         };
-        let Some(&(ns, role)) = self.routes.get(&key) else {
+        self.stats().message_in(msg.get_payload_bytes().len());
+        let Some((ns, role)) = self.route(&key) else {
             return;
         };
         let payload = convert::payload_bytes(msg);

@@ -16,6 +16,7 @@ impl Bridge {
             } => self.ask_cluster(origin, &nsp, id, *query, timeout),
             BridgeMsg::Tell { nsp, cmd } => self.tell_cluster(&nsp, *cmd),
             BridgeMsg::Reply(reply) => self.on_shard_reply(*reply),
+            BridgeMsg::Rooms(changes) => self.on_rooms(origin, *changes),
         }
     }
 
@@ -235,6 +236,8 @@ impl Bridge {
                 }
                 None
             }
+            // Only shards are told that; a bridge never asks itself.
+            Reply::RoomsSubscribed { .. } => None,
         };
         if let Some(due) = due {
             self.carry_out(due);

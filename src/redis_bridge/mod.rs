@@ -13,7 +13,9 @@
 //!   (`bus::cluster`) and knows nothing of `socketio/`.
 //! * Bridge -> Redis: a publisher task with its own bounded queue pipelines PUBLISH commands
 //!   (and PUBSUB NUMSUB for requests) on one multiplexed connection; a full queue drops.
-//! * Redis -> bridge: one pub/sub connection with Node's channel set per namespace.
+//! * Redis -> bridge: one pub/sub connection with Node's channel set per namespace, or, with
+//!   `--redis-subscribe rooms`, the namespace channel and one channel per room this machine
+//!   holds, changed in batches as the shards report rooms gained and lost (`rooms`).
 //!
 //! Nothing here ever waits on a shard, and no shard ever waits on Redis. When Redis is away, the
 //! bridge keeps draining its queue (publishes are dropped and counted, questions are answered
@@ -29,12 +31,16 @@
 //! * `from_redis`: other servers' broadcasts, requests and responses;
 //! * `from_shards`: the shards' broadcasts to publish, questions, commands and answers;
 //! * `pending`: requests in flight both ways and their deadlines;
+//! * `subscriptions`: the room channels wanted and the changes to tell Redis (pure);
+//! * `rooms`: the shards' room reports, and the room channels' SUBSCRIBE / UNSUBSCRIBE;
 //! * `convert`: Node's JSON values to and from Socket.IO payloads.
 
 mod convert;
 mod from_redis;
 mod from_shards;
 mod pending;
+mod rooms;
+mod subscriptions;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -52,13 +58,14 @@ use crate::bus::cluster::{
     ServerSideEmit, SioMsg, Tally,
 };
 use crate::bus::{Bus, ShardMsg, ToBridge};
-use crate::config::RedisConfig;
+use crate::config::{RedisConfig, RedisSubscribe};
 use crate::metrics::{BridgeMetrics, Metrics};
 use crate::protocol::adapter::{
     self, BroadcastMessage, Channels, JsValue, Request, RequestBody, Response,
 };
 use crate::protocol::socketio::event_frames;
 use pending::{Due, Inbound, InboundAck, InboundKind, Outbound, OutboundKind, Pending};
+use subscriptions::RoomSubscriptions;
 
 /// How long the shards have to answer a request from another server, at most: well inside the
 /// requester's own timeout, so that it gets this server's answer, partial or not.
@@ -214,6 +221,14 @@ struct Bridge {
     probe: Option<String>,
     /// Shard that runs the next server-side emit from another server (round robin).
     next_emit_shard: usize,
+    /// The room channels, with `--redis-subscribe rooms`.
+    rooms: Option<RoomSubscriptions>,
+    /// Changes subscriptions on the connected subscription connection.
+    sink: Option<redis::aio::PubSubSink>,
+    /// The SUBSCRIBE / UNSUBSCRIBE of room channels in flight, at most one batch.
+    subscribing: Option<rooms::Subscribing>,
+    /// The shards' room reports waiting for Redis's confirmation.
+    confirmations: rooms::Confirmations,
 }
 
 impl Bridge {
@@ -236,8 +251,14 @@ impl Bridge {
             })
             .collect();
         let mut routes = HashMap::new();
+        let per_room = setup.config.subscribe == RedisSubscribe::Rooms;
         for (i, ns) in namespaces.iter().enumerate() {
-            routes.insert(ns.channels.pattern().to_owned(), (i, Role::Broadcast));
+            let broadcasts = if per_room {
+                ns.channels.broadcast()
+            } else {
+                ns.channels.pattern()
+            };
+            routes.insert(broadcasts.to_owned(), (i, Role::Broadcast));
             routes.insert(ns.channels.request().to_owned(), (i, Role::Request));
             routes.insert(ns.channels.response().to_owned(), (i, Role::Response));
             routes.insert(ns.own_response.clone(), (i, Role::Response));
@@ -258,6 +279,10 @@ impl Bridge {
             next_id: 0,
             probe: None,
             next_emit_shard: 0,
+            rooms: per_room.then(RoomSubscriptions::default),
+            sink: None,
+            subscribing: None,
+            confirmations: rooms::Confirmations::default(),
         }
     }
 
@@ -288,7 +313,7 @@ impl Bridge {
                     () = sleep_until(self.pending.next_deadline()) => self.expire(),
                 }
             };
-            let (conn, stream) = match connected {
+            let (conn, (sink, stream)) = match connected {
                 Ok(pair) => pair,
                 Err(e) => {
                     attempts += 1;
@@ -299,11 +324,15 @@ impl Bridge {
                     }
                     let wait = tokio::time::sleep(backoff);
                     tokio::pin!(wait);
+                    self.confirm_rooms_while_away();
                     loop {
                         tokio::select! {
                             _ = &mut stop => return,
                             () = &mut wait => break,
-                            Some(work) = self.queue.recv() => self.on_shard(work),
+                            Some(work) = self.queue.recv() => {
+                                self.on_shard(work);
+                                self.confirm_rooms_while_away();
+                            }
                             () = sleep_until(self.pending.next_deadline()) => self.expire(),
                         }
                     }
@@ -324,10 +353,14 @@ impl Bridge {
             attempts = 0;
             backoff = RedisConfig::RECONNECT_MIN;
             self.stats().set_connected(true);
+            self.sink = Some(sink);
             let ended = self.serve(conn, stream, &mut stop).await;
             self.stats().set_connected(false);
             self.out = None;
             self.probe = None;
+            self.sink = None;
+            self.subscribing = None;
+            self.room_batch_lost();
             for due in self.pending.fail_outbound() {
                 self.carry_out(due);
             }
@@ -338,18 +371,6 @@ impl Bridge {
                 }
             }
         }
-    }
-
-    /// Every channel and pattern to subscribe to, as (is pattern, name).
-    fn subscriptions(&self) -> Vec<(bool, String)> {
-        let mut subs = Vec::new();
-        for ns in &self.namespaces {
-            subs.push((true, ns.channels.pattern().to_owned()));
-            subs.push((false, ns.channels.request().to_owned()));
-            subs.push((false, ns.channels.response().to_owned()));
-            subs.push((false, ns.own_response.clone()));
-        }
-        subs
     }
 
     /// The connected phase: until Redis is lost or the bridge stops.
@@ -371,6 +392,8 @@ impl Bridge {
         let mut probe = tokio::time::interval(self.config.probe_interval());
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(64);
+        // Room changes reported while connecting.
+        self.apply_room_changes();
         let ended = loop {
             tokio::select! {
                 _ = &mut *stop => break Ended::Stop,
@@ -385,6 +408,14 @@ impl Bridge {
                     for work in batch.drain(..) {
                         self.on_shard(work);
                     }
+                    self.apply_room_changes();
+                }
+                result = rooms::in_flight(&mut self.subscribing) => {
+                    self.subscribing = None;
+                    if let Err(e) = result {
+                        break Ended::Lost(format!("changing room subscriptions: {e}"));
+                    }
+                    self.room_batch_done();
                 }
                 Some(fb) = feedback.recv() => match fb {
                     Feedback::Servers { request_id, servers } => {
@@ -505,11 +536,15 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Opens the publishing connection and the subscription connection, and subscribes.
+/// The subscription connection: its sink (to change subscriptions) and its stream.
+type Subscription = (redis::aio::PubSubSink, redis::aio::PubSubStream);
+
+/// Opens the publishing connection and the subscription connection, and subscribes: patterns
+/// one by one (there is one per namespace), channels in batches.
 async fn connect(
     client: redis::Client,
     subscriptions: Vec<(bool, String)>,
-) -> Result<(redis::aio::MultiplexedConnection, redis::aio::PubSubStream), redis::RedisError> {
+) -> Result<(redis::aio::MultiplexedConnection, Subscription), redis::RedisError> {
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(REDIS_RESPONSE_TIMEOUT))
         .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT));
@@ -518,19 +553,20 @@ async fn connect(
         .await?;
     let subscribe = async {
         let mut pubsub = client.get_async_pubsub().await?;
-        for (pattern, name) in &subscriptions {
-            if *pattern {
-                pubsub.psubscribe(name).await?;
-            } else {
-                pubsub.subscribe(name).await?;
-            }
+        let (patterns, channels): (Vec<_>, Vec<_>) = subscriptions.into_iter().partition(|s| s.0);
+        for (_, pattern) in &patterns {
+            pubsub.psubscribe(pattern).await?;
+        }
+        let channels: Vec<String> = channels.into_iter().map(|(_, name)| name).collect();
+        for chunk in channels.chunks(rooms::SUBSCRIBE_BATCH) {
+            pubsub.subscribe(chunk).await?;
         }
         Ok::<_, redis::RedisError>(pubsub)
     };
     let pubsub = tokio::time::timeout(REDIS_RESPONSE_TIMEOUT * 2, subscribe)
         .await
         .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "subscribing timed out")))??;
-    Ok((conn, pubsub.into_on_message()))
+    Ok((conn, pubsub.split()))
 }
 
 /// Sends queued commands to Redis in pipelines, in order, until the queue closes or Redis fails.

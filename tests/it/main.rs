@@ -22,6 +22,7 @@ mod ops;
 mod polling;
 mod real_client;
 mod redis;
+mod redis_rooms;
 mod runtime;
 mod soak;
 mod socketio;

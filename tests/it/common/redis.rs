@@ -88,6 +88,52 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    /// A connection of the `redis` crate, for commands whose answers are more than a line.
+    pub(crate) fn connection(&self) -> redis::Connection {
+        let con = redis::Client::open(self.url())
+            .expect("a Redis URL")
+            .get_connection()
+            .expect("connect to Redis");
+        con.set_read_timeout(Some(super::WAIT)).expect("timeout");
+        con
+    }
+
+    /// `PUBSUB NUMSUB channel`: how many connections subscribe to `channel`.
+    pub(crate) fn numsub(&self, channel: &str) -> i64 {
+        let reply: Vec<redis::Value> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query(&mut self.connection())
+            .expect("PUBSUB NUMSUB");
+        redis::from_redis_value_ref(&reply[1]).expect("a count")
+    }
+
+    /// `PUBSUB CHANNELS pattern`, sorted.
+    pub(crate) fn channels(&self, pattern: &str) -> Vec<String> {
+        let mut names: Vec<String> = redis::cmd("PUBSUB")
+            .arg("CHANNELS")
+            .arg(pattern)
+            .query(&mut self.connection())
+            .expect("PUBSUB CHANNELS");
+        names.sort();
+        names
+    }
+
+    /// How many times `command` (lower case, e.g. `subscribe`) ran, from `INFO commandstats`.
+    pub(crate) fn command_calls(&self, command: &str) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut self.connection())
+            .expect("INFO commandstats");
+        let key = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|line| line.strip_prefix(&key))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().expect("a call count"))
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
