@@ -112,3 +112,10 @@ pub fn demo(jwt_enabled: bool) -> bool {
 
 /// `--log-format`: human-readable lines.
 pub const LOG_FORMAT: &str = "text";
+
+/// `--redis-mode`: Node's classic Redis adapter.
+pub const REDIS_MODE: &str = "classic";
+/// `--redis-stream`: the streams adapter's `streamName`.
+pub const REDIS_STREAM: &str = "socket.io";
+/// `--redis-stream-maxlen`: the streams adapter's `maxLen`.
+pub const REDIS_STREAM_MAXLEN: u64 = 10_000;

@@ -29,7 +29,7 @@ use thiserror::Error;
 pub use access::{ApiConfig, AuthConfig};
 pub use limits::LimitsConfig;
 pub use load::{load, Loaded};
-pub use redis::RedisConfig;
+pub use redis::{RedisConfig, RedisMode};
 pub use runtime::RuntimeConfig;
 pub use source::{LoadError, Source};
 pub use tls::TlsConfig;

@@ -22,6 +22,7 @@ mod ops;
 mod polling;
 mod real_client;
 mod redis;
+mod redis_streams;
 mod runtime;
 mod soak;
 mod socketio;

@@ -35,7 +35,7 @@ fn wait_bridged(server: &TestServer) {
 }
 
 /// The next event a client receives: (name, first argument, binary attachments).
-async fn next_event(c: &mut AClient) -> (String, Value, Vec<Vec<u8>>) {
+pub(crate) async fn next_event(c: &mut AClient) -> (String, Value, Vec<Vec<u8>>) {
     let text = c.recv_text().await;
     let (attachments, json) = match text.strip_prefix("45") {
         Some(rest) => {
@@ -57,13 +57,13 @@ async fn next_event(c: &mut AClient) -> (String, Value, Vec<Vec<u8>>) {
 
 /// Nothing more arrives for a while: a fixed window on purpose, since that nothing arrives is
 /// the check.
-async fn assert_quiet(c: &mut AClient, who: &str) {
+pub(crate) async fn assert_quiet(c: &mut AClient, who: &str) {
     if let Some(frame) = c.try_recv(Duration::from_millis(300)).await {
         panic!("{who} got an unexpected frame: {frame:?}");
     }
 }
 
-async fn joined(addr: std::net::SocketAddr, rooms: Value) -> AClient {
+pub(crate) async fn joined(addr: std::net::SocketAddr, rooms: Value) -> AClient {
     let mut c = AClient::connect(addr, "/").await;
     assert_eq!(c.call("", 1, "join", rooms).await, json!({"ok": true}));
     c
