@@ -18,6 +18,8 @@ pub struct BridgeMetrics {
     probes_lost: AtomicU64,
     /// Seconds from publishing a request to the cluster to its answer (or its deadline).
     pub(super) round_trips: Histogram,
+    stream_waiting: AtomicU64,
+    stream_lag_ms: AtomicU64,
 }
 
 impl Default for BridgeMetrics {
@@ -33,6 +35,8 @@ impl Default for BridgeMetrics {
             // 0.25 ms to 4 s: a loopback Redis answers in the first buckets, the default
             // request timeout (5 s) lands past the last.
             round_trips: Histogram::new(exponential_buckets(0.000_25, 2.0, 15)),
+            stream_waiting: AtomicU64::new(0),
+            stream_lag_ms: AtomicU64::new(0),
         }
     }
 }
@@ -66,6 +70,14 @@ impl BridgeMetrics {
 
     pub(crate) fn probe_lost(&self) {
         self.probes_lost.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn set_stream_waiting(&self, entries: usize) {
+        self.stream_waiting.store(entries as u64, Relaxed);
+    }
+
+    pub(crate) fn set_stream_lag(&self, ms: u64) {
+        self.stream_lag_ms.store(ms, Relaxed);
     }
 
     /// Records how long a request to the other servers took to be answered.
@@ -107,5 +119,17 @@ impl BridgeMetrics {
     /// Probes that did not come back through the subscription in time.
     pub fn probes_lost(&self) -> u64 {
         self.probes_lost.load(Relaxed)
+    }
+
+    /// Streams mode: entries waiting to be added to the stream (published while Redis was
+    /// away); they go out first when it is back.
+    pub fn stream_waiting(&self) -> u64 {
+        self.stream_waiting.load(Relaxed)
+    }
+
+    /// Streams mode: how old (by Redis's clock, in milliseconds) the last entry read from the
+    /// stream was when the bridge read it: how far behind the stream the reader runs.
+    pub fn stream_lag_ms(&self) -> u64 {
+        self.stream_lag_ms.load(Relaxed)
     }
 }

@@ -65,6 +65,11 @@ fn parse_id(id: &str) -> Option<(u64, u64)> {
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
+/// The milliseconds part of an entry id: when Redis added it, by its clock.
+fn id_millis(id: &str) -> Option<u64> {
+    parse_id(id).map(|(ms, _)| ms)
+}
+
 /// Compares two entry ids; an id that does not parse sorts first.
 fn cmp_ids(a: &str, b: &str) -> Ordering {
     parse_id(a).cmp(&parse_id(b))
@@ -273,6 +278,12 @@ impl Bridge {
         } else {
             self.count_drop();
         }
+        self.count_waiting();
+    }
+
+    fn count_waiting(&self) {
+        let waiting = self.stream.as_ref().map_or(0, |s| s.backlog.len());
+        self.stats().set_stream_waiting(waiting);
     }
 
     /// The publisher failed: `unconfirmed` may be in the stream (checked on reconnection),
@@ -289,6 +300,7 @@ impl Bridge {
             state.backlog.push_front(entry);
         }
         state.unconfirmed = unconfirmed;
+        self.count_waiting();
     }
 
     /// On a fresh connection: the unconfirmed entries Redis did not add go first, then the
@@ -316,10 +328,17 @@ impl Bridge {
         for entry in pending {
             self.add_to_stream(entry);
         }
+        self.count_waiting();
     }
 
     /// Entries from the stream, in order: each goes to the shards, then counts as read.
     pub(super) fn on_stream_entries(&mut self, entries: Vec<(String, StreamEntry)>) {
+        if let Some(added) = entries.last().and_then(|(id, _)| id_millis(id)) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            self.stats().set_stream_lag(now.saturating_sub(added));
+        }
         for (id, fields) in entries {
             if let Some(ns) = self.ns_index(&fields.nsp) {
                 match ClusterMessage::from_entry(fields) {
@@ -417,6 +436,7 @@ mod tests {
         assert_eq!(cmp_ids("10-2", "10-10"), Ordering::Less);
         assert_eq!(cmp_ids("10-2", "10-2"), Ordering::Equal);
         assert_eq!(cmp_ids("junk", "0-0"), Ordering::Less);
+        assert_eq!(id_millis("1795606055859-3"), Some(1_795_606_055_859));
     }
 
     #[test]

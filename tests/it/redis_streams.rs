@@ -170,6 +170,9 @@ async fn a_redis_restart_mid_run_loses_nothing_and_repeats_nothing() {
     publish_steadily(&a1, 150..=199).await;
     both_notice(&a, &b);
     publish_steadily(&a1, 200..=249).await;
+    a.wait_until("A to hold what it could not add", |m| {
+        m.bridge().stream_waiting() >= 50
+    });
     redis.restart();
     publish_steadily(&a1, 250..=299).await;
 
@@ -186,6 +189,7 @@ async fn a_redis_restart_mid_run_loses_nothing_and_repeats_nothing() {
         assert_eq!((bridge.dropped(), bridge.malformed()), (0, 0));
     }
     assert_eq!(xlen(&redis), 300, "each message is in the stream once");
+    assert_eq!(a.metrics.bridge().stream_waiting(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
