@@ -21,8 +21,8 @@
 //! adapter's values; `wire` puts them on the mode's channels or stream.
 //!
 //! Nothing here ever waits on a shard, and no shard ever waits on Redis. When Redis is away, the
-//! bridge keeps draining its queue (publishes are dropped and counted, questions are answered
-//! as incomplete at once), retries with a doubling backoff (250 ms up to `--redis-reconnect-max`),
+//! bridge keeps draining its queue (publishes are dropped and counted, but in streams mode wait
+//! for Redis in a bounded backlog; questions are answered as incomplete at once), retries with a doubling backoff (250 ms up to `--redis-reconnect-max`),
 //! and resubscribes everything on return. A probe published every `--redis-probe-interval` to
 //! the bridge's own response channel must come back before the next one, or the connections are
 //! rebuilt: that catches a subscription that silently stopped delivering.
