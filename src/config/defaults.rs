@@ -115,3 +115,10 @@ pub const LOG_FORMAT: &str = "text";
 /// `--redis-subscribe`: Node's classic pattern subscription, until per-room subscriptions are
 /// measured in every deployment shape (benches/RESULTS-cluster.md).
 pub const REDIS_SUBSCRIBE: &str = "pattern";
+
+/// `--redis-mode`: Node's classic Redis adapter.
+pub const REDIS_MODE: &str = "classic";
+/// `--redis-stream`: the streams adapter's `streamName`.
+pub const REDIS_STREAM: &str = "socket.io";
+/// `--redis-stream-maxlen`: the streams adapter's `maxLen`.
+pub const REDIS_STREAM_MAXLEN: u64 = 10_000;

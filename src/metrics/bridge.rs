@@ -21,6 +21,8 @@ pub struct BridgeMetrics {
     room_channels: AtomicU64,
     /// Seconds from publishing a request to the cluster to its answer (or its deadline).
     pub(super) round_trips: Histogram,
+    stream_waiting: AtomicU64,
+    stream_lag_ms: AtomicU64,
 }
 
 impl Default for BridgeMetrics {
@@ -39,6 +41,8 @@ impl Default for BridgeMetrics {
             // 0.25 ms to 4 s: a loopback Redis answers in the first buckets, the default
             // request timeout (5 s) lands past the last.
             round_trips: Histogram::new(exponential_buckets(0.000_25, 2.0, 15)),
+            stream_waiting: AtomicU64::new(0),
+            stream_lag_ms: AtomicU64::new(0),
         }
     }
 }
@@ -84,6 +88,14 @@ impl BridgeMetrics {
         self.room_channels.store(n as u64, Relaxed);
     }
 
+    pub(crate) fn set_stream_waiting(&self, entries: usize) {
+        self.stream_waiting.store(entries as u64, Relaxed);
+    }
+
+    pub(crate) fn set_stream_lag(&self, ms: u64) {
+        self.stream_lag_ms.store(ms, Relaxed);
+    }
+
     /// Records how long a request to the other servers took to be answered.
     pub(crate) fn round_trip(&self, took: Duration) {
         self.round_trips.observe(took.as_secs_f64());
@@ -125,9 +137,9 @@ impl BridgeMetrics {
         self.probes_lost.load(Relaxed)
     }
 
-    /// Messages that arrived from Redis on the subscription, whatever became of them (own
-    /// messages, probes, broadcasts for rooms without members here): the machine's Redis
-    /// ingress.
+    /// Messages that arrived from Redis on the subscription (and stream entries read, in streams
+    /// mode), whatever became of them (own messages, probes, broadcasts for rooms without
+    /// members here): the machine's Redis ingress.
     pub fn messages_in(&self) -> u64 {
         self.messages_in.load(Relaxed)
     }
@@ -140,5 +152,17 @@ impl BridgeMetrics {
     /// Room channels subscribed (`--redis-subscribe rooms`; 0 in pattern mode).
     pub fn room_channels(&self) -> u64 {
         self.room_channels.load(Relaxed)
+    }
+
+    /// Streams mode: entries waiting to be added to the stream (published while Redis was
+    /// away); they go out first when it is back.
+    pub fn stream_waiting(&self) -> u64 {
+        self.stream_waiting.load(Relaxed)
+    }
+
+    /// Streams mode: how old (by Redis's clock, in milliseconds) the last entry read from the
+    /// stream was when the bridge read it: how far behind the stream the reader runs.
+    pub fn stream_lag_ms(&self) -> u64 {
+        self.stream_lag_ms.load(Relaxed)
     }
 }

@@ -301,6 +301,16 @@ impl Metrics {
                 "Room channels the bridge subscribes to (--redis-subscribe rooms).",
                 self.bridge.room_channels(),
             ),
+            (
+                "shardio_redis_stream_waiting",
+                "Streams mode: entries waiting for Redis to be added to the stream.",
+                self.bridge.stream_waiting(),
+            ),
+            (
+                "shardio_redis_stream_lag_milliseconds",
+                "Streams mode: age of the last entry read from the stream when it was read.",
+                self.bridge.stream_lag_ms(),
+            ),
         ];
         for (name, help, value) in gauges {
             sample(

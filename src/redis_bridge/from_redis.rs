@@ -28,6 +28,7 @@ impl Bridge {
                 Ok(r) => self.on_response(r),
                 Err(e) => self.malformed(channel, &e),
             },
+            Role::Cluster => self.on_cluster_payload(ns, channel, &payload),
         }
     }
 

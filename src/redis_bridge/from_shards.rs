@@ -43,18 +43,12 @@ impl Bridge {
         };
         match b.ack {
             None => {
-                let opts = convert::wire_opts(&b.opts, None);
-                let channel = self.namespaces[ns]
-                    .channels
-                    .publish_channel(&opts.rooms)
-                    .into_owned();
-                let payload = BroadcastMessage {
+                let message = BroadcastMessage {
                     uid: self.uid.clone(),
                     packet,
-                    opts,
-                }
-                .encode();
-                self.publish(channel, payload);
+                    opts: convert::wire_opts(&b.opts, None),
+                };
+                self.send_broadcast(ns, message);
             }
             Some((id, timeout)) => {
                 if self.out.is_none() || !self.pending.has_room() {
@@ -110,18 +104,9 @@ impl Bridge {
         body: RequestBody,
         req: Outbound,
     ) {
-        let payload = Request {
-            uid: Some(self.uid.clone()),
-            body,
-        }
-        .encode();
+        let out = self.request_out(ns, request_id.clone(), body);
         self.pending.add_outbound(request_id.clone(), req);
-        let out = Outgoing::Request {
-            request_id: request_id.clone(),
-            channel: self.namespaces[ns].channels.request().to_owned(),
-            payload,
-        };
-        if !self.send_out(out) {
+        if !out.is_some_and(|out| self.send_out(out)) {
             if let Some(due) = self.pending.servers_known(&request_id, None) {
                 self.carry_out(due);
             }
@@ -212,13 +197,7 @@ impl Bridge {
                 }
             },
         };
-        let payload = Request {
-            uid: Some(self.uid.clone()),
-            body,
-        }
-        .encode();
-        let channel = self.namespaces[ns].channels.request().to_owned();
-        self.publish(channel, payload);
+        self.send_command(ns, body);
     }
 
     pub(super) fn on_shard_reply(&mut self, reply: Reply) {
@@ -231,8 +210,7 @@ impl Bridge {
                         request_id: request_id.to_owned(),
                         packet: convert::first_arg(&payload),
                     };
-                    let channel = self.namespaces[ns].channels.response().to_owned();
-                    self.publish(channel, response.encode());
+                    self.send_response(ns, response);
                 }
                 None
             }
@@ -270,8 +248,7 @@ impl Bridge {
                             .map_or(JsValue::Null, |p| convert::first_arg(&p)),
                     },
                 };
-                let channel = self.namespaces[ns].channels.response().to_owned();
-                self.publish(channel, response.encode());
+                self.send_response(ns, response);
             }
             Due::ClientCount {
                 ns,
@@ -282,8 +259,7 @@ impl Bridge {
                     request_id,
                     client_count: count,
                 };
-                let channel = self.namespaces[ns].channels.response().to_owned();
-                self.publish(channel, response.encode());
+                self.send_response(ns, response);
             }
             Due::Answer {
                 ns,

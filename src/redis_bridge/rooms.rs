@@ -48,20 +48,13 @@ impl Confirmations {
 
 impl Bridge {
     /// Every channel and pattern to subscribe to on a fresh connection, as (is pattern, name):
-    /// with per-room subscriptions, the namespace channel and every room channel wanted now.
+    /// the fixed ones, and with per-room subscriptions every room channel wanted now.
     pub(super) fn subscriptions(&mut self) -> Vec<(bool, String)> {
-        let per_room = self.rooms.is_some();
-        let mut subs = Vec::new();
-        for ns in &self.namespaces {
-            if per_room {
-                subs.push((false, ns.channels.broadcast().to_owned()));
-            } else {
-                subs.push((true, ns.channels.pattern().to_owned()));
-            }
-            subs.push((false, ns.channels.request().to_owned()));
-            subs.push((false, ns.channels.response().to_owned()));
-            subs.push((false, ns.own_response.clone()));
-        }
+        let mut subs: Vec<(bool, String)> = self
+            .channel_roles()
+            .into_iter()
+            .map(|(pattern, name, _, _)| (pattern, name))
+            .collect();
         if let Some(rooms) = &mut self.rooms {
             subs.extend(rooms.resubscribe_all().into_iter().map(|c| (false, c)));
             self.metrics.bridge().set_room_channels(rooms.subscribed());

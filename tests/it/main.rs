@@ -23,6 +23,7 @@ mod polling;
 mod real_client;
 mod redis;
 mod redis_rooms;
+mod redis_streams;
 mod runtime;
 mod soak;
 mod socketio;

@@ -1,15 +1,18 @@
-//! A real `redis-server` for one test, on a free port, without persistence; killed on drop.
-//! It can be killed and restarted on the same port to test faults.
+//! A real `redis-server` for one test, on a free port, without persistence unless asked;
+//! killed on drop. It can be killed and restarted on the same port to test faults.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 pub(crate) struct RedisServer {
     pub port: u16,
     /// More `redis-server` options.
-    options: Vec<&'static str>,
+    options: Vec<String>,
     child: Option<Child>,
+    /// The data directory of a persistent server, removed on drop.
+    dir: Option<PathBuf>,
 }
 
 impl RedisServer {
@@ -19,15 +22,35 @@ impl RedisServer {
 
     /// A server started with more `redis-server` options.
     pub(crate) fn start_with(options: &[&'static str]) -> RedisServer {
+        let options = options.iter().map(|o| (*o).to_owned()).collect();
+        RedisServer::start_in(options, false)
+    }
+
+    /// A server that keeps its data across a kill: an append-only file, synced before each
+    /// reply (`appendfsync always`), in a directory of its own.
+    pub(crate) fn start_persistent() -> RedisServer {
+        let options = ["--appendonly", "yes", "--appendfsync", "always"];
+        RedisServer::start_in(options.iter().map(|o| (*o).to_owned()).collect(), true)
+    }
+
+    fn start_in(mut options: Vec<String>, persistent: bool) -> RedisServer {
         // The port is free when we look; redis-server takes it right after.
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
+        let dir = persistent.then(|| {
+            let dir =
+                std::env::temp_dir().join(format!("shardio-redis-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("a data directory");
+            options.extend(["--dir".to_owned(), dir.display().to_string()]);
+            dir
+        });
         let mut server = RedisServer {
             port,
-            options: options.to_vec(),
+            options,
             child: None,
+            dir,
         };
         server.restart();
         server
@@ -137,5 +160,8 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
