@@ -9,15 +9,21 @@
 //! into a full shard inbox (also the bridge's `dropped`): the bridge never waits on a shard.
 //! Every message carries its origin (a shard index, or the bridge); receivers act locally and
 //! never re-forward.
+//!
+//! Beside the queues, the bus holds the [`interest`] table: which shards hold members of which
+//! rooms, so that a broadcast goes only where it has members.
 
 pub(crate) mod cluster;
+pub(crate) mod interest;
 mod message;
 
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use crate::config::defaults;
 use crate::metrics::Metrics;
+use interest::Interest;
 
 pub(crate) use message::{Handoff, ShardMsg, ToBridge};
 
@@ -27,6 +33,8 @@ pub(crate) struct Bus {
     inboxes: Arc<[mpsc::Sender<ShardMsg>]>,
     bridge: Option<mpsc::Sender<ToBridge>>,
     metrics: Arc<Metrics>,
+    /// Which shards hold members of which rooms (`interest`).
+    interest: Arc<Interest>,
 }
 
 /// Why a bus message was not delivered: the target inbox was full (counted and logged), or the
@@ -48,6 +56,7 @@ impl Bus {
                 inboxes: senders.into(),
                 bridge: None,
                 metrics,
+                interest: Arc::new(Interest::new(shards, defaults::INTEREST_SLOTS)),
             },
             receivers,
         )
@@ -56,6 +65,11 @@ impl Bus {
     /// The server's counters.
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The interest table: where a broadcast to a room has members.
+    pub(crate) fn interest(&self) -> &Arc<Interest> {
+        &self.interest
     }
 
     /// How many shards the bus connects.

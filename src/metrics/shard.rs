@@ -79,6 +79,7 @@ pub struct ShardMetrics {
     pub(super) connection_tasks: Local,
     pub(super) tls_handshakes: Local,
     pub(super) tls_handshake_failures: Local,
+    pub(super) bus_received: Local,
 }
 
 impl ShardMetrics {
@@ -155,6 +156,11 @@ impl ShardMetrics {
     /// Counts a message this shard could not put on the bus; returns the count so far.
     pub(crate) fn bus_overflow(&self) -> u64 {
         self.bus_overflows.add(1)
+    }
+
+    /// Counts `n` messages taken from this shard's bus inbox.
+    pub(crate) fn bus_received(&self, n: usize) {
+        self.bus_received.add(n as u64);
     }
 
     pub(crate) fn handoff_sent(&self) {
@@ -375,5 +381,11 @@ impl ShardMetrics {
     /// cipher, a bad record) or did not finish within `--head-timeout`.
     pub fn tls_handshake_failures(&self) -> u64 {
         self.tls_handshake_failures.get()
+    }
+
+    /// Messages this shard took from its bus inbox: broadcasts, replies, questions and
+    /// commands of the other shards and the Redis bridge, and hand-offs.
+    pub fn bus_messages_received(&self) -> u64 {
+        self.bus_received.get()
     }
 }

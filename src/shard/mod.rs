@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::api::Api;
+use crate::bus::interest::LocalInterest;
 use crate::bus::{Bus, ShardMsg};
 use crate::connection::HttpLimits;
 use crate::engineio::{Admission, CloseReason, Engine, EngineShard};
@@ -117,10 +118,15 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
         http,
     ));
     let mut flusher = tokio::task::spawn_local(shard.run_flusher());
+    // One set of marks in the interest table for the shard: its endpoints' rooms share it.
+    let interest = Rc::new(LocalInterest::new(bus.interest().clone(), id));
     let served: Vec<ShardEndpoint> = endpoints
         .iter()
         .enumerate()
-        .map(|(index, ep)| start_endpoint(&shard, &bus, index, ep, bridged == Some(index)))
+        .map(|(index, ep)| {
+            let bridged = bridged == Some(index);
+            start_endpoint(&shard, &bus, &interest, index, ep, bridged)
+        })
         .collect();
     let internal = internal.map(TcpListener::from_std).transpose()?;
     let api = api.and_then(|api| {
@@ -240,13 +246,14 @@ fn assets(endpoints: &[Endpoint]) -> Assets {
 fn start_endpoint(
     shard: &Rc<EngineShard>,
     bus: &Bus,
+    interest: &Rc<LocalInterest>,
     index: usize,
     ep: &Endpoint,
     bridged: bool,
 ) -> ShardEndpoint {
     let (app, socketio): (Option<Rc<dyn crate::engineio::EngineApp>>, _) = match &ep.app {
         App::SocketIo(io) => {
-            let sio = io.for_shard(shard, bus.clone(), index, bridged);
+            let sio = io.for_shard(shard, bus.clone(), index, bridged, interest.clone());
             (Some(sio.clone()), Some(sio))
         }
         App::Engine(factory) => (Some(factory.for_shard(shard)), None),
@@ -289,6 +296,7 @@ async fn read_inbox(
 ) {
     let mut batch = Vec::with_capacity(64);
     while inbox.recv_many(&mut batch, 64).await > 0 {
+        shard.metrics().bus_received(batch.len());
         for msg in batch.drain(..) {
             match msg {
                 ShardMsg::Handoff(handoff) => router::serve_handoff(&router, *handoff),

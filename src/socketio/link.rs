@@ -1,9 +1,20 @@
 //! The link of one Socket.IO endpoint on one shard to the rest of the cluster: the other
-//! shards over the bus, and the other machines through the Redis bridge.
+//! shards over the bus, and the other machines through the Redis bridge; and this shard's
+//! marks in the interest table, which say where a broadcast to a room has members.
+
+use std::rc::Rc;
 
 use crate::bus::cluster::{BridgeMsg, Origin, SioMsg};
+use crate::bus::interest::{LocalInterest, ShardSet};
 use crate::bus::{Bus, ShardMsg, ToBridge};
+use crate::engineio::Sid;
 use crate::metrics::{Metrics, ShardMetrics};
+
+/// The shard owning the socket whose id is `room`, if `room` is named like a socket id (every
+/// socket is in the room of its own id; those rooms are found by name, not in the table).
+pub(crate) fn owner(room: &str) -> Option<usize> {
+    Sid::parse(room).map(|sid| sid.shard())
+}
 
 /// Where this endpoint's bus messages go, and where they come from.
 pub(crate) struct ClusterLink {
@@ -14,17 +25,26 @@ pub(crate) struct ClusterLink {
     endpoint: usize,
     /// Whether the Redis bridge serves this endpoint.
     bridged: bool,
+    /// This shard's marks in the interest table (shared by its endpoints).
+    interest: Rc<LocalInterest>,
 }
 
 impl ClusterLink {
     /// The link of endpoint `endpoint` on shard `shard`; `bridged` when the Redis bridge
-    /// serves this endpoint.
-    pub(crate) fn new(bus: Bus, shard: usize, endpoint: usize, bridged: bool) -> Self {
+    /// serves this endpoint; `interest`: the shard's marks in the interest table.
+    pub(crate) fn new(
+        bus: Bus,
+        shard: usize,
+        endpoint: usize,
+        bridged: bool,
+        interest: Rc<LocalInterest>,
+    ) -> Self {
         ClusterLink {
             bus,
             shard,
             endpoint,
             bridged,
+            interest,
         }
     }
 
@@ -46,6 +66,31 @@ impl ClusterLink {
     /// The other shards of this process.
     pub(crate) fn other_shards(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.bus.shards()).filter(move |&s| s != self.shard)
+    }
+
+    /// The other shards a broadcast to `rooms` of `nsp` must reach: every other shard for the
+    /// whole namespace (no rooms), else those with a member in one of the rooms.
+    pub(crate) fn broadcast_targets(&self, nsp: &str, rooms: &[String]) -> ShardSet {
+        let mut set = self
+            .interest
+            .table()
+            .route(self.endpoint, nsp, rooms, owner);
+        set.remove(self.shard);
+        set
+    }
+
+    /// Room `room` of `nsp` got its first member on this shard (`true`) or lost its last
+    /// (`false`): this shard's mark in the interest table follows.
+    pub(crate) fn room_changed(&self, nsp: &str, room: &str, exists: bool) {
+        if !self.interest.tracks(room, owner) {
+            return;
+        }
+        let slot = self.interest.table().slot(self.endpoint, nsp, room);
+        if exists {
+            self.interest.gained(slot);
+        } else {
+            self.interest.lost(slot);
+        }
     }
 
     /// Sends `msg` to this endpoint on shard `to`; false when it was refused (counted and

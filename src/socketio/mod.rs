@@ -86,6 +86,14 @@ impl NsShard {
         self.link.shard()
     }
 
+    /// Keeps this shard's mark in the interest table in step with a join (`joined`) or a leave
+    /// of `room` that made `change`.
+    fn room_changed(&self, room: &str, change: room::Change, joined: bool) {
+        if change == room::Change::Room {
+            self.link.room_changed(&self.name, room, joined);
+        }
+    }
+
     /// A server ack (or query) id, unique across the shards of this process (the layout is
     /// `bus::cluster::ack_id`'s).
     fn next_ack_id(&self) -> u64 {

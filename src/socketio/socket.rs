@@ -374,18 +374,21 @@ impl Socket {
 
     /// Joins `room`; returns false if the socket was already in it.
     pub fn join(&self, room: &str) -> bool {
-        self.connected()
-            && self
-                .0
-                .ns
-                .rooms
-                .borrow_mut()
-                .join(self.0.id, &self.0.session, room)
+        if !self.connected() {
+            return false;
+        }
+        let ns = &self.0.ns;
+        let change = ns.rooms.borrow_mut().join(self.0.id, &self.0.session, room);
+        ns.room_changed(room, change, true);
+        change.changed()
     }
 
     /// Leaves `room`; returns false if the socket was not in it.
     pub fn leave(&self, room: &str) -> bool {
-        self.0.ns.rooms.borrow_mut().leave(self.0.id, room)
+        let ns = &self.0.ns;
+        let change = ns.rooms.borrow_mut().leave(self.0.id, room);
+        ns.room_changed(room, change, false);
+        change.changed()
     }
 
     /// The rooms this socket is in (its own id included).
@@ -503,7 +506,10 @@ impl Socket {
             return;
         }
         self.0.ns.sockets.borrow_mut().remove(&self.0.id);
-        self.0.ns.rooms.borrow_mut().leave_all(self.0.id);
+        let ns = &self.0.ns;
+        ns.rooms.borrow_mut().leave_all(self.0.id, |room| {
+            ns.link.room_changed(&ns.name, room, false)
+        });
         self.0.acks.borrow_mut().clear();
         if let Some(handler) = &self.0.ns.def.on_disconnect {
             handler(self, reason);

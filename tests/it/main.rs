@@ -16,6 +16,7 @@ mod faults;
 mod framing;
 mod fuzz_corpus;
 mod gateway;
+mod interest;
 mod limits;
 mod ops;
 mod polling;
