@@ -80,6 +80,7 @@ pub struct ShardMetrics {
     pub(super) tls_handshakes: Local,
     pub(super) tls_handshake_failures: Local,
     pub(super) bus_received: Local,
+    pub(super) bus_parcels: Local,
 }
 
 impl ShardMetrics {
@@ -158,9 +159,10 @@ impl ShardMetrics {
         self.bus_overflows.add(1)
     }
 
-    /// Counts `n` messages taken from this shard's bus inbox.
-    pub(crate) fn bus_received(&self, n: usize) {
-        self.bus_received.add(n as u64);
+    /// Counts `messages` messages, in `parcels` parcels, taken from this shard's bus inbox.
+    pub(crate) fn bus_received(&self, messages: usize, parcels: usize) {
+        self.bus_received.add(messages as u64);
+        self.bus_parcels.add(parcels as u64);
     }
 
     pub(crate) fn handoff_sent(&self) {
@@ -387,5 +389,11 @@ impl ShardMetrics {
     /// commands of the other shards and the Redis bridge, and hand-offs.
     pub fn bus_messages_received(&self) -> u64 {
         self.bus_received.get()
+    }
+
+    /// Parcels this shard took from its bus inbox: what one sender queued for it within one
+    /// turn of its loop travels as one parcel (and wakes it once).
+    pub fn bus_parcels_received(&self) -> u64 {
+        self.bus_parcels.get()
     }
 }

@@ -2,11 +2,9 @@
 //! shards over the bus, and the other machines through the Redis bridge; and this shard's
 //! marks in the interest table, which say where a broadcast to a room has members.
 
-use std::rc::Rc;
-
 use crate::bus::cluster::{BridgeMsg, Origin, SioMsg};
-use crate::bus::interest::{LocalInterest, ShardSet};
-use crate::bus::{Bus, ShardMsg, ToBridge};
+use crate::bus::interest::ShardSet;
+use crate::bus::{Bus, Port, ShardMsg, ToBridge};
 use crate::engineio::Sid;
 use crate::metrics::{Metrics, ShardMetrics};
 
@@ -25,26 +23,20 @@ pub(crate) struct ClusterLink {
     endpoint: usize,
     /// Whether the Redis bridge serves this endpoint.
     bridged: bool,
-    /// This shard's marks in the interest table (shared by its endpoints).
-    interest: Rc<LocalInterest>,
+    /// This shard's outbox and marks in the interest table (shared by its endpoints).
+    port: Port,
 }
 
 impl ClusterLink {
     /// The link of endpoint `endpoint` on shard `shard`; `bridged` when the Redis bridge
-    /// serves this endpoint; `interest`: the shard's marks in the interest table.
-    pub(crate) fn new(
-        bus: Bus,
-        shard: usize,
-        endpoint: usize,
-        bridged: bool,
-        interest: Rc<LocalInterest>,
-    ) -> Self {
+    /// serves this endpoint; `port`: the shard's outbox and marks in the interest table.
+    pub(crate) fn new(bus: Bus, shard: usize, endpoint: usize, bridged: bool, port: Port) -> Self {
         ClusterLink {
             bus,
             shard,
             endpoint,
             bridged,
-            interest,
+            port,
         }
     }
 
@@ -72,6 +64,7 @@ impl ClusterLink {
     /// whole namespace (no rooms), else those with a member in one of the rooms.
     pub(crate) fn broadcast_targets(&self, nsp: &str, rooms: &[String]) -> ShardSet {
         let mut set = self
+            .port
             .interest
             .table()
             .route(self.endpoint, nsp, rooms, owner);
@@ -82,26 +75,27 @@ impl ClusterLink {
     /// Room `room` of `nsp` got its first member on this shard (`true`) or lost its last
     /// (`false`): this shard's mark in the interest table follows.
     pub(crate) fn room_changed(&self, nsp: &str, room: &str, exists: bool) {
-        if !self.interest.tracks(room, owner) {
+        if !self.port.interest.tracks(room, owner) {
             return;
         }
-        let slot = self.interest.table().slot(self.endpoint, nsp, room);
+        let slot = self.port.interest.table().slot(self.endpoint, nsp, room);
         if exists {
-            self.interest.gained(slot);
+            self.port.interest.gained(slot);
         } else {
-            self.interest.lost(slot);
+            self.port.interest.lost(slot);
         }
     }
 
-    /// Sends `msg` to this endpoint on shard `to`; false when it was refused (counted and
-    /// logged by the bus).
+    /// Sends `msg` to this endpoint on shard `to`, at the end of this turn with the other
+    /// messages of the turn for that shard; false when it was refused (counted and logged by
+    /// the bus).
     pub(crate) fn send(&self, to: usize, msg: SioMsg) -> bool {
         let msg = ShardMsg::SocketIo {
             from: Origin::Shard(self.shard),
             endpoint: self.endpoint,
             msg,
         };
-        self.bus.send(self.shard, to, msg).is_ok()
+        self.port.outbox.send(to, msg).is_ok()
     }
 
     /// Whether the Redis bridge serves this endpoint.

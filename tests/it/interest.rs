@@ -280,3 +280,55 @@ async fn broadcasts_from_redis_go_only_to_the_shards_with_members() {
     assert_eq!(after[1] - before[1], N as u64 + 1);
     assert_eq!(after[0] - before[0], 1, "shard 0 holds no member of far");
 }
+
+/// Batching: what one shard queues for another within a turn of its loop travels as one
+/// parcel. A batch of emits posted to the API is handled in one turn of the shard that took the
+/// request: every other shard with members receives all of them in a single parcel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turns_broadcasts_to_a_shard_travel_as_one_parcel() {
+    const KEY: &str = "api-key-0123456789abcdef";
+    const N: usize = 20;
+    let server = TestServer::gateway(SHARDS, &["--api-key", KEY]);
+    let mut by_shard = clients_on_every_shard(server.addr, SHARDS, 1).await;
+    for clients in &mut by_shard {
+        join(&mut clients[0], "batch").await;
+    }
+    let shards = server.metrics.shards();
+    let parcels = |s: &shardio::metrics::ShardMetrics| s.bus_parcels_received();
+    let before: Vec<(u64, u64)> = shards
+        .iter()
+        .map(|s| (s.bus_messages_received(), parcels(s)))
+        .collect();
+    let batch: Vec<Value> = (0..N)
+        .map(|n| json!({"rooms": "batch", "event": "m", "data": {"n": n}}))
+        .collect();
+    let addr = server.addr;
+    let status = tokio::task::spawn_blocking(move || {
+        let mut conn = common::polling::HttpConn::connect(addr);
+        let auth = format!("Authorization: Bearer {KEY}");
+        let body = Value::Array(batch).to_string();
+        conn.request("POST", "/api/v1/emit", &[&auth], body.as_bytes());
+        conn.response().status
+    })
+    .await
+    .expect("the request");
+    assert_eq!(status, 202);
+    for clients in &mut by_shard {
+        for n in 0..N {
+            assert_eq!(next_m(&mut clients[0]).await, n);
+        }
+    }
+    let delta: Vec<(u64, u64)> = shards
+        .iter()
+        .zip(&before)
+        .map(|(s, (m, p))| (s.bus_messages_received() - m, parcels(s) - p))
+        .collect();
+    // The shard that took the request delivered its own; each other one got one parcel.
+    let origin = delta.iter().filter(|d| **d == (0, 0)).count();
+    let batched = delta.iter().filter(|d| **d == (N as u64, 1)).count();
+    assert_eq!(
+        (origin, batched),
+        (1, SHARDS - 1),
+        "per shard (messages, parcels): {delta:?}"
+    );
+}
