@@ -16,6 +16,9 @@ use tokio::sync::Notify;
 use super::inbox::Parcel;
 use super::{Bus, Refused, ShardMsg};
 
+/// Messages per target whose room a queue keeps between turns.
+const KEPT: usize = 64;
+
 /// One shard's messages to the others, waiting for the end of the turn.
 pub(crate) struct Outbox {
     bus: Bus,
@@ -70,11 +73,13 @@ impl Outbox {
             if msgs.is_empty() {
                 continue;
             }
-            // The vector keeps its capacity for the next turn; the rest moves out.
+            // The vector keeps its capacity for the next turn (up to a point: a burst's is
+            // given back); the rest moves out.
             let rest = msgs.split_off(1);
             if let Some(first) = msgs.pop() {
                 self.bus.post(self.shard, to, Parcel { first, rest });
             }
+            msgs.shrink_to(KEPT);
         }
     }
 

@@ -303,6 +303,8 @@ async fn read_inbox(
 ) {
     let mut batch = Vec::with_capacity(64);
     while let Some(taken) = inbox.recv(&mut batch, 64).await {
+        // A parcel holds a turn's messages: a burst may fill the batch far past 64 (its room
+        // is given back after it).
         shard.metrics().bus_received(taken.messages, taken.parcels);
         for msg in batch.drain(..) {
             match msg {
@@ -324,5 +326,6 @@ async fn read_inbox(
                 },
             }
         }
+        batch.shrink_to(64);
     }
 }
