@@ -146,6 +146,16 @@ const SHARD_COUNTERS: &[(&str, &str, Read)] = &[
         "Panics caught; each closed what it served and the shard went on.",
         |s| s.panics.get(),
     ),
+    (
+        "shardio_bus_received",
+        "Messages taken from the shard's bus inbox (from other shards and the Redis bridge).",
+        |s| s.bus_received.get(),
+    ),
+    (
+        "shardio_bus_parcels",
+        "Parcels taken from the shard's bus inbox: a sender's messages of one turn travel as one.",
+        |s| s.bus_parcels.get(),
+    ),
 ];
 
 /// Gauges with the `shard` label only.

@@ -17,6 +17,7 @@ mod faults;
 mod framing;
 mod fuzz_corpus;
 mod gateway;
+mod interest;
 mod limits;
 mod ops;
 mod polling;
