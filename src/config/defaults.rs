@@ -100,3 +100,6 @@ pub const MAX_CONNECTIONS: usize = 1_000_000;
 /// under two cores' worth: a reconnection storm cannot take every core of a large machine
 /// from the clients already connected, and one core never reaches it.
 pub const MAX_HANDSHAKES_PER_SECOND: u32 = 20_000;
+/// `--websocket-compression`: permessage-deflate is off unless asked for; it costs CPU per
+/// message and, for clients that keep their compression context, an inflater per connection.
+pub const WEBSOCKET_COMPRESSION: bool = false;

@@ -172,6 +172,17 @@ pub struct Config {
     /// host name.
     #[arg(long, env = "SHARDIO_NODE_NAME", value_name = "NAME")]
     pub node_name: Option<String>,
+    /// Offer WebSocket compression (permessage-deflate, RFC 7692) to clients that ask for it:
+    /// messages of 1 KiB and more go out compressed, each compressed once for all its
+    /// recipients; a client's compressed messages count against `--max-payload` inflated. Off
+    /// by default: it costs CPU, and memory per connection whose client keeps its compression
+    /// context (an inflater of about 43 KiB, see benches/RESULTS-compression.md).
+    #[arg(
+        long,
+        env = "SHARDIO_WEBSOCKET_COMPRESSION",
+        default_value_t = defaults::WEBSOCKET_COMPRESSION
+    )]
+    pub websocket_compression: bool,
 }
 
 impl Default for Config {
@@ -338,6 +349,13 @@ mod tests {
         assert!(c.validate().is_ok(), "0 turns a rate off");
         let c = Config::parse_from(["shardio", "--ws-max-fragments", "0"]);
         assert_eq!(c.validate(), Err(ConfigError::Zero("ws-max-fragments")));
+    }
+
+    #[test]
+    fn websocket_compression_is_off_unless_asked_for() {
+        assert!(!Config::default().websocket_compression);
+        let c = Config::parse_from(["shardio", "--websocket-compression"]);
+        assert!(c.websocket_compression && c.validate().is_ok());
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod api;
 mod auth;
 mod bench_generator;
 mod defects;
+mod deflate;
 mod engineio;
 mod faults;
 mod framing;
