@@ -65,7 +65,7 @@ pub(super) fn websocket_key(head: &RequestHead) -> Option<String> {
     head.header("sec-websocket-key").map(str::to_owned)
 }
 
-/// The permessage-deflate agreement of a WebSocket handshake (docs/PROTOCOL.md §1.8): the
+/// The permessage-deflate agreement of a WebSocket handshake (docs/PROTOCOL.md §1.11): the
 /// client's first offer shardio can honour, when the endpoint has compression on. Counted.
 pub(super) fn negotiate_deflate(engine: &Engine, head: &RequestHead) -> Option<Agreement> {
     if !engine.config.websocket_compression {
