@@ -55,6 +55,11 @@
 # through shardio's HTTP API: API_PUBS keep-alive connections posting `/api/v1/emit`
 # (API_BATCH emits per request, FANOUT_WINDOW requests pipelined). shardio only.
 #
+# `connect-tls`: `connect` over TLS (shardio only): shardio with --tls-cert/--tls-key (a
+# self-signed ECDSA P-256 certificate made with openssl for the run), the generator on an
+# https:// URL with --tls-insecure. Run it beside `connect` (SCENARIOS="connect connect-tls")
+# for handshakes per server CPU second with TLS and without, from the same run.
+#
 # `floor`: no server. shardio-bench floor writes 80 B per pass to each of TENK_SUBS loopback
 # sockets (capped by the descriptor limit: both ends are in one process) at 50 passes/s for
 # FLOOR_DURATION s, writer on the first core of SERVER_CPUS (where a server would write), reader
@@ -92,7 +97,7 @@ SERVER_CPUS=${SERVER_CPUS:-0}
 BENCH_CPU=${BENCH_CPU-1}   # empty (or none): the generator is not pinned
 SERVERS=${SERVERS:-"shardio shardio-before node-single node-cluster socketioxide"}
 BASELINE=${BASELINE:-732947b}
-SCENARIOS=${SCENARIOS:-"fanout fanout-paced connect idle fanout-10k cross api floor"}
+SCENARIOS=${SCENARIOS:-"fanout fanout-paced connect connect-tls idle fanout-10k cross api floor"}
 SKIP_BUILD=${SKIP_BUILD:-0}
 OUT_DIR=${OUT_DIR:-"$ROOT/benches/results/$(date -u +%Y%m%dT%H%M%SZ)"}
 RESULTS=${RESULTS:-"$ROOT/benches/RESULTS.md"}
@@ -141,6 +146,10 @@ if [[ $SKIP_BUILD != 1 ]]; then
     log "installing redis-server"
     apt-get install -y redis-server >&2 || { apt-get update >&2 && apt-get install -y redis-server >&2; }
   fi
+  if [[ " $SCENARIOS " == *" connect-tls "* ]] && ! command -v openssl >/dev/null; then
+    log "installing openssl"
+    apt-get install -y openssl >&2 || { apt-get update >&2 && apt-get install -y openssl >&2; }
+  fi
   log "cargo build --release --bin shardio-bench"
   nice -n 10 cargo build --release --bin shardio-bench >&2
   log "cargo build --release --bin shardio"
@@ -168,6 +177,15 @@ fi
 command -v redis-server >/dev/null || UNAVAILABLE[node-cluster]="redis-server missing"
 mkdir -p "$OUT_DIR"
 cut -d' ' -f1-3 /proc/loadavg >"$OUT_DIR/loadavg-start"
+
+# connect-tls: a self-signed certificate for the run (ECDSA P-256, as most sites serve).
+TLS_CERT="$OUT_DIR/tls-cert.pem" TLS_KEY="$OUT_DIR/tls-key.pem"
+if [[ " $SCENARIOS " == *" connect-tls "* ]]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+    -keyout "$TLS_KEY" -out "$TLS_CERT" 2>/dev/null || { log "openssl could not make the certificate"; exit 1; }
+fi
+RUN_TLS=""   # set by bench_run for connect-tls: the server gets the certificate
 
 # ---------------------------------------------------------------------------------------------
 # Starting and stopping servers.
@@ -216,7 +234,7 @@ start_redis() {
 server_cmd() {
   local name=$1 port=$2 redis=${REDIS_URL:+ --redis $REDIS_URL}
   case $name in
-    shardio | shardio-scraped) echo "taskset -c $SERVER_CPUS $SHARDIO --listen 127.0.0.1:$port --shards $CORES --api-key $API_KEY$redis" ;;
+    shardio | shardio-scraped) echo "taskset -c $SERVER_CPUS $SHARDIO --listen 127.0.0.1:$port --shards $CORES --api-key $API_KEY$redis${RUN_TLS:+ --tls-cert $TLS_CERT --tls-key $TLS_KEY}" ;;
     shardio-before) echo "taskset -c $SERVER_CPUS $BASELINE_SHARDIO --listen 127.0.0.1:$port --shards $CORES$redis" ;;
     node-single) echo "taskset -c $SERVER_CPUS node $NODE_DIR/server.js --mode single$redis --port $port" ;;
     node-cluster) echo "taskset -c $SERVER_CPUS node $NODE_DIR/server.js --mode cluster --workers $CORES$redis --port $port" ;;
@@ -279,7 +297,7 @@ scenario_args() {
     fanout) echo "fanout --subscribers $FANOUT_SUBS --rooms $FANOUT_ROOMS --publishers $FANOUT_PUBS --rate $FANOUT_RATE --duration $FANOUT_DURATION --window $FANOUT_WINDOW --drain 5" ;;
     fanout-paced) echo "fanout --subscribers $FANOUT_SUBS --rooms $FANOUT_ROOMS --publishers $FANOUT_PUBS --rate $FANOUT_PACED_RATE --duration $FANOUT_DURATION --window $FANOUT_WINDOW --drain 5" ;;
     cross) echo "cross --subscribers $CROSS_SUBS --rooms $CROSS_ROOMS --publishers $CROSS_PUBS --rate $CROSS_RATE --duration $FANOUT_DURATION --window $FANOUT_WINDOW --drain 5" ;;
-    connect) echo "connect --count $CONNECT_COUNT --hold 1" ;;
+    connect | connect-tls) echo "connect --count $CONNECT_COUNT --hold 1" ;;
     api) echo "api --api-key $API_KEY --batch $API_BATCH --subscribers $FANOUT_SUBS --rooms $FANOUT_ROOMS --publishers $API_PUBS --rate $API_RATE --duration $FANOUT_DURATION --window $FANOUT_WINDOW --drain 5" ;;
     idle) echo "idle --count $IDLE_COUNT --settle 2 --duration $IDLE_DURATION" ;;
   esac
@@ -294,7 +312,7 @@ scenario_limit() {  # seconds a run may take before it is killed
   case $1 in
     fanout | fanout-paced | cross | api) echo $((FANOUT_DURATION + 120)) ;;
     fanout-10k) echo $((TENK_DURATION + 180)) ;;
-    connect) echo 180 ;;
+    connect | connect-tls) echo 180 ;;
     idle) echo $((IDLE_DURATION + 180)) ;;
     floor) echo $((FLOOR_DURATION + 120)) ;;
   esac
@@ -306,6 +324,8 @@ scenario_limit() {  # seconds a run may take before it is killed
 bench_run() {
   local server=$1 scenario=$2 stem=$3 ports cmd json
   shift 3
+  RUN_TLS=""
+  if [[ $scenario == connect-tls ]]; then RUN_TLS=1; fi
   ports=$(free_port)
   if [[ $scenario == cross ]]; then
     local other
@@ -322,9 +342,10 @@ bench_run() {
     return 2
   fi
   json="$OUT_DIR/$stem.json"
-  local a b
+  local a b scheme=http tls_arg=""
   read -r a b <<<"$ports"
-  cmd="$BENCH_PIN$BENCH $* --url http://127.0.0.1:$a${b:+ --sub-url http://127.0.0.1:$b} --server-pid $SERVER_PIDS$BENCH_CPU_ARG --json $json"
+  if [[ -n $RUN_TLS ]]; then scheme=https tls_arg=" --tls-insecure"; fi
+  cmd="$BENCH_PIN$BENCH $* --url $scheme://127.0.0.1:$a${b:+ --sub-url $scheme://127.0.0.1:$b}$tls_arg --server-pid $SERVER_PIDS$BENCH_CPU_ARG --json $json"
   log "$stem: $cmd"
   printf '%s\n  server: %s\n  bench:  %s\n' "$stem" "$SERVER_CMD" "$cmd" >>"$OUT_DIR/commands.txt"
   local status=0
@@ -385,7 +406,8 @@ not_applicable() {
     socketioxide:cross) echo "not available for cross: the socketioxide peer has no Redis adapter" ;;
     shardio-before:cross) echo "not run for cross: commit $BASELINE predates the Redis bridge" ;;
     node-cluster:cross) echo "not run for cross: the Node pair is node-single's row (two single-process servers on the redis adapter)" ;;
-    shardio:api) ;;
+    shardio:api | shardio:connect-tls) ;;
+    *:connect-tls) echo "not run for connect-tls: shardio only (the connect row compares the peers)" ;;
     shardio-before:api) echo "not run for api: commit $BASELINE predates the HTTP API" ;;
     *:api) echo "not available for api: no HTTP publish API (the peers that ship one, Soketi and Centrifugo, cannot be installed from this machine's registries)" ;;
   esac

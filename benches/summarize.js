@@ -19,7 +19,7 @@ if (!dir) {
 }
 const env = (k, d) => process.env[k] || d;
 const servers = env("RESULTS_SERVERS", "shardio shardio-before node-single node-cluster socketioxide").split(/\s+/).filter(Boolean);
-const scenarios = env("RESULTS_SCENARIOS", "fanout fanout-paced connect idle fanout-10k cross api floor").split(/\s+/).filter(Boolean);
+const scenarios = env("RESULTS_SCENARIOS", "fanout fanout-paced connect connect-tls idle fanout-10k cross api floor").split(/\s+/).filter(Boolean);
 const peers = servers.filter((s) => s !== "shardio");
 
 const get = (obj, p) => p.split(".").reduce((o, k) => (o == null ? undefined : o[k]), obj);
@@ -94,7 +94,13 @@ const FIGURES = {
   ],
 };
 
+FIGURES["connect-tls"] = FIGURES.connect;
+
 const NOTES = {
+  "connect-tls":
+    "`connect` over TLS, shardio only: `--tls-cert`/`--tls-key` with a self-signed ECDSA P-256 certificate made for the run, " +
+    "the generator on https:// with `--tls-insecure` (TLS 1.3, ring on both ends). Set its handshakes per server CPU second " +
+    "beside the `connect` section's (same run).",
   fanout:
     "Flat out: each publisher keeps at most `--window` publishes unacknowledged, so the rate is what the server sustains " +
     "and the latency is mostly the queue that window allows (Little's law); compare latency in `fanout-paced`. " +

@@ -22,7 +22,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    shardio::init_tracing();
+    shardio::init_tracing(shardio::config::LogFormat::Text);
     if let Err(e) = args.runtime.validate() {
         tracing::error!("{e}");
         return ExitCode::from(2);

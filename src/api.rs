@@ -23,9 +23,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::net::Stream;
 use serde_json::{json, Map, Value};
 use subtle::ConstantTimeEq;
-use tokio::net::TcpStream;
 
 use crate::connection;
 use crate::metrics::Metrics;
@@ -104,10 +104,10 @@ impl Api {
     /// next request when it may carry another.
     pub(crate) async fn handle(
         &self,
-        mut stream: TcpStream,
+        mut stream: Stream,
         head: RequestHead,
         leftover: Vec<u8>,
-    ) -> Option<(TcpStream, Vec<u8>)> {
+    ) -> Option<(Stream, Vec<u8>)> {
         let (result, rest) = if self.authorized(&head) {
             self.route(&mut stream, &head, leftover).await
         } else {
@@ -158,7 +158,7 @@ impl Api {
     /// when the body was not read to its end).
     async fn route(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut Stream,
         head: &RequestHead,
         leftover: Vec<u8>,
     ) -> (Result<Answer, Failure>, Option<Vec<u8>>) {

@@ -6,11 +6,10 @@
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
 use tokio::time::Instant;
 
 use crate::config::LimitsConfig;
+use crate::net::Stream;
 use crate::protocol::http::{
     self, BodyError, BodyFraming, ChunkedDecoder, HeadError, Refusal, RequestHead,
 };
@@ -27,7 +26,8 @@ pub(crate) const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct HttpLimits {
     max_head: usize,
     max_headers: usize,
-    head_timeout: Duration,
+    /// How long a client has to send a request head; also bounds a TLS handshake.
+    pub(crate) head_timeout: Duration,
     /// How long a request body may take in all.
     pub(crate) body_timeout: Duration,
 }
@@ -47,7 +47,7 @@ impl HttpLimits {
 /// went idle between requests. `Err(refusal)`: answer it, then close. A head whose body
 /// framing cannot be trusted (RFC 9112 §6.1) is refused here, before anyone reads the body.
 pub(crate) async fn read_head(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     mut buf: Vec<u8>,
     limits: &HttpLimits,
 ) -> Result<Option<(RequestHead, Vec<u8>)>, Refusal> {
@@ -81,7 +81,7 @@ pub(crate) async fn read_head(
 /// was already read past the head. Returns the body and the bytes read past it (the start of
 /// the next request).
 pub(crate) async fn read_body(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     head: &RequestHead,
     mut buf: Vec<u8>,
     limit: usize,
@@ -121,7 +121,7 @@ pub(crate) async fn read_body(
 /// Appends what the socket has (at most about `want` bytes) to `buf`: `Closed` when the client
 /// closed or stalled for [`BODY_IDLE_TIMEOUT`], `TimedOut` once the body's `deadline` passed.
 async fn read_more(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut Vec<u8>,
     want: usize,
     deadline: Instant,
@@ -142,7 +142,7 @@ async fn read_more(
 /// Writes a complete response (`Content-Length` body) within [`WRITE_TIMEOUT`]. False when
 /// the write failed or timed out: the connection is dead.
 pub(crate) async fn write(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     status: u16,
     headers: &[(&str, &str)],
     body: &[u8],
@@ -154,7 +154,7 @@ pub(crate) async fn write(
 /// Writes a response to a request whose connection may carry another one when `keep` (else
 /// the response says `Connection: close`); returns whether the connection goes on.
 pub(crate) async fn respond(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     status: u16,
     mut headers: Vec<(&str, &str)>,
     body: &[u8],
@@ -166,17 +166,34 @@ pub(crate) async fn respond(
     write(stream, status, &headers, body).await && keep
 }
 
+/// Writes the head of a response whose body of `content_length` bytes is not sent (the answer
+/// to a HEAD request, a 304) within [`WRITE_TIMEOUT`].
+pub(crate) async fn write_head(
+    stream: &mut Stream,
+    status: u16,
+    headers: &[(&str, &str)],
+    content_length: usize,
+) -> bool {
+    let bytes = http::response_head(status, headers, content_length);
+    write_raw(stream, &bytes).await
+}
+
 /// Writes bytes already encoded as HTTP within [`WRITE_TIMEOUT`] (the 101 of an upgrade).
-pub(crate) async fn write_raw(stream: &mut TcpStream, bytes: &[u8]) -> bool {
+pub(crate) async fn write_raw(stream: &mut Stream, bytes: &[u8]) -> bool {
+    let writing = async {
+        stream.write_all(bytes).await?;
+        // TLS: the last record may wait in rustls; a plain socket's flush is a no-op.
+        stream.flush().await
+    };
     matches!(
-        tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(bytes)).await,
+        tokio::time::timeout(WRITE_TIMEOUT, writing).await,
         Ok(Ok(()))
     )
 }
 
 /// Answers a refusal outside any endpoint (a bad head, an unknown path): plain text, the
 /// connection kept only when `keep_alive`. Returns whether the connection may go on.
-pub(crate) async fn refuse(stream: &mut TcpStream, refusal: Refusal, keep_alive: bool) -> bool {
+pub(crate) async fn refuse(stream: &mut Stream, refusal: Refusal, keep_alive: bool) -> bool {
     let status = refusal.status();
     let headers = vec![("Content-Type", "text/plain")];
     let body = match refusal {

@@ -58,8 +58,31 @@ impl GatewayConfig {
     }
 }
 
+/// The demo chat page: plain HTML and JavaScript on the client bundle, no build step. Its
+/// `{{path}}` marks stand for the Socket.IO endpoint's path.
+const DEMO_PAGE: &str = include_str!("demo.html");
+
+/// The demo chat page for the gateway on `path`: it loads the client bundle from there and
+/// connects there. Pick a name and a room, send; every page in the room sees it, whatever
+/// shard or machine it is connected to (it speaks the gateway protocol: `join`, `publish`).
+pub fn demo_page(path: &str) -> String {
+    let mut escaped = String::with_capacity(path.len());
+    for c in path.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            c => escaped.push(c),
+        }
+    }
+    DEMO_PAGE.replace("{{path}}", &escaped)
+}
+
 /// What `shardio` serves out of the box: the gateway app on `config.path`, its policy from
-/// `config` and `verifier` (see [`Verifier::from_config`]).
+/// `config` and `verifier` (see [`Verifier::from_config`]), and the demo page at `/` when
+/// [`Config::demo_enabled`].
 pub fn endpoints(config: &Config, verifier: Option<Arc<Verifier>>) -> Vec<Endpoint> {
     if verifier.is_none() && !config.runtime.listen.ip().is_loopback() {
         tracing::warn!(
@@ -71,11 +94,15 @@ pub fn endpoints(config: &Config, verifier: Option<Arc<Verifier>>) -> Vec<Endpoi
         SocketIoConfig::from_config(config),
         &GatewayConfig::from_config(config, verifier),
     );
-    vec![Endpoint::socketio(
+    let mut endpoints = vec![Endpoint::socketio(
         config.path.clone(),
         EngineConfig::from_config(config),
         io,
-    )]
+    )];
+    if config.demo_enabled() {
+        endpoints.push(Endpoint::page("/", demo_page(&config.path)));
+    }
+    endpoints
 }
 
 /// The gateway as a Socket.IO app.

@@ -15,18 +15,23 @@
 //!    counters (single-writer, summed at scrape) and their Prometheus exposition.
 //! 2. `bus`: one bounded inbox per shard and the bridge's queue, carrying typed messages
 //!    (`bus::cluster`: what the Socket.IO layers and the bridge say to each other). `connection`:
-//!    HTTP/1.1 on a connection, bounded in size and time; the one response writer.
+//!    HTTP/1.1 on a connection, bounded in size and time; the one response writer. `net`: the
+//!    one connection type of every layer, plain or TLS, and the hand-off of one to another
+//!    shard with its TLS state. [`tls`]: the certificate of `--tls-cert` (re-read on SIGHUP)
+//!    and rustls driven like a plain socket.
 //! 3. [`engineio`]: Engine.IO sessions and transports (polling, WebSocket, upgrade, hand-off
 //!    of requests to the owning shard); knows nothing of Socket.IO or Redis.
 //! 4. [`socketio`]: namespaces, sockets, acks, rooms, broadcasts (encoded once, delivered
 //!    locally, one bus message per other shard, one to the bridge), cluster-wide operations.
 //!    `redis_bridge`: the one bridge thread per process, Node's redis-adapter on the wire.
-//! 5. `shard`: the per-core runtime (accept, route, inbox) and the [`Endpoint`]s it serves;
+//! 5. `shard`: the per-core runtime (accept, route, inbox), the [`Endpoint`]s it serves and
+//!    the fixed files it answers itself (the vendored socket.io-client bundle, pages);
 //!    `server`: binds, starts the bridge and the shards, waits for the shutdown future,
-//!    drains, joins ([`Server`]). [`gateway`]: the default app (join, leave, publish) and its
-//!    room policy; [`auth`]: JWT verification of the CONNECT token (jsonwebtoken), keys
-//!    re-read on SIGHUP; `api`: the HTTP API for backends (`/api/v1/`); `ops`: `/metrics`,
-//!    `/healthz`, `/readyz`. [`conformance`]: the upstream conformance suites' apps.
+//!    drains, joins ([`Server`]). [`gateway`]: the default app (join, leave, publish), its
+//!    room policy and its demo page; [`auth`]: JWT verification of the CONNECT token
+//!    (jsonwebtoken), keys re-read on SIGHUP; `api`: the HTTP API for backends (`/api/v1/`);
+//!    `ops`: `/metrics`, `/healthz`, `/readyz`. [`conformance`]: the upstream conformance
+//!    suites' apps.
 //!
 //! The library API is what this file exports: the public modules above and the re-exports
 //! below. Everything else is internal (`pub(crate)`).
@@ -40,10 +45,12 @@ pub mod gateway;
 pub mod metrics;
 pub mod protocol;
 pub mod socketio;
+pub mod tls;
 
 mod bus;
 mod connection;
 mod listener;
+mod net;
 mod ops;
 mod redis_bridge;
 mod server;
@@ -129,23 +136,104 @@ pub mod fuzz {
     pub use crate::engineio::ws_fuzz::{ws_read, WsEvent, WsRun};
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`); colors only on a terminal, so
-/// that logs sent to a file or a journal carry no escape codes.
-pub fn init_tracing() {
+/// Logs to stderr in `format`, filtered by `RUST_LOG` (default `info`); colors only on a
+/// terminal, so that logs sent to a file or a journal carry no escape codes. A session's lines
+/// carry its `sid` and `shard` (its span, entered wherever the session's work runs): in `json`
+/// under `span`.
+///
+/// `RUST_LOG` of plain `target=level` directives (the usual case) is read as a
+/// [`Targets`](tracing_subscriber::filter::Targets) filter; only one using span or field
+/// directives (`[span{field=value}]=level`) gets an `EnvFilter`, which takes a process-wide
+/// lock each time any span is entered or left: every poll of every session's task, on every
+/// shard.
+pub fn init_tracing(format: config::LogFormat) {
     use std::io::IsTerminal as _;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{fmt, EnvFilter, Layer as _};
+
+    let spec = std::env::var("RUST_LOG").unwrap_or_default();
+    let (targets, dynamic) = if spec.contains(['[', '{']) {
+        let filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info"));
+        (None, Some(filter))
+    } else {
+        let targets = spec
+            .parse::<Targets>()
+            .ok()
+            .filter(|_| !spec.trim().is_empty())
+            .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
+        (Some(targets), None)
+    };
+    let layer = match format {
+        config::LogFormat::Text => fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .boxed(),
+        config::LogFormat::Json => fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    let _ = tracing_subscriber::registry()
+        .with(targets)
+        .with(dynamic)
+        .with(layer)
         .try_init();
 }
 
-/// Re-reads the JWT key files on every SIGHUP, for the life of the process, on a thread of its
-/// own. The handler is in place when this returns (a SIGHUP would otherwise end the process).
-/// A reload that fails keeps the previous keys and logs why.
-pub fn reload_keys_on_sighup(verifier: std::sync::Arc<auth::Verifier>) -> std::io::Result<()> {
+/// Something the process re-reads from disk on SIGHUP (the JWT keys, the TLS certificate):
+/// its name for the log, and how to re-read it. `reload` says what it loaded (for the log), or
+/// why not; on an error the previous one must stay in use.
+pub struct Reloadable {
+    what: &'static str,
+    reload: Box<dyn Fn() -> Result<String, String> + Send>,
+}
+
+impl Reloadable {
+    /// `what` (e.g. "JWT keys") re-read by `reload`.
+    pub fn new(
+        what: &'static str,
+        reload: impl Fn() -> Result<String, String> + Send + 'static,
+    ) -> Self {
+        Reloadable {
+            what,
+            reload: Box::new(reload),
+        }
+    }
+
+    /// The JWT keys of `verifier`.
+    pub fn jwt_keys(verifier: std::sync::Arc<auth::Verifier>) -> Self {
+        Reloadable::new("JWT keys", move || {
+            let keys = verifier.reload().map_err(|e| e.to_string())?;
+            Ok(format!("{keys} keys"))
+        })
+    }
+
+    /// The TLS certificate and key of `certificates`.
+    pub fn tls_certificate(certificates: std::sync::Arc<tls::Certificates>) -> Self {
+        Reloadable::new("TLS certificate", move || {
+            let fingerprint = certificates.reload().map_err(|e| e.to_string())?;
+            Ok(format!("sha256 {fingerprint}"))
+        })
+    }
+}
+
+impl std::fmt::Debug for Reloadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloadable")
+            .field("what", &self.what)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Re-reads every item of `items` on every SIGHUP, in order, for the life of the process, on a
+/// thread of its own. The handler is in place when this returns (a SIGHUP would otherwise end
+/// the process). An item that fails to reload keeps its previous value and logs why; the
+/// others are reloaded all the same.
+pub fn reload_on_sighup(items: Vec<Reloadable>) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -156,9 +244,15 @@ pub fn reload_keys_on_sighup(verifier: std::sync::Arc<auth::Verifier>) -> std::i
         .spawn(move || {
             runtime.block_on(async move {
                 while hangups.recv().await.is_some() {
-                    match verifier.reload() {
-                        Ok(keys) => tracing::info!(keys, "SIGHUP: JWT keys reloaded"),
-                        Err(e) => tracing::error!(error = %e, "SIGHUP: JWT keys not reloaded, the previous keys stay"),
+                    for item in &items {
+                        let what = item.what;
+                        match (item.reload)() {
+                            Ok(loaded) => tracing::info!(%loaded, "SIGHUP: {what} reloaded"),
+                            Err(e) => tracing::error!(
+                                error = %e,
+                                "SIGHUP: {what} not reloaded, the previous ones stay in use"
+                            ),
+                        }
                     }
                 }
             });

@@ -9,10 +9,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
-
 use crate::connection;
 use crate::metrics::{Format, Metrics};
+use crate::net::Stream;
 use crate::protocol::http::{BodyFraming, Refusal, RequestHead};
 
 /// The paths served here.
@@ -78,10 +77,10 @@ impl Ops {
     /// the next request when it may carry another.
     pub(crate) async fn handle(
         &self,
-        mut stream: TcpStream,
+        mut stream: Stream,
         head: RequestHead,
         leftover: Vec<u8>,
-    ) -> Option<(TcpStream, Vec<u8>)> {
+    ) -> Option<(Stream, Vec<u8>)> {
         // The endpoints take no body: one that came with a request is not read, and ends the
         // connection.
         let keep = head.keep_alive() && matches!(head.body_framing(), Ok(BodyFraming::None));

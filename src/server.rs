@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::ops::Health;
 use crate::redis_bridge::{self, BridgeError, BridgeSetup};
 use crate::shard::{self, Endpoint, ShardApi, ShardSetup};
+use crate::tls::Certificates;
 
 /// Why the server could not start or did not stop cleanly.
 #[derive(Debug, Error)]
@@ -56,6 +57,8 @@ pub struct Server {
     limits: LimitsConfig,
     /// The backend API's keys; `None`: the API is off.
     api_keys: Option<Arc<[String]>>,
+    /// TLS on the public listeners (`--tls-cert`).
+    tls: Option<Arc<Certificates>>,
     /// The listeners of `--internal-listen` (one per shard), with their address.
     internal: Option<(SocketAddr, Vec<TcpListener>)>,
 }
@@ -79,7 +82,16 @@ impl Server {
             api_keys: None,
             internal: None,
             limits: LimitsConfig::default(),
+            tls: None,
         })
+    }
+
+    /// Serves HTTPS and WSS on the public listener with `certificates` (swappable while the
+    /// server runs: [`Certificates::reload`]); `None` keeps plain HTTP. The internal listener
+    /// of the API stays plain.
+    pub fn with_tls(mut self, certificates: Option<Arc<Certificates>>) -> Self {
+        self.tls = certificates;
+        self
     }
 
     /// Bounds HTTP requests and new connections as `limits` says (default:
@@ -146,8 +158,10 @@ impl Server {
             shards = count,
             address = %self.addr,
             pinning = if cores.is_some() { "on" } else { "off" },
+            tls = if self.tls.is_some() { "on" } else { "off" },
             "shardio listening"
         );
+        let tls = self.tls.as_ref().map(Certificates::server_config);
         let (mut bus, inboxes) = Bus::new(count, self.runtime.bus_capacity, self.metrics.clone());
         // How long an API question waits for the other shards and machines.
         let api_timeout = self.redis.as_ref().map_or(
@@ -204,6 +218,7 @@ impl Server {
                 health: health.clone(),
                 admission: admission.clone(),
                 http,
+                tls: tls.clone(),
             };
             let exit = ExitNotice(exit_tx.clone(), id);
             let handle = thread::Builder::new()

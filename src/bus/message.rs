@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use super::cluster::{BridgeMsg, Origin, SioMsg};
+use crate::net::Detached;
 use crate::protocol::http::RequestHead;
 
 /// One message to a shard's inbox.
@@ -24,7 +25,7 @@ pub(crate) enum ShardMsg {
 /// request head and the bytes already read past it.
 #[derive(Debug)]
 pub(crate) struct Handoff {
-    pub(crate) stream: std::net::TcpStream,
+    pub(crate) stream: Detached,
     pub(crate) head: RequestHead,
     pub(crate) leftover: Vec<u8>,
     pub(crate) address: SocketAddr,

@@ -12,7 +12,7 @@ use super::{defaults, ConfigError};
 #[derive(Debug, Clone, Default, Args)]
 pub struct AuthConfig {
     /// An HMAC secret for HS256/384/512 tokens (repeatable, for rotation). Prefer
-    /// `--jwt-secret-file` or the environment: a flag shows in the process list.
+    /// `--jwt-secret-file` or the environment: a flag shows in the process list. Default: none.
     #[arg(
         long = "jwt-secret",
         env = "SHARDIO_JWT_SECRET",
@@ -22,7 +22,7 @@ pub struct AuthConfig {
     )]
     pub jwt_secrets: Vec<String>,
     /// A file holding an HMAC secret (repeatable); re-read on SIGHUP. Trailing newlines are
-    /// not part of the secret.
+    /// not part of the secret. Default: none.
     #[arg(
         long = "jwt-secret-file",
         env = "SHARDIO_JWT_SECRET_FILE",
@@ -32,7 +32,7 @@ pub struct AuthConfig {
     pub jwt_secret_files: Vec<String>,
     /// A PEM public key (RSA: RS/PS256-512, EC: ES256/384, Ed25519: EdDSA), optionally named by
     /// the key id tokens carry in their `kid` header: `KID=PATH` (repeatable); re-read on
-    /// SIGHUP.
+    /// SIGHUP. Default: none.
     #[arg(
         long = "jwt-public-key",
         env = "SHARDIO_JWT_PUBLIC_KEY",
@@ -103,7 +103,7 @@ impl AuthConfig {
 }
 
 /// `on`/`off` (and the usual boolean spellings) for switches that default to on.
-fn parse_on_off(s: &str) -> Result<bool, String> {
+pub(super) fn parse_on_off(s: &str) -> Result<bool, String> {
     match s.to_ascii_lowercase().as_str() {
         "on" | "true" | "yes" | "1" => Ok(true),
         "off" | "false" | "no" | "0" => Ok(false),
@@ -115,7 +115,7 @@ fn parse_on_off(s: &str) -> Result<bool, String> {
 #[derive(Debug, Clone, Default, Args)]
 pub struct ApiConfig {
     /// A key backends send as `Authorization: Bearer <key>` (repeatable, for rotation). Without
-    /// any, the API is off (404).
+    /// any, the API is off (404). Default: none.
     #[arg(
         long = "api-key",
         env = "SHARDIO_API_KEYS",

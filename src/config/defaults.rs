@@ -100,6 +100,19 @@ pub const MAX_CONNECTIONS: usize = 1_000_000;
 /// under two cores' worth: a reconnection storm cannot take every core of a large machine
 /// from the clients already connected, and one core never reaches it.
 pub const MAX_HANDSHAKES_PER_SECOND: u32 = 20_000;
+/// `--serve-client`: the socket.io-client bundle is served under `--path`, as Node's
+/// `serveClient` (on by default there too).
+pub const SERVE_CLIENT: bool = true;
+
+/// `--demo` when not given: the demo page is served when no JWT key is configured (an open
+/// page beside an open gateway), not when one is (the page has no token to give).
+pub fn demo(jwt_enabled: bool) -> bool {
+    !jwt_enabled
+}
+
+/// `--log-format`: human-readable lines.
+pub const LOG_FORMAT: &str = "text";
+
 /// `--websocket-compression`: permessage-deflate is off unless asked for; it costs CPU per
 /// message and, for clients that keep their compression context, an inflater per connection.
 pub const WEBSOCKET_COMPRESSION: bool = false;

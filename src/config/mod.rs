@@ -1,23 +1,38 @@
 //! The one configuration tree: command-line flags, each also readable from a `SHARDIO_*`
-//! environment variable. Defaults live here and only here ([`defaults`]): the flags and the
-//! library's `Default` impls (`EngineConfig`, `SocketIoConfig`) read them from there.
-//! `validate` runs once at startup.
+//! environment variable and from a TOML file (`--config`). Defaults live here and only here
+//! ([`defaults`]): the flags and the library's `Default` impls (`EngineConfig`,
+//! `SocketIoConfig`) read them from there. [`load`] reads the three sources (flags over the
+//! environment over the file over the defaults); `validate` runs once at startup.
+//!
+//! Nothing of the file's handling names a flag: a file key is any long flag of [`Config`]'s
+//! command (but `config`, `print-config`, `help` and `version`), so a flag added to
+//! `Config` is a file key at once. A flag marked `hide_env_values` is a secret: clap hides its
+//! environment value in `--help`, and `--print-config` masks it.
 
 mod access;
 pub mod defaults;
+mod file;
 mod limits;
+mod load;
+mod print;
 mod redis;
 mod runtime;
+mod source;
+mod tls;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use thiserror::Error;
 
 pub use access::{ApiConfig, AuthConfig};
 pub use limits::LimitsConfig;
+pub use load::{load, Loaded};
 pub use redis::RedisConfig;
 pub use runtime::RuntimeConfig;
+pub use source::{LoadError, Source};
+pub use tls::TlsConfig;
 
 /// Shard indexes are one byte of every session id.
 pub const MAX_SHARDS: usize = 255;
@@ -71,7 +86,7 @@ pub struct Config {
     /// Outbound bytes queued for one client before it is disconnected as a slow consumer.
     #[arg(long, env = "SHARDIO_MAX_BUFFERED_BYTES", default_value_t = defaults::MAX_BUFFERED_BYTES, value_name = "BYTES")]
     pub max_buffered_bytes: usize,
-    /// A namespace the gateway serves besides `/` (repeatable).
+    /// A namespace the gateway serves besides `/` (repeatable). Default: only `/`.
     #[arg(
         long = "namespace",
         env = "SHARDIO_NAMESPACES",
@@ -172,6 +187,52 @@ pub struct Config {
     /// host name.
     #[arg(long, env = "SHARDIO_NODE_NAME", value_name = "NAME")]
     pub node_name: Option<String>,
+    /// Serve the official socket.io-client bundle under `--path` (`socket.io.js`,
+    /// `socket.io.min.js`, `socket.io.esm.min.js` and their source maps), as Node's
+    /// `serveClient` does.
+    #[arg(
+        long,
+        env = "SHARDIO_SERVE_CLIENT",
+        default_value_t = defaults::SERVE_CLIENT,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "on",
+        value_parser = access::parse_on_off,
+        value_name = "on|off"
+    )]
+    pub serve_client: bool,
+    /// Serve the demo chat page at `/` (it needs the client bundle). Default: on when no JWT
+    /// key is configured, off when one is.
+    #[arg(
+        long,
+        env = "SHARDIO_DEMO",
+        num_args = 0..=1,
+        default_missing_value = "on",
+        value_parser = access::parse_on_off,
+        value_name = "on|off"
+    )]
+    pub demo: Option<bool>,
+    /// Log lines as human-readable text, or as one JSON object per line for log shippers
+    /// (`RUST_LOG` filters both; default `info`).
+    #[arg(
+        long,
+        env = "SHARDIO_LOG_FORMAT",
+        value_enum,
+        default_value = defaults::LOG_FORMAT
+    )]
+    pub log_format: LogFormat,
+    /// A TOML file of settings: keys named as the flags without `--` (`shards = 4`,
+    /// `max_payload` or `max-payload`), arrays for repeatable flags, `true`/`false` for
+    /// switches. Flags and `SHARDIO_*` variables override it. Default: no file.
+    #[arg(long, env = "SHARDIO_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration as TOML (secrets masked), then exit without
+    /// starting.
+    #[arg(long)]
+    pub print_config: bool,
+    /// HTTPS and WSS on `--listen`.
+    #[command(flatten)]
+    pub tls: TlsConfig,
     /// Offer WebSocket compression (permessage-deflate, RFC 7692) to clients that ask for it:
     /// messages of 1 KiB and more go out compressed, each compressed once for all its
     /// recipients; a client's compressed messages count against `--max-payload` inflated. Off
@@ -183,6 +244,16 @@ pub struct Config {
         default_value_t = defaults::WEBSOCKET_COMPRESSION
     )]
     pub websocket_compression: bool,
+}
+
+/// The format of log lines (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (colored on a terminal).
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `fields`, `target`, and `span` (with
+    /// `sid` and `shard` on a session's lines).
+    Json,
 }
 
 impl Default for Config {
@@ -224,6 +295,12 @@ pub enum ConfigError {
     /// An `--api-key` too short to be a secret.
     #[error("--api-key must be at least 16 characters")]
     ApiKey,
+    /// `--demo on` where the page cannot work.
+    #[error("--demo needs {0}")]
+    Demo(&'static str),
+    /// `--tls-cert` without `--tls-key`, or the other way round.
+    #[error("{0} needs {1}")]
+    TlsPair(&'static str, &'static str),
 }
 
 impl Config {
@@ -236,6 +313,7 @@ impl Config {
             return Err(ConfigError::ApiKey);
         }
         self.limits.validate()?;
+        self.tls.validate()?;
         if !self.path.starts_with('/') || !self.path.ends_with('/') {
             return Err(ConfigError::Path(self.path.clone()));
         }
@@ -274,7 +352,25 @@ impl Config {
                 return Err(ConfigError::Cookie(name.clone()));
             }
         }
+        if self.demo == Some(true) {
+            if !self.serve_client {
+                return Err(ConfigError::Demo("the client bundle (--serve-client on)"));
+            }
+            if self.path == "/" {
+                // The page's `/` would be the Engine.IO endpoint's.
+                return Err(ConfigError::Demo("a --path other than /"));
+            }
+        }
         Ok(())
+    }
+
+    /// Whether the demo page is served at `/`: `--demo`, else when no JWT key is configured
+    /// ([`defaults::demo`]) and the page can work (the client bundle is served, `--path` is
+    /// not `/`).
+    pub fn demo_enabled(&self) -> bool {
+        self.demo.unwrap_or_else(|| {
+            defaults::demo(self.auth.jwt_enabled()) && self.serve_client && self.path != "/"
+        })
     }
 
     /// `--connect-timeout` as a duration.
@@ -320,6 +416,19 @@ mod tests {
         assert!(matches!(c.validate(), Err(ConfigError::CorsOrigin(_))));
         let c = Config::parse_from(["shardio", "--cookie", "io; evil"]);
         assert!(matches!(c.validate(), Err(ConfigError::Cookie(_))));
+        let c = Config::parse_from(["shardio", "--tls-cert", "cert.pem"]);
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::TlsPair("--tls-cert", "--tls-key"))
+        );
+        let c = Config::parse_from(["shardio", "--tls-key", "key.pem"]);
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::TlsPair("--tls-key", "--tls-cert"))
+        );
+        let c = Config::parse_from(["shardio", "--tls-cert", "c.pem", "--tls-key", "k.pem"]);
+        assert!(c.validate().is_ok() && c.tls.enabled());
+        assert!(!Config::default().tls.enabled());
     }
 
     #[test]
@@ -408,6 +517,28 @@ mod tests {
         assert!(c.validate().is_ok(), "0 connections means no limit");
         let c = Config::parse_from(["shardio", "--head-timeout", "0"]);
         assert_eq!(c.validate(), Err(ConfigError::Zero("head-timeout")));
+    }
+
+    #[test]
+    fn client_bundle_and_demo_flags() {
+        let c = Config::default();
+        assert!(c.serve_client && c.demo.is_none());
+        assert!(c.demo_enabled(), "on by default without JWT");
+        let jwt = Config::parse_from(["shardio", "--jwt-secret", "s"]);
+        assert!(!jwt.demo_enabled(), "off by default with JWT");
+        let forced = Config::parse_from(["shardio", "--jwt-secret", "s", "--demo"]);
+        assert!(forced.demo_enabled() && forced.validate().is_ok());
+        let off = Config::parse_from(["shardio", "--demo", "off"]);
+        assert!(!off.demo_enabled());
+        let no_client = Config::parse_from(["shardio", "--serve-client", "false"]);
+        assert!(!no_client.serve_client && !no_client.demo_enabled());
+        assert!(no_client.validate().is_ok());
+        let c = Config::parse_from(["shardio", "--serve-client", "false", "--demo", "on"]);
+        assert!(matches!(c.validate(), Err(ConfigError::Demo(_))));
+        let root = Config::parse_from(["shardio", "--path", "/"]);
+        assert!(!root.demo_enabled() && root.validate().is_ok());
+        let c = Config::parse_from(["shardio", "--path", "/", "--demo"]);
+        assert!(matches!(c.validate(), Err(ConfigError::Demo(_))));
     }
 
     #[test]

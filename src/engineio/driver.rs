@@ -5,6 +5,7 @@
 //! connections' tasks. When an upgrade finishes, the driver takes the WebSocket over and goes
 //! on with the same heartbeat.
 
+use std::future::Future as _;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -26,16 +27,25 @@ const POLL_CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// `ws`: the session's WebSocket, or `None` for a polling session. A panic while the session
 /// runs (in the app's message handler, say) is caught here: the session's connection is
 /// dropped with the task's state, and the session closes and is removed like any other.
+/// Everything runs in the session's span, entered on each poll; the span is borrowed from the
+/// session, not cloned into the task, which lives as long as the session.
 pub(super) async fn drive(engine: Rc<Engine>, session: Rc<Session>, ws: Option<WsTransport>) {
-    if engine
-        .shard
-        .contain("session", run(&engine, &session, ws))
-        .await
-        .is_none()
-    {
-        session.close(CloseReason::TransportError);
-    }
-    engine.shard.finish(&session);
+    let mut work = std::pin::pin!(async {
+        if engine
+            .shard
+            .contain("session", run(&engine, &session, ws))
+            .await
+            .is_none()
+        {
+            session.close(CloseReason::TransportError);
+        }
+        engine.shard.finish(&session);
+    });
+    std::future::poll_fn(|cx| {
+        let _in_session = session.span.enter();
+        work.as_mut().poll(cx)
+    })
+    .await;
 }
 
 async fn run(engine: &Engine, session: &Rc<Session>, ws: Option<WsTransport>) {

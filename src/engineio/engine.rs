@@ -4,8 +4,8 @@
 
 use std::rc::Rc;
 
+use crate::net::Stream;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::app::EngineApp;
 use super::config::EngineConfig;
@@ -39,7 +39,7 @@ pub(crate) struct Engine {
 pub(crate) enum Handled {
     /// The response was written; the connection may carry another request, which starts with
     /// these bytes already read.
-    KeepAlive(TcpStream, Vec<u8>),
+    KeepAlive(Stream, Vec<u8>),
     /// The connection was taken over (WebSocket, another shard) or closed.
     Done,
 }
@@ -91,6 +91,7 @@ impl Engine {
         let Some(app) = &self.app else {
             return;
         };
+        let _in_session = session.span.enter();
         match self.shard.contain_now("open handler", || app.open(session)) {
             Some(conn) => *session.conn.borrow_mut() = Some(conn),
             None => session.close(CloseReason::TransportError),
@@ -129,7 +130,7 @@ impl Engine {
     /// raw `abortUpgrade` response.
     pub(super) async fn refuse(
         &self,
-        stream: TcpStream,
+        stream: Stream,
         head: &RequestHead,
         leftover: Vec<u8>,
         refusal: impl Into<Refusal>,
@@ -168,7 +169,7 @@ impl Engine {
     /// another request when the client wants it and the request's body is not left unread.
     pub(super) async fn reply(
         &self,
-        mut stream: TcpStream,
+        mut stream: Stream,
         head: &RequestHead,
         rest: Vec<u8>,
         reply: Reply<'_>,
@@ -258,7 +259,7 @@ impl<'a> Reply<'a> {
 }
 
 /// Node's `abortUpgrade`: a raw response, then the connection is closed.
-async fn abort_upgrade(mut stream: TcpStream, refusal: Refusal) {
+async fn abort_upgrade(mut stream: Stream, refusal: Refusal) {
     let status = refusal.upgrade_status();
     let message = refusal.engineio_error().map_or_else(
         || crate::protocol::http::reason(status),

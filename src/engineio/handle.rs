@@ -7,7 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use tokio::net::TcpStream;
+use tracing::Instrument as _;
 
 use super::driver;
 use super::engine::{Engine, Handled, Reply};
@@ -18,6 +18,7 @@ use super::sid::Sid;
 use super::websocket;
 use super::ws_echo;
 use crate::bus::{Handoff, Refused, ShardMsg};
+use crate::net::Stream;
 use crate::protocol::close::CloseReason;
 use crate::protocol::engineio::HandshakeError;
 use crate::protocol::http::{Refusal, RequestHead};
@@ -35,7 +36,7 @@ impl Engine {
     /// for a session another shard owns goes to that shard first, which then checks it.
     pub(crate) async fn handle(
         self: &Rc<Self>,
-        stream: TcpStream,
+        stream: Stream,
         head: RequestHead,
         leftover: Vec<u8>,
         address: SocketAddr,
@@ -123,9 +124,13 @@ impl Engine {
 
     /// Serves a request of `session`. A panic while doing so (in the app's message handler,
     /// say) drops the request's connection and closes the session, which its driver then
-    /// removes; `None` tells the caller.
+    /// removes; `None` tells the caller. It runs in the session's span.
     async fn contain<T>(&self, session: &Session, serving: impl Future<Output = T>) -> Option<T> {
-        let served = self.shard.contain("request", serving).await;
+        let served = self
+            .shard
+            .contain("request", serving)
+            .instrument(session.span.clone())
+            .await;
         if served.is_none() {
             session.close(CloseReason::TransportError);
         }
@@ -143,7 +148,7 @@ impl Engine {
     /// A request without a sid: a new session, if `handshake()` agrees.
     async fn handshake(
         self: &Rc<Self>,
-        stream: TcpStream,
+        stream: Stream,
         head: RequestHead,
         leftover: Vec<u8>,
         address: SocketAddr,
@@ -199,12 +204,12 @@ impl Engine {
     async fn hand_off(
         &self,
         owner: usize,
-        stream: TcpStream,
+        stream: Stream,
         head: RequestHead,
         leftover: Vec<u8>,
         address: SocketAddr,
     ) -> Handled {
-        let stream = match stream.into_std() {
+        let stream = match stream.detach() {
             Ok(stream) => stream,
             Err(e) => {
                 tracing::debug!(error = %e, "could not detach a connection to hand it over");
@@ -228,7 +233,7 @@ impl Engine {
         };
         // The owner cannot take it now (inbox full, or stopping): the client may retry.
         let Handoff { stream, head, .. } = *handoff;
-        let Ok(stream) = TcpStream::from_std(stream) else {
+        let Ok(stream) = Stream::adopt(stream) else {
             return Handled::Done;
         };
         self.refuse(stream, &head, Vec::new(), Refusal::OwnerBusy)

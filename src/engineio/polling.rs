@@ -9,7 +9,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use tokio::net::TcpStream;
+use tracing::Instrument as _;
 
 use super::driver;
 use super::engine::{Engine, Handled, Reply};
@@ -17,6 +17,7 @@ use super::queue::OutQueue;
 use super::request::RequestInfo;
 use super::session::{Session, Transport};
 use crate::connection;
+use crate::net::Stream;
 use crate::protocol::close::CloseReason;
 use crate::protocol::engineio::{self, EncodedPacket, Packet, PayloadPacket};
 use crate::protocol::frame::FrameKind;
@@ -26,7 +27,7 @@ use crate::protocol::http::{BodyError, Refusal, RequestHead};
 /// the GET delivers.
 pub(super) async fn handshake(
     engine: &Rc<Engine>,
-    stream: TcpStream,
+    stream: Stream,
     head: RequestHead,
     leftover: Vec<u8>,
     address: std::net::SocketAddr,
@@ -40,14 +41,17 @@ pub(super) async fn handshake(
     engine.attach(&session);
     tokio::task::spawn_local(driver::drive(engine.clone(), session.clone(), None));
     let cookie = engine.cookie(&session);
-    get(engine, &session, stream, &head, leftover, cookie).await
+    let span = session.span.clone();
+    get(engine, &session, stream, &head, leftover, cookie)
+        .instrument(span)
+        .await
 }
 
 /// Serves a polling request on an existing session.
 pub(super) async fn serve(
     engine: &Rc<Engine>,
     session: Rc<Session>,
-    stream: TcpStream,
+    stream: Stream,
     head: RequestHead,
     leftover: Vec<u8>,
 ) -> Handled {
@@ -90,7 +94,7 @@ impl Drop for Pending<'_> {
 async fn get(
     engine: &Engine,
     session: &Rc<Session>,
-    stream: TcpStream,
+    stream: Stream,
     head: &RequestHead,
     leftover: Vec<u8>,
     cookie: Option<String>,
@@ -142,7 +146,7 @@ async fn get(
 /// Waits until the GET has something to answer. `None`: the client closed the connection.
 async fn wait_for_packets(
     session: &Session,
-    stream: &TcpStream,
+    stream: &Stream,
     mut watch_abort: bool,
     max_payload: usize,
 ) -> Option<Vec<u8>> {
@@ -150,10 +154,9 @@ async fn wait_for_packets(
         if let Some(body) = next_body(session, max_payload) {
             return Some(body);
         }
-        let mut probe = [0u8; 1];
         tokio::select! {
             _ = session.wake.notified() => {}
-            peeked = stream.peek(&mut probe), if watch_abort => match peeked {
+            peeked = stream.sent_or_closed(), if watch_abort => match peeked {
                 Ok(0) | Err(_) => return None,
                 // The next request, pipelined: it waits for this response.
                 Ok(_) => watch_abort = false,
@@ -222,7 +225,7 @@ fn take_batch(out: &mut OutQueue, max_payload: usize) -> Vec<u8> {
 async fn misuse(
     engine: &Engine,
     session: &Session,
-    stream: TcpStream,
+    stream: Stream,
     head: &RequestHead,
     leftover: Vec<u8>,
     what: &str,
@@ -238,7 +241,7 @@ async fn misuse(
 async fn post(
     engine: &Engine,
     session: &Rc<Session>,
-    mut stream: TcpStream,
+    mut stream: Stream,
     head: &RequestHead,
     leftover: Vec<u8>,
 ) -> Handled {

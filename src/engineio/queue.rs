@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 
-use tokio::net::TcpStream;
+use crate::net::Stream;
 
 use crate::protocol::deflate::Agreement;
 use crate::protocol::frame::{FrameKind, OutFrame};
@@ -112,10 +112,11 @@ impl OutQueue {
 
     /// Writes as much of the queue to `stream` as it takes without waiting, in `writev`s of
     /// up to [`WRITE_BATCH`] frames. `Ok(true)`: all written.
-    pub(super) fn write_to(&mut self, stream: &TcpStream) -> io::Result<bool> {
+    pub(super) fn write_to(&mut self, stream: &Stream) -> io::Result<bool> {
         loop {
             if self.is_empty() {
-                return Ok(true);
+                // TLS: the last records may still wait for the socket.
+                return stream.try_flush();
             }
             let written = {
                 let mut slices = [IoSlice::new(&[]); WRITE_BATCH];
@@ -242,6 +243,44 @@ mod tests {
         assert_eq!(q.pop_front(), Some(text("4ccccccc")));
         assert_eq!(q.pop_front(), None);
         assert_eq!(q.bytes, 0);
+    }
+
+    /// On TLS, taking the last frame is not writing it: the socket may not have taken the
+    /// last records yet, and the queue must not be reported written (the WebSocket loop would
+    /// then stop waiting for the socket, and those bytes would sit in rustls).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_tls_queue_is_written_once_its_last_record_has_left() {
+        use tokio::io::AsyncReadExt as _;
+        let (server, mut client) = crate::net::testing::tls_pair().await;
+        let mut q = OutQueue::new(usize::MAX);
+        let chunk: Vec<u8> = (0..60_000u32).map(|i| i as u8).collect();
+        let frames: Vec<OutFrame> = (0..16).map(|_| OutFrame::binary(&chunk)).collect();
+        assert!(q.push_all(&frames).is_some());
+        let total: usize = frames.iter().map(OutFrame::len).sum();
+        let mut received = Vec::with_capacity(total);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut waits = 0;
+        while !q.write_to(&server).expect("write") {
+            // The socket is full: the client reads some, then the server waits for room.
+            waits += 1;
+            let n = client.read(&mut buf).await.expect("read");
+            received.extend_from_slice(&buf[..n]);
+            server.writable().await.expect("writable");
+        }
+        assert!(
+            waits > 0,
+            "the socket never filled: the test proves nothing"
+        );
+        // Written means sent: the client gets the rest without the server doing anything.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while received.len() < total {
+            let read = tokio::time::timeout_at(deadline, client.read(&mut buf)).await;
+            let n = read.expect("the whole queue arrives").expect("read");
+            assert!(n > 0, "closed early");
+            received.extend_from_slice(&buf[..n]);
+        }
+        let wire: Vec<u8> = frames.iter().flat_map(|f| f.wire().to_vec()).collect();
+        assert!(received == wire, "the frames as queued");
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::net::Stream;
 use thiserror::Error;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::flusher::{Flush, Flusher};
@@ -141,7 +141,7 @@ pub struct Session {
     /// Listed in the flusher, not written yet.
     pub(super) dirty: Cell<bool>,
     /// The socket while the WebSocket loop runs, so the shard's flusher can write to it.
-    pub(super) ws: RefCell<Option<Rc<TcpStream>>>,
+    pub(super) ws: RefCell<Option<Rc<Stream>>>,
     me: Weak<Session>,
     home: Rc<Home>,
     // The rest is touched per request or per heartbeat, not per message.
@@ -168,6 +168,10 @@ pub struct Session {
     pub(super) poll: PollState,
     /// The WebSocket of a finished upgrade, until the driver takes it over.
     pub(super) upgraded: RefCell<Option<Box<WsTransport>>>,
+    /// The session's tracing span (`sid`, `shard`). Its driver runs in it, and so does every
+    /// request served for it: their log lines carry both. One per session, entered per poll
+    /// of those tasks, never made per message.
+    pub(super) span: tracing::Span,
 }
 
 impl std::fmt::Debug for Session {
@@ -192,6 +196,7 @@ impl Session {
         (me, home): (Weak<Session>, Rc<Home>),
     ) -> Self {
         let opened_at = tokio::time::Instant::now();
+        let span = tracing::info_span!("session", sid = %sid, shard = sid.shard());
         Session {
             sid,
             endpoint,
@@ -211,6 +216,7 @@ impl Session {
             ws: RefCell::new(None),
             dirty: Cell::new(false),
             home,
+            span,
         }
     }
 
@@ -311,7 +317,7 @@ impl Session {
 
     /// Writes as much of the queue to `stream` as it takes without waiting. `Ok(true)`: all
     /// written.
-    pub(super) fn write_queue(&self, stream: &TcpStream) -> io::Result<bool> {
+    pub(super) fn write_queue(&self, stream: &Stream) -> io::Result<bool> {
         self.out.borrow_mut().write_to(stream)
     }
 

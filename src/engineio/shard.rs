@@ -179,10 +179,10 @@ impl EngineShard {
     /// Removes a closed session, runs its connection's `on_close` and breaks the
     /// session <-> connection cycle.
     pub(super) fn finish(&self, session: &Rc<Session>) {
+        let _in_session = session.span.enter();
         let reason = session.closing.get().unwrap_or(CloseReason::TransportClose);
         session.closing.set(Some(reason));
         tracing::debug!(
-            sid = %session.sid(),
             reason = reason.as_str(),
             transport = session.transport.get().name(),
             "session closed"

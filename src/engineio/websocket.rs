@@ -7,8 +7,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::net::Stream;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::engine::Engine;
@@ -85,7 +85,7 @@ pub(super) fn negotiate_deflate(engine: &Engine, head: &RequestHead) -> Option<A
 /// caller to start the session's driver. `None`: the 101 could not be written.
 pub(super) async fn open(
     engine: &Rc<Engine>,
-    mut stream: TcpStream,
+    mut stream: Stream,
     (key, deflate): (&str, Option<Agreement>),
     request: RequestInfo,
     leftover: Vec<u8>,
@@ -113,7 +113,7 @@ pub(super) async fn open(
 /// packet within `upgrade_timeout`, closes this WebSocket only; the session goes on polling.
 pub(super) async fn upgrade(
     engine: &Rc<Engine>,
-    mut stream: TcpStream,
+    mut stream: Stream,
     (key, deflate): (&str, Option<Agreement>),
     session: Rc<Session>,
     leftover: Vec<u8>,
@@ -140,7 +140,7 @@ pub(super) async fn upgrade(
 /// candidate is probing, or the request names the polling transport) and closes it at once, as
 /// Node's engine.io does: `101`, then a close frame without a status code (docs/PROTOCOL.md
 /// §1.7). The client sees a close, not a failed handshake; the session is not touched.
-pub(super) async fn accept_and_close(mut stream: TcpStream, key: &str) {
+pub(super) async fn accept_and_close(mut stream: Stream, key: &str) {
     if connection::write_raw(&mut stream, &switching_protocols(key, None, None)).await {
         let out = RefCell::new(OutQueue::new(0));
         out.borrow_mut().push_close(OutFrame::close_without_code());
@@ -174,7 +174,11 @@ async fn probe(engine: &Engine, session: &Rc<Session>, ws: &mut WsTransport) -> 
             }
             // Within the probe's deadline: a client that pings and never reads must not hold
             // the connection.
-            match tokio::time::timeout_at(deadline, ws.stream.write_all(&bytes)).await {
+            let writing = async {
+                ws.stream.write_all(&bytes).await?;
+                ws.stream.flush().await
+            };
+            match tokio::time::timeout_at(deadline, writing).await {
                 Ok(Ok(())) => {}
                 _ => return false,
             }
@@ -234,7 +238,7 @@ pub(super) async fn run(
 
 async fn run_loop(
     session: &Rc<Session>,
-    stream: &TcpStream,
+    stream: &Stream,
     reader: &mut Reader,
     heartbeat: &mut Heartbeat,
 ) {
@@ -296,7 +300,7 @@ pub(super) async fn close(ws: WsTransport, session: &Session) {
 
 /// Writes what `out` holds (ending with a close frame), closes our side, and waits briefly for
 /// the client to close its side, so that the last frames are not lost to a reset.
-pub(super) async fn linger(mut stream: TcpStream, out: &RefCell<OutQueue>) {
+pub(super) async fn linger(mut stream: Stream, out: &RefCell<OutQueue>) {
     let deadline = Instant::now() + CLOSE_LINGER;
     loop {
         let written = out.borrow_mut().write_to(&stream);

@@ -7,7 +7,7 @@
 
 use std::cell::RefCell;
 
-use tokio::net::TcpStream;
+use crate::net::Stream;
 
 use super::engine::{Engine, Handled};
 use super::queue::OutQueue;
@@ -22,7 +22,7 @@ use crate::protocol::http::RequestHead;
 /// Serves one request to the echo endpoint: a WebSocket upgrade, or a refusal.
 pub(super) async fn serve(
     engine: &Engine,
-    mut stream: TcpStream,
+    mut stream: Stream,
     head: RequestHead,
     leftover: Vec<u8>,
 ) -> Handled {

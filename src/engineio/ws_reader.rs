@@ -22,7 +22,7 @@ use std::cell::{Cell, RefCell};
 use std::io::{self, Cursor};
 use std::rc::Rc;
 
-use tokio::net::TcpStream;
+use crate::net::Stream;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
@@ -44,7 +44,7 @@ thread_local! {
 
 /// A WebSocket connection carrying (or about to carry) a session.
 pub(crate) struct WsTransport {
-    pub(super) stream: TcpStream,
+    pub(super) stream: Stream,
     pub(super) reader: Reader,
     /// permessage-deflate, when the handshake negotiated it.
     pub(super) deflate: Option<Agreement>,
@@ -53,7 +53,7 @@ pub(crate) struct WsTransport {
 impl WsTransport {
     /// `leftover`: bytes the client sent after the upgrade request, read with its head.
     pub(super) fn new(
-        stream: TcpStream,
+        stream: Stream,
         leftover: Vec<u8>,
         limits: Rc<FrameLimits>,
         deflate: Option<Agreement>,
@@ -110,7 +110,7 @@ pub(super) trait FrameSink {
 /// Reads once, parsing frames straight out of the shard's scratch buffer. `Ok(true)` when the
 /// read filled the buffer (more is probably waiting).
 pub(super) fn read_ready(
-    stream: &TcpStream,
+    stream: &Stream,
     reader: &mut Reader,
     sink: &mut impl FrameSink,
 ) -> Result<bool, CloseReason> {

@@ -196,7 +196,7 @@ const REFUSED: [&str; 6] = [
     "handshake_rate",
 ];
 
-fn splits() -> [Split; 5] {
+fn splits() -> [Split; 6] {
     [
         Split {
             name: "shardio_connections",
@@ -229,6 +229,14 @@ fn splits() -> [Split; 5] {
             label: "reason",
             values: CloseReason::ALL.iter().map(|r| r.label()).collect(),
             read: |s, i| s.disconnects[i].get(),
+        },
+        Split {
+            name: "shardio_tls_handshakes",
+            help: "TLS handshakes on the public listener (--tls-cert), by result.",
+            kind: MetricType::Counter,
+            label: "result",
+            values: vec!["ok", "failed"],
+            read: |s, i| [&s.tls_handshakes, &s.tls_handshake_failures][i].get(),
         },
         Split {
             name: "shardio_requests_refused",

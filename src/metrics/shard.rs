@@ -77,6 +77,8 @@ pub struct ShardMetrics {
     pub(super) accept_errors: Local,
     pub(super) panics: Local,
     pub(super) connection_tasks: Local,
+    pub(super) tls_handshakes: Local,
+    pub(super) tls_handshake_failures: Local,
     pub(super) deflate_negotiated: Local,
     pub(super) messages_out_compressed: Local,
     pub(super) compression_saved_bytes: Local,
@@ -197,6 +199,16 @@ impl ShardMetrics {
 
     pub(crate) fn panicked(&self) {
         self.panics.add(1);
+    }
+
+    /// Counts a TLS handshake that completed (`ok`) or failed.
+    pub(crate) fn tls_handshake(&self, ok: bool) {
+        let counter = if ok {
+            &self.tls_handshakes
+        } else {
+            &self.tls_handshake_failures
+        };
+        counter.add(1);
     }
 
     /// Counts a WebSocket connection that negotiated permessage-deflate.
@@ -372,6 +384,17 @@ impl ShardMetrics {
     /// in [`sessions_open`](Self::sessions_open).
     pub fn connection_tasks(&self) -> u64 {
         self.connection_tasks.get()
+    }
+
+    /// TLS handshakes completed on this shard (`--tls-cert`).
+    pub fn tls_handshakes(&self) -> u64 {
+        self.tls_handshakes.get()
+    }
+
+    /// Connections closed because their TLS handshake failed (not TLS, no common protocol or
+    /// cipher, a bad record) or did not finish within `--head-timeout`.
+    pub fn tls_handshake_failures(&self) -> u64 {
+        self.tls_handshake_failures.get()
     }
 
     /// WebSocket connections that negotiated permessage-deflate (`--websocket-compression`).

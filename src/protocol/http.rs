@@ -507,6 +507,7 @@ pub fn reason(status: u16) -> &'static str {
         200 => "OK",
         202 => "Accepted",
         204 => "No Content",
+        304 => "Not Modified",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -523,7 +524,25 @@ pub fn reason(status: u16) -> &'static str {
 
 /// Encodes a complete response with a `Content-Length` body.
 pub fn response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128 + body.len());
+    let mut out = head_with_room(status, headers, body.len(), body.len());
+    out.extend_from_slice(body);
+    out
+}
+
+/// Encodes the head of a response whose body of `content_length` bytes is not sent: the
+/// answer to a HEAD request, or a 304 (RFC 9110 §9.3.2, §15.4.5).
+pub fn response_head(status: u16, headers: &[(&str, &str)], content_length: usize) -> Vec<u8> {
+    head_with_room(status, headers, content_length, 0)
+}
+
+/// A response head, in a buffer with room for `room` more bytes.
+fn head_with_room(
+    status: u16,
+    headers: &[(&str, &str)],
+    content_length: usize,
+    room: usize,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + room);
     out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
     for (name, value) in headers {
         out.extend_from_slice(name.as_bytes());
@@ -531,8 +550,7 @@ pub fn response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
-    out.extend_from_slice(body);
+    out.extend_from_slice(format!("Content-Length: {content_length}\r\n\r\n").as_bytes());
     out
 }
 
@@ -646,7 +664,14 @@ mod tests {
             r,
             b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
         );
+        // A 304 (or the answer to HEAD) says the length of the body it does not send.
+        let r = response_head(304, &[("ETag", "\"1\"")], 5);
+        assert_eq!(
+            r,
+            b"HTTP/1.1 304 Not Modified\r\nETag: \"1\"\r\nContent-Length: 5\r\n\r\n"
+        );
     }
+
     fn head_with(headers: &[(&str, &str)]) -> RequestHead {
         RequestHead {
             method: "POST".into(),

@@ -2,15 +2,18 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use crate::engineio::{EngineAppFactory, EngineConfig};
 use crate::socketio::SocketIo;
 
-/// An Engine.IO endpoint: requests whose path starts with `path` go to `app`.
+/// An endpoint: requests whose path starts with `path` go to `app` (for a page, requests for
+/// exactly `path`).
 #[derive(Debug)]
 pub struct Endpoint {
     /// The path prefix, e.g. `/socket.io/`.
     pub path: String,
-    /// The endpoint's Engine.IO settings.
+    /// The endpoint's Engine.IO settings (a page has no use for them).
     pub engine: EngineConfig,
     /// The application behind it.
     pub app: App,
@@ -29,6 +32,9 @@ pub enum App {
     /// it uses the WebSocket limits (`max_payload`, `max_buffered_bytes`, `max_fragments`,
     /// `control_frame_rate`).
     WebSocketEcho,
+    /// A fixed HTML page (the gateway's demo page), answered to `GET` and `HEAD` of exactly
+    /// the endpoint's path; it takes no part in Engine.IO.
+    Page(Bytes),
 }
 
 impl std::fmt::Debug for App {
@@ -37,6 +43,7 @@ impl std::fmt::Debug for App {
             App::SocketIo(io) => f.debug_tuple("SocketIo").field(io).finish(),
             App::Engine(_) => f.write_str("Engine(..)"),
             App::WebSocketEcho => f.write_str("WebSocketEcho"),
+            App::Page(html) => write!(f, "Page({} bytes)", html.len()),
         }
     }
 }
@@ -73,11 +80,20 @@ impl Endpoint {
         }
     }
 
+    /// A fixed HTML page at exactly `path` (see [`App::Page`]).
+    pub fn page(path: impl Into<String>, html: impl Into<Bytes>) -> Self {
+        Endpoint {
+            path: path.into(),
+            engine: EngineConfig::default(),
+            app: App::Page(html.into()),
+        }
+    }
+
     /// The Socket.IO application, if that is what the endpoint serves.
     pub(crate) fn socketio_app(&self) -> Option<&SocketIo> {
         match &self.app {
             App::SocketIo(io) => Some(io),
-            App::Engine(_) | App::WebSocketEcho => None,
+            App::Engine(_) | App::WebSocketEcho | App::Page(_) => None,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! Everything a shard owns stays on its thread.
 
 mod accept;
+mod assets;
 mod endpoint;
 mod router;
 
@@ -21,6 +22,7 @@ use crate::engineio::{Admission, CloseReason, Engine, EngineShard};
 use crate::metrics::Metrics;
 use crate::ops::{Health, Ops};
 use crate::socketio::SioShard;
+use assets::Assets;
 use router::Router;
 
 pub use endpoint::{App, Endpoint};
@@ -50,6 +52,8 @@ pub(crate) struct ShardSetup {
     pub(crate) internal: Option<StdListener>,
     /// What `/readyz` answers.
     pub(crate) health: Arc<Health>,
+    /// TLS on the public listener, when configured (`--tls-cert`).
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The backend API of one shard.
@@ -59,10 +63,10 @@ pub(crate) struct ShardApi {
     pub(crate) timeout: Duration,
 }
 
-/// One endpoint on this shard: its Engine.IO side, and its Socket.IO side when it has one
-/// (the receiver of the endpoint's bus messages).
+/// One endpoint on this shard: its Engine.IO side (none for a page), and its Socket.IO side
+/// when it has one (the receiver of the endpoint's bus messages).
 struct ShardEndpoint {
-    engine: Rc<Engine>,
+    engine: Option<Rc<Engine>>,
     socketio: Option<Rc<SioShard>>,
 }
 
@@ -101,6 +105,7 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
         api,
         internal,
         health,
+        tls,
         ..
     } = setup;
     let listener = TcpListener::from_std(listener)?;
@@ -132,7 +137,7 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
     let routes = endpoints
         .iter()
         .zip(&served)
-        .map(|(ep, served)| (ep.path.clone(), served.engine.clone()))
+        .filter_map(|(ep, served)| Some((ep.path.clone(), served.engine.clone()?)))
         .collect();
     // With an internal listener the API and /metrics are there only, not on the public port.
     let (public_api, public_metrics) = match internal {
@@ -140,14 +145,17 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
         None => (api.clone(), Some(metrics.clone())),
     };
     let ops = Ops::new(health.clone(), public_metrics);
-    let router = Rc::new(Router::new(routes, public_api, ops, shard.clone()));
+    let router = Router::new(routes, public_api, ops, shard.clone(), tls);
+    let router = Rc::new(router.with_assets(assets(&endpoints)));
     let mut inbox =
         tokio::task::spawn_local(read_inbox(inbox, served, router.clone(), shard.clone()));
 
     let mut accepting = Box::pin(accept::run(listener, router, id, shard.metrics()));
     let internal = internal.map(|l| {
+        // The internal listener is private (an address backends and Prometheus reach): plain
+        // HTTP.
         let ops = Ops::new(health, Some(metrics));
-        let router = Rc::new(Router::new(Vec::new(), api, ops, shard.clone()));
+        let router = Rc::new(Router::new(Vec::new(), api, ops, shard.clone(), None));
         accept::run(l, router, id, shard.metrics())
     });
     // Accepts until dropped; never ends (nor does the public loop).
@@ -211,6 +219,23 @@ fn start_api(
     Some(Rc::new(api))
 }
 
+/// The fixed files the endpoints ask for: the client bundle under each Socket.IO endpoint
+/// (404s where it is not served), and the pages.
+fn assets(endpoints: &[Endpoint]) -> Assets {
+    let mut assets = Assets::default();
+    for ep in endpoints {
+        match &ep.app {
+            App::SocketIo(io) if io.serves_client() => {
+                assets.add_client(&ep.path, ep.engine.cors.as_ref());
+            }
+            App::SocketIo(_) => assets.withhold_client(&ep.path),
+            App::Page(html) => assets.add_page(&ep.path, html.clone()),
+            App::Engine(_) | App::WebSocketEcho => {}
+        }
+    }
+    assets
+}
+
 /// Builds endpoint `index` on this shard: its app instance and its Engine.IO side.
 fn start_endpoint(
     shard: &Rc<EngineShard>,
@@ -226,10 +251,16 @@ fn start_endpoint(
         }
         App::Engine(factory) => (Some(factory.for_shard(shard)), None),
         App::WebSocketEcho => (None, None),
+        App::Page(_) => {
+            return ShardEndpoint {
+                engine: None,
+                socketio: None,
+            }
+        }
     };
     let engine = Engine::new(ep.engine.clone(), app, shard.clone(), index, bus.clone());
     ShardEndpoint {
-        engine: Rc::new(engine),
+        engine: Some(Rc::new(engine)),
         socketio,
     }
 }

@@ -4,25 +4,33 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 
+use rustls::ServerConfig;
 use tokio::net::TcpStream;
 
+use super::assets::Assets;
 use crate::api::{self, Api};
 use crate::bus::Handoff;
 use crate::connection;
 use crate::engineio::{Engine, EngineShard, Handled};
+use crate::net::{self, Stream};
 use crate::ops::Ops;
 use crate::protocol::http::{BodyFraming, Refusal, RequestHead};
 
-/// The endpoints of one listener of a shard, by path prefix, the backend API when it is served
-/// there, and the operator's endpoints.
+/// The endpoints of one listener of a shard, by path prefix, the fixed files it answers
+/// itself, the backend API when it is served there, and the operator's endpoints.
 pub(super) struct Router {
     routes: Vec<(String, Rc<Engine>)>,
     api: Option<Rc<Api>>,
     ops: Ops,
+    /// Answered before the endpoints: the client bundle under their paths, the pages.
+    assets: Assets,
     /// The shard's Engine.IO state: its HTTP limits, counters (connection tasks among them),
     /// and panic boundary.
     shard: Rc<EngineShard>,
+    /// TLS on this listener (`--tls-cert`): every connection starts with a handshake.
+    tls: Option<Arc<ServerConfig>>,
 }
 
 impl Router {
@@ -31,13 +39,35 @@ impl Router {
         api: Option<Rc<Api>>,
         ops: Ops,
         shard: Rc<EngineShard>,
+        tls: Option<Arc<ServerConfig>>,
     ) -> Self {
         Router {
             routes,
             api,
             ops,
+            assets: Assets::default(),
             shard,
+            tls,
         }
+    }
+
+    /// The router with these fixed files.
+    pub(super) fn with_assets(mut self, assets: Assets) -> Self {
+        self.assets = assets;
+        self
+    }
+
+    /// The connection, after its TLS handshake when this listener has TLS; `None` (counted)
+    /// when the handshake fails or does not finish within `--head-timeout`.
+    async fn secure(&self, tcp: TcpStream) -> Option<Stream> {
+        let Some(config) = &self.tls else {
+            return Some(Stream::Plain(tcp));
+        };
+        // Boxed: a plain connection's task does not carry the handshake's state.
+        let accepting = net::accept_tls(tcp, config.clone(), self.shard.http.head_timeout);
+        let secured = Box::pin(accepting).await;
+        self.shard.metrics().tls_handshake(secured.is_some());
+        secured
     }
 
     fn route(&self, path: &str) -> Option<&Rc<Engine>> {
@@ -50,10 +80,14 @@ impl Router {
 
 /// Serves the requests of a freshly accepted connection: the task of the connection. A panic
 /// while serving it is caught here (logged, counted) and drops the connection only.
-pub(super) async fn serve(router: Rc<Router>, stream: TcpStream, address: SocketAddr) {
+pub(super) async fn serve(router: Rc<Router>, tcp: TcpStream, address: SocketAddr) {
     let _task = router.shard.connection_task();
     let shard = router.shard.clone();
-    let serving = serve_from(router, stream, address, Vec::new());
+    let serving = async move {
+        if let Some(stream) = router.secure(tcp).await {
+            serve_from(router, stream, address, Vec::new()).await;
+        }
+    };
     shard.contain("connection", serving).await;
 }
 
@@ -66,7 +100,7 @@ pub(super) fn serve_handoff(router: &Rc<Router>, handoff: Handoff) {
         leftover,
         address,
     } = handoff;
-    match TcpStream::from_std(stream) {
+    match Stream::adopt(stream) {
         Ok(stream) => {
             if let Some(engine) = router.route(&head.path) {
                 engine.shard.metrics().handoff_received();
@@ -81,7 +115,7 @@ pub(super) fn serve_handoff(router: &Rc<Router>, handoff: Handoff) {
 
 async fn serve_request(
     router: Rc<Router>,
-    stream: TcpStream,
+    stream: Stream,
     address: SocketAddr,
     head: RequestHead,
     leftover: Vec<u8>,
@@ -93,12 +127,7 @@ async fn serve_request(
 }
 
 /// The keep-alive loop; `buf` holds bytes of the next request already read.
-async fn serve_from(
-    router: Rc<Router>,
-    mut stream: TcpStream,
-    address: SocketAddr,
-    mut buf: Vec<u8>,
-) {
+async fn serve_from(router: Rc<Router>, mut stream: Stream, address: SocketAddr, mut buf: Vec<u8>) {
     loop {
         let (head, leftover) =
             match connection::read_head(&mut stream, buf, &router.shard.http).await {
@@ -121,13 +150,19 @@ async fn serve_from(
 /// it may carry another.
 async fn route(
     router: &Router,
-    mut stream: TcpStream,
+    mut stream: Stream,
     head: RequestHead,
     leftover: Vec<u8>,
     address: SocketAddr,
-) -> Option<(TcpStream, Vec<u8>)> {
+) -> Option<(Stream, Vec<u8>)> {
     if router.ops.serves(&head.path) {
         return router.ops.handle(stream, head, leftover).await;
+    }
+    // Exact paths first: the bundle's files lie under the Engine.IO endpoint's prefix.
+    if let Some(asset) = router.assets.get(&head.path) {
+        // Boxed: the connection's task (this future) stays the size the endpoints need.
+        let kept = Box::pin(asset.serve(&mut stream, &head)).await;
+        return kept.then_some((stream, leftover));
     }
     if let Some(api) = router
         .api

@@ -38,6 +38,10 @@ pub struct SocketIoConfig {
     /// Events one client may send at once above the rate; also how many refusals, since the
     /// client last stayed within its rate, close the connection (1008, "policy violation").
     pub max_event_burst: u32,
+    /// Serve the official socket.io-client bundle under the endpoint's path (Node's
+    /// `serveClient`): `socket.io.js`, `socket.io.min.js`, `socket.io.esm.min.js` and their
+    /// source maps.
+    pub serve_client: bool,
 }
 
 impl Default for SocketIoConfig {
@@ -50,6 +54,7 @@ impl Default for SocketIoConfig {
             max_name_length: defaults::MAX_NAME_LENGTH,
             max_event_rate: defaults::MAX_EVENT_RATE,
             max_event_burst: defaults::MAX_EVENT_BURST,
+            serve_client: defaults::SERVE_CLIENT,
         }
     }
 }
@@ -64,6 +69,7 @@ impl SocketIoConfig {
             max_name_length: config.max_name_length,
             max_event_rate: config.max_event_rate,
             max_event_burst: config.max_event_burst,
+            serve_client: config.serve_client,
             ..SocketIoConfig::default()
         }
     }
@@ -151,6 +157,12 @@ impl SocketIo {
         let mut names: Vec<String> = self.namespaces.keys().cloned().collect();
         names.sort_unstable();
         names
+    }
+
+    /// Whether the client bundle is served under the endpoint's path
+    /// ([`SocketIoConfig::serve_client`]).
+    pub fn serves_client(&self) -> bool {
+        self.config.serve_client
     }
 
     /// The application's instance on shard `shard`, as endpoint `endpoint`; `bridged` when

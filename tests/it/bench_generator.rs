@@ -147,6 +147,46 @@ fn connect_and_idle_against_shardio_report_rates_and_memory() {
     assert_eq!(num(&r, "/connected"), 200.0, "{r:#}");
 }
 
+/// `connect` over TLS (`--tls-insecure`, the test's self-signed certificate): every handshake
+/// is a TLS one; an https:// URL without the flag is refused.
+#[test]
+fn connect_over_tls_with_tls_insecure() {
+    let certs = common::tls::CertFiles::new();
+    let args = certs.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = TestServer::gateway(2, &args);
+    let url = format!("https://127.0.0.1:{}", server.addr.port());
+    let json = json_path("connect-tls");
+    let r = run_bench(
+        &[
+            "connect",
+            "--url",
+            &url,
+            "--tls-insecure",
+            "--count",
+            "100",
+            "--threads",
+            "1",
+        ],
+        &json,
+        Duration::from_secs(60),
+    );
+    assert_eq!(num(&r, "/connected"), 100.0, "{r:#}");
+    let shards = server.metrics.shards();
+    let handshakes: u64 = shards.iter().map(|s| s.tls_handshakes()).sum();
+    assert_eq!(handshakes, 100);
+
+    let status = Command::new(env!("CARGO_BIN_EXE_shardio-bench"))
+        .args(["connect", "--url", &url, "--count", "1"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("shardio-bench runs");
+    assert!(
+        !status.success(),
+        "https:// without --tls-insecure is refused"
+    );
+}
+
 #[test]
 fn floor_reads_every_byte_written() {
     let json = json_path("floor");

@@ -11,7 +11,9 @@ use crate::common;
 
 use common::node::run_script;
 use common::raw_ws::{frame, frame_bits, RawWs, ServerFrame, BINARY, CONTINUATION, PING, TEXT};
+use common::tls::CertFiles;
 use common::TestServer;
+use shardio::engineio::EngineConfig;
 use shardio::metrics::{Metrics, ShardMetrics};
 
 /// What `ws` (Node) and browsers offer by default.
@@ -23,15 +25,21 @@ fn total(m: &Metrics, counter: fn(&ShardMetrics) -> u64) -> u64 {
     m.shards().iter().map(counter).sum()
 }
 
-/// The conformance apps with compression on, `max_payload` on every endpoint, and a heartbeat
-/// slow enough that raw clients need not answer pings.
+/// The conformance apps with compression on and `max_payload` on every endpoint ([`tune`]).
 fn compressing(max_payload: usize) -> TestServer {
     TestServer::conformance_with(|e| {
-        e.websocket_compression = true;
+        tune(e, true);
         e.max_payload = max_payload;
-        e.ping_interval = Duration::from_secs(20);
-        e.ping_timeout = Duration::from_secs(10);
     })
+}
+
+/// Compression on or off, and a heartbeat slow enough that raw clients need not answer pings
+/// and a loaded machine does not time a session out mid-test (the conformance app's is 300 ms
+/// and 200 ms).
+fn tune(e: &mut EngineConfig, compression: bool) {
+    e.websocket_compression = compression;
+    e.ping_interval = Duration::from_secs(20);
+    e.ping_timeout = Duration::from_secs(10);
 }
 
 /// The `Sec-WebSocket-Extensions` value of a response head, if it has one.
@@ -364,22 +372,15 @@ fn an_engineio_session_inflates_and_compresses_and_counts_it() {
 
 /// The npm socket.io-client (engine.io-client's WebSocket transport is the `ws` package, which
 /// offers permessage-deflate and compresses messages of 1 KiB and more) sends and receives
-/// large messages, over WebSocket from the start and after an upgrade from polling. Returns
-/// what the script saw and the server's counters.
-fn node_clients(compression: bool) -> (serde_json::Value, TestServer) {
-    let server = TestServer::conformance_with(|e| e.websocket_compression = compression);
-    let out = run_script(
-        "compression_client.mjs",
-        &[&server.url()],
-        Duration::from_secs(30),
-    );
-    let seen: serde_json::Value = serde_json::from_str(out.trim()).expect("the script's JSON");
-    (seen, server)
+/// large messages, over WebSocket from the start and after an upgrade from polling, to
+/// `url`. Returns what the script saw.
+fn node_clients(url: &str) -> serde_json::Value {
+    let out = run_script("compression_client.mjs", &[url], Duration::from_secs(30));
+    serde_json::from_str(out.trim()).expect("the script's JSON")
 }
 
-#[test]
-fn socketio_client_negotiates_compression_and_large_messages_arrive_intact() {
-    let (seen, server) = node_clients(true);
+/// What the script saw and the server counted when both transports negotiated compression.
+fn assert_negotiated_and_intact(seen: &serde_json::Value, server: &TestServer) {
     for transports in ["websocket", "polling,websocket"] {
         assert_eq!(
             seen[transports]["extensions"], "permessage-deflate",
@@ -400,8 +401,31 @@ fn socketio_client_negotiates_compression_and_large_messages_arrive_intact() {
 }
 
 #[test]
+fn socketio_client_negotiates_compression_and_large_messages_arrive_intact() {
+    let server = TestServer::conformance_with(|e| tune(e, true));
+    let seen = node_clients(&server.url());
+    assert_negotiated_and_intact(&seen, &server);
+}
+
+/// The same over TLS (wss, and https polling before the upgrade): compression sits above the
+/// connection's stream, whichever it is.
+#[test]
+fn socketio_client_negotiates_compression_over_wss() {
+    let certs = CertFiles::new();
+    let mut endpoints = shardio::conformance::endpoints();
+    for ep in &mut endpoints {
+        tune(&mut ep.engine, true);
+    }
+    let server = TestServer::start_tls(2, endpoints, &certs);
+    let seen = node_clients(&format!("https://127.0.0.1:{}", server.addr.port()));
+    assert_negotiated_and_intact(&seen, &server);
+    assert!(total(&server.metrics, ShardMetrics::tls_handshakes) >= 2);
+}
+
+#[test]
 fn socketio_client_without_the_flag_negotiates_nothing() {
-    let (seen, server) = node_clients(false);
+    let server = TestServer::conformance_with(|e| tune(e, false));
+    let seen = node_clients(&server.url());
     for transports in ["websocket", "polling,websocket"] {
         assert_eq!(seen[transports]["extensions"], "", "{seen}");
         assert_eq!(

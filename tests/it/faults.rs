@@ -129,7 +129,9 @@ impl EngineAppFactory for DiesOnShard {
             .into_iter()
             .find_map(|ep| match ep.app {
                 shardio::App::Engine(factory) => Some(factory.for_shard(shard)),
-                shardio::App::SocketIo(_) | shardio::App::WebSocketEcho => None,
+                shardio::App::SocketIo(_) | shardio::App::WebSocketEcho | shardio::App::Page(_) => {
+                    None
+                }
             })
             .expect("the conformance echo app")
     }

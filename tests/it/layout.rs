@@ -23,6 +23,8 @@ const FLOORS: &[(&str, u8)] = &[
     ("metrics", 1),
     ("bus", 2),
     ("connection", 2),
+    ("net", 2),
+    ("tls", 2),
     ("engineio", 3),
     ("socketio", 4),
     ("redis_bridge", 4),

@@ -1,5 +1,6 @@
-//! A lean Socket.IO-over-WebSocket client: one TCP stream, a hand-written upgrade, masked
-//! frames out, batched writes (callers queue packets, then flush once).
+//! A lean Socket.IO-over-WebSocket client: one TCP stream (TLS over it for `https://`), a
+//! hand-written upgrade, masked frames out, batched writes (callers queue packets, then flush
+//! once).
 //!
 //! It answers Engine.IO pings by itself while draining, so a connection stays alive as long as
 //! its owner keeps reading.
@@ -7,6 +8,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,6 +16,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::deflate::{self, Compression, Deflate};
 use crate::sio::{self, SioPacket};
+use crate::tls::{self, Stream};
 use crate::ws::{self, FrameError};
 
 /// Why a connection failed or ended. Every variant is counted by the scenarios, never fatal:
@@ -62,21 +65,34 @@ impl ClientError {
     }
 }
 
-/// Where to connect: the resolved address and the Host header; and whether to offer
-/// WebSocket compression.
+/// Where to connect: the resolved address, the Host header, TLS for `https://`, and whether
+/// to offer WebSocket compression.
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
     pub addr: SocketAddr,
     pub host: String,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     pub compression: Compression,
 }
 
 impl Target {
-    /// Accepts `http://host:port`, `ws://host:port` or `host:port` (a path is ignored: the
-    /// Socket.IO path is always `/socket.io/`).
-    pub(crate) fn parse(url: &str) -> anyhow::Result<Target> {
-        let rest = url
-            .strip_prefix("http://")
+    /// Accepts `http://host:port`, `ws://host:port` or `host:port`, and `https://` or
+    /// `wss://` with `tls_insecure` (a path is ignored: the Socket.IO path is always
+    /// `/socket.io/`).
+    pub(crate) fn parse(url: &str, tls_insecure: bool) -> anyhow::Result<Target> {
+        let secure = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("wss://"));
+        let tls = match (secure.is_some(), tls_insecure) {
+            (true, true) => Some(tls::insecure_config()),
+            (false, false) => None,
+            (true, false) => anyhow::bail!(
+                "{url}: TLS needs --tls-insecure (the generator verifies no certificate chain)"
+            ),
+            (false, true) => anyhow::bail!("{url}: --tls-insecure needs an https:// URL"),
+        };
+        let rest = secure
+            .or_else(|| url.strip_prefix("http://"))
             .or_else(|| url.strip_prefix("ws://"))
             .unwrap_or(url);
         let host = rest.split('/').next().unwrap_or(rest).to_string();
@@ -88,6 +104,7 @@ impl Target {
         Ok(Target {
             addr,
             host,
+            tls,
             compression: Compression::Off,
         })
     }
@@ -127,7 +144,7 @@ pub(crate) const READ_IDLE: usize = 1024;
 const MAX_HEAD: usize = 16 * 1024;
 
 pub(crate) struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     rbuf: Vec<u8>,
     /// Start of the unparsed bytes in `rbuf`.
     rpos: usize,
@@ -168,12 +185,13 @@ impl Conn {
         sources: &Sources,
         read_chunk: usize,
     ) -> Result<Conn, ClientError> {
-        let stream = connect_tcp(target.addr, sources.pick())
+        let tcp = connect_tcp(target.addr, sources.pick())
             .await
             .map_err(ClientError::Connect)?;
-        let seed = (stream.local_addr().map(|a| a.port()).unwrap_or(1) as u32)
-            .wrapping_mul(2_654_435_761)
-            | 1;
+        let stream = Stream::open(tcp, target.tls.as_ref(), &target.host)
+            .await
+            .map_err(ClientError::Connect)?;
+        let seed = u32::from(stream.local_port()).wrapping_mul(2_654_435_761) | 1;
         let mut c = Conn {
             stream,
             rbuf: Vec::new(),
@@ -377,6 +395,8 @@ impl Conn {
     /// Writes every queued frame in one go.
     pub(crate) async fn flush(&mut self) -> Result<(), ClientError> {
         self.stream.write_all(&self.wbuf).await?;
+        // TLS: the last record may wait in rustls (a no-op on plain TCP).
+        self.stream.flush().await?;
         self.wbuf.clear();
         Ok(())
     }
@@ -514,7 +534,7 @@ mod tests {
     async fn listener() -> (TcpListener, Target) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        (l, Target::parse(&format!("http://{addr}")).unwrap())
+        (l, Target::parse(&format!("http://{addr}"), false).unwrap())
     }
 
     #[tokio::test]

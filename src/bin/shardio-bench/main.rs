@@ -21,6 +21,7 @@ mod report;
 mod scenario;
 mod sio;
 mod stats;
+mod tls;
 mod ws;
 
 use std::net::IpAddr;
@@ -128,6 +129,10 @@ struct Common {
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Connect with TLS (an https:// --url) and accept any certificate the server presents
+    /// (a self-signed test certificate); handshake signatures are still checked.
+    #[arg(long)]
+    tls_insecure: bool,
     /// WebSocket compression (permessage-deflate): `off` (no offer), `negotiate` (offer it and
     /// inflate what the server compresses, as Node's `ws` client does), `compress` (also send
     /// every message compressed, as browsers do).
@@ -176,7 +181,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         | Scenario::Api { common, .. } => common.clone(),
     };
     let (runtime, threads) = build_runtime(&common)?;
-    let mut target = Target::parse(&common.url)?;
+    let mut target = Target::parse(&common.url, common.tls_insecure)?;
     target.compression = common.ws_compression;
     let ctx = Ctx {
         target,
@@ -202,7 +207,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 finish("fanout", &r.rows(), &r, r.unusable(), json)
             }
             Scenario::Cross { args, sub_url, .. } => {
-                let mut sub = Target::parse(sub_url)?;
+                let mut sub = Target::parse(sub_url, common.tls_insecure)?;
                 sub.compression = common.ws_compression;
                 let r = scenario::fanout::run(&ctx, args, Some(&sub), &Via::SocketIo).await?;
                 finish("cross", &r.rows(), &r, r.unusable(), json)
@@ -214,6 +219,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ..
             } => {
                 anyhow::ensure!(*batch > 0, "--batch must be at least 1");
+                anyhow::ensure!(ctx.target.tls.is_none(), "api: no TLS (https://) support");
                 let via = Via::Api {
                     key: api_key.clone(),
                     batch: *batch,

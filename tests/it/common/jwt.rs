@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::Value;
 
-/// A directory of key files, removed on drop.
+/// A directory of key files (JWT keys, TLS certificates), removed on drop.
 pub(crate) struct KeyDir {
     pub path: PathBuf,
 }

@@ -10,6 +10,7 @@ pub(crate) mod process;
 pub(crate) mod raw_ws;
 pub(crate) mod redis;
 pub(crate) mod scrape;
+pub(crate) mod tls;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -87,12 +88,30 @@ impl TestServer {
         config.runtime = runtime(shards);
         config.validate().expect("a valid test configuration");
         let verifier = shardio::auth::Verifier::from_config(&config.auth).expect("the keys load");
+        let certificates =
+            shardio::tls::Certificates::from_config(&config.tls).expect("the certificate loads");
         let server = Server::bind(&config.runtime)
             .expect("bind 127.0.0.1:0")
             .with_redis(config.redis.clone())
             .with_api(config.api.clone())
-            .expect("bind the API");
+            .expect("bind the API")
+            .with_limits(config.limits.clone())
+            .with_tls(certificates);
         TestServer::run(server, shardio::gateway::endpoints(&config, verifier))
+    }
+
+    /// `endpoints` on `shards` shards, over TLS with the certificate of `certs`.
+    pub(crate) fn start_tls(
+        shards: usize,
+        endpoints: Vec<Endpoint>,
+        certs: &tls::CertFiles,
+    ) -> TestServer {
+        let certificates = shardio::tls::Certificates::load(&certs.cert, &certs.key)
+            .expect("the test certificate");
+        let server = Server::bind(&runtime(shards))
+            .expect("bind 127.0.0.1:0")
+            .with_tls(Some(certificates));
+        TestServer::run(server, endpoints)
     }
 
     fn run(server: Server, endpoints: Vec<Endpoint>) -> TestServer {
@@ -168,6 +187,23 @@ impl TestServer {
             .iter()
             .filter(|s| s.sessions_total() > 0)
             .count()
+    }
+
+    /// Checks that requests were handed between shards (else the test proves nothing: `who`
+    /// never needed a hand-over), and waits until each reached its owner (a sender counts
+    /// its hand-over as the bus takes it, so the owner's count may lag a moment).
+    pub(crate) fn assert_handoffs_arrived(&self, who: &str) {
+        assert!(
+            self.metrics.handoffs() > 0,
+            "{who} never needed a hand-over: the test proves nothing"
+        );
+        self.wait_until("every hand-over to reach its owner", |m| {
+            m.shards()
+                .iter()
+                .map(|s| s.handoffs_received())
+                .sum::<u64>()
+                == m.handoffs()
+        });
     }
 
     /// Waits until `f` holds (polling the server's counters).
@@ -246,23 +282,30 @@ pub(crate) enum Frame {
     Closed(Option<u16>),
 }
 
-/// A blocking WebSocket client speaking raw Engine.IO.
-pub(crate) struct WsClient {
-    ws: WebSocket<TcpStream>,
+/// A client's TCP connection: reads time out after [`WAIT`], no Nagle delay.
+fn client_tcp(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(WAIT))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// A blocking WebSocket client speaking raw Engine.IO, over TCP or (`tls::TlsConn`) TLS.
+pub(crate) struct WsClient<S: Read + Write = TcpStream> {
+    ws: WebSocket<S>,
     /// Answer Engine.IO pings with pongs automatically (and hide them).
     pub auto_pong: bool,
 }
 
-impl WsClient {
-    /// Opens a WebSocket to `path_and_query` (e.g. `/socket.io/?EIO=4&transport=websocket`).
-    pub(crate) fn connect(
-        addr: SocketAddr,
+impl<S: Read + Write> WsClient<S> {
+    /// Opens a WebSocket to `path_and_query` over a connected `stream` (its read timeout set)
+    /// to `host`.
+    pub(crate) fn over(
+        stream: S,
+        host: &str,
         path_and_query: &str,
-    ) -> Result<WsClient, tungstenite::Error> {
-        let stream = TcpStream::connect(addr)?;
-        stream.set_read_timeout(Some(WAIT))?;
-        stream.set_nodelay(true)?;
-        let url = format!("ws://{addr}{path_and_query}");
+    ) -> Result<WsClient<S>, tungstenite::Error> {
+        let url = format!("ws://{host}{path_and_query}");
         let (ws, _) = tungstenite::client(url, stream).map_err(|e| match e {
             tungstenite::HandshakeError::Failure(e) => e,
             tungstenite::HandshakeError::Interrupted(_) => {
@@ -275,27 +318,51 @@ impl WsClient {
         })
     }
 
-    /// Opens an Engine.IO session over WebSocket; returns the client and the open packet JSON.
-    pub(crate) fn open(addr: SocketAddr, path: &str) -> (WsClient, serde_json::Value) {
-        let mut c = WsClient::connect(addr, &format!("{path}?EIO=4&transport=websocket"))
+    /// Opens an Engine.IO session on `path` over `stream`; returns the client and the open
+    /// packet JSON.
+    pub(crate) fn open_over(stream: S, host: &str, path: &str) -> (WsClient<S>, serde_json::Value) {
+        let mut c = WsClient::over(stream, host, &format!("{path}?EIO=4&transport=websocket"))
             .expect("websocket handshake");
         let open = c.recv_text();
         let json = open.strip_prefix('0').expect("first packet is open");
         (c, serde_json::from_str(json).expect("open packet is JSON"))
     }
 
+    /// Sends a Socket.IO CONNECT to namespace `/` with `auth`; returns the socket id.
+    pub(crate) fn connect_socketio(&mut self, auth: Option<&str>) -> String {
+        self.send_text(&format!("40{}", auth.unwrap_or("")));
+        let reply = self.recv_text();
+        let json = reply.strip_prefix("40").expect("CONNECT reply");
+        let v: serde_json::Value = serde_json::from_str(json).expect("CONNECT reply JSON");
+        v["sid"].as_str().expect("sid in CONNECT reply").to_string()
+    }
+}
+
+impl WsClient {
+    /// Opens a WebSocket to `path_and_query` (e.g. `/socket.io/?EIO=4&transport=websocket`).
+    pub(crate) fn connect(
+        addr: SocketAddr,
+        path_and_query: &str,
+    ) -> Result<WsClient, tungstenite::Error> {
+        WsClient::over(client_tcp(addr)?, &addr.to_string(), path_and_query)
+    }
+
+    /// Opens an Engine.IO session over WebSocket; returns the client and the open packet JSON.
+    pub(crate) fn open(addr: SocketAddr, path: &str) -> (WsClient, serde_json::Value) {
+        let stream = client_tcp(addr).expect("connect");
+        WsClient::open_over(stream, &addr.to_string(), path)
+    }
+
     /// Opens a Socket.IO connection to namespace `/` with `auth`; returns the client and the
     /// socket id from the CONNECT reply.
     pub(crate) fn socketio(addr: SocketAddr, auth: Option<&str>) -> (WsClient, String) {
         let (mut c, _) = WsClient::open(addr, "/socket.io/");
-        c.send_text(&format!("40{}", auth.unwrap_or("")));
-        let reply = c.recv_text();
-        let json = reply.strip_prefix("40").expect("CONNECT reply");
-        let v: serde_json::Value = serde_json::from_str(json).expect("CONNECT reply JSON");
-        let sid = v["sid"].as_str().expect("sid in CONNECT reply").to_string();
+        let sid = c.connect_socketio(auth);
         (c, sid)
     }
+}
 
+impl<S: Read + Write> WsClient<S> {
     pub(crate) fn send_text(&mut self, text: &str) {
         self.ws.send(Message::text(text)).expect("send text frame");
     }

@@ -148,7 +148,7 @@ impl HttpConn {
 }
 
 /// A complete response at the start of `bytes` (the server always sends Content-Length).
-fn parse_response(bytes: &[u8]) -> Option<(Response, usize)> {
+pub(crate) fn parse_response(bytes: &[u8]) -> Option<(Response, usize)> {
     let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     let head = std::str::from_utf8(&bytes[..end]).expect("ASCII head");
     let mut lines = head.split("\r\n");

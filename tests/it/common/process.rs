@@ -17,14 +17,33 @@ pub(crate) struct ShardioProcess {
     pub addr: SocketAddr,
 }
 
+/// The `shardio` binary as a command, without the `SHARDIO_*` variables of the test's own
+/// environment.
+pub(crate) fn shardio_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shardio"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("SHARDIO_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
 impl ShardioProcess {
     /// Starts `shardio --listen 127.0.0.1:0 --no-pin <args>` and waits for its startup line.
     pub(crate) fn start(args: &[&str]) -> ShardioProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shardio"))
+        ShardioProcess::start_with_env(args, &[])
+    }
+
+    /// [`ShardioProcess::start`] with these environment variables (`RUST_LOG` is `info`
+    /// unless given). No `SHARDIO_*` variable of the test's own environment reaches it.
+    pub(crate) fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> ShardioProcess {
+        let mut child = shardio_command()
             .args(["--listen", "127.0.0.1:0", "--no-pin"])
             .args(args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start shardio");
@@ -44,9 +63,13 @@ impl ShardioProcess {
         let mut addr = None;
         super::wait_until("the startup line", || {
             addr = process.find_line(|l| {
-                l.split_whitespace()
-                    .find_map(|w| w.strip_prefix("address="))
-                    .and_then(|a| a.parse().ok())
+                // `address=ADDR` in text lines, `"address":"ADDR"` in JSON ones.
+                l.split([' ', ','])
+                    .find_map(|w| {
+                        w.strip_prefix("address=")
+                            .or(w.strip_prefix("\"address\":"))
+                    })
+                    .and_then(|a| a.trim_matches('"').parse().ok())
             });
             addr.is_some()
         });
@@ -56,6 +79,12 @@ impl ShardioProcess {
 
     pub(crate) fn pid(&self) -> i32 {
         i32::try_from(self.child.0.id()).expect("a pid")
+    }
+
+    /// Every log line so far.
+    pub(crate) fn lines(&self) -> Vec<String> {
+        let log = self.log.lock().expect("log");
+        log.iter().map(|(_, line)| line.clone()).collect()
     }
 
     /// The first log line `f` finds something in.
