@@ -226,6 +226,31 @@ fn rsv1_on_a_continuation_or_a_control_frame_is_a_protocol_error() {
     assert_closed_with(&mut ws, 1002);
 }
 
+/// UTF-8 is checked on the inflated text: compressed bytes are no text, and what they inflate
+/// to must be (RFC 7692 §6: the extension sits below the text check).
+#[test]
+fn compressed_text_that_inflates_to_invalid_utf8_is_closed_with_1007() {
+    let server = compressing(1 << 20);
+    let mut invalid = json(2).into_bytes();
+    invalid.extend_from_slice(b"\xff\xfe not text");
+    let compressed = Client::new(false).compress(&invalid);
+    let (mut ws, _) = echo_with(&server, OFFER);
+    let valid = json(2);
+    let good = Client::new(false).compress(valid.as_bytes());
+    // Valid text whose compressed bytes are not UTF-8 passes: only the inflated form counts.
+    assert!(std::str::from_utf8(&good).is_err());
+    ws.send(&frame_bits(0x80 | RSV1 | TEXT, &good));
+    assert_eq!(next_message(&mut ws).1, valid.as_bytes());
+    ws.send(&frame_bits(0x80 | RSV1 | TEXT, &compressed));
+    assert_closed_with(&mut ws, 1007);
+    // In fragments too.
+    let (mut ws, _) = echo_with(&server, OFFER);
+    let half = compressed.len() / 2;
+    ws.send(&frame_bits(RSV1 | TEXT, &compressed[..half]));
+    ws.send(&frame(true, CONTINUATION, &compressed[half..]));
+    assert_closed_with(&mut ws, 1007);
+}
+
 #[test]
 fn compressed_messages_arrive_whole_or_fragmented_and_large_echoes_go_out_compressed() {
     let server = compressing(1 << 20);
