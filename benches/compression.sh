@@ -76,7 +76,7 @@ for name in ["idle-off", "idle-negotiated", "idle-compressing"]:
     per = [x["rss_per_conn_bytes"] for x in r if x.get("rss_per_conn_bytes")]
     print(f"  {name:18s} {med(per):9.0f}   runs: {', '.join(f'{v:.0f}' for v in per)}   connected: {min(x['connected'] for x in r)}")
 print("\nfanout flat out, payload padding", runs("fanout-off")[0]["payload_padding"], "bytes: medians")
-print("  variant       deliveries/s  per server CPU s  p50 ms  p99 ms   lost  bytes/message  on the wire  compressed")
+print("  variant       deliveries/s  per server CPU s  p50 ms  p99 ms   lost  bytes/message  on the wire  compressed  server busy  generator busy")
 for name in ["fanout-off", "fanout-on"]:
     r = runs(name)
     d = med([x["deliveries_per_s"] for x in r])
@@ -90,5 +90,8 @@ for name in ["fanout-off", "fanout-on"]:
     sent = metric(name, "shardio_sent_bytes_total")
     saved = metric(name, "shardio_compression_saved_bytes_total")
     share = metric(name, "shardio_messages_sent_compressed_total") / max(messages, 1)
-    print(f"  {name:12s} {d:13.0f} {c:17.0f} {p50:7.1f} {p99:7.1f} {lost:6d} {sent / max(messages, 1):14.0f} {(sent - saved) / max(messages, 1):12.0f} {share:10.0%}")
+    # Shares of one core over the delivery span: which side set the pace.
+    server_busy = med([x["server"]["cpu_seconds"] / x["delivery_span_s"] for x in r])
+    generator_busy = med([x["generator"]["busy_share"] for x in r])
+    print(f"  {name:12s} {d:13.0f} {c:17.0f} {p50:7.1f} {p99:7.1f} {lost:6d} {sent / max(messages, 1):14.0f} {(sent - saved) / max(messages, 1):12.0f} {share:10.0%} {server_busy:12.0%} {generator_busy:15.0%}")
 PY
