@@ -237,7 +237,7 @@ pub struct Config {
     /// messages of 1 KiB and more go out compressed, each compressed once for all its
     /// recipients; a client's compressed messages count against `--max-payload` inflated. Off
     /// by default: it costs CPU, and memory per connection whose client keeps its compression
-    /// context (an inflater of about 43 KiB, see benches/RESULTS-compression.md).
+    /// context (an inflater of about 43 KB, see benches/RESULTS-compression.md).
     #[arg(
         long,
         env = "SHARDIO_WEBSOCKET_COMPRESSION",
