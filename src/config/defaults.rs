@@ -129,3 +129,7 @@ pub const REDIS_STREAM_MAXLEN: u64 = 10_000;
 /// start to share slots, and a shared slot only sends a broadcast to a shard that has no member
 /// (as every broadcast did before the table).
 pub const INTEREST_SLOTS: usize = 1 << 16;
+
+/// `--websocket-compression`: permessage-deflate is off unless asked for; it costs CPU per
+/// message and, for clients that keep their compression context, an inflater per connection.
+pub const WEBSOCKET_COMPRESSION: bool = false;

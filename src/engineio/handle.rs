@@ -103,7 +103,9 @@ impl Engine {
             if requested != Requested::WebSocket || session.transport.get() != Transport::Polling {
                 websocket::accept_and_close(stream, &key).await;
             } else {
-                let upgrading = websocket::upgrade(self, stream, &key, session.clone(), leftover);
+                let deflate = websocket::negotiate_deflate(self, &head);
+                let upgrading =
+                    websocket::upgrade(self, stream, (&key, deflate), session.clone(), leftover);
                 self.contain(&session, upgrading).await;
             }
             return Handled::Done;
@@ -187,8 +189,10 @@ impl Engine {
         let Some(key) = key else {
             return polling::handshake(self, stream, head, leftover, address).await;
         };
+        let deflate = websocket::negotiate_deflate(self, &head);
         let request = RequestInfo::from_head(head, address);
-        if let Some((session, ws)) = websocket::open(self, stream, &key, request, leftover).await {
+        let opened = websocket::open(self, stream, (&key, deflate), request, leftover).await;
+        if let Some((session, ws)) = opened {
             // The driver gets a task of its own, sized for the session's life; this HTTP task,
             // whose future is sized for every kind of request, ends here and frees its memory.
             tokio::task::spawn_local(driver::drive(self.clone(), session, Some(ws)));

@@ -13,7 +13,7 @@ use thiserror::Error;
 use tokio::sync::Notify;
 
 use super::flusher::{Flush, Flusher};
-use super::queue::OutQueue;
+use super::queue::{Compressed, OutQueue};
 use super::request::RequestInfo;
 use super::sid::Sid;
 use super::ws_reader::WsTransport;
@@ -251,18 +251,17 @@ impl Session {
         if !self.is_open() {
             return Err(SendError::Closed);
         }
-        let was_empty = {
+        let (was_empty, compressed) = {
             let mut out = self.out.borrow_mut();
             let was_empty = out.is_empty();
-            if !out.push_all(frames) {
+            let Some(compressed) = out.push_all(frames) else {
                 drop(out);
                 self.close(CloseReason::SlowConsumer);
                 return Err(SendError::SlowConsumer);
-            }
-            was_empty
+            };
+            (was_empty, compressed)
         };
-        let (n, bytes) = messages(frames);
-        self.home.metrics().sent(n, bytes);
+        self.count_sent(frames, compressed);
         if was_empty {
             self.wake_writer();
         }
@@ -277,17 +276,31 @@ impl Session {
         }
         let mut out = self.out.borrow_mut();
         let was_empty = out.is_empty();
-        if !out.push_all(frames) {
+        let Some(compressed) = out.push_all(frames) else {
             self.home.metrics().volatile_dropped();
             return false;
-        }
+        };
         drop(out);
-        let (n, bytes) = messages(frames);
-        self.home.metrics().sent(n, bytes);
+        self.count_sent(frames, compressed);
         if was_empty {
             self.wake_writer();
         }
         true
+    }
+
+    /// Counts a compressed message received.
+    pub(super) fn count_inflated(&self) {
+        self.home.metrics().received_compressed();
+    }
+
+    /// Counts queued frames: the messages among them, and what went compressed.
+    fn count_sent(&self, frames: &[OutFrame], compressed: Compressed) {
+        let metrics = self.home.metrics();
+        let (n, bytes) = messages(frames);
+        metrics.sent(n, bytes);
+        if compressed.messages > 0 {
+            metrics.sent_compressed(compressed.messages, compressed.saved);
+        }
     }
 
     /// Something was queued on an empty queue: a WebSocket session is listed for the shard's

@@ -10,6 +10,7 @@ mod auth;
 mod bench_generator;
 mod config;
 mod defects;
+mod deflate;
 mod demo;
 mod deploy;
 mod engineio;
