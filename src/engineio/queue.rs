@@ -189,6 +189,15 @@ impl OutQueue {
         Some(frame)
     }
 
+    /// Gives back the slots of an empty queue. The heartbeat calls it when the client answers a
+    /// ping (once a ping interval): a session that stays idle then holds no queue memory
+    /// between pings, while a busy one still keeps its slots from burst to burst.
+    pub(super) fn release_if_empty(&mut self) {
+        if self.frames.is_empty() && self.frames.capacity() > 0 {
+            self.frames = VecDeque::new();
+        }
+    }
+
     pub(super) fn clear(&mut self) {
         self.frames = VecDeque::new();
         self.bytes = 0;
@@ -227,6 +236,24 @@ mod tests {
         assert_eq!(q.bytes(), 20);
         q.push_close(OutFrame::close(1000));
         assert_eq!(q.bytes(), 24, "the final close frame may pass it");
+    }
+
+    #[test]
+    fn an_empty_queue_gives_its_slots_back_when_asked() {
+        let mut q = OutQueue::new(1000);
+        assert!(q.push_all(&[text("4a"), text("4b")]).is_some());
+        q.release_if_empty();
+        assert!(q.frames.capacity() > 0, "released while frames wait");
+        let n = q.bytes();
+        q.advance(n);
+        assert!(
+            q.frames.capacity() > 0,
+            "a drained queue keeps its working slots"
+        );
+        q.release_if_empty();
+        assert_eq!(q.frames.capacity(), 0);
+        assert!(q.push_all(&[text("4c")]).is_some());
+        assert_eq!(q.bytes(), text("4c").len());
     }
 
     #[test]

@@ -211,14 +211,16 @@ async fn probe(engine: &Engine, session: &Rc<Session>, ws: &mut WsTransport) -> 
 /// Returns the transport for the close, unless the socket could not be taken back.
 pub(super) async fn run(
     session: &Rc<Session>,
-    ws: WsTransport,
+    ws: Box<WsTransport>,
     heartbeat: &mut Heartbeat,
 ) -> Option<WsTransport> {
+    // Out of its box now: a box moved out of is freed only when its variable goes out of
+    // scope, here at the session's end.
     let WsTransport {
         stream,
         mut reader,
         deflate,
-    } = ws;
+    } = unbox(ws);
     // What is queued from now on goes out compressed where the handshake agreed to it.
     session.out.borrow_mut().set_deflate(deflate);
     // Shared with the shard's flusher, which writes this socket between our turns.
@@ -283,6 +285,14 @@ async fn run_loop(
             _ = heartbeat.due() => heartbeat.fire(session),
         }
     }
+}
+
+#[allow(
+    clippy::boxed_local,
+    reason = "the point: the box is freed when this returns, not when the caller's scope ends"
+)]
+fn unbox(ws: Box<WsTransport>) -> WsTransport {
+    *ws
 }
 
 /// Sends the close frame the reason calls for, flushes, and waits briefly for the client to
