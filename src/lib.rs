@@ -123,6 +123,7 @@ pub mod bench {
             opts: BroadcastOpts::default(),
             frames,
             ack: None,
+            offset: None,
         });
         (BusSender { bus, broadcast }, inbox)
     }

@@ -235,6 +235,8 @@ impl Bridge {
                 }
                 None
             }
+            // Sessions move between the shards of one process only; the bridge never asks.
+            Reply::Restored { .. } => None,
         };
         if let Some(due) = due {
             self.carry_out(due);

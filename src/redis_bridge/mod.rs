@@ -48,8 +48,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::bus::cluster::{
-    ack_id, Answer, BridgeMsg, Command, Origin, PublishedBroadcast, Query, RemoteBroadcast, Reply,
-    ServerSideEmit, SioMsg, Tally,
+    ack_id, format_offset, recovery_offset, Answer, BridgeMsg, Command, Origin, PublishedBroadcast,
+    Query, RemoteBroadcast, Reply, ServerSideEmit, SioMsg, Tally,
 };
 use crate::bus::{Bus, ShardMsg, ToBridge};
 use crate::config::RedisConfig;
@@ -57,7 +57,7 @@ use crate::metrics::{BridgeMetrics, Metrics};
 use crate::protocol::adapter::{
     self, BroadcastMessage, Channels, JsValue, Request, RequestBody, Response,
 };
-use crate::protocol::socketio::event_frames;
+use crate::protocol::socketio::{event_frames, event_frames_with_offset};
 use pending::{Due, Inbound, InboundAck, InboundKind, Outbound, OutboundKind, Pending};
 
 /// How long the shards have to answer a request from another server, at most: well inside the
@@ -93,6 +93,9 @@ pub(crate) struct BridgeSetup {
     pub(crate) bus: Bus,
     pub(crate) queue: mpsc::Receiver<ToBridge>,
     pub(crate) metrics: Arc<Metrics>,
+    /// Whether the endpoint recovers connection state: the broadcasts from other machines then
+    /// carry offsets the bridge issues.
+    pub(crate) recovery: bool,
 }
 
 /// The running bridge; [`BridgeHandle::stop`] ends it.
@@ -214,6 +217,8 @@ struct Bridge {
     probe: Option<String>,
     /// Shard that runs the next server-side emit from another server (round robin).
     next_emit_shard: usize,
+    /// The recovery offsets issued so far, when the endpoint recovers connection state.
+    offsets: Option<std::cell::Cell<u64>>,
 }
 
 impl Bridge {
@@ -258,6 +263,7 @@ impl Bridge {
             next_id: 0,
             probe: None,
             next_emit_shard: 0,
+            offsets: setup.recovery.then(|| std::cell::Cell::new(0)),
         }
     }
 

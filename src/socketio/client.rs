@@ -11,10 +11,12 @@ use serde_json::{json, Value};
 
 use super::socket::{ConnectError, DisconnectReason, Socket};
 use super::NsShard;
+use crate::bus::cluster::{parse_offset, KeptSession};
 use crate::engineio::{
-    CloseReason, Connection, EngineShard, Limit, Message, RateLimit, RateState, Session, Verdict,
+    CloseReason, Connection, EngineShard, Limit, Message, RateLimit, RateState, Session, Sid,
+    Verdict,
 };
-use crate::metrics::ConnectRefusal;
+use crate::metrics::{ConnectRefusal, RecoveryEvent};
 use crate::protocol::socketio::{self as codec, ack_frames, control_frame, DecodeLimits};
 use crate::protocol::socketio::{PacketType, Payload};
 
@@ -87,6 +89,8 @@ pub(super) struct ClientLimits {
 /// The Socket.IO side of one Engine.IO session: which namespaces it joined, and the binary
 /// packet being assembled.
 pub(super) struct Client {
+    /// This client, for the CONNECT that waits on another shard's answer.
+    me: Weak<Client>,
     namespaces: Rc<HashMap<String, Rc<NsShard>>>,
     engine: Rc<EngineShard>,
     limits: Rc<ClientLimits>,
@@ -118,11 +122,13 @@ impl Connection for Client {
 
 impl Client {
     pub(super) fn new(
+        me: Weak<Client>,
         namespaces: Rc<HashMap<String, Rc<NsShard>>>,
         engine: Rc<EngineShard>,
         limits: Rc<ClientLimits>,
     ) -> Self {
         Client {
+            me,
             namespaces,
             engine,
             limits,
@@ -275,7 +281,49 @@ impl Client {
                 return;
             }
         }
-        let socket = Socket::new(self.engine.next_sid(), ns.clone(), session.clone(), auth);
+        match recovery_request(&ns, &auth) {
+            // The session lives on another shard: ask it, and answer the CONNECT then.
+            Some((pid, offset)) if pid.shard() != self.engine.id => {
+                let (me, ns) = (self.me.clone(), ns.clone());
+                let session = Rc::downgrade(session);
+                tokio::task::spawn_local(async move {
+                    let kept = ns.clone().restore_from_home(pid, offset).await;
+                    if let (Some(client), Some(session)) = (me.upgrade(), session.upgrade()) {
+                        client.finish_connect(&session, &ns, auth, kept.map(|k| (pid, k)));
+                    }
+                });
+            }
+            Some((pid, offset)) => {
+                let kept = ns.take_session(pid, offset).map(|k| (pid, k));
+                self.finish_connect(session, &ns, auth, kept);
+            }
+            None => self.finish_connect(session, &ns, auth, None),
+        }
+    }
+
+    /// Creates the socket (restoring `kept`, a session and what it missed, when given), runs
+    /// the middlewares and answers the CONNECT.
+    fn finish_connect(
+        &self,
+        session: &Rc<Session>,
+        ns: &Rc<NsShard>,
+        auth: Value,
+        kept: Option<(Sid, KeptSession)>,
+    ) {
+        let metrics = self.engine.metrics();
+        let nsp = ns.name.as_str();
+        let kept = kept.and_then(|(pid, k)| Some((pid, Sid::parse(&k.sid)?, k)));
+        let ids = match &kept {
+            Some((pid, sid, _)) => (*sid, Some(*pid)),
+            None => (
+                self.engine.next_sid(),
+                ns.recovery_on().then(|| self.engine.next_sid()),
+            ),
+        };
+        let socket = Socket::new(ids, ns.clone(), session.clone(), auth, kept.is_some());
+        if let Some((_, _, k)) = &kept {
+            socket.set_data(k.data.clone());
+        }
         if let Some(e) = ns.def.middlewares.iter().find_map(|m| m(&socket).err()) {
             metrics.namespace_refused(ConnectRefusal::Middleware);
             let _ = session.send(&[control_frame(
@@ -285,7 +333,16 @@ impl Client {
             )]);
             return;
         }
-        let reply = json!({"sid": socket.id().as_str()});
+        // The packets it missed go first: the client takes them before the CONNECT reply.
+        for packet in kept.iter().flat_map(|(_, _, k)| &k.missed) {
+            if session.send(&packet.frames).is_err() {
+                return;
+            }
+        }
+        let reply = match socket.pid() {
+            Some(pid) => json!({"sid": socket.id().as_str(), "pid": pid.as_str()}),
+            None => json!({"sid": socket.id().as_str()}),
+        };
         if session
             .send(&[control_frame(PacketType::Connect, nsp, Some(&reply))])
             .is_err()
@@ -294,13 +351,31 @@ impl Client {
         }
         metrics.namespace_connected();
         ns.sockets.borrow_mut().insert(socket.id(), socket.clone());
-        // Every socket is in the room named by its own id.
-        ns.rooms
-            .borrow_mut()
-            .join(socket.id(), session, socket.id().as_str());
+        {
+            let mut rooms = ns.rooms.borrow_mut();
+            // Every socket is in the room named by its own id.
+            rooms.join(socket.id(), session, socket.id().as_str());
+            for room in kept.iter().flat_map(|(_, _, k)| &k.rooms) {
+                rooms.join(socket.id(), session, room);
+            }
+        }
+        if kept.is_some() {
+            metrics.recovery(RecoveryEvent::Recovered);
+        }
         self.sockets.borrow_mut().push(socket.clone());
         if let Some(on_connect) = &ns.def.on_connect {
             on_connect(&socket);
         }
     }
+}
+
+/// The session a CONNECT asks to recover (`auth.pid` and `auth.offset`, both strings, as
+/// socket.io-client sends them), when recovery is on and both parse.
+fn recovery_request(ns: &NsShard, auth: &Value) -> Option<(Sid, u64)> {
+    if !ns.recovery_on() {
+        return None;
+    }
+    let pid = Sid::parse(auth.get("pid")?.as_str()?)?;
+    let offset = parse_offset(auth.get("offset")?.as_str()?)?;
+    Some((pid, offset))
 }

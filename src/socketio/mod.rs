@@ -17,7 +17,9 @@
 //! - `cluster.rs`: fetch sockets, all rooms, join / leave / disconnect everywhere,
 //!   server-side emit; `broadcast.rs`: [`BroadcastOperator`] and the fan-out itself;
 //! - `namespace.rs`: [`Namespace`], the handlers; `socket.rs`: [`Socket`];
-//! - `link.rs`: the link to the other shards and the bridge; `room.rs`: `RoomIndex`.
+//! - `link.rs`: the link to the other shards and the bridge; `room.rs`: `RoomIndex`;
+//! - `recovery.rs`: connection state recovery: the log of recoverable packets, the kept
+//!   sessions, and their hand-over between shards.
 
 mod app;
 mod broadcast;
@@ -26,6 +28,7 @@ mod cluster;
 mod inbox;
 mod link;
 mod namespace;
+mod recovery;
 pub(crate) mod room;
 mod socket;
 
@@ -50,6 +53,7 @@ use crate::engineio::{Session, Sid};
 use broadcast::Collectors;
 use cluster::Gatherings;
 use link::ClusterLink;
+use recovery::Recovery;
 use room::RoomIndex;
 
 /// One namespace on one shard: its handlers, the sockets connected here and their rooms, the
@@ -65,10 +69,18 @@ pub(crate) struct NsShard {
     next_ack: Cell<u64>,
     collectors: Collectors,
     gatherings: Gatherings,
+    /// Connection state recovery, when on: shared by the endpoint's namespaces on this shard.
+    recovery: Option<Rc<Recovery>>,
 }
 
 impl NsShard {
-    fn new(name: String, def: Arc<Namespace>, link: Rc<ClusterLink>, node: Rc<str>) -> Self {
+    fn new(
+        name: String,
+        def: Arc<Namespace>,
+        link: Rc<ClusterLink>,
+        node: Rc<str>,
+        recovery: Option<Rc<Recovery>>,
+    ) -> Self {
         NsShard {
             name,
             def,
@@ -79,6 +91,7 @@ impl NsShard {
             next_ack: Cell::new(0),
             collectors: RefCell::new(HashMap::new()),
             gatherings: RefCell::new(HashMap::new()),
+            recovery,
         }
     }
 

@@ -20,6 +20,7 @@ mod limits;
 mod ops;
 mod polling;
 mod real_client;
+mod recovery;
 mod redis;
 mod runtime;
 mod soak;

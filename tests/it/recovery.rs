@@ -1,0 +1,146 @@
+//! Connection state recovery (`--recovery-window`) with the npm socket.io-client against the
+//! gateway: a transport cut abruptly while messages flow to the client's room, and the client
+//! back on the same shard or on another one (tests/js/recovery_client.mjs).
+
+use std::time::Duration;
+
+use shardio::metrics::{Metrics, RecoveryEvent};
+
+use crate::common::node::run_script;
+use crate::common::redis::RedisServer;
+use crate::common::TestServer;
+
+const LIMIT: Duration = Duration::from_secs(45);
+
+/// Events of `event`'s kind, summed over the shards.
+fn recovery(metrics: &Metrics, event: RecoveryEvent) -> u64 {
+    metrics
+        .shards()
+        .iter()
+        .map(|s| s.recovery_events(event))
+        .sum()
+}
+
+/// Runs recovery_client.mjs in `mode` with `receivers` against `server`; returns its output.
+fn run(server: &TestServer, mode: &str, receivers: usize, delay_ms: u64) -> String {
+    run_with_publisher_on(server, server, mode, receivers, delay_ms)
+}
+
+/// [`run`], the publisher on `publisher` (another server sharing Redis, or the same).
+fn run_with_publisher_on(
+    server: &TestServer,
+    publisher: &TestServer,
+    mode: &str,
+    receivers: usize,
+    delay_ms: u64,
+) -> String {
+    let receivers = receivers.to_string();
+    let delay = delay_ms.to_string();
+    let out = run_script(
+        "recovery_client.mjs",
+        &[&server.url(), mode, &receivers, &delay, &publisher.url()],
+        LIMIT,
+    );
+    assert_eq!(out.lines().last(), Some("ok"), "{out}");
+    out
+}
+
+/// `(same, cross)` from the `recover` mode's report.
+fn shards_of_return(out: &str) -> (usize, usize) {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("same="))
+        .unwrap_or_else(|| panic!("no report in {out:?}"));
+    let mut counts = line
+        .split(' ')
+        .map(|kv| kv.split_once('=').and_then(|(_, v)| v.parse().ok()));
+    let same = counts.next().flatten().expect("same=<n>");
+    let cross = counts.next().flatten().expect("cross=<n>");
+    (same, cross)
+}
+
+#[test]
+fn a_client_cut_for_two_seconds_comes_back_recovered_on_the_same_shard() {
+    let server = TestServer::gateway(1, &["--recovery-window", "30000"]);
+    let out = run(&server, "recover", 4, 2000);
+    assert_eq!(shards_of_return(&out), (4, 0), "one shard: {out}");
+    assert_eq!(recovery(&server.metrics, RecoveryEvent::Kept), 4);
+    assert_eq!(recovery(&server.metrics, RecoveryEvent::Recovered), 4);
+}
+
+#[test]
+fn clients_cut_for_two_seconds_come_back_recovered_on_other_shards() {
+    let server = TestServer::gateway(4, &["--recovery-window", "30000"]);
+    // 16 clients that come back through the kernel's choice of 4 shards: the chance that none
+    // lands on another shard than its session's is 4^-16.
+    let out = run(&server, "recover", 16, 2000);
+    let (same, cross) = shards_of_return(&out);
+    assert_eq!(same + cross, 16);
+    assert!(cross > 0, "no client came back on another shard: {out}");
+    assert_eq!(recovery(&server.metrics, RecoveryEvent::Recovered), 16);
+}
+
+#[test]
+fn after_the_window_a_client_gets_a_fresh_session() {
+    let server = TestServer::gateway(4, &["--recovery-window", "1000"]);
+    run(&server, "fresh", 4, 2500);
+    assert_eq!(recovery(&server.metrics, RecoveryEvent::Recovered), 0);
+    assert_eq!(recovery(&server.metrics, RecoveryEvent::Kept), 4);
+    server.wait_until("the kept sessions to expire", |m| {
+        recovery(m, RecoveryEvent::Expired) == 4
+    });
+}
+
+/// Runs 4 receivers cut for 2 s with `flag` set to `bytes`; checks that none was recovered and
+/// returns the evictions counted.
+fn evictions_with(flag: &str, bytes: &str) -> u64 {
+    let server = TestServer::gateway(4, &["--recovery-window", "30000", flag, bytes]);
+    run(&server, "fresh", 4, 2000);
+    assert_eq!(recovery(&server.metrics, RecoveryEvent::Recovered), 0);
+    recovery(&server.metrics, RecoveryEvent::Evicted)
+}
+
+#[test]
+fn a_session_that_missed_more_than_its_bound_gets_a_fresh_session() {
+    // About 2 s of messages at 100 a second, some 180 bytes each, is far over 4 KB.
+    assert_eq!(evictions_with("--recovery-session-bytes", "4000"), 4);
+}
+
+#[test]
+fn the_process_bound_evicts_the_oldest_packets_and_sessions() {
+    // 40 KB for the process, 10 KB a shard: a shard holds some 35 messages, a third of a
+    // second; each session is evicted, or its offset's packet is.
+    assert!(evictions_with("--recovery-process-bytes", "40000") >= 4);
+}
+
+#[test]
+fn a_clean_disconnect_is_not_recoverable() {
+    let server = TestServer::gateway(4, &["--recovery-window", "30000"]);
+    run(&server, "clean", 4, 2000);
+    assert_eq!(recovery(&server.metrics, RecoveryEvent::Kept), 0);
+    assert_eq!(recovery(&server.metrics, RecoveryEvent::Recovered), 0);
+}
+
+#[test]
+fn a_forged_or_unknown_pid_gets_a_normal_new_session() {
+    let server = TestServer::gateway(4, &["--recovery-window", "30000"]);
+    run(&server, "forged", 0, 2000);
+    assert_eq!(recovery(&server.metrics, RecoveryEvent::Recovered), 0);
+}
+
+#[test]
+fn broadcasts_from_another_machine_are_recovered_too() {
+    // The publisher is on machine B; the receivers on A get B's broadcasts through Redis, with
+    // offsets A's bridge issues, and get those they missed back.
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let a = TestServer::gateway(4, &["--recovery-window", "30000", "--redis", &url]);
+    let b = TestServer::gateway(2, &["--redis", &url]);
+    for server in [&a, &b] {
+        server.wait_until("the bridge to subscribe", |m| m.bridge().connected() == 1);
+    }
+    let out = run_with_publisher_on(&a, &b, "recover", 8, 2000);
+    let (same, cross) = shards_of_return(&out);
+    assert_eq!(same + cross, 8);
+    assert_eq!(recovery(&a.metrics, RecoveryEvent::Recovered), 8);
+}
