@@ -269,9 +269,13 @@ pub(crate) enum SioMsg {
     Command { nsp: String, cmd: Box<Command> },
     /// From the bridge to one shard: run a namespace's server-side handler.
     ServerSideEmit(Box<ServerSideEmit>),
-    /// To the shard a recovery session id names: hand over that session and the packets it
-    /// missed, with one [`Reply::Restored`].
+    /// To the shard a recovery session id names (or the shard it says keeps the session):
+    /// hand over that session and the packets it missed, with one [`Reply::Restored`] to the
+    /// asker.
     Restore(Box<RestoreAsk>),
+    /// To the shard a recovery session id names, from the shard that kept the session of a
+    /// socket that had moved there: where to find it.
+    KeptAt { nsp: String, pid: String },
 }
 
 /// A client came back on another shard with `{pid, offset}`; the session's home shard answers.
@@ -281,6 +285,8 @@ pub(crate) struct RestoreAsk {
     pub(crate) id: u64,
     pub(crate) pid: String,
     pub(crate) offset: u64,
+    /// The shard the client came back on, which waits for the answer.
+    pub(crate) asker: usize,
 }
 
 /// A kept session handed to the shard its client came back on.
@@ -346,6 +352,7 @@ impl SioMsg {
             SioMsg::Query { nsp, .. } | SioMsg::Command { nsp, .. } => nsp,
             SioMsg::ServerSideEmit(e) => &e.nsp,
             SioMsg::Restore(r) => &r.nsp,
+            SioMsg::KeptAt { nsp, .. } => nsp,
         }
     }
 }

@@ -281,24 +281,24 @@ impl Client {
                 return;
             }
         }
-        match recovery_request(&ns, &auth) {
-            // The session lives on another shard: ask it, and answer the CONNECT then.
-            Some((pid, offset)) if pid.shard() != self.engine.id => {
-                let (me, ns) = (self.me.clone(), ns.clone());
-                let session = Rc::downgrade(session);
-                tokio::task::spawn_local(async move {
-                    let kept = ns.clone().restore_from_home(pid, offset).await;
-                    if let (Some(client), Some(session)) = (me.upgrade(), session.upgrade()) {
-                        client.finish_connect(&session, &ns, auth, kept.map(|k| (pid, k)));
-                    }
-                });
-            }
-            Some((pid, offset)) => {
-                let kept = ns.take_session(pid, offset).map(|k| (pid, k));
-                self.finish_connect(session, &ns, auth, kept);
-            }
-            None => self.finish_connect(session, &ns, auth, None),
+        let Some((pid, offset)) = recovery_request(&ns, &auth) else {
+            return self.finish_connect(session, &ns, auth, None);
+        };
+        if let Some(kept) = ns.take_session(pid, offset) {
+            return self.finish_connect(session, &ns, auth, Some((pid, kept)));
         }
+        let Some(keeper) = ns.keeper_of(pid) else {
+            return self.finish_connect(session, &ns, auth, None);
+        };
+        // The session is kept on another shard: ask it, and answer the CONNECT then.
+        let (me, ns) = (self.me.clone(), ns.clone());
+        let session = Rc::downgrade(session);
+        tokio::task::spawn_local(async move {
+            let kept = ns.clone().restore_from(keeper, pid, offset).await;
+            if let (Some(client), Some(session)) = (me.upgrade(), session.upgrade()) {
+                client.finish_connect(&session, &ns, auth, kept.map(|k| (pid, k)));
+            }
+        });
     }
 
     /// Creates the socket (restoring `kept`, a session and what it missed, when given), runs

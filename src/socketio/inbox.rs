@@ -41,7 +41,8 @@ impl NsShard {
                 } = *emit;
                 self.on_server_side_emit(&event, data, ack);
             }
-            SioMsg::Restore(ask) => self.on_restore(from, *ask),
+            SioMsg::Restore(ask) => self.on_restore(*ask),
+            SioMsg::KeptAt { pid, .. } => self.on_kept_at(from, &pid),
         }
     }
 

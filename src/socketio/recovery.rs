@@ -105,6 +105,10 @@ pub(crate) struct Store {
     sessions: HashMap<Sid, Kept, FxBuildHasher>,
     /// Kept sessions, oldest first (a pid no longer in `sessions` was taken, and is skipped).
     kept_order: VecDeque<(Instant, Sid)>,
+    /// Sessions of pids naming this shard that another shard keeps (their sockets had moved
+    /// there), oldest first; a few dozen bytes each, gone with the window.
+    forwards: HashMap<Sid, (usize, Instant), FxBuildHasher>,
+    forward_order: VecDeque<(Instant, Sid)>,
     bytes: usize,
 }
 
@@ -121,6 +125,8 @@ impl Store {
             high: vec![0; shards + 1],
             sessions: HashMap::default(),
             kept_order: VecDeque::new(),
+            forwards: HashMap::default(),
+            forward_order: VecDeque::new(),
             bytes: 0,
         }
     }
@@ -197,10 +203,38 @@ impl Store {
         if let Some(old) = self.sessions.insert(pid, kept) {
             self.bytes -= old.bytes;
         }
+        self.forwards.remove(&pid);
         self.kept_order.push_back((now, pid));
         self.bytes += bytes;
         m.recovery(RecoveryEvent::Kept);
         self.trim(now, m);
+    }
+
+    /// Remembers that shard `at` keeps the session of `pid`.
+    pub(crate) fn forward(&mut self, pid: Sid, at: usize, now: Instant) {
+        self.forwards.insert(pid, (at, now));
+        self.forward_order.push_back((now, pid));
+        self.trim_forwards(now);
+    }
+
+    /// The shard that said it keeps the session of `pid`, forgotten as it is told.
+    pub(crate) fn forwarded(&mut self, pid: Sid) -> Option<usize> {
+        self.forwards.remove(&pid).map(|(at, _)| at)
+    }
+
+    fn trim_forwards(&mut self, now: Instant) {
+        let Some(horizon) = now.checked_sub(self.limits.window) else {
+            return;
+        };
+        while let Some(&(at, pid)) = self.forward_order.front() {
+            if at >= horizon && self.forwards.get(&pid).is_some_and(|f| f.1 == at) {
+                break;
+            }
+            self.forward_order.pop_front();
+            if self.forwards.get(&pid).is_some_and(|f| f.1 == at) {
+                self.forwards.remove(&pid);
+            }
+        }
     }
 
     /// Drops the packets and sessions older than the window, then the oldest of either while
@@ -432,14 +466,48 @@ impl NsShard {
 
     /// Keeps the session of socket `sid` (recovery id `pid`), which dropped.
     pub(super) fn keep_session(&self, pid: Sid, sid: Sid, rooms: Vec<String>, data: Value) {
-        if let Some(recovery) = &self.recovery {
-            let kept = (sid, self.name.as_str(), rooms, data);
-            let metrics = self.link.shard_metrics();
-            recovery
-                .store
-                .borrow_mut()
-                .keep(pid, kept, Instant::now(), metrics);
+        let Some(recovery) = &self.recovery else {
+            return;
+        };
+        let kept = (sid, self.name.as_str(), rooms, data);
+        let metrics = self.link.shard_metrics();
+        recovery
+            .store
+            .borrow_mut()
+            .keep(pid, kept, Instant::now(), metrics);
+        // The socket had moved here from the shard its pid names: tell that shard, where a
+        // client coming back elsewhere will ask.
+        let home = pid.shard();
+        if home != self.shard() {
+            let msg = SioMsg::KeptAt {
+                nsp: self.name.clone(),
+                pid: pid.as_str().to_owned(),
+            };
+            self.link.send(home, msg);
         }
+    }
+
+    /// Another shard keeps the session of `pid`, which names this shard.
+    pub(super) fn on_kept_at(&self, from: Origin, pid: &str) {
+        if let (Some(recovery), Origin::Shard(at), Some(pid)) =
+            (&self.recovery, from, Sid::parse(pid))
+        {
+            let now = Instant::now();
+            recovery.store.borrow_mut().forward(pid, at, now);
+        }
+    }
+
+    /// The other shard to ask for session `pid` (not kept here): the shard it names, or the
+    /// one that said it keeps it.
+    pub(super) fn keeper_of(&self, pid: Sid) -> Option<usize> {
+        let recovery = self.recovery.as_ref()?;
+        let home = pid.shard();
+        let at = if home == self.shard() {
+            recovery.store.borrow_mut().forwarded(pid)?
+        } else {
+            home
+        };
+        (at != self.shard() && self.link.other_shards().any(|s| s == at)).then_some(at)
     }
 
     /// The session `pid` with what it missed since `offset`, taken from this shard's store.
@@ -454,19 +522,16 @@ impl NsShard {
         taken
     }
 
-    /// The session `pid` for a client that came back with `offset`, from the other shard that
-    /// keeps it (its home, named by the pid); with the packets it missed, in order, ready to
-    /// send. `None`: a fresh session.
-    pub(super) async fn restore_from_home(
+    /// The session `pid` for a client that came back with `offset`, from shard `keeper` (see
+    /// [`NsShard::keeper_of`]); with the packets it missed, in order, ready to send. `None`: a
+    /// fresh session.
+    pub(super) async fn restore_from(
         self: Rc<Self>,
+        keeper: usize,
         pid: Sid,
         offset: u64,
     ) -> Option<KeptSession> {
         let recovery = self.recovery.clone()?;
-        let home = pid.shard();
-        if !self.link.other_shards().any(|s| s == home) {
-            return None;
-        }
         let id = self.next_ack_id();
         let (tx, rx) = oneshot::channel();
         recovery.asks.borrow_mut().insert(id, tx);
@@ -475,8 +540,9 @@ impl NsShard {
             id,
             pid: pid.as_str().to_owned(),
             offset,
+            asker: self.shard(),
         };
-        let answer = if self.link.send(home, SioMsg::Restore(Box::new(ask))) {
+        let answer = if self.link.send(keeper, SioMsg::Restore(Box::new(ask))) {
             tokio::time::timeout(ask_timeout(), rx).await.ok()?.ok()?
         } else {
             None
@@ -498,17 +564,34 @@ impl NsShard {
         Some(session)
     }
 
-    /// Another shard asks for a session this shard keeps.
-    pub(super) fn on_restore(&self, from: Origin, ask: RestoreAsk) {
-        let session = Sid::parse(&ask.pid)
-            .and_then(|pid| self.take_session(pid, ask.offset))
-            .map(Box::new);
+    /// Another shard asks for a session this shard keeps, or knows the keeper of (then the
+    /// question goes on there, and the keeper answers the asker).
+    pub(super) fn on_restore(&self, ask: RestoreAsk) {
+        let Some(pid) = Sid::parse(&ask.pid) else {
+            return self.restored(ask, None);
+        };
+        if let Some(session) = self.take_session(pid, ask.offset) {
+            return self.restored(ask, Some(Box::new(session)));
+        }
+        let forward = (pid.shard() == self.shard())
+            .then(|| self.keeper_of(pid))
+            .flatten()
+            .filter(|&at| at != ask.asker);
+        match forward {
+            Some(at) => {
+                self.link.send(at, SioMsg::Restore(Box::new(ask)));
+            }
+            None => self.restored(ask, None),
+        }
+    }
+
+    fn restored(&self, ask: RestoreAsk, session: Option<Box<KeptSession>>) {
         let reply = Reply::Restored {
             nsp: self.name.clone(),
             id: ask.id,
             session,
         };
-        self.reply(from, reply);
+        self.reply(Origin::Shard(ask.asker), reply);
     }
 
     /// The home shard's answer to a question this shard asked.
@@ -659,6 +742,23 @@ mod tests {
         assert_eq!(store.log.len(), 1);
         assert_eq!(m.recovery_events(RecoveryEvent::Expired), 1);
         assert!(store.take(pid, "/", offset(0, 2), later, m).is_none());
+    }
+
+    #[test]
+    fn a_forward_names_the_keeper_once_and_goes_with_the_window() {
+        let start = Instant::now();
+        let mut store = Store::new(limits(), 0, SHARDS);
+        let (moved, old) = (sid(0), sid(0));
+        store.forward(old, 1, start);
+        let later = start + Duration::from_secs(61);
+        store.forward(moved, 1, later);
+        assert_eq!(store.forwarded(old), None, "past the window");
+        assert_eq!(store.forwarded(moved), Some(1));
+        assert_eq!(store.forwarded(moved), None, "told once");
+        let metrics = Metrics::new(1);
+        store.forward(moved, 1, later);
+        keep(&mut store, moved, &[], later, &metrics.shards()[0]);
+        assert_eq!(store.forwarded(moved), None, "kept here again");
     }
 
     #[test]
