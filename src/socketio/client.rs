@@ -100,6 +100,8 @@ pub(super) struct Client {
     pending: RefCell<Option<PendingBinary>>,
     /// Dropped at the first CONNECT: until then the shard's connect deadline applies.
     connect_guard: RefCell<Option<Rc<ConnectGuard>>>,
+    /// Namespaces whose CONNECT waits for another shard to hand over a recovered session.
+    restoring: RefCell<Vec<String>>,
 }
 
 impl Connection for Client {
@@ -136,6 +138,7 @@ impl Client {
             sockets: RefCell::new(Vec::new()),
             pending: RefCell::new(None),
             connect_guard: RefCell::new(None),
+            restoring: RefCell::new(Vec::new()),
         }
     }
 
@@ -256,7 +259,7 @@ impl Client {
 
     fn connect(&self, session: &Rc<Session>, nsp: &str, auth: Option<Value>) {
         self.connect_guard.borrow_mut().take();
-        if self.socket(nsp).is_some() {
+        if self.socket(nsp).is_some() || self.restoring.borrow().iter().any(|n| n == nsp) {
             return session.close(CloseReason::ParseError);
         }
         // Sockets that left their namespace are forgotten here, so the list stays as short
@@ -290,12 +293,15 @@ impl Client {
         let Some(keeper) = ns.keeper_of(pid) else {
             return self.finish_connect(session, &ns, auth, None);
         };
-        // The session is kept on another shard: ask it, and answer the CONNECT then.
+        // The session is kept on another shard: ask it, and answer the CONNECT then (a second
+        // CONNECT for the namespace meanwhile is refused like one for a connected namespace).
+        self.restoring.borrow_mut().push(nsp.to_owned());
         let (me, ns) = (self.me.clone(), ns.clone());
         let session = Rc::downgrade(session);
         tokio::task::spawn_local(async move {
             let kept = ns.clone().restore_from(keeper, pid, offset).await;
             if let (Some(client), Some(session)) = (me.upgrade(), session.upgrade()) {
+                client.restoring.borrow_mut().retain(|n| *n != ns.name);
                 client.finish_connect(&session, &ns, auth, kept.map(|k| (pid, k)));
             }
         });
@@ -351,6 +357,9 @@ impl Client {
         }
         metrics.namespace_connected();
         ns.sockets.borrow_mut().insert(socket.id(), socket.clone());
+        if let Some(pid) = socket.pid() {
+            ns.track_pid(pid, socket.id());
+        }
         {
             let mut rooms = ns.rooms.borrow_mut();
             // Every socket is in the room named by its own id.

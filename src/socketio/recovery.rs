@@ -31,12 +31,13 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::socket::DisconnectReason;
 use super::NsShard;
 use crate::bus::cluster::{
     format_offset, offset_parts, recovery_offset, BroadcastOpts, KeptSession, Origin,
     RemoteBroadcast, Reply, RestoreAsk, SioMsg,
 };
-use crate::engineio::Sid;
+use crate::engineio::{CloseReason, Sid};
 use crate::metrics::{RecoveryEvent, ShardMetrics};
 use crate::protocol::socketio::{event_frames_with_offset, Payload};
 
@@ -390,6 +391,9 @@ pub(crate) struct Recovery {
     floors: RefCell<HashMap<Sid, Vec<u64>, FxBuildHasher>>,
     /// Whether `floors` holds any (read on every delivery of a recoverable packet).
     any_floor: Cell<bool>,
+    /// The connected sockets of this shard by pid: a client back while its old connection
+    /// still looks alive here (a stall the heartbeat has not caught yet) takes it over.
+    live: RefCell<HashMap<Sid, Sid, FxBuildHasher>>,
 }
 
 impl Recovery {
@@ -399,6 +403,7 @@ impl Recovery {
             asks: RefCell::new(HashMap::new()),
             floors: RefCell::new(HashMap::default()),
             any_floor: Cell::new(false),
+            live: RefCell::new(HashMap::default()),
         })
     }
 }
@@ -510,9 +515,39 @@ impl NsShard {
         (at != self.shard() && self.link.other_shards().any(|s| s == at)).then_some(at)
     }
 
+    /// Socket `sid` of this namespace, with recovery id `pid`, is connected here.
+    pub(super) fn track_pid(&self, pid: Sid, sid: Sid) {
+        if let Some(recovery) = &self.recovery {
+            recovery.live.borrow_mut().insert(pid, sid);
+        }
+    }
+
+    /// The socket with recovery id `pid` left.
+    pub(super) fn untrack_pid(&self, pid: Sid) {
+        if let Some(recovery) = &self.recovery {
+            recovery.live.borrow_mut().remove(&pid);
+        }
+    }
+
+    /// A client came back with `pid` while its socket is still connected here (its old
+    /// connection stalled and the heartbeat has not noticed yet): that socket leaves now, its
+    /// session kept, and its connection closes.
+    fn take_over(&self, pid: Sid) {
+        let sid = self
+            .recovery
+            .as_ref()
+            .and_then(|r| r.live.borrow().get(&pid).copied());
+        let socket = sid.and_then(|sid| self.sockets.borrow().get(&sid).cloned());
+        if let Some(socket) = socket {
+            socket.left(DisconnectReason::Transport(CloseReason::TransportClose));
+            socket.session().close(CloseReason::ForcedClose);
+        }
+    }
+
     /// The session `pid` with what it missed since `offset`, taken from this shard's store.
     pub(super) fn take_session(&self, pid: Sid, offset: u64) -> Option<KeptSession> {
         let recovery = self.recovery.as_ref()?;
+        self.take_over(pid);
         let metrics = self.link.shard_metrics();
         let taken =
             recovery
@@ -543,7 +578,9 @@ impl NsShard {
             asker: self.shard(),
         };
         let answer = if self.link.send(keeper, SioMsg::Restore(Box::new(ask))) {
-            tokio::time::timeout(ask_timeout(), rx).await.ok()?.ok()?
+            // Late or lost: the client gets a fresh session, and the question is forgotten.
+            let answer = tokio::time::timeout(ask_timeout(), rx).await;
+            answer.ok().and_then(Result::ok).flatten()
         } else {
             None
         };

@@ -556,10 +556,12 @@ impl Socket {
             return;
         }
         self.0.ns.sockets.borrow_mut().remove(&self.0.id);
-        if let Some(pid) = self.pid().filter(|_| reason.keeps_session()) {
-            self.0
-                .ns
-                .keep_session(pid, self.id(), self.rooms(), self.data());
+        if let Some(pid) = self.pid() {
+            self.0.ns.untrack_pid(pid);
+            if reason.keeps_session() {
+                let ns = &self.0.ns;
+                ns.keep_session(pid, self.id(), self.rooms(), self.data());
+            }
         }
         self.0.ns.rooms.borrow_mut().leave_all(self.0.id);
         self.0.acks.borrow_mut().clear();

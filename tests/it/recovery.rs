@@ -149,3 +149,10 @@ fn broadcasts_from_another_machine_are_recovered_too() {
     assert_eq!(same + cross, 8);
     assert_eq!(recovery(&a.metrics, RecoveryEvent::Recovered), 16);
 }
+
+#[test]
+fn a_client_back_before_the_server_noticed_its_loss_takes_its_socket_over() {
+    let server = TestServer::gateway(4, &["--recovery-window", "30000"]);
+    run(&server, "takeover", 1, 2000);
+    assert_eq!(recovery(&server.metrics, RecoveryEvent::Recovered), 1);
+}

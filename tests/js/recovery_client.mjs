@@ -14,6 +14,9 @@
 //            recovered; prints "ok".
 //   forged:  CONNECTs with an unknown or malformed pid and offset get a normal new session;
 //            prints "ok".
+//   takeover: a second client presents the pid and offset of a receiver whose connection the
+//            server still holds (a stall it has not noticed): it gets that socket, with its id
+//            and its room, and the old connection is closed; prints "ok".
 import assert from "node:assert/strict";
 import { client, runMain } from "./clients.mjs";
 
@@ -190,7 +193,28 @@ async function forged() {
   return "";
 }
 
-const modes = { recover, fresh, clean, forged };
+async function takeover() {
+  const [r] = await receivers();
+  const source = await client(publisherUrl);
+  const pub = publisher(source);
+  await received(r, 5);
+  const gone = new Promise((resolve) => r.socket.once("disconnect", resolve));
+  const auth = { pid: r.socket._pid, offset: r.socket._lastOffset };
+  const heir = await client(url, { auth });
+  assert.equal(heir.id, r.firstId, "the heir has the socket's id");
+  await gone;
+  const got = [];
+  heir.on("m", (data) => got.push(data.n));
+  await new Promise((resolve) => {
+    const check = () => (got.length >= 3 ? resolve() : setTimeout(check, 5));
+    check();
+  });
+  pub.stop();
+  [heir, source].forEach((s) => s.disconnect());
+  return "";
+}
+
+const modes = { recover, fresh, clean, forged, takeover };
 await runMain(async () => {
   const detail = await modes[mode]();
   if (detail) console.log(detail);

@@ -94,6 +94,9 @@ pub(crate) struct JitterReport {
     pub reconnects: u64,
     pub recovered: u64,
     pub recovered_share: f64,
+    /// Reconnections that had no offset to send back (their session had received nothing),
+    /// so could not ask for recovery.
+    pub reconnects_without_offset: u64,
     pub expected: u64,
     pub delivered_unique: u64,
     pub delivery_rate: f64,
@@ -172,6 +175,8 @@ struct ClientTally {
     duplicates: u64,
     reconnects: u64,
     recovered: u64,
+    /// Reconnections without an offset to send (nothing received since the session began).
+    without_offset: u64,
     errors: ErrorTally,
 }
 
@@ -307,6 +312,7 @@ pub(crate) async fn run(ctx: &Ctx, args: &JitterArgs) -> anyhow::Result<JitterRe
         reconnects: 0,
         recovered: 0,
         recovered_share: 0.0,
+        reconnects_without_offset: 0,
         expected: 0,
         delivered_unique: 0,
         delivery_rate: 0.0,
@@ -325,6 +331,7 @@ pub(crate) async fn run(ctx: &Ctx, args: &JitterArgs) -> anyhow::Result<JitterRe
         let _ = latency.add(&hist);
         report.reconnects += tally.reconnects;
         report.recovered += tally.recovered;
+        report.reconnects_without_offset += tally.without_offset;
         report.duplicates += tally.duplicates;
         report.errors.merge(&tally.errors);
         match tally.start {
@@ -436,6 +443,9 @@ impl Client {
         while !*self.stop.borrow() {
             if !first {
                 tally.reconnects += 1;
+                if resume.offset.is_none() {
+                    tally.without_offset += 1;
+                }
             }
             let auth = match (&resume.pid, &resume.offset) {
                 (Some(pid), Some(offset)) if !self.args.no_recovery => {
