@@ -284,7 +284,8 @@ pub(crate) struct RestoreAsk {
     pub(crate) nsp: String,
     pub(crate) id: u64,
     pub(crate) pid: String,
-    pub(crate) offset: u64,
+    /// The offset of the last packet the client got; `None` when it got none.
+    pub(crate) offset: Option<u64>,
     /// The shard the client came back on, which waits for the answer.
     pub(crate) asker: usize,
 }

@@ -378,13 +378,18 @@ impl Client {
     }
 }
 
-/// The session a CONNECT asks to recover (`auth.pid` and `auth.offset`, both strings, as
-/// socket.io-client sends them), when recovery is on and both parse.
-fn recovery_request(ns: &NsShard, auth: &Value) -> Option<(Sid, u64)> {
+/// The session a CONNECT asks to recover, when recovery is on: `auth.pid` (a string, as
+/// socket.io-client sends it) and `auth.offset`, a string, or absent when the client received
+/// nothing since its session began (socket.io-client then sends the pid alone; Node gives it a
+/// fresh session, shardio everything since the socket began). `None`: a fresh session.
+fn recovery_request(ns: &NsShard, auth: &Value) -> Option<(Sid, Option<u64>)> {
     if !ns.recovery_on() {
         return None;
     }
     let pid = Sid::parse(auth.get("pid")?.as_str()?)?;
-    let offset = parse_offset(auth.get("offset")?.as_str()?)?;
+    let offset = match auth.get("offset") {
+        None | Some(Value::Null) => None,
+        Some(offset) => Some(parse_offset(offset.as_str()?)?),
+    };
     Some((pid, offset))
 }

@@ -73,6 +73,9 @@ impl Entry {
 struct Kept {
     at: Instant,
     sid: Sid,
+    /// The log position when the socket began on this shard: a client that received nothing
+    /// since (no offset to send back) missed everything from there.
+    start: Option<u64>,
     nsp: String,
     rooms: Vec<String>,
     data: Value,
@@ -184,11 +187,11 @@ impl Store {
     pub(crate) fn keep(
         &mut self,
         pid: Sid,
-        kept: (Sid, &str, Vec<String>, Value),
+        kept: (Sid, &str, Vec<String>, Value, Option<u64>),
         now: Instant,
         m: &ShardMetrics,
     ) {
-        let (sid, nsp, rooms, data) = kept;
+        let (sid, nsp, rooms, data, start) = kept;
         let bytes = 160
             + nsp.len()
             + rooms.iter().map(|r| r.len() + 24).sum::<usize>()
@@ -196,6 +199,7 @@ impl Store {
         let kept = Kept {
             at: now,
             sid,
+            start,
             nsp: nsp.to_owned(),
             rooms,
             data,
@@ -300,14 +304,20 @@ impl Store {
         &self.log[(position - self.first) as usize]
     }
 
-    /// Takes the session `pid` of namespace `nsp` for a client whose last packet was `offset`:
-    /// the session with the packets it missed, or `None` (unknown, expired, its packets gone
-    /// or more than one session may get back: counted).
+    /// The log position after the last packet.
+    pub(crate) fn end(&self) -> u64 {
+        self.first + self.log.len() as u64
+    }
+
+    /// Takes the session `pid` of namespace `nsp` for a client whose last packet was `offset`
+    /// (`None`: it received none since its socket began here): the session with the packets it
+    /// missed, or `None` (unknown, expired, its packets gone or more than one session may get
+    /// back: counted).
     pub(crate) fn take(
         &mut self,
         pid: Sid,
         nsp: &str,
-        offset: u64,
+        offset: Option<u64>,
         now: Instant,
         m: &ShardMetrics,
     ) -> Option<KeptSession> {
@@ -317,13 +327,17 @@ impl Store {
         }
         let kept = self.sessions.remove(&pid)?;
         self.bytes -= kept.bytes;
-        let Some(position) = self.position(offset) else {
+        let from = match offset {
+            Some(offset) => self.position(offset).map(|p| p + 1),
+            None => kept.start.filter(|&s| s >= self.first),
+        };
+        let Some(from) = from else {
             m.recovery(RecoveryEvent::Evicted);
             return None;
         };
         let mut bytes = 0;
         let mut missed = Vec::new();
-        for entry in self.log.range((position + 1 - self.first) as usize..) {
+        for entry in self.log.range((from - self.first) as usize..) {
             if reaches(&entry.packet, nsp, &kept.rooms) {
                 bytes += entry.bytes;
                 missed.push(entry.packet.clone());
@@ -393,7 +407,7 @@ pub(crate) struct Recovery {
     any_floor: Cell<bool>,
     /// The connected sockets of this shard by pid: a client back while its old connection
     /// still looks alive here (a stall the heartbeat has not caught yet) takes it over.
-    live: RefCell<HashMap<Sid, Sid, FxBuildHasher>>,
+    live: RefCell<HashMap<Sid, (Sid, u64), FxBuildHasher>>,
 }
 
 impl Recovery {
@@ -470,11 +484,17 @@ impl NsShard {
     }
 
     /// Keeps the session of socket `sid` (recovery id `pid`), which dropped.
-    pub(super) fn keep_session(&self, pid: Sid, sid: Sid, rooms: Vec<String>, data: Value) {
+    pub(super) fn keep_session(
+        &self,
+        (pid, sid): (Sid, Sid),
+        rooms: Vec<String>,
+        data: Value,
+        start: Option<u64>,
+    ) {
         let Some(recovery) = &self.recovery else {
             return;
         };
-        let kept = (sid, self.name.as_str(), rooms, data);
+        let kept = (sid, self.name.as_str(), rooms, data, start);
         let metrics = self.link.shard_metrics();
         recovery
             .store
@@ -515,18 +535,19 @@ impl NsShard {
         (at != self.shard() && self.link.other_shards().any(|s| s == at)).then_some(at)
     }
 
-    /// Socket `sid` of this namespace, with recovery id `pid`, is connected here.
+    /// Socket `sid` of this namespace, with recovery id `pid`, is connected here from now on.
     pub(super) fn track_pid(&self, pid: Sid, sid: Sid) {
         if let Some(recovery) = &self.recovery {
-            recovery.live.borrow_mut().insert(pid, sid);
+            let start = recovery.store.borrow().end();
+            recovery.live.borrow_mut().insert(pid, (sid, start));
         }
     }
 
-    /// The socket with recovery id `pid` left.
-    pub(super) fn untrack_pid(&self, pid: Sid) {
-        if let Some(recovery) = &self.recovery {
-            recovery.live.borrow_mut().remove(&pid);
-        }
+    /// The socket with recovery id `pid` left; where the log stood when it began here.
+    pub(super) fn untrack_pid(&self, pid: Sid) -> Option<u64> {
+        let recovery = self.recovery.as_ref()?;
+        let (_, start) = recovery.live.borrow_mut().remove(&pid)?;
+        Some(start)
     }
 
     /// A client came back with `pid` while its socket is still connected here (its old
@@ -536,7 +557,7 @@ impl NsShard {
         let sid = self
             .recovery
             .as_ref()
-            .and_then(|r| r.live.borrow().get(&pid).copied());
+            .and_then(|r| r.live.borrow().get(&pid).map(|(sid, _)| *sid));
         let socket = sid.and_then(|sid| self.sockets.borrow().get(&sid).cloned());
         if let Some(socket) = socket {
             socket.left(DisconnectReason::Transport(CloseReason::TransportClose));
@@ -545,7 +566,7 @@ impl NsShard {
     }
 
     /// The session `pid` with what it missed since `offset`, taken from this shard's store.
-    pub(super) fn take_session(&self, pid: Sid, offset: u64) -> Option<KeptSession> {
+    pub(super) fn take_session(&self, pid: Sid, offset: Option<u64>) -> Option<KeptSession> {
         let recovery = self.recovery.as_ref()?;
         self.take_over(pid);
         let metrics = self.link.shard_metrics();
@@ -564,7 +585,7 @@ impl NsShard {
         self: Rc<Self>,
         keeper: usize,
         pid: Sid,
-        offset: u64,
+        offset: Option<u64>,
     ) -> Option<KeptSession> {
         let recovery = self.recovery.clone()?;
         let id = self.next_ack_id();
@@ -689,7 +710,7 @@ mod tests {
 
     fn keep(store: &mut Store, pid: Sid, rooms: &[&str], now: Instant, m: &ShardMetrics) {
         let rooms = rooms.iter().map(|r| r.to_string()).collect();
-        store.keep(pid, (sid(0), "/", rooms, Value::Null), now, m);
+        store.keep(pid, (sid(0), "/", rooms, Value::Null, Some(0)), now, m);
     }
 
     #[test]
@@ -723,19 +744,39 @@ mod tests {
         }
         let pid = sid(0);
         keep(&mut store, pid, &["a"], now, m);
-        let kept = store.take(pid, "/", offset(1, 1), now, m).expect("kept");
+        let kept = store
+            .take(pid, "/", Some(offset(1, 1)), now, m)
+            .expect("kept");
         assert_eq!(offsets(&kept.missed), [offset(1, 2), offset(0, 3)]);
         assert_eq!(kept.high_water, [3, 2, 0]);
         assert!(
-            store.take(pid, "/", offset(1, 1), now, m).is_none(),
+            store.take(pid, "/", Some(offset(1, 1)), now, m).is_none(),
             "taken once"
         );
         keep(&mut store, pid, &["a"], now, m);
         assert!(
-            store.take(pid, "/", offset(1, 9), now, m).is_none(),
+            store.take(pid, "/", Some(offset(1, 9)), now, m).is_none(),
             "unknown offset"
         );
         assert_eq!(m.recovery_events(RecoveryEvent::Evicted), 1);
+    }
+
+    #[test]
+    fn a_session_that_received_nothing_gets_everything_since_it_began() {
+        let metrics = Metrics::new(1);
+        let m = &metrics.shards()[0];
+        let now = Instant::now();
+        let mut store = Store::new(limits(), 0, SHARDS);
+        store.log(packet(offset(0, 1), &["a"]), now, m);
+        let start = store.end();
+        for n in 2..=3 {
+            store.log(packet(offset(0, n), &["a"]), now, m);
+        }
+        let pid = sid(0);
+        let rooms = vec!["a".to_string()];
+        store.keep(pid, (sid(0), "/", rooms, Value::Null, Some(start)), now, m);
+        let kept = store.take(pid, "/", None, now, m).expect("kept");
+        assert_eq!(offsets(&kept.missed), [offset(0, 2), offset(0, 3)]);
     }
 
     #[test]
@@ -778,7 +819,7 @@ mod tests {
         store.log(packet(offset(0, 2), &[]), later, m);
         assert_eq!(store.log.len(), 1);
         assert_eq!(m.recovery_events(RecoveryEvent::Expired), 1);
-        assert!(store.take(pid, "/", offset(0, 2), later, m).is_none());
+        assert!(store.take(pid, "/", Some(offset(0, 2)), later, m).is_none());
     }
 
     #[test]
@@ -851,7 +892,7 @@ mod tests {
         for n in 2..=5 {
             store.log(packet(offset(0, n), &["a"]), now, m);
         }
-        assert!(store.take(pid, "/", offset(0, 1), now, m).is_none());
+        assert!(store.take(pid, "/", Some(offset(0, 1)), now, m).is_none());
         assert_eq!(m.recovery_events(RecoveryEvent::Evicted), 1);
     }
 }

@@ -557,10 +557,10 @@ impl Socket {
         }
         self.0.ns.sockets.borrow_mut().remove(&self.0.id);
         if let Some(pid) = self.pid() {
-            self.0.ns.untrack_pid(pid);
+            let start = self.0.ns.untrack_pid(pid);
             if reason.keeps_session() {
                 let ns = &self.0.ns;
-                ns.keep_session(pid, self.id(), self.rooms(), self.data());
+                ns.keep_session((pid, self.id()), self.rooms(), self.data(), start);
             }
         }
         self.0.ns.rooms.borrow_mut().leave_all(self.0.id);

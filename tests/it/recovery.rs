@@ -156,3 +156,11 @@ fn a_client_back_before_the_server_noticed_its_loss_takes_its_socket_over() {
     run(&server, "takeover", 1, 2000);
     assert_eq!(recovery(&server.metrics, RecoveryEvent::Recovered), 1);
 }
+
+#[test]
+fn a_client_cut_before_its_first_message_gets_everything_since_it_connected() {
+    // socket.io-client sends its pid without an offset then; Node would start it afresh.
+    let server = TestServer::gateway(4, &["--recovery-window", "30000"]);
+    run(&server, "silent", 8, 2000);
+    assert_eq!(recovery(&server.metrics, RecoveryEvent::Recovered), 8);
+}

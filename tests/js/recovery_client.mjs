@@ -14,6 +14,9 @@
 //            recovered; prints "ok".
 //   forged:  CONNECTs with an unknown or malformed pid and offset get a normal new session;
 //            prints "ok".
+//   silent:  receivers cut before they got any message (socket.io-client then sends its pid
+//            without an offset) come back recovered with every message published meanwhile;
+//            prints "ok".
 //   takeover: a second client presents the pid and offset of a receiver whose connection the
 //            server still holds (a stall it has not noticed): it gets that socket, with its id
 //            and its room, and the old connection is closed; prints "ok".
@@ -214,7 +217,34 @@ async function takeover() {
   return "";
 }
 
-const modes = { recover, fresh, clean, forged, takeover };
+async function silent() {
+  const rs = await receivers();
+  const source = await client(publisherUrl);
+  await Promise.all(rs.map(async (r) => {
+    const back = new Promise((resolve) => r.socket.once("connect", resolve));
+    cut(r.socket);
+    r.back = back;
+  }));
+  // While they are away: 20 messages, acknowledged so that all are out before they return.
+  for (let n = 0; n < 20; n += 1) {
+    const ok = await source.timeout(3000).emitWithAck("publish", { to: "r", event: "m", data: { n, pad } });
+    assert.deepEqual(ok, { ok: true });
+  }
+  await Promise.all(rs.map((r) => r.back));
+  const want = Array.from({ length: 20 }, (_, n) => n);
+  await Promise.all(rs.map((r, i) => new Promise((resolve) => {
+    const check = () => (r.got.length >= 20 ? resolve() : setTimeout(check, 10));
+    check();
+  }).then(() => {
+    assert.equal(r.socket.recovered, true, `receiver ${i} recovered`);
+    assert.equal(r.socket.id, r.firstId);
+    assert.deepEqual(r.got, want, `receiver ${i}: the 20 messages once, in order`);
+  })));
+  [...rs.map((r) => r.socket), source].forEach((s) => s.disconnect());
+  return "";
+}
+
+const modes = { recover, fresh, clean, forged, takeover, silent };
 await runMain(async () => {
   const detail = await modes[mode]();
   if (detail) console.log(detail);
