@@ -94,8 +94,8 @@ pub(crate) struct JitterReport {
     pub reconnects: u64,
     pub recovered: u64,
     pub recovered_share: f64,
-    /// Reconnections that had no offset to send back (their session had received nothing),
-    /// so could not ask for recovery.
+    /// Reconnections that had no offset to send back (their session had received nothing):
+    /// they sent their pid alone, as socket.io-client does (Node then starts them afresh).
     pub reconnects_without_offset: u64,
     pub expected: u64,
     pub delivered_unique: u64,
@@ -447,11 +447,14 @@ impl Client {
                     tally.without_offset += 1;
                 }
             }
+            // As socket.io-client: the pid, with the offset when an event brought one.
             let auth = match (&resume.pid, &resume.offset) {
-                (Some(pid), Some(offset)) if !self.args.no_recovery => {
+                _ if self.args.no_recovery => None,
+                (Some(pid), Some(offset)) => {
                     Some(format!(r#"{{"pid":"{pid}","offset":"{offset}"}}"#))
                 }
-                _ => None,
+                (Some(pid), None) => Some(format!(r#"{{"pid":"{pid}"}}"#)),
+                (None, _) => None,
             };
             let opened = Conn::open_recovering(
                 &self.ctx.target,
