@@ -478,7 +478,7 @@ impl NsShard {
                 .is_some_and(|floor| recovery.store.borrow().below(offset, floor))
     }
 
-    /// A new recovery session id for a socket, when recovery is on.
+    /// Whether connection state recovery is on (`--recovery-window`).
     pub(super) fn recovery_on(&self) -> bool {
         self.recovery.is_some()
     }
