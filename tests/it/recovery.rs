@@ -4,11 +4,15 @@
 
 use std::time::Duration;
 
+use serde_json::{json, Value};
+use shardio::engineio::EngineConfig;
 use shardio::metrics::{Metrics, RecoveryEvent};
+use shardio::socketio::{SocketIo, SocketIoConfig};
+use shardio::{Config, Endpoint};
 
 use crate::common::node::run_script;
 use crate::common::redis::RedisServer;
-use crate::common::TestServer;
+use crate::common::{TestServer, WsClient};
 
 const LIMIT: Duration = Duration::from_secs(45);
 
@@ -163,4 +167,82 @@ fn a_client_cut_before_its_first_message_gets_everything_since_it_connected() {
     let server = TestServer::gateway(4, &["--recovery-window", "30000"]);
     run(&server, "silent", 8, 2000);
     assert_eq!(recovery(&server.metrics, RecoveryEvent::Recovered), 8);
+}
+
+/// An app with recovery whose sockets tell, on connect, whether they were recovered, and their
+/// rooms and data; `setup` joins room "r" and sets the data.
+fn state_app() -> Vec<Endpoint> {
+    let mut io = SocketIo::new(SocketIoConfig {
+        recovery_window: Some(Duration::from_secs(30)),
+        ..SocketIoConfig::default()
+    });
+    io.namespace("/")
+        .on_connect(|socket| {
+            let rooms = socket.rooms();
+            let state =
+                json!({"recovered": socket.recovered(), "rooms": rooms, "data": socket.data()});
+            let _ = socket.emit("state", state);
+        })
+        .on("setup", |socket, _data, ack| {
+            socket.join("r");
+            socket.set_data(json!({"n": 7}));
+            if let Some(ack) = ack {
+                let _ = ack.send(json!("ok"));
+            }
+        });
+    let config = Config::default();
+    vec![Endpoint::socketio(
+        "/socket.io/",
+        EngineConfig::from_config(&config),
+        io,
+    )]
+}
+
+/// Sends a CONNECT with `auth` and returns the reply's `{sid, pid}`.
+fn connect(c: &mut WsClient, auth: &str) -> Value {
+    c.send_text(&format!("40{auth}"));
+    let reply = c.recv_text();
+    let body = reply.strip_prefix("40").expect("a CONNECT reply");
+    serde_json::from_str(body).expect("its JSON")
+}
+
+/// The next event's arguments, as a JSON array (`["name", args..., offset]`).
+fn event(c: &mut WsClient) -> Vec<Value> {
+    let text = c.recv_text();
+    let body = text.strip_prefix("42").expect("an EVENT");
+    serde_json::from_str(body).expect("its JSON")
+}
+
+#[test]
+fn a_recovered_socket_has_its_id_rooms_and_data_and_knows_it() {
+    let server = TestServer::start(1, state_app());
+    let (mut first, _) = WsClient::open(server.addr, "/socket.io/");
+    let reply = connect(&mut first, "");
+    let (sid, pid) = (reply["sid"].clone(), reply["pid"].clone());
+    assert!(pid.is_string(), "the CONNECT reply carries a pid: {reply}");
+    let state = event(&mut first);
+    assert_eq!(state[1]["recovered"], false);
+    let offset = state.last().cloned().expect("the offset, last");
+    assert!(
+        offset.is_string(),
+        "a socket's own emit carries its offset: {state:?}"
+    );
+    first.send_text(r#"421["setup"]"#);
+    assert_eq!(first.recv_text(), r#"431["ok"]"#);
+    drop(first); // the connection ends without a close frame: a transport close
+    server.wait_until("the session to be kept", |m| {
+        recovery(m, RecoveryEvent::Kept) == 1
+    });
+
+    let (mut back, _) = WsClient::open(server.addr, "/socket.io/");
+    let auth = json!({"pid": pid, "offset": offset}).to_string();
+    let reply = connect(&mut back, &auth);
+    assert_eq!((&reply["sid"], &reply["pid"]), (&sid, &pid));
+    let state = event(&mut back);
+    assert_eq!(state[1]["recovered"], true);
+    assert_eq!(state[1]["data"], json!({"n": 7}));
+    assert_eq!(state[1]["rooms"].as_array().map(Vec::len), Some(2));
+    assert!(state[1]["rooms"]
+        .as_array()
+        .is_some_and(|r| r.contains(&json!("r")) && r.contains(&sid)));
 }
