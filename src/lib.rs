@@ -66,9 +66,8 @@ pub use shard::{App, Endpoint};
 pub mod bench {
     use std::sync::Arc;
 
-    use tokio::sync::mpsc;
-
     use crate::bus::cluster::{BroadcastOpts, Origin, RemoteBroadcast, SioMsg};
+    use crate::bus::inbox::Inbox;
     use crate::bus::{Bus, ShardMsg};
     use crate::metrics::Metrics;
     use crate::protocol::frame::OutFrame;
@@ -98,17 +97,17 @@ pub mod bench {
     /// Shard 1's inbox.
     #[allow(missing_debug_implementations)] // a benchmark fixture
     pub struct BusInbox {
-        inbox: mpsc::Receiver<ShardMsg>,
+        inbox: Inbox,
         batch: Vec<ShardMsg>,
     }
 
     impl BusInbox {
-        /// Takes up to `limit` messages as the shard does, and drops them; 0 once every sender
+        /// Takes up to `limit` parcels as the shard does, and drops them; 0 once every sender
         /// is gone.
         pub async fn recv_many(&mut self, limit: usize) -> usize {
-            let n = self.inbox.recv_many(&mut self.batch, limit).await;
+            let n = self.inbox.recv(&mut self.batch, limit).await;
             self.batch.clear();
-            n
+            n.map_or(0, |taken| taken.messages)
         }
     }
 

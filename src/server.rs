@@ -13,7 +13,9 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
 use crate::bus::Bus;
-use crate::config::{defaults, ApiConfig, LimitsConfig, RedisConfig, RuntimeConfig};
+use crate::config::{
+    defaults, ApiConfig, LimitsConfig, RedisConfig, RedisSubscribe, RuntimeConfig,
+};
 use crate::connection::HttpLimits;
 use crate::engineio::Admission;
 use crate::listener;
@@ -304,6 +306,9 @@ fn start_bridge(
         );
     }
     let queue = bus.attach_bridge(config.queue);
+    if config.subscribe == RedisSubscribe::Rooms {
+        bus.report_room_interest();
+    }
     let handle = redis_bridge::spawn(BridgeSetup {
         config,
         endpoint,

@@ -112,6 +112,23 @@ pub fn demo(jwt_enabled: bool) -> bool {
 
 /// `--log-format`: human-readable lines.
 pub const LOG_FORMAT: &str = "text";
+/// `--redis-subscribe`: Node's classic pattern subscription, until per-room subscriptions are
+/// measured in every deployment shape (benches/RESULTS-cluster.md).
+pub const REDIS_SUBSCRIBE: &str = "pattern";
+
+/// `--redis-mode`: Node's classic Redis adapter.
+pub const REDIS_MODE: &str = "classic";
+/// `--redis-stream`: the streams adapter's `streamName`.
+pub const REDIS_STREAM: &str = "socket.io";
+/// `--redis-stream-maxlen`: the streams adapter's `maxLen`.
+pub const REDIS_STREAM_MAXLEN: u64 = 10_000;
+
+/// Slots of the interest table (`bus::interest`): a broadcast to a room goes to the shards
+/// marked in the room's slot. 65,536 slots of one word (up to 64 shards) are 512 KiB, of which
+/// only the pages of used slots are touched; rooms beyond a few tens of thousands per process
+/// start to share slots, and a shared slot only sends a broadcast to a shard that has no member
+/// (as every broadcast did before the table).
+pub const INTEREST_SLOTS: usize = 1 << 16;
 
 /// `--recovery-window` given without a value: Node's `maxDisconnectionDuration` (2 minutes).
 /// Without the flag recovery is off.

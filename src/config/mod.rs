@@ -31,7 +31,7 @@ pub use access::{ApiConfig, AuthConfig};
 pub use limits::LimitsConfig;
 pub use load::{load, Loaded};
 pub use recovery::RecoveryConfig;
-pub use redis::RedisConfig;
+pub use redis::{RedisConfig, RedisMode, RedisSubscribe};
 pub use runtime::RuntimeConfig;
 pub use source::{LoadError, Source};
 pub use tls::TlsConfig;
@@ -292,9 +292,9 @@ pub enum ConfigError {
     /// `--demo on` where the page cannot work.
     #[error("--demo needs {0}")]
     Demo(&'static str),
-    /// `--tls-cert` without `--tls-key`, or the other way round.
+    /// A setting that works only with another (`--tls-cert` without `--tls-key`, ...).
     #[error("{0} needs {1}")]
-    TlsPair(&'static str, &'static str),
+    Needs(&'static str, &'static str),
 }
 
 impl Config {
@@ -415,16 +415,30 @@ mod tests {
         let c = Config::parse_from(["shardio", "--tls-cert", "cert.pem"]);
         assert_eq!(
             c.validate(),
-            Err(ConfigError::TlsPair("--tls-cert", "--tls-key"))
+            Err(ConfigError::Needs("--tls-cert", "--tls-key"))
         );
         let c = Config::parse_from(["shardio", "--tls-key", "key.pem"]);
         assert_eq!(
             c.validate(),
-            Err(ConfigError::TlsPair("--tls-key", "--tls-cert"))
+            Err(ConfigError::Needs("--tls-key", "--tls-cert"))
         );
         let c = Config::parse_from(["shardio", "--tls-cert", "c.pem", "--tls-key", "k.pem"]);
         assert!(c.validate().is_ok() && c.tls.enabled());
         assert!(!Config::default().tls.enabled());
+        let c = Config::parse_from([
+            "shardio",
+            "--redis-subscribe",
+            "rooms",
+            "--redis-mode",
+            "streams",
+        ]);
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::Needs(
+                "--redis-subscribe rooms",
+                "--redis-mode classic"
+            ))
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use clap::{Args, Parser};
+use clap::{Args, Parser, ValueEnum};
 
 use super::{defaults, ConfigError};
 
@@ -56,6 +56,69 @@ pub struct RedisConfig {
         value_name = "MS"
     )]
     pub reconnect_max: u64,
+    /// What the bridge subscribes to for broadcasts: `pattern` (Node's classic adapter:
+    /// `PSUBSCRIBE prefix#nsp#*`, every machine receives every broadcast) or `rooms` (the
+    /// namespace channel plus one channel per room with a member on this machine).
+    #[arg(
+        long = "redis-subscribe",
+        env = "SHARDIO_REDIS_SUBSCRIBE",
+        value_enum,
+        default_value = defaults::REDIS_SUBSCRIBE,
+        value_name = "MODE"
+    )]
+    pub subscribe: RedisSubscribe,
+    /// How messages cross machines: `classic` (Node's `@socket.io/redis-adapter`, Pub/Sub) or
+    /// `streams` (`@socket.io/redis-streams-adapter` 0.3: broadcasts and room commands go
+    /// through a Redis stream that the bridge reads from its last id, so a Redis outage loses
+    /// nothing still in the stream). Every server of a cluster must use the same.
+    #[arg(
+        long = "redis-mode",
+        env = "SHARDIO_REDIS_MODE",
+        value_enum,
+        default_value = defaults::REDIS_MODE,
+        value_name = "MODE"
+    )]
+    pub mode: RedisMode,
+    /// With `--redis-mode streams`: the stream's key (Node's `streamName`).
+    #[arg(
+        long = "redis-stream",
+        env = "SHARDIO_REDIS_STREAM",
+        default_value = defaults::REDIS_STREAM,
+        value_name = "KEY"
+    )]
+    pub stream: String,
+    /// With `--redis-mode streams`: the stream is trimmed to about this many entries on every
+    /// XADD (`MAXLEN ~`, Node's `maxLen`); it bounds how long an outage can last without loss.
+    #[arg(
+        long = "redis-stream-maxlen",
+        env = "SHARDIO_REDIS_STREAM_MAXLEN",
+        default_value_t = defaults::REDIS_STREAM_MAXLEN,
+        value_name = "ENTRIES"
+    )]
+    pub stream_maxlen: u64,
+}
+
+/// How the bridge subscribes to other servers' broadcasts (`--redis-subscribe`). Either way
+/// the same channels are published to and every server of a cluster may use either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RedisSubscribe {
+    /// `PSUBSCRIBE prefix#nsp#*`, as Node's classic adapter: every machine receives every
+    /// broadcast of the cluster, whether it holds members of the room or not.
+    Pattern,
+    /// `SUBSCRIBE prefix#nsp#` and `prefix#nsp#<room>#` for each room (socket ids included)
+    /// with at least one member on this machine, changed in batches as rooms gain their first
+    /// and lose their last local member: a machine receives the broadcasts of its rooms only.
+    Rooms,
+}
+
+/// `--redis-mode`: which of Node's Redis adapters the bridge speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RedisMode {
+    /// `@socket.io/redis-adapter` (v8) and `@socket.io/redis-emitter`: everything on Pub/Sub.
+    Classic,
+    /// `@socket.io/redis-streams-adapter` (0.3) and its emitter: broadcasts and room commands
+    /// in a Redis stream, requests and responses on Pub/Sub.
+    Streams,
 }
 
 impl RedisConfig {
@@ -103,6 +166,15 @@ impl RedisConfig {
                 return Err(ConfigError::RedisUrl(url.clone()));
             }
         }
+        if self.subscribe == RedisSubscribe::Rooms && self.mode != RedisMode::Classic {
+            return Err(ConfigError::Needs(
+                "--redis-subscribe rooms",
+                "--redis-mode classic",
+            ));
+        }
+        if self.stream.is_empty() {
+            return Err(ConfigError::Zero("redis-stream length"));
+        }
         if self.prefix.is_empty() {
             return Err(ConfigError::Zero("redis-prefix length"));
         }
@@ -110,6 +182,7 @@ impl RedisConfig {
             ("redis-requests-timeout", self.requests_timeout),
             ("redis-queue", self.queue as u64),
             ("redis-probe-interval", self.probe_interval),
+            ("redis-stream-maxlen", self.stream_maxlen),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));

@@ -81,6 +81,8 @@ pub struct ShardMetrics {
     pub(super) tls_handshake_failures: Local,
     /// Connection state recovery, by [`RecoveryEvent`].
     pub(super) recovery: [Local; RecoveryEvent::ALL.len()],
+    pub(super) bus_received: Local,
+    pub(super) bus_parcels: Local,
 }
 
 impl ShardMetrics {
@@ -157,6 +159,12 @@ impl ShardMetrics {
     /// Counts a message this shard could not put on the bus; returns the count so far.
     pub(crate) fn bus_overflow(&self) -> u64 {
         self.bus_overflows.add(1)
+    }
+
+    /// Counts `messages` messages, in `parcels` parcels, taken from this shard's bus inbox.
+    pub(crate) fn bus_received(&self, messages: usize, parcels: usize) {
+        self.bus_received.add(messages as u64);
+        self.bus_parcels.add(parcels as u64);
     }
 
     pub(crate) fn handoff_sent(&self) {
@@ -382,6 +390,18 @@ impl ShardMetrics {
     /// cipher, a bad record) or did not finish within `--head-timeout`.
     pub fn tls_handshake_failures(&self) -> u64 {
         self.tls_handshake_failures.get()
+    }
+
+    /// Messages this shard took from its bus inbox: broadcasts, replies, questions and
+    /// commands of the other shards and the Redis bridge, and hand-offs.
+    pub fn bus_messages_received(&self) -> u64 {
+        self.bus_received.get()
+    }
+
+    /// Parcels this shard took from its bus inbox: what one sender queued for it within one
+    /// turn of its loop travels as one parcel (and wakes it once).
+    pub fn bus_parcels_received(&self) -> u64 {
+        self.bus_parcels.get()
     }
 
     /// Connection state recovery events of `event`'s kind on this shard (`--recovery-window`).

@@ -9,7 +9,8 @@ impl Bridge {
             Ok(Some(pattern)) => pattern,
             _ => msg.get_channel_name().to_owned(),
         };
-        let Some(&(ns, role)) = self.routes.get(&key) else {
+        self.stats().message_in(msg.get_payload_bytes().len());
+        let Some((ns, role)) = self.route(&key) else {
             return;
         };
         let payload = convert::payload_bytes(msg);
@@ -27,6 +28,7 @@ impl Bridge {
                 Ok(r) => self.on_response(r),
                 Err(e) => self.malformed(channel, &e),
             },
+            Role::Cluster => self.on_cluster_payload(ns, channel, &payload),
         }
     }
 
@@ -38,7 +40,7 @@ impl Bridge {
             return;
         };
         self.stats().received_one();
-        self.to_every_shard(|| SioMsg::Broadcast(broadcast.clone()));
+        self.to_interested_shards(&broadcast);
     }
 
     /// Encodes a packet from Redis once, into the frames every shard shares.
@@ -224,7 +226,7 @@ impl Bridge {
         let Some(broadcast) = self.decode_event(ns, packet, opts, Some(id)) else {
             return;
         };
-        let reached = self.to_every_shard(|| SioMsg::Broadcast(broadcast.clone()));
+        let reached = self.to_interested_shards(&broadcast);
         let now = Instant::now();
         let req = InboundAck {
             ns,

@@ -16,6 +16,7 @@ impl Bridge {
             } => self.ask_cluster(origin, &nsp, id, *query, timeout),
             BridgeMsg::Tell { nsp, cmd } => self.tell_cluster(&nsp, *cmd),
             BridgeMsg::Reply(reply) => self.on_shard_reply(*reply),
+            BridgeMsg::Rooms(changes) => self.on_rooms(origin, *changes),
         }
     }
 
@@ -42,18 +43,12 @@ impl Bridge {
         };
         match b.ack {
             None => {
-                let opts = convert::wire_opts(&b.opts, None);
-                let channel = self.namespaces[ns]
-                    .channels
-                    .publish_channel(&opts.rooms)
-                    .into_owned();
-                let payload = BroadcastMessage {
+                let message = BroadcastMessage {
                     uid: self.uid.clone(),
                     packet,
-                    opts,
-                }
-                .encode();
-                self.publish(channel, payload);
+                    opts: convert::wire_opts(&b.opts, None),
+                };
+                self.send_broadcast(ns, message);
             }
             Some((id, timeout)) => {
                 if self.out.is_none() || !self.pending.has_room() {
@@ -109,18 +104,9 @@ impl Bridge {
         body: RequestBody,
         req: Outbound,
     ) {
-        let payload = Request {
-            uid: Some(self.uid.clone()),
-            body,
-        }
-        .encode();
+        let out = self.request_out(ns, request_id.clone(), body);
         self.pending.add_outbound(request_id.clone(), req);
-        let out = Outgoing::Request {
-            request_id: request_id.clone(),
-            channel: self.namespaces[ns].channels.request().to_owned(),
-            payload,
-        };
-        if !self.send_out(out) {
+        if !out.is_some_and(|out| self.send_out(out)) {
             if let Some(due) = self.pending.servers_known(&request_id, None) {
                 self.carry_out(due);
             }
@@ -211,13 +197,7 @@ impl Bridge {
                 }
             },
         };
-        let payload = Request {
-            uid: Some(self.uid.clone()),
-            body,
-        }
-        .encode();
-        let channel = self.namespaces[ns].channels.request().to_owned();
-        self.publish(channel, payload);
+        self.send_command(ns, body);
     }
 
     pub(super) fn on_shard_reply(&mut self, reply: Reply) {
@@ -230,13 +210,14 @@ impl Bridge {
                         request_id: request_id.to_owned(),
                         packet: convert::first_arg(&payload),
                     };
-                    let channel = self.namespaces[ns].channels.response().to_owned();
-                    self.publish(channel, response.encode());
+                    self.send_response(ns, response);
                 }
                 None
             }
             // Sessions move between the shards of one process only; the bridge never asks.
             Reply::Restored { .. } => None,
+            // Only shards are told that; a bridge never asks itself.
+            Reply::RoomsSubscribed { .. } => None,
         };
         if let Some(due) = due {
             self.carry_out(due);
@@ -269,8 +250,7 @@ impl Bridge {
                             .map_or(JsValue::Null, |p| convert::first_arg(&p)),
                     },
                 };
-                let channel = self.namespaces[ns].channels.response().to_owned();
-                self.publish(channel, response.encode());
+                self.send_response(ns, response);
             }
             Due::ClientCount {
                 ns,
@@ -281,8 +261,7 @@ impl Bridge {
                     request_id,
                     client_count: count,
                 };
-                let channel = self.namespaces[ns].channels.response().to_owned();
-                self.publish(channel, response.encode());
+                self.send_response(ns, response);
             }
             Due::Answer {
                 ns,

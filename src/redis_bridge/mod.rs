@@ -13,11 +13,18 @@
 //!   (`bus::cluster`) and knows nothing of `socketio/`.
 //! * Bridge -> Redis: a publisher task with its own bounded queue pipelines PUBLISH commands
 //!   (and PUBSUB NUMSUB for requests) on one multiplexed connection; a full queue drops.
-//! * Redis -> bridge: one pub/sub connection with Node's channel set per namespace.
+//! * Redis -> bridge: one pub/sub connection with Node's channel set per namespace, or, with
+//!   `--redis-subscribe rooms`, the namespace channel and one channel per room this machine
+//!   holds, changed in batches as the shards report rooms gained and lost (`rooms`); in
+//!   streams mode also a reader of the stream on a connection of its own.
+//!
+//! `--redis-mode` picks the wire: `classic` (Node's `@socket.io/redis-adapter`) or `streams`
+//! (`@socket.io/redis-streams-adapter` 0.3, §4). The bridge's logic speaks the classic
+//! adapter's values; `wire` puts them on the mode's channels or stream.
 //!
 //! Nothing here ever waits on a shard, and no shard ever waits on Redis. When Redis is away, the
-//! bridge keeps draining its queue (publishes are dropped and counted, questions are answered
-//! as incomplete at once), retries with a doubling backoff (250 ms up to `--redis-reconnect-max`),
+//! bridge keeps draining its queue (publishes are dropped and counted, but in streams mode wait
+//! for Redis in a bounded backlog; questions are answered as incomplete at once), retries with a doubling backoff (250 ms up to `--redis-reconnect-max`),
 //! and resubscribes everything on return. A probe published every `--redis-probe-interval` to
 //! the bridge's own response channel must come back before the next one, or the connections are
 //! rebuilt: that catches a subscription that silently stopped delivering.
@@ -29,18 +36,29 @@
 //! * `from_redis`: other servers' broadcasts, requests and responses;
 //! * `from_shards`: the shards' broadcasts to publish, questions, commands and answers;
 //! * `pending`: requests in flight both ways and their deadlines;
-//! * `convert`: Node's JSON values to and from Socket.IO payloads.
+//! * `subscriptions`: the room channels wanted and the changes to tell Redis (pure);
+//! * `rooms`: the shards' room reports, and the room channels' SUBSCRIBE / UNSUBSCRIBE;
+//! * `convert`: Node's JSON values to and from Socket.IO payloads;
+//! * `links`: the connections to Redis and the publisher task;
+//! * `wire`: what each `--redis-mode` sends where;
+//! * `streams`: the stream of streams mode: the reader, the backlog, resuming after an outage.
 
 mod convert;
 mod from_redis;
 mod from_shards;
+mod links;
 mod pending;
+mod rooms;
+mod streams;
+mod subscriptions;
+mod wire;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use rand::distr::{Alphanumeric, SampleString};
 use thiserror::Error;
@@ -52,13 +70,17 @@ use crate::bus::cluster::{
     Query, RemoteBroadcast, Reply, ServerSideEmit, SioMsg, Tally,
 };
 use crate::bus::{Bus, ShardMsg, ToBridge};
-use crate::config::RedisConfig;
+use crate::config::{RedisConfig, RedisMode, RedisSubscribe};
+use crate::engineio::Sid;
 use crate::metrics::{BridgeMetrics, Metrics};
 use crate::protocol::adapter::{
-    self, BroadcastMessage, Channels, JsValue, Request, RequestBody, Response,
+    self, BroadcastMessage, Channels, JsValue, Request, RequestBody, Response, StreamEntry,
 };
 use crate::protocol::socketio::{event_frames, event_frames_with_offset};
+use links::{connect, publish_loop, Links, ReadPlan};
 use pending::{Due, Inbound, InboundAck, InboundKind, Outbound, OutboundKind, Pending};
+use streams::{ReadEvent, ReplyTo, StreamState};
+use subscriptions::RoomSubscriptions;
 
 /// How long the shards have to answer a request from another server, at most: well inside the
 /// requester's own timeout, so that it gets this server's answer, partial or not.
@@ -153,7 +175,8 @@ pub(crate) fn spawn(setup: BridgeSetup) -> Result<BridgeHandle, BridgeError> {
 struct Namespace {
     name: String,
     channels: Channels,
-    /// `prefix-response#nsp#uid#`: where responses for this bridge may come, and the probe.
+    /// Where responses for this bridge come, and the probe: `prefix-response#nsp#uid#`
+    /// (classic), `prefix#nsp#uid#` (streams).
     own_response: String,
 }
 
@@ -163,6 +186,8 @@ enum Role {
     Broadcast,
     Request,
     Response,
+    /// Streams mode: msgpack cluster messages (requests and responses).
+    Cluster,
 }
 
 /// A command for the publisher task.
@@ -177,6 +202,8 @@ enum Outgoing {
         channel: String,
         payload: Vec<u8>,
     },
+    /// Streams mode: an entry to add to the stream.
+    Add(StreamEntry),
 }
 
 /// What the publisher tells the bridge.
@@ -187,8 +214,15 @@ enum Feedback {
         request_id: String,
         servers: Option<usize>,
     },
-    /// The connection failed; the publisher has stopped.
-    Lost(redis::RedisError),
+    /// Streams mode: Redis added a pipeline's entries, the last with this id.
+    Added(String),
+    /// The connection failed; the publisher has stopped. In streams mode, `unconfirmed` are the
+    /// entries of the failed pipeline (Redis may have added some), `unsent` those it never sent.
+    Lost {
+        error: redis::RedisError,
+        unconfirmed: Vec<StreamEntry>,
+        unsent: Vec<StreamEntry>,
+    },
 }
 
 /// Why the connected phase ended.
@@ -219,6 +253,18 @@ struct Bridge {
     next_emit_shard: usize,
     /// The recovery offsets issued so far, when the endpoint recovers connection state.
     offsets: Option<std::cell::Cell<u64>>,
+    /// The room channels, with `--redis-subscribe rooms`.
+    rooms: Option<RoomSubscriptions>,
+    /// Changes subscriptions on the connected subscription connection.
+    sink: Option<redis::aio::PubSubSink>,
+    /// The SUBSCRIBE / UNSUBSCRIBE of room channels in flight, at most one batch.
+    subscribing: Option<rooms::Subscribing>,
+    /// The shards' room reports waiting for Redis's confirmation.
+    confirmations: rooms::Confirmations,
+    /// Streams mode: the place in the stream and what waits for Redis.
+    stream: Option<StreamState>,
+    /// Streams mode: which server asked each request in flight.
+    reply_to: ReplyTo,
 }
 
 impl Bridge {
@@ -228,6 +274,7 @@ impl Bridge {
             Alphanumeric.sample_string(&mut rand::rng(), 10)
         );
         let prefix = setup.config.prefix.clone();
+        let mode = setup.config.mode;
         let namespaces: Vec<Namespace> = setup
             .namespaces
             .iter()
@@ -235,26 +282,19 @@ impl Bridge {
                 let channels = Channels::new(&prefix, name);
                 Namespace {
                     name: name.clone(),
-                    own_response: channels.specific_response(&uid),
+                    own_response: Bridge::own_channel(mode, &channels, &uid),
                     channels,
                 }
             })
             .collect();
-        let mut routes = HashMap::new();
-        for (i, ns) in namespaces.iter().enumerate() {
-            routes.insert(ns.channels.pattern().to_owned(), (i, Role::Broadcast));
-            routes.insert(ns.channels.request().to_owned(), (i, Role::Request));
-            routes.insert(ns.channels.response().to_owned(), (i, Role::Response));
-            routes.insert(ns.own_response.clone(), (i, Role::Response));
-        }
-        Bridge {
+        let per_room = setup.config.subscribe == RedisSubscribe::Rooms;
+        let mut bridge = Bridge {
             shards: setup.bus.shards(),
             config: setup.config,
             client,
             uid,
             endpoint: setup.endpoint,
             namespaces,
-            routes,
             bus: setup.bus,
             queue: setup.queue,
             metrics: setup.metrics,
@@ -264,7 +304,20 @@ impl Bridge {
             probe: None,
             next_emit_shard: 0,
             offsets: setup.recovery.then(|| std::cell::Cell::new(0)),
-        }
+            stream: (mode == RedisMode::Streams).then(StreamState::default),
+            reply_to: ReplyTo::default(),
+            routes: HashMap::new(),
+            rooms: per_room.then(RoomSubscriptions::default),
+            sink: None,
+            subscribing: None,
+            confirmations: rooms::Confirmations::default(),
+        };
+        bridge.routes = bridge
+            .channel_roles()
+            .into_iter()
+            .map(|(_, name, ns, role)| (name, (ns, role)))
+            .collect();
+        bridge
     }
 
     fn stats(&self) -> &BridgeMetrics {
@@ -284,7 +337,7 @@ impl Bridge {
         loop {
             // Connecting: keep serving the shards meanwhile (publishes are dropped, questions
             // answered as incomplete), so nothing waits on Redis.
-            let connecting = connect(self.client.clone(), self.subscriptions());
+            let connecting = connect(self.client.clone(), self.subscriptions(), self.read_plan());
             tokio::pin!(connecting);
             let connected = loop {
                 tokio::select! {
@@ -294,8 +347,8 @@ impl Bridge {
                     () = sleep_until(self.pending.next_deadline()) => self.expire(),
                 }
             };
-            let (conn, stream) = match connected {
-                Ok(pair) => pair,
+            let links = match connected {
+                Ok(links) => links,
                 Err(e) => {
                     attempts += 1;
                     if attempts.is_power_of_two() {
@@ -305,11 +358,15 @@ impl Bridge {
                     }
                     let wait = tokio::time::sleep(backoff);
                     tokio::pin!(wait);
+                    self.confirm_rooms_while_away();
                     loop {
                         tokio::select! {
                             _ = &mut stop => return,
                             () = &mut wait => break,
-                            Some(work) = self.queue.recv() => self.on_shard(work),
+                            Some(work) = self.queue.recv() => {
+                                self.on_shard(work);
+                                self.confirm_rooms_while_away();
+                            }
                             () = sleep_until(self.pending.next_deadline()) => self.expire(),
                         }
                     }
@@ -330,10 +387,13 @@ impl Bridge {
             attempts = 0;
             backoff = RedisConfig::RECONNECT_MIN;
             self.stats().set_connected(true);
-            let ended = self.serve(conn, stream, &mut stop).await;
+            let ended = self.serve(links, &mut stop).await;
             self.stats().set_connected(false);
             self.out = None;
             self.probe = None;
+            self.sink = None;
+            self.subscribing = None;
+            self.room_batch_lost();
             for due in self.pending.fail_outbound() {
                 self.carry_out(due);
             }
@@ -346,37 +406,57 @@ impl Bridge {
         }
     }
 
-    /// Every channel and pattern to subscribe to, as (is pattern, name).
-    fn subscriptions(&self) -> Vec<(bool, String)> {
-        let mut subs = Vec::new();
-        for ns in &self.namespaces {
-            subs.push((true, ns.channels.pattern().to_owned()));
-            subs.push((false, ns.channels.request().to_owned()));
-            subs.push((false, ns.channels.response().to_owned()));
-            subs.push((false, ns.own_response.clone()));
-        }
-        subs
+    /// Streams mode: what a fresh read connection needs to resume.
+    fn read_plan(&self) -> Option<ReadPlan> {
+        let state = self.stream.as_ref()?;
+        Some(ReadPlan {
+            key: self.config.stream.clone(),
+            uid: self.uid.clone(),
+            last_read: state.last_read.clone(),
+            last_added: state.last_added.clone(),
+            unconfirmed: state.unconfirmed.len(),
+        })
     }
 
     /// The connected phase: until Redis is lost or the bridge stops.
-    async fn serve(
-        &mut self,
-        conn: redis::aio::MultiplexedConnection,
-        mut stream: redis::aio::PubSubStream,
-        stop: &mut oneshot::Receiver<()>,
-    ) -> Ended {
+    async fn serve(&mut self, links: Links, stop: &mut oneshot::Receiver<()>) -> Ended {
+        let Links {
+            conn,
+            sink,
+            messages: mut stream,
+            reader,
+        } = links;
+        self.sink = Some(sink);
         let (out_tx, out_rx) = mpsc::channel(self.config.queue);
         let (feedback_tx, mut feedback) = mpsc::channel(self.config.queue);
+        let target = (self.config.stream.clone(), self.config.stream_maxlen);
         let publisher = tokio::task::spawn_local(publish_loop(
             conn,
             out_rx,
             feedback_tx,
             self.metrics.clone(),
+            target,
         ));
         self.out = Some(out_tx);
+        let (reads_tx, mut reads) = mpsc::channel(4);
+        let mut read_task = None;
+        if let Some((read_conn, resume)) = reader {
+            self.flush_backlog(&resume);
+            let key = self.config.stream.clone();
+            read_task = Some(tokio::task::spawn_local(streams::read_loop(
+                read_conn,
+                key,
+                resume.from,
+                reads_tx,
+            )));
+        } else {
+            drop(reads_tx);
+        }
         let mut probe = tokio::time::interval(self.config.probe_interval());
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(64);
+        // Room changes reported while connecting.
+        self.apply_room_changes();
         let ended = loop {
             tokio::select! {
                 _ = &mut *stop => break Ended::Stop,
@@ -391,6 +471,14 @@ impl Bridge {
                     for work in batch.drain(..) {
                         self.on_shard(work);
                     }
+                    self.apply_room_changes();
+                }
+                result = rooms::in_flight(&mut self.subscribing) => {
+                    self.subscribing = None;
+                    if let Err(e) = result {
+                        break Ended::Lost(format!("changing room subscriptions: {e}"));
+                    }
+                    self.room_batch_done();
                 }
                 Some(fb) = feedback.recv() => match fb {
                     Feedback::Servers { request_id, servers } => {
@@ -400,7 +488,19 @@ impl Bridge {
                             self.carry_out(due);
                         }
                     }
-                    Feedback::Lost(e) => break Ended::Lost(e.to_string()),
+                    Feedback::Added(id) => {
+                        if let Some(state) = self.stream.as_mut() {
+                            state.last_added = Some(id);
+                        }
+                    }
+                    Feedback::Lost { error, unconfirmed, unsent } => {
+                        self.publisher_lost(unconfirmed, unsent);
+                        break Ended::Lost(error.to_string());
+                    }
+                },
+                Some(event) = reads.recv() => match event {
+                    ReadEvent::Entries(entries) => self.on_stream_entries(entries),
+                    ReadEvent::Lost(e) => break Ended::Lost(format!("reading the stream: {e}")),
                 },
                 _ = probe.tick() => {
                     if let Some(lost) = self.probe.take() {
@@ -415,8 +515,33 @@ impl Bridge {
         };
         // Let what is queued reach Redis on a clean stop; on a loss it is gone anyway.
         self.out = None;
+        if let Some(task) = read_task {
+            task.abort();
+        }
         if matches!(ended, Ended::Stop) {
             let _ = tokio::time::timeout(FLUSH_ON_STOP, publisher).await;
+        } else if self.stream.is_some() {
+            // Streams mode: the publisher, its queue closed, sends what it holds or hands it
+            // back, so that no entry is lost; its connection answers or fails within its
+            // response timeout.
+            let abort = publisher.abort_handle();
+            let _ = tokio::time::timeout(REDIS_RESPONSE_TIMEOUT + FLUSH_ON_STOP, publisher).await;
+            abort.abort();
+            while let Ok(fb) = feedback.try_recv() {
+                match fb {
+                    Feedback::Added(id) => {
+                        if let Some(state) = self.stream.as_mut() {
+                            state.last_added = Some(id);
+                        }
+                    }
+                    Feedback::Lost {
+                        unconfirmed,
+                        unsent,
+                        ..
+                    } => self.publisher_lost(unconfirmed, unsent),
+                    Feedback::Servers { .. } => {}
+                }
+            }
         } else {
             publisher.abort();
         }
@@ -426,10 +551,7 @@ impl Bridge {
     fn send_probe(&mut self) {
         self.next_id += 1;
         let id = format!("{}-probe-{}", self.uid, self.next_id);
-        let payload = Response::Done {
-            request_id: id.clone(),
-        }
-        .encode();
+        let payload = self.probe_payload(id.clone());
         let channel = self.namespaces[0].own_response.clone();
         if self.publish(channel, payload) {
             self.probe = Some(id);
@@ -445,12 +567,16 @@ impl Bridge {
     fn send_out(&mut self, out: Outgoing) -> bool {
         let sent = self.out.as_ref().is_some_and(|o| o.try_send(out).is_ok());
         if !sent {
-            let dropped = self.stats().drop_one();
-            if dropped.is_power_of_two() {
-                tracing::warn!(dropped, "not published: Redis is away or slow");
-            }
+            self.count_drop();
         }
         sent
+    }
+
+    fn count_drop(&self) {
+        let dropped = self.stats().drop_one();
+        if dropped.is_power_of_two() {
+            tracing::warn!(dropped, "not published: Redis is away or slow");
+        }
     }
 
     /// A fresh id for the shards (ack ids on sockets, query ids), which never collides with
@@ -488,6 +614,20 @@ impl Bridge {
             .count()
     }
 
+    /// Sends a broadcast from another machine to the shards where it has members (every shard
+    /// for the whole namespace), as a shard's own broadcasts go (`bus::interest`); returns how
+    /// many took it.
+    fn to_interested_shards(&self, broadcast: &Arc<RemoteBroadcast>) -> usize {
+        // A room named like a socket id of this process goes to that socket's shard.
+        let owner = |room: &str| Sid::parse(room).map(|sid| sid.shard());
+        let interest = self.bus.interest();
+        let targets = interest.route(self.endpoint, &broadcast.nsp, &broadcast.opts.rooms, owner);
+        targets
+            .iter()
+            .filter(|&s| self.to_shard(s, SioMsg::Broadcast(broadcast.clone())))
+            .count()
+    }
+
     fn expire(&mut self) {
         for due in self.pending.expire(Instant::now()) {
             self.carry_out(due);
@@ -508,127 +648,5 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Opens the publishing connection and the subscription connection, and subscribes.
-async fn connect(
-    client: redis::Client,
-    subscriptions: Vec<(bool, String)>,
-) -> Result<(redis::aio::MultiplexedConnection, redis::aio::PubSubStream), redis::RedisError> {
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(REDIS_RESPONSE_TIMEOUT))
-        .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT));
-    let conn = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
-    let subscribe = async {
-        let mut pubsub = client.get_async_pubsub().await?;
-        for (pattern, name) in &subscriptions {
-            if *pattern {
-                pubsub.psubscribe(name).await?;
-            } else {
-                pubsub.subscribe(name).await?;
-            }
-        }
-        Ok::<_, redis::RedisError>(pubsub)
-    };
-    let pubsub = tokio::time::timeout(REDIS_RESPONSE_TIMEOUT * 2, subscribe)
-        .await
-        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "subscribing timed out")))??;
-    Ok((conn, pubsub.into_on_message()))
-}
-
-/// Sends queued commands to Redis in pipelines, in order, until the queue closes or Redis fails.
-async fn publish_loop(
-    mut conn: redis::aio::MultiplexedConnection,
-    mut queue: mpsc::Receiver<Outgoing>,
-    feedback: mpsc::Sender<Feedback>,
-    metrics: Arc<Metrics>,
-) {
-    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
-    while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
-        let mut pipe = redis::pipe();
-        let mut requests = Vec::new();
-        for out in &batch {
-            match out {
-                Outgoing::Publish { channel, payload } => {
-                    pipe.cmd("PUBLISH")
-                        .arg(channel)
-                        .arg(payload.as_slice())
-                        .ignore();
-                }
-                Outgoing::Request {
-                    request_id,
-                    channel,
-                    payload,
-                } => {
-                    // Node counts the servers the same way (docs/PROTOCOL.md §3.4).
-                    pipe.cmd("PUBSUB").arg("NUMSUB").arg(channel);
-                    pipe.cmd("PUBLISH")
-                        .arg(channel)
-                        .arg(payload.as_slice())
-                        .ignore();
-                    requests.push(request_id.clone());
-                }
-            }
-        }
-        let sent = batch.len() as u64;
-        batch.clear();
-        match pipe.query_async::<Vec<redis::Value>>(&mut conn).await {
-            Ok(counts) => {
-                metrics.bridge().add_published(sent);
-                for (request_id, count) in requests.into_iter().zip(counts) {
-                    let servers = numsub(&count);
-                    let _ = feedback
-                        .send(Feedback::Servers {
-                            request_id,
-                            servers,
-                        })
-                        .await;
-                }
-            }
-            Err(e) => {
-                for _ in 0..sent {
-                    metrics.bridge().drop_one();
-                }
-                for request_id in requests {
-                    let _ = feedback
-                        .send(Feedback::Servers {
-                            request_id,
-                            servers: None,
-                        })
-                        .await;
-                }
-                let _ = feedback.send(Feedback::Lost(e)).await;
-                return;
-            }
-        }
-    }
-}
-
-/// The subscriber count in a `PUBSUB NUMSUB <channel>` reply: `[channel, count]`.
-fn numsub(reply: &redis::Value) -> Option<usize> {
-    match reply {
-        redis::Value::Array(items) => match items.get(1) {
-            Some(redis::Value::Int(n)) => usize::try_from(*n).ok(),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numsub_reads_the_count() {
-        let reply = redis::Value::Array(vec![
-            redis::Value::BulkString(b"socket.io-request#/#".to_vec()),
-            redis::Value::Int(3),
-        ]);
-        assert_eq!(numsub(&reply), Some(3));
-        assert_eq!(numsub(&redis::Value::Nil), None);
     }
 }

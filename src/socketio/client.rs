@@ -360,13 +360,10 @@ impl Client {
         if let Some(pid) = socket.pid() {
             ns.track_pid(pid, socket.id());
         }
-        {
-            let mut rooms = ns.rooms.borrow_mut();
-            // Every socket is in the room named by its own id.
-            rooms.join(socket.id(), session, socket.id().as_str());
-            for room in kept.iter().flat_map(|(_, _, k)| &k.rooms) {
-                rooms.join(socket.id(), session, room);
-            }
+        // Every socket is in the room named by its own id.
+        ns.join_room(socket.id(), session, socket.id().as_str());
+        for room in kept.iter().flat_map(|(_, _, k)| &k.rooms) {
+            ns.join_room(socket.id(), session, room);
         }
         if kept.is_some() {
             metrics.recovery(RecoveryEvent::Recovered);

@@ -86,6 +86,7 @@ impl NsShard {
                 }
             }
             Reply::Restored { id, session, .. } => self.on_restored(id, session),
+            Reply::RoomsSubscribed { seq, .. } => self.reports.subscribed(seq),
         }
     }
 }

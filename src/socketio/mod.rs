@@ -20,12 +20,14 @@
 //! - `link.rs`: the link to the other shards and the bridge; `room.rs`: `RoomIndex`;
 //! - `recovery.rs`: connection state recovery: the log of recoverable packets, the kept
 //!   sessions, and their hand-over between shards.
+//! - `interest.rs`: every join and leave, and the rooms gained and lost told to the bridge.
 
 mod app;
 mod broadcast;
 mod client;
 mod cluster;
 mod inbox;
+mod interest;
 mod link;
 mod namespace;
 mod recovery;
@@ -52,6 +54,7 @@ use crate::bus::cluster::{ack_id, Origin};
 use crate::engineio::{Session, Sid};
 use broadcast::Collectors;
 use cluster::Gatherings;
+use interest::RoomReports;
 use link::ClusterLink;
 use recovery::Recovery;
 use room::RoomIndex;
@@ -71,6 +74,8 @@ pub(crate) struct NsShard {
     gatherings: Gatherings,
     /// Connection state recovery, when on: shared by the endpoint's namespaces on this shard.
     recovery: Option<Rc<Recovery>>,
+    /// Rooms gained and lost, for the bridge's per-room subscriptions.
+    reports: RoomReports,
 }
 
 impl NsShard {
@@ -82,6 +87,7 @@ impl NsShard {
         recovery: Option<Rc<Recovery>>,
     ) -> Self {
         NsShard {
+            reports: RoomReports::new(&link),
             name,
             def,
             link,

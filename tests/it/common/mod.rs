@@ -7,6 +7,7 @@ pub(crate) mod jwt;
 pub(crate) mod node;
 pub(crate) mod polling;
 pub(crate) mod process;
+pub(crate) mod prometheus;
 pub(crate) mod raw_ws;
 pub(crate) mod redis;
 pub(crate) mod scrape;
@@ -450,6 +451,15 @@ pub(crate) fn http_request(addr: SocketAddr, request: &str) -> (u16, String, Str
         }
     }
     parse_response(&response).expect("a complete HTTP response")
+}
+
+/// `GET path` on `addr` with `Connection: close`: status and body.
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (status, _, body) = http_request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+    );
+    (status, body)
 }
 
 fn parse_response(bytes: &[u8]) -> Option<(u16, String, String)> {
