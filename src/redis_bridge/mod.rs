@@ -69,6 +69,7 @@ use crate::bus::cluster::{
     ack_id, format_offset, recovery_offset, Answer, BridgeMsg, Command, Origin, PublishedBroadcast,
     Query, RemoteBroadcast, Reply, ServerSideEmit, SioMsg, Tally,
 };
+use crate::bus::interest::ShardSet;
 use crate::bus::{Bus, ShardMsg, ToBridge};
 use crate::config::{RedisConfig, RedisMode, RedisSubscribe};
 use crate::engineio::Sid;
@@ -621,7 +622,13 @@ impl Bridge {
         // A room named like a socket id of this process goes to that socket's shard.
         let owner = |room: &str| Sid::parse(room).map(|sid| sid.shard());
         let interest = self.bus.interest();
-        let targets = interest.route(self.endpoint, &broadcast.nsp, &broadcast.opts.rooms, owner);
+        // A recoverable packet (with its offset) goes to every shard, as a shard's own do: a
+        // session handed from one shard to another is exact only if both saw every packet
+        // (docs/ARCHITECTURE.md, "Connection state recovery").
+        let targets = match broadcast.offset {
+            Some(_) => ShardSet::all(self.shards),
+            None => interest.route(self.endpoint, &broadcast.nsp, &broadcast.opts.rooms, owner),
+        };
         targets
             .iter()
             .filter(|&s| self.to_shard(s, SioMsg::Broadcast(broadcast.clone())))

@@ -288,8 +288,12 @@ impl Client {
             return self.finish_connect(session, &ns, auth, None);
         };
         if let Some(kept) = ns.take_session(pid, offset) {
-            return self.finish_connect(session, &ns, auth, Some((pid, kept)));
+            // The socket joins the session's rooms before the kept session lets them go: a
+            // room it alone held stays held throughout.
+            self.finish_connect(session, &ns, auth, Some((pid, kept)));
+            return ns.release_kept();
         }
+        ns.release_kept();
         let Some(keeper) = ns.keeper_of(pid) else {
             return self.finish_connect(session, &ns, auth, None);
         };

@@ -54,7 +54,7 @@ use crate::bus::cluster::{ack_id, Origin};
 use crate::engineio::{Session, Sid};
 use broadcast::Collectors;
 use cluster::Gatherings;
-use interest::RoomReports;
+use interest::{KeptRooms, RoomReports};
 use link::ClusterLink;
 use recovery::Recovery;
 use room::RoomIndex;
@@ -76,6 +76,8 @@ pub(crate) struct NsShard {
     recovery: Option<Rc<Recovery>>,
     /// Rooms gained and lost, for the bridge's per-room subscriptions.
     reports: RoomReports,
+    /// The rooms of the sessions kept here for their clients, which this shard still holds.
+    kept_rooms: KeptRooms,
 }
 
 impl NsShard {
@@ -88,6 +90,7 @@ impl NsShard {
     ) -> Self {
         NsShard {
             reports: RoomReports::new(&link),
+            kept_rooms: KeptRooms::default(),
             name,
             def,
             link,

@@ -90,6 +90,60 @@ fn clients_cut_for_two_seconds_come_back_recovered_on_other_shards() {
 }
 
 #[test]
+fn a_client_alone_in_its_room_on_its_shard_gets_what_was_published_while_it_was_away() {
+    // Interest routing sends a broadcast only to the shards that hold its room: the kept
+    // session must hold its rooms on its shard, or the messages published while the client is
+    // away never reach the shard that keeps it. 8 receivers, each alone in its room on the
+    // shard the publisher is not on, cut twice: the chance that none of the 16 returns lands
+    // on the same shard, or none on the other, is 2^-16.
+    let server = TestServer::gateway(2, &["--recovery-window", "30000"]);
+    let out = run(&server, "alone", 8, 1500);
+    let (same, cross) = shards_of_return(&out);
+    assert_eq!(same + cross, 16, "{out}");
+    assert!(same > 0 && cross > 0, "returns to both shards: {out}");
+    assert_eq!(recovery(&server.metrics, RecoveryEvent::Recovered), 16);
+}
+
+/// The `alone` run with the publisher on machine B and the receivers on A (2 shards), through
+/// Redis with `--redis-subscribe` `subscribe`.
+fn alone_across_machines(subscribe: &str) {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let flags = [
+        "--recovery-window",
+        "30000",
+        "--redis",
+        &url,
+        "--redis-subscribe",
+        subscribe,
+    ];
+    let a = TestServer::gateway(2, &flags);
+    let b = TestServer::gateway(1, &["--redis", &url]);
+    for server in [&a, &b] {
+        server.wait_until("the bridge to subscribe", |m| m.bridge().connected() == 1);
+    }
+    let out = run_with_publisher_on(&a, &b, "alone", 8, 1500);
+    let (same, cross) = shards_of_return(&out);
+    assert_eq!(same + cross, 16, "{out}");
+    assert!(same > 0 && cross > 0, "returns to both shards: {out}");
+    assert_eq!(recovery(&a.metrics, RecoveryEvent::Recovered), 16);
+}
+
+#[test]
+fn a_client_alone_in_its_room_on_its_machine_gets_what_another_machine_published_meanwhile() {
+    // The bridge routes a broadcast from Redis to the shards that hold its room: the shard
+    // that keeps the session must be among them.
+    alone_across_machines("pattern");
+}
+
+#[test]
+fn with_per_room_subscriptions_a_kept_session_keeps_its_room_subscribed() {
+    // --redis-subscribe rooms: the machine SUBSCRIBEs only rooms held here; a room whose only
+    // member dropped is held by its kept session, so what B publishes meanwhile still comes.
+    alone_across_machines("rooms");
+}
+
+#[test]
 fn after_the_window_a_client_gets_a_fresh_session() {
     let server = TestServer::gateway(4, &["--recovery-window", "1000"]);
     run(&server, "fresh", 4, 2500);
@@ -167,6 +221,42 @@ fn a_client_cut_before_its_first_message_gets_everything_since_it_connected() {
     let server = TestServer::gateway(4, &["--recovery-window", "30000"]);
     run(&server, "silent", 8, 2000);
     assert_eq!(recovery(&server.metrics, RecoveryEvent::Recovered), 8);
+}
+
+#[test]
+fn a_kept_session_keeps_its_room_subscribed_until_it_expires() {
+    // --redis-subscribe rooms, one shard: a socket alone in room "solo" drops; its kept session
+    // holds the room (the machine stays SUBSCRIBEd) until the window ends, then lets it go
+    // with nothing else happening on the server.
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let flags = [
+        "--recovery-window",
+        "1000",
+        "--redis",
+        &url,
+        "--redis-subscribe",
+        "rooms",
+    ];
+    let server = TestServer::gateway(1, &flags);
+    server.wait_until("the bridge", |m| m.bridge().connected() == 1);
+    let (mut c, _) = WsClient::open(server.addr, "/socket.io/");
+    connect(&mut c, "");
+    let before = server.metrics.bridge().room_channels();
+    c.send_text(r#"421["join",["solo"]]"#);
+    assert!(c.recv_text().starts_with("431"), "the join's ack");
+    let held = server.metrics.bridge().room_channels();
+    assert!(held > before, "the room is subscribed once joined");
+    drop(c); // the connection ends without a close frame: a transport close
+    server.wait_until("the session to be kept", |m| {
+        recovery(m, RecoveryEvent::Kept) == 1
+    });
+    // The subject: nothing is unsubscribed while the session is kept (its window is 1 s).
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(server.metrics.bridge().room_channels(), held);
+    server.wait_until("the session to expire and its room to go", |m| {
+        recovery(m, RecoveryEvent::Expired) == 1 && m.bridge().room_channels() == before
+    });
 }
 
 /// An app with recovery whose sockets tell, on connect, whether they were recovered, and their

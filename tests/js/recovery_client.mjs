@@ -17,6 +17,11 @@
 //   silent:  receivers cut before they got any message (socket.io-client then sends its pid
 //            without an offset) come back recovered with every message published meanwhile;
 //            prints "ok".
+//   alone:   on a server of 2 shards, each receiver is the only member of its own room and on
+//            the shard the publisher is not on; cut twice, it comes back (on its session's
+//            shard or the other one) recovered with every message of its room exactly once
+//            and in order, those published while it was away included; prints "ok same=<n>
+//            cross=<n>" (returns to the shard that kept the session, and to the other).
 //   takeover: a second client presents the pid and offset of a receiver whose connection the
 //            server still holds (a stall it has not noticed): it gets that socket, with its id
 //            and its room, and the old connection is closed; prints "ok".
@@ -244,7 +249,67 @@ async function silent() {
   return "";
 }
 
-const modes = { recover, fresh, clean, forged, takeover, silent };
+async function alone() {
+  const source = await client(publisherUrl);
+  const pubShard = shardOf(source.io.engine.id);
+  // Receivers on the other shard than the publisher's, each alone in its room.
+  const rs = [];
+  for (let tries = 0; rs.length < count && tries < count * 20; tries += 1) {
+    const socket = await client(url, reconnecting);
+    if (shardOf(socket.io.engine.id) === pubShard) {
+      socket.disconnect();
+      continue;
+    }
+    const room = `alone-${rs.length}`;
+    assert.deepEqual(await socket.timeout(3000).emitWithAck("join", [room]), { ok: true });
+    const r = { socket, room, got: [], firstId: socket.id };
+    socket.on("m", (data, offset) => {
+      assert.equal(typeof offset, "string", "a recoverable packet carries its offset");
+      r.got.push(data.n);
+    });
+    rs.push(r);
+  }
+  assert.equal(rs.length, count, "receivers on the publisher's other shard");
+  let n = 0;
+  const timer = setInterval(() => {
+    for (const r of rs) source.emit("publish", { to: r.room, event: "m", data: { n, pad } });
+    n += 1;
+  }, 20);
+  let same = 0;
+  let cross = 0;
+  for (const round of [1, 2]) {
+    await Promise.all(rs.map(async (r, i) => {
+      await received(r, r.got.length + 3 + i);
+      const before = shardOf(r.socket.io.engine.id);
+      const back = new Promise((resolve) => r.socket.once("connect", resolve));
+      cut(r.socket);
+      await back;
+      assert.equal(r.socket.recovered, true, `receiver ${i} recovered in round ${round}`);
+      assert.equal(r.socket.id, r.firstId, `receiver ${i} kept its id in round ${round}`);
+      if (shardOf(r.socket.io.engine.id) === before) same += 1;
+      else cross += 1;
+    }));
+  }
+  const more = n + 20;
+  await new Promise((resolve) => {
+    const check = () => (n >= more ? resolve() : setTimeout(check, 10));
+    check();
+  });
+  clearInterval(timer);
+  const last = n - 1;
+  await Promise.all(rs.map((r) => new Promise((resolve) => {
+    const check = () => (r.got.includes(last) ? resolve() : setTimeout(check, 10));
+    check();
+  })));
+  const want = Array.from({ length: last + 1 }, (_, k) => k);
+  for (const [i, r] of rs.entries()) {
+    assert.deepEqual(r.got, want, `receiver ${i}: every message once, in order`);
+  }
+  [...rs.map((r) => r.socket), source].forEach((s) => s.disconnect());
+  return `same=${same} cross=${cross}`;
+}
+
+const modes = { recover, alone, fresh, clean, forged, takeover, silent };
 await runMain(async () => {
   const detail = await modes[mode]();
   if (detail) console.log(detail);
