@@ -290,7 +290,9 @@ impl Client {
         if let Some(kept) = ns.take_session(pid, offset) {
             // The socket joins the session's rooms before the kept session lets them go: a
             // room it alone held stays held throughout.
+            let rooms = kept.rooms.clone();
             self.finish_connect(session, &ns, auth, Some((pid, kept)));
+            ns.release_rooms(&rooms);
             return ns.release_kept();
         }
         ns.release_kept();

@@ -243,8 +243,8 @@ impl NsShard {
     }
 
     /// The session `pid` with what it missed since `offset`, taken from this shard's store.
-    /// The rooms it held stay held until [`NsShard::release_kept`], which the caller calls
-    /// once the restored socket has joined them (on this shard) or the answer is sent.
+    /// The rooms it held stay held until the caller releases them (`release_rooms`) once the
+    /// restored socket has joined them; the caller also calls [`NsShard::release_kept`].
     pub(super) fn take_session(&self, pid: Sid, offset: Option<u64>) -> Option<KeptSession> {
         let recovery = self.recovery.as_ref()?;
         self.take_over(pid);
@@ -303,13 +303,22 @@ impl NsShard {
 
     /// Another shard asks for a session this shard keeps, or knows the keeper of (then the
     /// question goes on there, and the keeper answers the asker).
-    pub(super) fn on_restore(&self, ask: RestoreAsk) {
+    pub(super) fn on_restore(self: &Rc<Self>, ask: RestoreAsk) {
         let Some(pid) = Sid::parse(&ask.pid) else {
             return self.restored(ask, None);
         };
         let taken = self.take_session(pid, ask.offset);
         self.release_kept();
         if let Some(session) = taken {
+            // The asker joins the session's rooms as soon as it has the answer, within the
+            // time it waits for one: they stay held here until then, so that in rooms mode the
+            // bridge hears of the asker's join before this shard's leave and never
+            // unsubscribes a room in between.
+            let (ns, rooms) = (self.clone(), session.rooms.clone());
+            tokio::task::spawn_local(async move {
+                tokio::time::sleep(ask_timeout()).await;
+                ns.release_rooms(&rooms);
+            });
             return self.restored(ask, Some(Box::new(session)));
         }
         let forward = (pid.shard() == self.shard())

@@ -86,8 +86,9 @@ pub(crate) struct Store {
     forwards: HashMap<Sid, (usize, Instant), FxBuildHasher>,
     forward_order: VecDeque<(Instant, Sid)>,
     bytes: usize,
-    /// The namespaces and rooms of the sessions that stopped being kept (taken, expired,
-    /// evicted or replaced), until their namespace releases the rooms they held.
+    /// The namespaces and rooms of the sessions that stopped being kept (expired, evicted or
+    /// replaced; a session taken whole is released by its taker), until their namespace
+    /// releases the rooms they held.
     released: Vec<(String, Vec<String>)>,
 }
 
@@ -328,13 +329,13 @@ impl Store {
         }
         let kept = self.sessions.remove(&pid)?;
         self.bytes -= kept.bytes;
-        self.released.push((kept.nsp.clone(), kept.rooms.clone()));
         let from = match offset {
             Some(offset) => self.position(offset).map(|p| p + 1),
             None => kept.start.filter(|&s| s >= self.first),
         };
         let Some(from) = from else {
             m.recovery(RecoveryEvent::Evicted);
+            self.released.push((kept.nsp, kept.rooms));
             return None;
         };
         let mut bytes = 0;
@@ -347,6 +348,7 @@ impl Store {
         }
         if bytes > self.limits.session_bytes {
             m.recovery(RecoveryEvent::Evicted);
+            self.released.push((kept.nsp, kept.rooms));
             return None;
         }
         Some(KeptSession {
@@ -463,14 +465,25 @@ mod tests {
             m,
         );
         assert!(store.released("/").is_empty(), "both still kept");
-        assert!(store.take(taken, "/", None, start, m).is_some());
+        let session = store.take(taken, "/", None, start, m).expect("the session");
+        assert_eq!(session.rooms, ["a", "b"]);
+        assert!(
+            store.released("/").is_empty(),
+            "its taker releases a session taken whole"
+        );
+        let (replaced, again) = (
+            start + Duration::from_secs(40),
+            start + Duration::from_secs(41),
+        );
+        keep(&mut store, taken, &["d"], replaced, m);
+        keep(&mut store, taken, &["e"], again, m);
+        store.expire(start + Duration::from_secs(91), m);
         assert_eq!(store.released("/chat"), Vec::<Vec<String>>::new());
         assert_eq!(
             store.released("/"),
-            vec![vec!["a".to_owned(), "b".to_owned()]]
+            [["d"], ["c"]],
+            "replaced, then expired"
         );
-        store.expire(start + Duration::from_secs(91), m);
-        assert_eq!(store.released("/"), vec![vec!["c".to_owned()]]);
         assert!(store.released("/").is_empty(), "each session once");
     }
 
