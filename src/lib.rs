@@ -22,7 +22,8 @@
 //! 3. [`engineio`]: Engine.IO sessions and transports (polling, WebSocket, upgrade, hand-off
 //!    of requests to the owning shard); knows nothing of Socket.IO or Redis.
 //! 4. [`socketio`]: namespaces, sockets, acks, rooms, broadcasts (encoded once, delivered
-//!    locally, one bus message per other shard, one to the bridge), cluster-wide operations.
+//!    locally, one bus message per other shard, one to the bridge), cluster-wide operations,
+//!    connection state recovery (`--recovery-window`, sessions handed between shards).
 //!    `redis_bridge`: the one bridge thread per process, Node's redis-adapter on the wire.
 //! 5. `shard`: the per-core runtime (accept, route, inbox), the [`Endpoint`]s it serves and
 //!    the fixed files it answers itself (the vendored socket.io-client bundle, pages);
@@ -122,6 +123,7 @@ pub mod bench {
             opts: BroadcastOpts::default(),
             frames,
             ack: None,
+            offset: None,
         });
         (BusSender { bus, broadcast }, inbox)
     }

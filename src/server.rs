@@ -290,9 +290,9 @@ fn start_bridge(
     let mut bridged = endpoints
         .iter()
         .enumerate()
-        .filter_map(|(i, ep)| Some((i, ep.socketio_app()?.namespace_names())))
-        .filter(|(_, namespaces)| !namespaces.is_empty());
-    let Some((endpoint, namespaces)) = bridged.next() else {
+        .filter_map(|(i, ep)| Some((i, ep.socketio_app()?)))
+        .filter(|(_, io)| !io.namespace_names().is_empty());
+    let Some((endpoint, io)) = bridged.next() else {
         tracing::warn!(
             "--redis given, but no endpoint serves Socket.IO namespaces: bridge not started"
         );
@@ -312,10 +312,11 @@ fn start_bridge(
     let handle = redis_bridge::spawn(BridgeSetup {
         config,
         endpoint,
-        namespaces,
+        namespaces: io.namespace_names(),
         bus: bus.clone(),
         queue,
         metrics: metrics.clone(),
+        recovery: io.recovers(),
     })?;
     Ok(Some((handle, endpoint)))
 }

@@ -69,6 +69,46 @@ pub(crate) fn ack_id(n: u64, issuer: Origin) -> u64 {
     ((n & ((1 << ACK_COUNTER_BITS) - 1)) << 8) | low
 }
 
+/// Bits of a recovery offset's counter; the top byte above them names the origin.
+const OFFSET_COUNTER_BITS: u32 = 56;
+
+/// The `n`th recovery offset issued by `origin` (a shard, or the bridge for packets from other
+/// machines): the origin's byte as in [`ack_id`], then a 56-bit counter. Written in hex as the
+/// last argument of a recoverable packet. The one place this layout is decided.
+pub(crate) fn recovery_offset(n: u64, origin: Origin) -> u64 {
+    let top = match origin {
+        Origin::Shard(shard) => shard as u64 & 0xFF,
+        Origin::Bridge => BRIDGE_ACK_BYTE,
+    };
+    (top << OFFSET_COUNTER_BITS) | (n & ((1 << OFFSET_COUNTER_BITS) - 1))
+}
+
+/// Who issued an offset (`None` for a shard index this process cannot have), and its counter.
+pub(crate) fn offset_parts(offset: u64) -> (Option<Origin>, u64) {
+    let top = offset >> OFFSET_COUNTER_BITS;
+    let origin = match top {
+        BRIDGE_ACK_BYTE => Some(Origin::Bridge),
+        shard if (shard as usize) < crate::config::MAX_SHARDS => {
+            Some(Origin::Shard(shard as usize))
+        }
+        _ => None,
+    };
+    (origin, offset & ((1 << OFFSET_COUNTER_BITS) - 1))
+}
+
+/// The offset string a recoverable packet carries as its last argument.
+pub(crate) fn format_offset(offset: u64) -> String {
+    format!("{offset:x}")
+}
+
+/// The offset a client sent back; `None` for anything this server did not write.
+pub(crate) fn parse_offset(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 16 {
+        return None;
+    }
+    u64::from_str_radix(s, 16).ok()
+}
+
 /// Who sent a bus message, and so where its replies go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Origin {
@@ -87,6 +127,9 @@ pub(crate) struct RemoteBroadcast {
     pub(crate) frames: Vec<OutFrame>,
     /// The ack id, when the origin collects acks.
     pub(crate) ack: Option<u64>,
+    /// The recovery offset the frames carry (`--recovery-window`), when the packet is
+    /// recoverable: the origin in the top byte, its counter below (`socketio::recovery`).
+    pub(crate) offset: Option<u64>,
 }
 
 /// A broadcast handed to the bridge unencoded: the bridge writes the Redis form, so the origin
@@ -226,6 +269,41 @@ pub(crate) enum SioMsg {
     Command { nsp: String, cmd: Box<Command> },
     /// From the bridge to one shard: run a namespace's server-side handler.
     ServerSideEmit(Box<ServerSideEmit>),
+    /// To the shard a recovery session id names (or the shard it says keeps the session):
+    /// hand over that session and the packets it missed, with one [`Reply::Restored`] to the
+    /// asker.
+    Restore(Box<RestoreAsk>),
+    /// To the shard a recovery session id names, from the shard that kept the session of a
+    /// socket that had moved there: where to find it.
+    KeptAt { nsp: String, pid: String },
+}
+
+/// A client came back on another shard with `{pid, offset}`; the session's home shard answers.
+#[derive(Debug)]
+pub(crate) struct RestoreAsk {
+    pub(crate) nsp: String,
+    pub(crate) id: u64,
+    pub(crate) pid: String,
+    /// The offset of the last packet the client got; `None` when it got none.
+    pub(crate) offset: Option<u64>,
+    /// The shard the client came back on, which waits for the answer.
+    pub(crate) asker: usize,
+}
+
+/// A kept session handed to the shard its client came back on.
+#[derive(Debug)]
+pub(crate) struct KeptSession {
+    /// The socket id, kept.
+    pub(crate) sid: String,
+    /// Its rooms, its own id included.
+    pub(crate) rooms: Vec<String>,
+    /// Its `socket.data`.
+    pub(crate) data: Value,
+    /// The packets it missed, in the order its home shard delivered them.
+    pub(crate) missed: Vec<Arc<RemoteBroadcast>>,
+    /// The home shard's highest counter seen from each origin when it answered: the new shard
+    /// sends what it saw beyond these, and skips what it gets up to them.
+    pub(crate) high_water: Vec<u64>,
 }
 
 /// A reply to a broadcast-with-ack or a query, sent to its origin (a shard, or the bridge).
@@ -246,6 +324,13 @@ pub(crate) enum Reply {
         id: u64,
         answer: Answer,
         whole: bool,
+    },
+    /// The answer to [`SioMsg::Restore`] `id`: the session, or `None` when it cannot be
+    /// recovered (unknown, expired, or its packets gone).
+    Restored {
+        nsp: String,
+        id: u64,
+        session: Option<Box<KeptSession>>,
     },
     /// From the bridge: Redis has confirmed the subscriptions that this shard's room reports
     /// up to `seq` needed (or Redis is away, and the next connection subscribes them before
@@ -271,6 +356,8 @@ impl SioMsg {
             SioMsg::Reply(r) => r.nsp(),
             SioMsg::Query { nsp, .. } | SioMsg::Command { nsp, .. } => nsp,
             SioMsg::ServerSideEmit(e) => &e.nsp,
+            SioMsg::Restore(r) => &r.nsp,
+            SioMsg::KeptAt { nsp, .. } => nsp,
         }
     }
 }
@@ -282,7 +369,8 @@ impl Reply {
             Reply::AckCount { nsp, .. }
             | Reply::Ack { nsp, .. }
             | Reply::Answer { nsp, .. }
-            | Reply::RoomsSubscribed { nsp, .. } => nsp,
+            | Reply::Restored { nsp, .. } => nsp,
+            Reply::RoomsSubscribed { nsp, .. } => nsp,
         }
     }
 }

@@ -133,3 +133,17 @@ pub const INTEREST_SLOTS: usize = 1 << 16;
 /// `--websocket-compression`: permessage-deflate is off unless asked for; it costs CPU per
 /// message and, for clients that keep their compression context, an inflater per connection.
 pub const WEBSOCKET_COMPRESSION: bool = false;
+/// `--recovery-window` given without a value: Node's `maxDisconnectionDuration` (2 minutes).
+/// Without the flag recovery is off.
+pub const RECOVERY_WINDOW_MS: &str = "120000";
+/// `--recovery-session-bytes`: missed packets one session may get back, in bytes. 512 KiB is
+/// thousands of chat messages, and half of `--max-buffered-bytes`, so that the missed packets
+/// fit in the new connection's queue; a client that missed more gets a fresh start.
+pub const RECOVERY_SESSION_BYTES: usize = 512 * 1024;
+/// `--recovery-process-bytes`: what the kept sessions and the recoverable packets may take in
+/// the whole process (each shard holds an even share).
+pub const RECOVERY_PROCESS_BYTES: usize = 256 * 1024 * 1024;
+/// How long a shard waits for another shard to hand over a session a client brings back (a
+/// CONNECT answered later than this gets a fresh session). Not a flag: shards answer within
+/// microseconds unless the process is overloaded.
+pub const RECOVERY_ASK_TIMEOUT_MS: u64 = 2_000;

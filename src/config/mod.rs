@@ -15,6 +15,7 @@ mod file;
 mod limits;
 mod load;
 mod print;
+mod recovery;
 mod redis;
 mod runtime;
 mod source;
@@ -29,6 +30,7 @@ use thiserror::Error;
 pub use access::{ApiConfig, AuthConfig};
 pub use limits::LimitsConfig;
 pub use load::{load, Loaded};
+pub use recovery::RecoveryConfig;
 pub use redis::{RedisConfig, RedisMode, RedisSubscribe};
 pub use runtime::RuntimeConfig;
 pub use source::{LoadError, Source};
@@ -244,6 +246,9 @@ pub struct Config {
         default_value_t = defaults::WEBSOCKET_COMPRESSION
     )]
     pub websocket_compression: bool,
+    /// Connection state recovery (`--recovery-window` and its memory bounds).
+    #[command(flatten)]
+    pub recovery: RecoveryConfig,
 }
 
 /// The format of log lines (`--log-format`).
@@ -330,6 +335,8 @@ impl Config {
             ("max-json-depth", self.max_json_depth as u64),
             ("max-name-length", self.max_name_length as u64),
             ("max-event-burst", u64::from(self.max_event_burst)),
+            ("recovery-session-bytes", self.recovery.session_bytes as u64),
+            ("recovery-process-bytes", self.recovery.process_bytes as u64),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));

@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::shard::{ConnectRefusal, ShardMetrics};
+use super::shard::{ConnectRefusal, RecoveryEvent, ShardMetrics};
 use super::Metrics;
 use crate::protocol::close::CloseReason;
 
@@ -206,7 +206,7 @@ const REFUSED: [&str; 6] = [
     "handshake_rate",
 ];
 
-fn splits() -> [Split; 6] {
+fn splits() -> [Split; 7] {
     [
         Split {
             name: "shardio_connections",
@@ -265,6 +265,15 @@ fn splits() -> [Split; 6] {
                 ][i]
                     .get()
             },
+        },
+        Split {
+            name: "shardio_recovery_sessions",
+            help: "Connection state recovery (--recovery-window): sessions kept, recovered, \
+                   expired and evicted.",
+            kind: MetricType::Counter,
+            label: "event",
+            values: RecoveryEvent::ALL.iter().map(|e| e.label()).collect(),
+            read: |s, i| s.recovery[i].get(),
         },
     ]
 }

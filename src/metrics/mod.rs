@@ -17,7 +17,7 @@ use prometheus_client::metrics::family::Family;
 
 pub use bridge::BridgeMetrics;
 pub use export::Format;
-pub use shard::{ConnectRefusal, ShardMetrics, TransportKind};
+pub use shard::{ConnectRefusal, RecoveryEvent, ShardMetrics, TransportKind};
 
 /// A number only one thread writes (its shard's) and any thread may read. The writer updates
 /// it with a relaxed load and store, which costs what a plain `u64` field would: no locked

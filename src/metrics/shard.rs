@@ -79,6 +79,8 @@ pub struct ShardMetrics {
     pub(super) connection_tasks: Local,
     pub(super) tls_handshakes: Local,
     pub(super) tls_handshake_failures: Local,
+    /// Connection state recovery, by [`RecoveryEvent`].
+    pub(super) recovery: [Local; RecoveryEvent::ALL.len()],
     pub(super) bus_received: Local,
     pub(super) bus_parcels: Local,
     pub(super) deflate_negotiated: Local,
@@ -233,6 +235,11 @@ impl ShardMetrics {
     /// Counts a compressed WebSocket message received (and inflated).
     pub(crate) fn received_compressed(&self) {
         self.messages_in_compressed.add(1);
+    }
+
+    /// Counts one event of connection state recovery.
+    pub(crate) fn recovery(&self, event: RecoveryEvent) {
+        self.recovery[event as usize].add(1);
     }
 
     /// Engine.IO sessions open on this shard now.
@@ -436,5 +443,43 @@ impl ShardMetrics {
     /// Compressed WebSocket messages received from clients (and inflated).
     pub fn messages_in_compressed(&self) -> u64 {
         self.messages_in_compressed.get()
+    }
+
+    /// Connection state recovery events of `event`'s kind on this shard (`--recovery-window`).
+    pub fn recovery_events(&self, event: RecoveryEvent) -> u64 {
+        self.recovery[event as usize].get()
+    }
+}
+
+/// What happened to a recoverable session (`--recovery-window`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryEvent {
+    /// A socket left for a reason that keeps its session, and the session was kept.
+    Kept,
+    /// A client came back with its session and got it: id, rooms, data and missed packets.
+    Recovered,
+    /// A kept session outlived the window, or a client came back after it.
+    Expired,
+    /// A kept session, or the packets it missed, gave way to the memory bounds.
+    Evicted,
+}
+
+impl RecoveryEvent {
+    /// Every event, in the order of their counters.
+    pub const ALL: [RecoveryEvent; 4] = [
+        RecoveryEvent::Kept,
+        RecoveryEvent::Recovered,
+        RecoveryEvent::Expired,
+        RecoveryEvent::Evicted,
+    ];
+
+    /// The event's label in the metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            RecoveryEvent::Kept => "kept",
+            RecoveryEvent::Recovered => "recovered",
+            RecoveryEvent::Expired => "expired",
+            RecoveryEvent::Evicted => "evicted",
+        }
     }
 }

@@ -431,6 +431,28 @@ pub fn event_frames(nsp: &str, event: &str, ack: Option<u64>, data: &Payload) ->
     packet_frames(PacketType::Event, nsp, Some(event), ack, data)
 }
 
+/// A recoverable EVENT (connection state recovery, docs/PROTOCOL.md): the arguments, then
+/// `offset` as one more string argument, which the client sends back when it reconnects.
+pub fn event_frames_with_offset(
+    nsp: &str,
+    event: &str,
+    data: &Payload,
+    offset: &str,
+) -> Vec<OutFrame> {
+    let mut frames = Vec::with_capacity(1 + data.bins.len());
+    frames.push(OutFrame::text(64 + offset.len(), |b| {
+        b.push(ENGINEIO_MESSAGE);
+        encode_header(PacketType::Event, nsp, None, data.bins.len(), b);
+        encode_event_args(event, &data.args, b);
+        b.pop(); // the closing bracket, reopened for the offset
+        b.push(b',');
+        write_json(&Value::from(offset), b);
+        b.push(b']');
+    }));
+    frames.extend(data.bins.iter().map(|bin| OutFrame::binary(bin)));
+    frames
+}
+
 /// An ACK (BINARY_ACK with attachments) answering `id`, as Engine.IO message frames.
 pub fn ack_frames(nsp: &str, id: u64, data: &Payload) -> Vec<OutFrame> {
     packet_frames(PacketType::Ack, nsp, None, Some(id), data)
@@ -491,6 +513,21 @@ mod tests {
         let plain = event_frames("/", "ev", None, &Payload::from(serde_json::json!({"k": 1})));
         assert_eq!(plain.len(), 1);
         assert_eq!(plain[0].wire().as_ref(), b"\x81\x1042[\"ev\",{\"k\":1}]");
+    }
+
+    #[test]
+    fn a_recoverable_event_carries_its_offset_as_the_last_argument() {
+        let data = Payload::from(serde_json::json!({"k": 1}));
+        let frames = event_frames_with_offset("/", "ev", &data, "00a");
+        assert_eq!(frames[0].payload(), br#"42["ev",{"k":1},"00a"]"#);
+        let none = event_frames_with_offset("/c", "ev", &Payload::new(), "01");
+        assert_eq!(none[0].payload(), br#"42/c,["ev","01"]"#);
+        let bin = event_frames_with_offset("/", "b", &Payload::new().bin(vec![1u8]), "2");
+        assert_eq!(bin.len(), 2);
+        assert_eq!(
+            bin[0].payload(),
+            br#"451-["b",{"_placeholder":true,"num":0},"2"]"#
+        );
     }
 
     #[test]

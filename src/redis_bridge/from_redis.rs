@@ -61,12 +61,25 @@ impl Bridge {
             return None;
         };
         let nsp = self.namespaces[ns].name.clone();
-        let frames = event_frames(&nsp, &event, ack, &data);
+        let opts = convert::local_opts(opts);
+        // Recoverable as a broadcast of a shard would be: no ack, not volatile.
+        let offset = match &self.offsets {
+            Some(issued) if ack.is_none() && !opts.volatile => {
+                issued.set(issued.get() + 1);
+                Some(recovery_offset(issued.get(), Origin::Bridge))
+            }
+            _ => None,
+        };
+        let frames = match offset {
+            Some(offset) => event_frames_with_offset(&nsp, &event, &data, &format_offset(offset)),
+            None => event_frames(&nsp, &event, ack, &data),
+        };
         Some(Arc::new(RemoteBroadcast {
             nsp,
-            opts: convert::local_opts(opts),
+            opts,
             frames,
             ack,
+            offset,
         }))
     }
 

@@ -214,6 +214,8 @@ impl Bridge {
                 }
                 None
             }
+            // Sessions move between the shards of one process only; the bridge never asks.
+            Reply::Restored { .. } => None,
             // Only shards are told that; a bridge never asks itself.
             Reply::RoomsSubscribed { .. } => None,
         };

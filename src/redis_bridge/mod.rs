@@ -66,9 +66,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::bus::cluster::{
-    ack_id, Answer, BridgeMsg, Command, Origin, PublishedBroadcast, Query, RemoteBroadcast, Reply,
-    ServerSideEmit, SioMsg, Tally,
+    ack_id, format_offset, recovery_offset, Answer, BridgeMsg, Command, Origin, PublishedBroadcast,
+    Query, RemoteBroadcast, Reply, ServerSideEmit, SioMsg, Tally,
 };
+use crate::bus::interest::ShardSet;
 use crate::bus::{Bus, ShardMsg, ToBridge};
 use crate::config::{RedisConfig, RedisMode, RedisSubscribe};
 use crate::engineio::Sid;
@@ -76,7 +77,7 @@ use crate::metrics::{BridgeMetrics, Metrics};
 use crate::protocol::adapter::{
     self, BroadcastMessage, Channels, JsValue, Request, RequestBody, Response, StreamEntry,
 };
-use crate::protocol::socketio::event_frames;
+use crate::protocol::socketio::{event_frames, event_frames_with_offset};
 use links::{connect, publish_loop, Links, ReadPlan};
 use pending::{Due, Inbound, InboundAck, InboundKind, Outbound, OutboundKind, Pending};
 use streams::{ReadEvent, ReplyTo, StreamState};
@@ -115,6 +116,9 @@ pub(crate) struct BridgeSetup {
     pub(crate) bus: Bus,
     pub(crate) queue: mpsc::Receiver<ToBridge>,
     pub(crate) metrics: Arc<Metrics>,
+    /// Whether the endpoint recovers connection state: the broadcasts from other machines then
+    /// carry offsets the bridge issues.
+    pub(crate) recovery: bool,
 }
 
 /// The running bridge; [`BridgeHandle::stop`] ends it.
@@ -248,6 +252,8 @@ struct Bridge {
     probe: Option<String>,
     /// Shard that runs the next server-side emit from another server (round robin).
     next_emit_shard: usize,
+    /// The recovery offsets issued so far, when the endpoint recovers connection state.
+    offsets: Option<std::cell::Cell<u64>>,
     /// The room channels, with `--redis-subscribe rooms`.
     rooms: Option<RoomSubscriptions>,
     /// Changes subscriptions on the connected subscription connection.
@@ -298,6 +304,7 @@ impl Bridge {
             next_id: 0,
             probe: None,
             next_emit_shard: 0,
+            offsets: setup.recovery.then(|| std::cell::Cell::new(0)),
             stream: (mode == RedisMode::Streams).then(StreamState::default),
             reply_to: ReplyTo::default(),
             routes: HashMap::new(),
@@ -615,7 +622,13 @@ impl Bridge {
         // A room named like a socket id of this process goes to that socket's shard.
         let owner = |room: &str| Sid::parse(room).map(|sid| sid.shard());
         let interest = self.bus.interest();
-        let targets = interest.route(self.endpoint, &broadcast.nsp, &broadcast.opts.rooms, owner);
+        // A recoverable packet (with its offset) goes to every shard, as a shard's own do: a
+        // session handed from one shard to another is exact only if both saw every packet
+        // (docs/ARCHITECTURE.md, "Connection state recovery").
+        let targets = match broadcast.offset {
+            Some(_) => ShardSet::all(self.shards),
+            None => interest.route(self.endpoint, &broadcast.nsp, &broadcast.opts.rooms, owner),
+        };
         targets
             .iter()
             .filter(|&s| self.to_shard(s, SioMsg::Broadcast(broadcast.clone())))

@@ -11,6 +11,7 @@ use super::broadcast::BroadcastOperator;
 use super::client::{Client, ClientLimits, ConnectDeadlines};
 use super::link::ClusterLink;
 use super::namespace::Namespace;
+use super::recovery::{Recovery, RecoveryLimits};
 use super::NsShard;
 use crate::bus::cluster::{BroadcastOpts, Origin, SioMsg};
 use crate::bus::{Bus, Port};
@@ -42,6 +43,13 @@ pub struct SocketIoConfig {
     /// `serveClient`): `socket.io.js`, `socket.io.min.js`, `socket.io.esm.min.js` and their
     /// source maps.
     pub serve_client: bool,
+    /// Connection state recovery: how long a dropped client's session and the packets it
+    /// misses are kept (`None`, the default: off).
+    pub recovery_window: Option<Duration>,
+    /// Bytes of missed packets one recovered session may get back.
+    pub recovery_session_bytes: usize,
+    /// Bytes the kept sessions and recoverable packets may take in the process.
+    pub recovery_process_bytes: usize,
 }
 
 impl Default for SocketIoConfig {
@@ -55,6 +63,9 @@ impl Default for SocketIoConfig {
             max_event_rate: defaults::MAX_EVENT_RATE,
             max_event_burst: defaults::MAX_EVENT_BURST,
             serve_client: defaults::SERVE_CLIENT,
+            recovery_window: None,
+            recovery_session_bytes: defaults::RECOVERY_SESSION_BYTES,
+            recovery_process_bytes: defaults::RECOVERY_PROCESS_BYTES,
         }
     }
 }
@@ -70,6 +81,9 @@ impl SocketIoConfig {
             max_event_rate: config.max_event_rate,
             max_event_burst: config.max_event_burst,
             serve_client: config.serve_client,
+            recovery_window: config.recovery.window(),
+            recovery_session_bytes: config.recovery.session_bytes,
+            recovery_process_bytes: config.recovery.process_bytes,
             ..SocketIoConfig::default()
         }
     }
@@ -159,6 +173,11 @@ impl SocketIo {
         names
     }
 
+    /// Whether the app recovers connection state ([`SocketIoConfig::recovery_window`]).
+    pub fn recovers(&self) -> bool {
+        self.config.recovery_window.is_some()
+    }
+
     /// Whether the client bundle is served under the endpoint's path
     /// ([`SocketIoConfig::serve_client`]).
     pub fn serves_client(&self) -> bool {
@@ -176,15 +195,30 @@ impl SocketIo {
         bridged: bool,
         port: Port,
     ) -> Rc<SioShard> {
+        let shards = bus.shards();
         let link = Rc::new(ClusterLink::new(bus, shard.id, endpoint, bridged, port));
         let connect_deadlines = Rc::new(ConnectDeadlines::default());
         tokio::task::spawn_local(connect_deadlines.clone().enforce());
         let node: Rc<str> = Rc::from(self.config.node_name.as_str());
+        let recovery = self.config.recovery_window.map(|window| {
+            let limits = RecoveryLimits {
+                window,
+                session_bytes: self.config.recovery_session_bytes,
+                shard_bytes: self.config.recovery_process_bytes / shards.max(1),
+            };
+            Recovery::new(limits, shard.id, shards)
+        });
         let namespaces = self
             .namespaces
             .iter()
             .map(|(name, def)| {
-                let ns = NsShard::new(name.clone(), def.clone(), link.clone(), node.clone());
+                let ns = NsShard::new(
+                    name.clone(),
+                    def.clone(),
+                    link.clone(),
+                    node.clone(),
+                    recovery.clone(),
+                );
                 (name.clone(), Rc::new(ns))
             })
             .collect();
@@ -233,11 +267,14 @@ impl SioShard {
 
 impl EngineApp for SioShard {
     fn open(&self, session: &Rc<Session>) -> Rc<dyn Connection> {
-        let client = Rc::new(Client::new(
-            self.namespaces.clone(),
-            self.engine.clone(),
-            self.limits.clone(),
-        ));
+        let client = Rc::new_cyclic(|me| {
+            Client::new(
+                me.clone(),
+                self.namespaces.clone(),
+                self.engine.clone(),
+                self.limits.clone(),
+            )
+        });
         self.connect_deadlines
             .watch(&client, session, self.config.connect_timeout);
         client

@@ -109,9 +109,21 @@ impl BroadcastOperator {
     pub fn emit(&self, event: &str, data: impl Into<Payload>) -> Result<(), EmitError> {
         check_event(event)?;
         let data = data.into();
-        let frames = event_frames(&self.ns.name, event, None, &data);
-        self.ns
-            .broadcast(self.opts.clone(), frames, None, (event, data));
+        let packet = if self.opts.volatile {
+            None
+        } else {
+            self.ns.recoverable(event, &data, || self.opts.clone())
+        };
+        match packet {
+            Some(packet) => {
+                self.ns.broadcast_recoverable(packet, (event, data));
+            }
+            None => {
+                let frames = event_frames(&self.ns.name, event, None, &data);
+                self.ns
+                    .broadcast(self.opts.clone(), frames, None, (event, data));
+            }
+        }
         Ok(())
     }
 
@@ -203,6 +215,7 @@ impl NsShard {
         opts: &BroadcastOpts,
         frames: &[OutFrame],
         ack: Option<(u64, Origin)>,
+        offset: Option<u64>,
     ) -> usize {
         let sockets = self.sockets.borrow();
         let rooms = self.rooms.borrow();
@@ -215,6 +228,10 @@ impl NsShard {
                 std::hint::black_box(session.queued_bytes());
             }
             for (sid, session) in batch.drain(..) {
+                if offset.is_some() && self.skips(sid, offset) {
+                    // A restored socket got this packet with its session.
+                    continue;
+                }
                 let sent = if opts.volatile {
                     session.send_volatile(frames)
                 } else {
@@ -254,7 +271,7 @@ impl NsShard {
         let id = ack.map(|(id, _)| id);
         let origin = Origin::Shard(self.shard());
         self.link.shard_metrics().broadcast();
-        let local = self.deliver(&opts, &frames, id.map(|id| (id, origin)));
+        let local = self.deliver(&opts, &frames, id.map(|id| (id, origin)), None);
         let bridged = !opts.local
             && self.link.has_bridge()
             && self
@@ -276,6 +293,7 @@ impl NsShard {
                 opts,
                 frames,
                 ack: id,
+                offset: None,
             });
             for to in targets.iter() {
                 if self.link.send(to, SioMsg::Broadcast(remote.clone())) {
@@ -287,6 +305,27 @@ impl NsShard {
             local,
             shards,
             bridged,
+        }
+    }
+
+    /// A recoverable broadcast (with its offset): delivered here, logged, sent to every other
+    /// shard (which log it too) and, unless local, to the bridge.
+    fn broadcast_recoverable(&self, packet: Arc<RemoteBroadcast>, (event, data): (&str, Payload)) {
+        self.link.shard_metrics().broadcast();
+        self.deliver(&packet.opts, &packet.frames, None, packet.offset);
+        self.log_packet(&packet);
+        if !packet.opts.local && self.link.has_bridge() {
+            self.link
+                .send_to_bridge(BridgeMsg::Publish(Box::new(PublishedBroadcast {
+                    nsp: self.name.clone(),
+                    event: event.to_owned(),
+                    data,
+                    opts: packet.opts.clone(),
+                    ack: None,
+                })));
+        }
+        for to in self.link.other_shards() {
+            self.link.send(to, SioMsg::Broadcast(packet.clone()));
         }
     }
 

@@ -11,10 +11,12 @@ use serde_json::{json, Value};
 
 use super::socket::{ConnectError, DisconnectReason, Socket};
 use super::NsShard;
+use crate::bus::cluster::{parse_offset, KeptSession};
 use crate::engineio::{
-    CloseReason, Connection, EngineShard, Limit, Message, RateLimit, RateState, Session, Verdict,
+    CloseReason, Connection, EngineShard, Limit, Message, RateLimit, RateState, Session, Sid,
+    Verdict,
 };
-use crate::metrics::ConnectRefusal;
+use crate::metrics::{ConnectRefusal, RecoveryEvent};
 use crate::protocol::socketio::{self as codec, ack_frames, control_frame, DecodeLimits};
 use crate::protocol::socketio::{PacketType, Payload};
 
@@ -87,6 +89,8 @@ pub(super) struct ClientLimits {
 /// The Socket.IO side of one Engine.IO session: which namespaces it joined, and the binary
 /// packet being assembled.
 pub(super) struct Client {
+    /// This client, for the CONNECT that waits on another shard's answer.
+    me: Weak<Client>,
     namespaces: Rc<HashMap<String, Rc<NsShard>>>,
     engine: Rc<EngineShard>,
     limits: Rc<ClientLimits>,
@@ -96,6 +100,8 @@ pub(super) struct Client {
     pending: RefCell<Option<PendingBinary>>,
     /// Dropped at the first CONNECT: until then the shard's connect deadline applies.
     connect_guard: RefCell<Option<Rc<ConnectGuard>>>,
+    /// Namespaces whose CONNECT waits for another shard to hand over a recovered session.
+    restoring: RefCell<Vec<String>>,
 }
 
 impl Connection for Client {
@@ -118,11 +124,13 @@ impl Connection for Client {
 
 impl Client {
     pub(super) fn new(
+        me: Weak<Client>,
         namespaces: Rc<HashMap<String, Rc<NsShard>>>,
         engine: Rc<EngineShard>,
         limits: Rc<ClientLimits>,
     ) -> Self {
         Client {
+            me,
             namespaces,
             engine,
             limits,
@@ -130,6 +138,7 @@ impl Client {
             sockets: RefCell::new(Vec::new()),
             pending: RefCell::new(None),
             connect_guard: RefCell::new(None),
+            restoring: RefCell::new(Vec::new()),
         }
     }
 
@@ -250,7 +259,7 @@ impl Client {
 
     fn connect(&self, session: &Rc<Session>, nsp: &str, auth: Option<Value>) {
         self.connect_guard.borrow_mut().take();
-        if self.socket(nsp).is_some() {
+        if self.socket(nsp).is_some() || self.restoring.borrow().iter().any(|n| n == nsp) {
             return session.close(CloseReason::ParseError);
         }
         // Sockets that left their namespace are forgotten here, so the list stays as short
@@ -275,7 +284,58 @@ impl Client {
                 return;
             }
         }
-        let socket = Socket::new(self.engine.next_sid(), ns.clone(), session.clone(), auth);
+        let Some((pid, offset)) = recovery_request(&ns, &auth) else {
+            return self.finish_connect(session, &ns, auth, None);
+        };
+        if let Some(kept) = ns.take_session(pid, offset) {
+            // The socket joins the session's rooms before the kept session lets them go: a
+            // room it alone held stays held throughout.
+            let rooms = kept.rooms.clone();
+            self.finish_connect(session, &ns, auth, Some((pid, kept)));
+            ns.release_rooms(&rooms);
+            return ns.release_kept();
+        }
+        ns.release_kept();
+        let Some(keeper) = ns.keeper_of(pid) else {
+            return self.finish_connect(session, &ns, auth, None);
+        };
+        // The session is kept on another shard: ask it, and answer the CONNECT then (a second
+        // CONNECT for the namespace meanwhile is refused like one for a connected namespace).
+        self.restoring.borrow_mut().push(nsp.to_owned());
+        let (me, ns) = (self.me.clone(), ns.clone());
+        let session = Rc::downgrade(session);
+        tokio::task::spawn_local(async move {
+            let kept = ns.clone().restore_from(keeper, pid, offset).await;
+            if let (Some(client), Some(session)) = (me.upgrade(), session.upgrade()) {
+                client.restoring.borrow_mut().retain(|n| *n != ns.name);
+                client.finish_connect(&session, &ns, auth, kept.map(|k| (pid, k)));
+            }
+        });
+    }
+
+    /// Creates the socket (restoring `kept`, a session and what it missed, when given), runs
+    /// the middlewares and answers the CONNECT.
+    fn finish_connect(
+        &self,
+        session: &Rc<Session>,
+        ns: &Rc<NsShard>,
+        auth: Value,
+        kept: Option<(Sid, KeptSession)>,
+    ) {
+        let metrics = self.engine.metrics();
+        let nsp = ns.name.as_str();
+        let kept = kept.and_then(|(pid, k)| Some((pid, Sid::parse(&k.sid)?, k)));
+        let ids = match &kept {
+            Some((pid, sid, _)) => (*sid, Some(*pid)),
+            None => (
+                self.engine.next_sid(),
+                ns.recovery_on().then(|| self.engine.next_sid()),
+            ),
+        };
+        let socket = Socket::new(ids, ns.clone(), session.clone(), auth, kept.is_some());
+        if let Some((_, _, k)) = &kept {
+            socket.set_data(k.data.clone());
+        }
         if let Some(e) = ns.def.middlewares.iter().find_map(|m| m(&socket).err()) {
             metrics.namespace_refused(ConnectRefusal::Middleware);
             let _ = session.send(&[control_frame(
@@ -285,7 +345,16 @@ impl Client {
             )]);
             return;
         }
-        let reply = json!({"sid": socket.id().as_str()});
+        // The packets it missed go first: the client takes them before the CONNECT reply.
+        for packet in kept.iter().flat_map(|(_, _, k)| &k.missed) {
+            if session.send(&packet.frames).is_err() {
+                return;
+            }
+        }
+        let reply = match socket.pid() {
+            Some(pid) => json!({"sid": socket.id().as_str(), "pid": pid.as_str()}),
+            None => json!({"sid": socket.id().as_str()}),
+        };
         if session
             .send(&[control_frame(PacketType::Connect, nsp, Some(&reply))])
             .is_err()
@@ -294,11 +363,36 @@ impl Client {
         }
         metrics.namespace_connected();
         ns.sockets.borrow_mut().insert(socket.id(), socket.clone());
+        if let Some(pid) = socket.pid() {
+            ns.track_pid(pid, socket.id());
+        }
         // Every socket is in the room named by its own id.
         ns.join_room(socket.id(), session, socket.id().as_str());
+        for room in kept.iter().flat_map(|(_, _, k)| &k.rooms) {
+            ns.join_room(socket.id(), session, room);
+        }
+        if kept.is_some() {
+            metrics.recovery(RecoveryEvent::Recovered);
+        }
         self.sockets.borrow_mut().push(socket.clone());
         if let Some(on_connect) = &ns.def.on_connect {
             on_connect(&socket);
         }
     }
+}
+
+/// The session a CONNECT asks to recover, when recovery is on: `auth.pid` (a string, as
+/// socket.io-client sends it) and `auth.offset`, a string, or absent when the client received
+/// nothing since its session began (socket.io-client then sends the pid alone; Node gives it a
+/// fresh session, shardio everything since the socket began). `None`: a fresh session.
+fn recovery_request(ns: &NsShard, auth: &Value) -> Option<(Sid, Option<u64>)> {
+    if !ns.recovery_on() {
+        return None;
+    }
+    let pid = Sid::parse(auth.get("pid")?.as_str()?)?;
+    let offset = match auth.get("offset") {
+        None | Some(Value::Null) => None,
+        Some(offset) => Some(parse_offset(offset.as_str()?)?),
+    };
+    Some((pid, offset))
 }

@@ -13,7 +13,8 @@ impl NsShard {
     pub(super) fn on_bus(self: &Rc<Self>, from: Origin, msg: SioMsg) {
         match msg {
             SioMsg::Broadcast(b) => {
-                let count = self.deliver(&b.opts, &b.frames, b.ack.map(|id| (id, from)));
+                let count = self.deliver(&b.opts, &b.frames, b.ack.map(|id| (id, from)), b.offset);
+                self.log_packet(&b);
                 if let Some(id) = b.ack {
                     let reply = Reply::AckCount {
                         nsp: self.name.clone(),
@@ -40,6 +41,8 @@ impl NsShard {
                 } = *emit;
                 self.on_server_side_emit(&event, data, ack);
             }
+            SioMsg::Restore(ask) => self.on_restore(*ask),
+            SioMsg::KeptAt { pid, .. } => self.on_kept_at(from, &pid),
         }
     }
 
@@ -82,6 +85,7 @@ impl NsShard {
                     g.add(answer, whole);
                 }
             }
+            Reply::Restored { id, session, .. } => self.on_restored(id, session),
             Reply::RoomsSubscribed { seq, .. } => self.reports.subscribed(seq),
         }
     }

@@ -8,6 +8,12 @@
 //! note of a room wins and nothing depends on order. A report the bridge's full queue refuses
 //! is kept (newer notes win) and sent again shortly: a room's subscription is never lost.
 //!
+//! With connection state recovery, a room is also held while a session of this shard that was
+//! in it is kept for its client ([`KeptRooms`]): the broadcasts to it must still reach this
+//! shard (and this machine, in rooms mode) for the client to get them back. Only the
+//! transitions of "held" (a member, or a kept session) are reported, so the interest table's
+//! counts and the bridge's subscriptions stay exact.
+//!
 //! Reports are numbered; the bridge answers each with `Reply::RoomsSubscribed` once Redis has
 //! confirmed what it needed, and [`NsShard::rooms_subscribed`] waits for the answer to the
 //! last report that holds the joins made so far (the gateway acknowledges a join then).
@@ -129,6 +135,16 @@ async fn send(nsp: String, link: Rc<ClusterLink>, notes: Rc<RefCell<Notes>>) {
     }
 }
 
+/// How many kept sessions of one namespace on this shard were in each room.
+#[derive(Default)]
+pub(crate) struct KeptRooms(RefCell<HashMap<Rc<str>, usize>>);
+
+impl KeptRooms {
+    fn holds(&self, room: &str) -> bool {
+        self.0.borrow().contains_key(room)
+    }
+}
+
 /// Room membership changes, through which every join and leave of a socket goes so that the
 /// bridge hears of rooms gained and lost.
 impl NsShard {
@@ -158,6 +174,36 @@ impl NsShard {
         change.changed()
     }
 
+    /// A session that was in `rooms` is kept (taken while its socket is still in them, so
+    /// that the rooms stay held without a report).
+    pub(super) fn keep_rooms(&self, rooms: &[String]) {
+        let mut kept = self.kept_rooms.0.borrow_mut();
+        for room in rooms {
+            *kept.entry(Rc::from(room.as_str())).or_default() += 1;
+        }
+    }
+
+    /// A kept session that was in `rooms` is gone (restored, expired or evicted): a room that
+    /// no other kept session and no member holds is lost.
+    pub(super) fn release_rooms(&self, rooms: &[String]) {
+        for room in rooms {
+            let gone = {
+                let mut kept = self.kept_rooms.0.borrow_mut();
+                match kept.get_mut(room.as_str()) {
+                    Some(n) if *n > 1 => {
+                        *n -= 1;
+                        false
+                    }
+                    Some(_) => kept.remove(room.as_str()).is_some(),
+                    None => false,
+                }
+            };
+            if gone && !self.rooms.borrow().has_room(room) {
+                self.room_changed(room, room::Change::Room, false);
+            }
+        }
+    }
+
     /// Removes socket `id` from every room (it left the namespace).
     pub(super) fn leave_all_rooms(&self, id: Sid) {
         let mut emptied = Vec::new();
@@ -170,10 +216,10 @@ impl NsShard {
     }
 
     /// A join (`joined`) or a leave of `room` made `change`: when the room appeared on or
-    /// vanished from this shard, this shard's mark in the interest table follows, and the
-    /// bridge hears of it when it subscribes per room.
+    /// vanished from this shard (and no kept session holds it), this shard's mark in the
+    /// interest table follows, and the bridge hears of it when it subscribes per room.
     fn room_changed(&self, room: &str, change: room::Change, joined: bool) {
-        if change != room::Change::Room {
+        if change != room::Change::Room || self.kept_rooms.holds(room) {
             return;
         }
         self.link.room_changed(&self.name, room, joined);

@@ -18,6 +18,8 @@
 //!   server-side emit; `broadcast.rs`: [`BroadcastOperator`] and the fan-out itself;
 //! - `namespace.rs`: [`Namespace`], the handlers; `socket.rs`: [`Socket`];
 //! - `link.rs`: the link to the other shards and the bridge; `room.rs`: `RoomIndex`;
+//! - `recovery.rs`: connection state recovery: the log of recoverable packets, the kept
+//!   sessions, and their hand-over between shards.
 //! - `interest.rs`: every join and leave, and the rooms gained and lost told to the bridge.
 
 mod app;
@@ -28,6 +30,7 @@ mod inbox;
 mod interest;
 mod link;
 mod namespace;
+mod recovery;
 pub(crate) mod room;
 mod socket;
 
@@ -51,8 +54,9 @@ use crate::bus::cluster::{ack_id, Origin};
 use crate::engineio::{Session, Sid};
 use broadcast::Collectors;
 use cluster::Gatherings;
-use interest::RoomReports;
+use interest::{KeptRooms, RoomReports};
 use link::ClusterLink;
+use recovery::Recovery;
 use room::RoomIndex;
 
 /// One namespace on one shard: its handlers, the sockets connected here and their rooms, the
@@ -68,14 +72,25 @@ pub(crate) struct NsShard {
     next_ack: Cell<u64>,
     collectors: Collectors,
     gatherings: Gatherings,
+    /// Connection state recovery, when on: shared by the endpoint's namespaces on this shard.
+    recovery: Option<Rc<Recovery>>,
     /// Rooms gained and lost, for the bridge's per-room subscriptions.
     reports: RoomReports,
+    /// The rooms of the sessions kept here for their clients, which this shard still holds.
+    kept_rooms: KeptRooms,
 }
 
 impl NsShard {
-    fn new(name: String, def: Arc<Namespace>, link: Rc<ClusterLink>, node: Rc<str>) -> Self {
+    fn new(
+        name: String,
+        def: Arc<Namespace>,
+        link: Rc<ClusterLink>,
+        node: Rc<str>,
+        recovery: Option<Rc<Recovery>>,
+    ) -> Self {
         NsShard {
             reports: RoomReports::new(&link),
+            kept_rooms: KeptRooms::default(),
             name,
             def,
             link,
@@ -85,6 +100,7 @@ impl NsShard {
             next_ack: Cell::new(0),
             collectors: RefCell::new(HashMap::new()),
             gatherings: RefCell::new(HashMap::new()),
+            recovery,
         }
     }
 

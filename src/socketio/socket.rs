@@ -14,7 +14,7 @@ use thiserror::Error;
 use tokio::sync::oneshot;
 
 use super::NsShard;
-use crate::bus::cluster::{Origin, SocketInfo, SocketLocation};
+use crate::bus::cluster::{BroadcastOpts, Origin, SocketInfo, SocketLocation};
 use crate::engineio::{CloseReason, RequestInfo, SendError, Session, Sid};
 use crate::protocol::adapter::js_date_string;
 use crate::protocol::http::percent_decode;
@@ -83,6 +83,22 @@ impl DisconnectReason {
             }
             Self::Transport(reason) => reason.as_str(),
         }
+    }
+
+    /// Whether a socket that left for this reason keeps its session for connection state
+    /// recovery (Node's `RECOVERABLE_DISCONNECT_REASONS`): a lost or closed transport, a
+    /// missed ping, a server shutting down or closing the connection, but not a namespace
+    /// disconnect from either side.
+    pub fn keeps_session(self) -> bool {
+        matches!(
+            self.as_str(),
+            "transport error"
+                | "transport close"
+                | "forced close"
+                | "ping timeout"
+                | "server shutting down"
+                | "forced server close"
+        )
     }
 }
 
@@ -187,6 +203,10 @@ struct SocketInner {
     /// Node's `socket.data`: shown to cluster-wide queries.
     data: RefCell<Value>,
     extensions: Extensions,
+    /// The private session id the client keeps for recovery, when recovery is on.
+    pid: Option<Sid>,
+    /// Whether this socket is a session recovered from an earlier connection.
+    recovered: bool,
 }
 
 /// Who waits for an ack this socket owes.
@@ -206,7 +226,14 @@ enum AckWaiter {
 const BROADCAST_ACK_MEMORY: Duration = Duration::from_secs(120);
 
 impl Socket {
-    pub(super) fn new(id: Sid, ns: Rc<NsShard>, session: Rc<Session>, auth: Value) -> Socket {
+    /// A socket `id` of `ns` on `session`; `pid` and `recovered` when recovery is on.
+    pub(super) fn new(
+        (id, pid): (Sid, Option<Sid>),
+        ns: Rc<NsShard>,
+        session: Rc<Session>,
+        auth: Value,
+        recovered: bool,
+    ) -> Socket {
         Socket(Rc::new(SocketInner {
             id,
             ns,
@@ -216,7 +243,20 @@ impl Socket {
             acks: RefCell::new(HashMap::new()),
             data: RefCell::new(json!({})),
             extensions: Extensions::default(),
+            pid,
+            recovered,
         }))
+    }
+
+    /// Whether the client came back within `--recovery-window` and got this socket's id,
+    /// rooms and data back, with the packets it missed (socket.io's `socket.recovered`).
+    pub fn recovered(&self) -> bool {
+        self.0.recovered
+    }
+
+    /// The recovery session id given to the client, when recovery is on.
+    pub(super) fn pid(&self) -> Option<Sid> {
+        self.0.pid
     }
 
     /// The socket id (20 characters, distinct from the Engine.IO session id).
@@ -305,6 +345,19 @@ impl Socket {
         }
         if !self.connected() {
             return Err(EmitError::Disconnected);
+        }
+        if ack.is_none() {
+            // With recovery on, Node sends a socket's own events as a broadcast to its room:
+            // they carry an offset and are kept for the client.
+            let to_me = || BroadcastOpts {
+                rooms: vec![self.id().as_str().to_owned()],
+                ..BroadcastOpts::default()
+            };
+            if let Some(packet) = self.0.ns.recoverable(event, data, to_me) {
+                let sent = self.0.session.send(&packet.frames);
+                self.0.ns.log_packet(&packet);
+                return Ok(sent?);
+            }
         }
         let frames = event_frames(self.nsp(), event, ack, data);
         Ok(self.0.session.send(&frames)?)
@@ -508,6 +561,13 @@ impl Socket {
             return;
         }
         self.0.ns.sockets.borrow_mut().remove(&self.0.id);
+        if let Some(pid) = self.pid() {
+            let start = self.0.ns.untrack_pid(pid);
+            if reason.keeps_session() {
+                let ns = &self.0.ns;
+                ns.keep_session((pid, self.id()), self.rooms(), self.data(), start);
+            }
+        }
         self.0.ns.leave_all_rooms(self.0.id);
         self.0.acks.borrow_mut().clear();
         if let Some(handler) = &self.0.ns.def.on_disconnect {

@@ -57,8 +57,11 @@ fn run_against(server: &TestServer, scenario: &str, args: &[&str]) -> serde_json
 }
 
 fn json_path(name: &str) -> std::path::PathBuf {
+    // Tests of one scenario run side by side in this process: each report has its own file.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     std::env::temp_dir().join(format!(
-        "shardio-bench-test-{name}-{}.json",
+        "shardio-bench-test-{name}-{}-{n}.json",
         std::process::id()
     ))
 }
@@ -286,6 +289,59 @@ fn api_emits_reach_every_subscriber_and_are_counted() {
         num(&refused, "/publishes_sent"),
         "{refused:#}"
     );
+}
+
+/// A small `jitter` run against the gateway with `--recovery-window` on 4 shards: clients
+/// reset every second come back (after 0.2-0.5 s); `recovery` says whether they use it.
+fn jitter(recovery: bool) -> serde_json::Value {
+    let server = TestServer::gateway(4, &["--recovery-window", "30000"]);
+    let mut args = vec![
+        "--clients",
+        "40",
+        "--rooms",
+        "4",
+        "--rate",
+        "20",
+        "--publishers",
+        "2",
+        "--duration",
+        "3",
+        "--drop-share",
+        "0.1",
+        "--drop-mode",
+        "rst",
+        "--reconnect-min-ms",
+        "200",
+        "--reconnect-max-ms",
+        "500",
+        "--settle",
+        "8",
+    ];
+    if !recovery {
+        args.push("--no-recovery");
+    }
+    run_against(&server, "jitter", &args)
+}
+
+#[test]
+fn jitter_with_recovery_delivers_everything_once() {
+    let r = jitter(true);
+    assert!(num(&r, "/reconnects") >= 8.0, "4 drops a second: {r:#}");
+    assert_eq!(num(&r, "/recovered"), num(&r, "/reconnects"), "{r:#}");
+    assert_eq!(num(&r, "/never_joined"), 0.0, "{r:#}");
+    assert!(num(&r, "/expected") > 0.0, "{r:#}");
+    assert_eq!(num(&r, "/delivered_unique"), num(&r, "/expected"), "{r:#}");
+    assert_eq!(num(&r, "/duplicates"), 0.0, "{r:#}");
+}
+
+#[test]
+fn jitter_without_recovery_shows_the_messages_lost() {
+    // The same run with clients that do not send their pid back: each reconnection is a fresh
+    // session, and the 4 or more messages a room got meanwhile are lost.
+    let r = jitter(false);
+    assert!(num(&r, "/reconnects") >= 8.0, "{r:#}");
+    assert_eq!(num(&r, "/recovered"), 0.0, "{r:#}");
+    assert!(num(&r, "/delivery_rate") < 1.0, "{r:#}");
 }
 
 #[test]

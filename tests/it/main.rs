@@ -23,6 +23,7 @@ mod limits;
 mod ops;
 mod polling;
 mod real_client;
+mod recovery;
 mod redis;
 mod redis_rooms;
 mod redis_streams;

@@ -10,6 +10,10 @@
 //   node server.js --mode single  [--redis redis://127.0.0.1:6379] [--port 3000]
 //   node server.js --mode cluster --workers N --redis redis://127.0.0.1:6379 [--port 3000]
 //
+// Connection state recovery (the jitter benchmark): --recovery MS turns on
+// connectionStateRecovery with maxDisconnectionDuration MS; --ping-interval MS and
+// --ping-timeout MS set the Engine.IO heartbeat (defaults 25000 and 20000).
+//
 // Fault injection, to check that shardio-bench counts what goes wrong (never in comparisons):
 //   --drop-every N   every Nth publish (per process) is acknowledged but not delivered
 //   --dup-every N    every Nth publish (per process) is delivered twice
@@ -35,6 +39,9 @@ function parseArgs(argv) {
     redis: null,
     dropEvery: 0,
     dupEvery: 0,
+    recovery: 0,
+    pingInterval: 25000,
+    pingTimeout: 20000,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -49,6 +56,9 @@ function parseArgs(argv) {
       case "--redis": opts.redis = next(); break;
       case "--drop-every": opts.dropEvery = Number(next()); break;
       case "--dup-every": opts.dupEvery = Number(next()); break;
+      case "--recovery": opts.recovery = Number(next()); break;
+      case "--ping-interval": opts.pingInterval = Number(next()); break;
+      case "--ping-timeout": opts.pingTimeout = Number(next()); break;
       case "-h": case "--help": usage(null); break;
       default: usage(`unknown argument ${a}`);
     }
@@ -56,8 +66,8 @@ function parseArgs(argv) {
   if (!["single", "cluster"].includes(opts.mode)) usage(`--mode must be single or cluster`);
   if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535) usage("bad --port");
   if (!Number.isInteger(opts.workers) || opts.workers < 1) usage("bad --workers");
-  for (const k of ["dropEvery", "dupEvery"]) {
-    if (!Number.isInteger(opts[k]) || opts[k] < 0) usage("bad --drop-every or --dup-every");
+  for (const k of ["dropEvery", "dupEvery", "recovery", "pingInterval", "pingTimeout"]) {
+    if (!Number.isInteger(opts[k]) || opts[k] < 0) usage(`bad ${k}`);
   }
   if (opts.mode === "cluster" && !opts.redis) usage("--mode cluster needs --redis redis://HOST:PORT");
   return opts;
@@ -67,7 +77,7 @@ function usage(err) {
   if (err) console.error(`server.js: ${err}`);
   console.error(
     "usage: node server.js --mode single|cluster [--port 3000] [--workers N] [--redis redis://127.0.0.1:6379]" +
-      " [--drop-every N] [--dup-every N]",
+      " [--drop-every N] [--dup-every N] [--recovery MS] [--ping-interval MS] [--ping-timeout MS]",
   );
   process.exit(err ? 2 : 0);
 }
@@ -119,7 +129,15 @@ function attachGateway(io, opts) {
 
 async function startServer(opts) {
   const httpServer = http.createServer();
-  const io = new Server(httpServer, { transports: ["websocket"], serveClient: false });
+  const io = new Server(httpServer, {
+    transports: ["websocket"],
+    serveClient: false,
+    pingInterval: opts.pingInterval,
+    pingTimeout: opts.pingTimeout,
+    ...(opts.recovery
+      ? { connectionStateRecovery: { maxDisconnectionDuration: opts.recovery, skipMiddlewares: true } }
+      : {}),
+  });
   if (opts.redis) {
     const { createClient } = require("redis");
     const { createAdapter } = require("@socket.io/redis-adapter");

@@ -143,6 +143,15 @@ pub(crate) const READ_IDLE: usize = 1024;
 /// The longest HTTP response head accepted for the upgrade.
 const MAX_HEAD: usize = 16 * 1024;
 
+/// A connection just opened by [`Conn::open_recovering`].
+pub(crate) struct Opened {
+    pub conn: Conn,
+    /// The CONNECT reply's JSON body (`{"sid":..,"pid":..}`).
+    pub connect: Vec<u8>,
+    /// Events that arrived with the CONNECT reply, in order (before it, or in the same read).
+    pub events: Vec<Vec<u8>>,
+}
+
 pub(crate) struct Conn {
     stream: Stream,
     rbuf: Vec<u8>,
@@ -185,6 +194,33 @@ impl Conn {
         sources: &Sources,
         read_chunk: usize,
     ) -> Result<Conn, ClientError> {
+        Self::open_with_auth(target, sources, read_chunk, None)
+            .await
+            .map(|o| o.conn)
+    }
+
+    /// [`Conn::open`] with `auth` (a JSON object) in the CONNECT, keeping the CONNECT reply's
+    /// body and the events that came with it (a recovered session's missed packets come
+    /// before the reply).
+    pub(crate) async fn open_recovering(
+        target: &Target,
+        sources: &Sources,
+        read_chunk: usize,
+        timeout: Duration,
+        auth: Option<&str>,
+    ) -> Result<Opened, ClientError> {
+        let open = Self::open_with_auth(target, sources, read_chunk, auth);
+        tokio::time::timeout(timeout, open)
+            .await
+            .map_err(|_| ClientError::Timeout)?
+    }
+
+    async fn open_with_auth(
+        target: &Target,
+        sources: &Sources,
+        read_chunk: usize,
+        auth: Option<&str>,
+    ) -> Result<Opened, ClientError> {
         let tcp = connect_tcp(target.addr, sources.pick())
             .await
             .map_err(ClientError::Connect)?;
@@ -235,26 +271,42 @@ impl Conn {
             c.read_some().await?;
             c.drain(|_| {})?;
         }
-        c.queue_sio(|p| p.push(b'0'));
+        c.queue_sio(|p| {
+            p.push(b'0');
+            p.extend_from_slice(auth.unwrap_or_default().as_bytes());
+        });
         c.flush().await?;
-        let mut outcome: Option<Result<(), ClientError>> = None;
+        let mut outcome: Option<Result<Vec<u8>, ClientError>> = None;
+        let mut events = Vec::new();
         while outcome.is_none() {
             c.read_some().await?;
             c.drain(|p| match sio::parse_sio(p) {
-                SioPacket::Connect => outcome = Some(Ok(())),
+                SioPacket::Connect(body) => outcome = Some(Ok(body.to_vec())),
                 SioPacket::ConnectError(body) => {
                     outcome = Some(Err(ClientError::Refused(
                         String::from_utf8_lossy(body).into_owned(),
                     )))
                 }
+                SioPacket::Event(e) => events.push(e.to_vec()),
                 _ => {}
             })?;
         }
         if c.has_pending() {
             c.flush().await?;
         }
-        outcome.unwrap_or(Err(ClientError::Closed))?;
-        Ok(c)
+        let connect = outcome.unwrap_or(Err(ClientError::Closed))?;
+        Ok(Opened {
+            conn: c,
+            connect,
+            events,
+        })
+    }
+
+    /// Ends the connection abruptly: the kernel answers with a TCP reset, no close frame.
+    pub(crate) fn reset(self) {
+        if let Stream::Plain(tcp) = &self.stream {
+            let _ = socket2::SockRef::from(tcp).set_linger(Some(Duration::ZERO));
+        }
     }
 
     fn unread(&self) -> &[u8] {

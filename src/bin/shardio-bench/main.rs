@@ -12,7 +12,8 @@
 //! - `stats`: histograms, per-(subscriber, publisher) sequence tracking, error tallies.
 //! - `proc`: the server's CPU time and RSS from /proc.
 //! - `report`: human tables and JSON.
-//! - `scenario`: `connect`, `fanout` (and `cross`), `idle`, and `floor` (the kernel alone).
+//! - `scenario`: `connect`, `fanout` (and `cross`), `idle`, `jitter` (connections dropping
+//!   and coming back, with connection state recovery), and `floor` (the kernel alone).
 
 mod client;
 mod deflate;
@@ -36,6 +37,7 @@ use clap::{Parser, Subcommand};
 use client::{Sources, Target};
 use proc::ServerProbe;
 use scenario::fanout::{FanoutArgs, Placement, Via};
+use scenario::jitter::JitterArgs;
 use scenario::{connect::ConnectArgs, floor::FloorArgs, idle::IdleArgs, Ctx};
 
 #[derive(Debug, Parser)]
@@ -111,6 +113,15 @@ enum Scenario {
         #[arg(long, default_value_t = 1)]
         batch: usize,
     },
+    /// Clients in rooms receiving a steady stream while a share of them drops abruptly every
+    /// second and reconnects (with connection state recovery unless --no-recovery): delivery
+    /// rate, duplicates, recovered share, latency.
+    Jitter {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: JitterArgs,
+    },
     /// No server: the kernel's cost of writing a small message to each of N loopback sockets.
     Floor {
         #[command(flatten)]
@@ -165,6 +176,7 @@ impl Scenario {
             | Scenario::Cross { args, .. }
             | Scenario::ClusterSim { args, .. }
             | Scenario::Api { args, .. } => (args.subscribers + args.publishers) as u64,
+            Scenario::Jitter { args, .. } => (args.clients + args.publishers) as u64,
             // Both ends of every connection are in this process.
             Scenario::Floor { args } => 2 * args.count as u64,
         }
@@ -194,6 +206,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         | Scenario::Fanout { common, .. }
         | Scenario::Idle { common, .. }
         | Scenario::Cross { common, .. }
+        | Scenario::Jitter { common, .. }
         | Scenario::ClusterSim { common, .. }
         | Scenario::Api { common, .. } => common.clone(),
     };
@@ -262,6 +275,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let place = Placement::two(&ctx.target, None);
                 let r = scenario::fanout::run(&ctx, args, &place, &via).await?;
                 finish("api", &r.rows(), &r, r.unusable(), json)
+            }
+            Scenario::Jitter { args, .. } => {
+                let r = scenario::jitter::run(&ctx, args).await?;
+                finish("jitter", &r.rows(), &r, r.unusable(), json)
             }
             Scenario::Idle { args, .. } => {
                 let r = scenario::idle::run(&ctx, args).await?;

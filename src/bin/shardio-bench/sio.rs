@@ -36,8 +36,8 @@ pub(crate) fn parse_response_head(buf: &[u8]) -> Result<Option<(u16, usize)>, ht
 /// A Socket.IO packet on namespace `/` (the bytes after the Engine.IO `4`).
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum SioPacket<'a> {
-    /// `0{"sid":".."}`: the namespace CONNECT succeeded.
-    Connect,
+    /// `0{"sid":".."}`: the namespace CONNECT succeeded; the bytes are its JSON body.
+    Connect(&'a [u8]),
     /// `4{..}`: CONNECT refused; the body is the error object.
     ConnectError(&'a [u8]),
     /// `2[..]`: an event without ack id; the bytes are the JSON array.
@@ -58,7 +58,7 @@ pub(crate) fn parse_sio(p: &[u8]) -> SioPacket<'_> {
         return SioPacket::Other;
     }
     match kind {
-        b'0' => SioPacket::Connect,
+        b'0' => SioPacket::Connect(rest),
         b'1' => SioPacket::Disconnect,
         b'2' if rest.first() == Some(&b'[') => SioPacket::Event(rest),
         b'3' => {
@@ -106,6 +106,27 @@ pub(crate) fn parse_delivery(event: &[u8]) -> Option<Delivery> {
         seq: nums[1],
         sent_us: nums[2],
     })
+}
+
+/// The string value of `"key":"..."` in a small JSON object such as a CONNECT reply (ids and
+/// offsets carry no escapes).
+pub(crate) fn json_str<'a>(body: &'a [u8], key: &str) -> Option<&'a str> {
+    let pattern = format!("\"{key}\":\"");
+    let at = body
+        .windows(pattern.len())
+        .position(|w| w == pattern.as_bytes())?;
+    let rest = &body[at + pattern.len()..];
+    let end = rest.iter().position(|&b| b == b'"')?;
+    std::str::from_utf8(&rest[..end]).ok()
+}
+
+/// The recovery offset a delivery carries as its last argument (`[..,"<offset>"]`), if any.
+pub(crate) fn trailing_offset(event: &[u8]) -> Option<&str> {
+    let inner = event.strip_suffix(b"\"]")?;
+    let start = inner.iter().rposition(|&b| b == b'"')?;
+    (start > 0 && inner[start - 1] == b',')
+        .then(|| std::str::from_utf8(&inner[start + 1..]).ok())
+        .flatten()
 }
 
 /// True when an ack body is `[{"ok":true}]` (whatever the key order or spacing of the server).
@@ -224,7 +245,10 @@ mod tests {
 
     #[test]
     fn classifies_socketio_packets() {
-        assert_eq!(parse_sio(b"0{\"sid\":\"abc\"}"), SioPacket::Connect);
+        assert_eq!(
+            parse_sio(b"0{\"sid\":\"abc\"}"),
+            SioPacket::Connect(b"{\"sid\":\"abc\"}")
+        );
         assert_eq!(
             parse_sio(b"312[{\"ok\":true}]"),
             SioPacket::Ack {
@@ -237,6 +261,21 @@ mod tests {
         assert_eq!(parse_sio(b"25[\"x\"]"), SioPacket::Other);
         assert!(ack_is_ok(b"[{\"ok\":true}]"));
         assert!(!ack_is_ok(b"[{\"error\":\"no\"}]"));
+    }
+
+    #[test]
+    fn reads_recovery_ids_and_offsets() {
+        let connect = br#"{"sid":"abc","pid":"def"}"#;
+        assert_eq!(json_str(connect, "pid"), Some("def"));
+        assert_eq!(json_str(connect, "sid"), Some("abc"));
+        assert_eq!(json_str(br#"{"sid":"abc"}"#, "pid"), None);
+        assert_eq!(trailing_offset(br#"["bench",[1,2,3],"1f"]"#), Some("1f"));
+        assert_eq!(
+            trailing_offset(br#"["bench",[1,2,3,"pad"],"1f"]"#),
+            Some("1f")
+        );
+        assert_eq!(trailing_offset(br#"["bench",[1,2,3,"pad"]]"#), None);
+        assert_eq!(trailing_offset(br#"["bench",[1,2,3]]"#), None);
     }
 
     #[test]

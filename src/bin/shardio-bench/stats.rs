@@ -202,6 +202,12 @@ impl ErrorTally {
         self.0.values().sum()
     }
 
+    pub(crate) fn merge(&mut self, other: &ErrorTally) {
+        for (kind, n) in &other.0 {
+            *self.0.entry(kind).or_default() += n;
+        }
+    }
+
     pub(crate) fn line(&self) -> String {
         if self.0.is_empty() {
             return "none".into();

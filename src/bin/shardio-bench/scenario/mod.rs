@@ -7,6 +7,7 @@ pub(crate) mod fanout;
 mod fanout_rows;
 pub(crate) mod floor;
 pub(crate) mod idle;
+pub(crate) mod jitter;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
