@@ -123,10 +123,10 @@ impl Server {
     }
 
     /// Shares the Socket.IO endpoint's namespaces with other machines through Redis (a no-op
-    /// when `config.url` is `None`). The bridge serves the first endpoint whose app has
+    /// when neither `config.url` nor `config.sentinels` is set). The bridge serves the first endpoint whose app has
     /// namespaces.
     pub fn with_redis(mut self, config: RedisConfig) -> Self {
-        self.redis = config.url.is_some().then_some(config);
+        self.redis = config.enabled().then_some(config);
         self
     }
 

@@ -112,3 +112,11 @@ pub fn demo(jwt_enabled: bool) -> bool {
 
 /// `--log-format`: human-readable lines.
 pub const LOG_FORMAT: &str = "text";
+/// `--redis-mode`: Node's classic adapter (`createAdapter`), PUBLISH on one Redis.
+pub const REDIS_MODE: &str = "classic";
+/// `--redis-subscription-mode`: Node's `createShardedAdapter` default (`dynamic`: a channel per
+/// public room).
+pub const REDIS_SUBSCRIPTION_MODE: &str = "dynamic";
+/// How often the bridge in `--redis-mode sharded` with a dynamic subscription mode asks the
+/// shards which rooms have members here, in milliseconds. Not a flag.
+pub const REDIS_ROOM_SYNC_MS: u64 = 100;

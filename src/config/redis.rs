@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use clap::{Args, Parser};
+use clap::{Args, Parser, ValueEnum};
 
 use super::{defaults, ConfigError};
 
@@ -56,6 +56,65 @@ pub struct RedisConfig {
         value_name = "MS"
     )]
     pub reconnect_max: u64,
+    /// `classic`: Node's `createAdapter` (PUBLISH, PSUBSCRIBE) on one Redis. `sharded`: Node's
+    /// `createShardedAdapter` on a Redis Cluster 7+ (SPUBLISH, SSUBSCRIBE); `--redis` then
+    /// names one or more cluster nodes, comma-separated.
+    #[arg(
+        long = "redis-mode",
+        env = "SHARDIO_REDIS_MODE",
+        value_enum,
+        default_value = defaults::REDIS_MODE
+    )]
+    pub mode: RedisMode,
+    /// With `--redis-mode sharded`, Node's `subscriptionMode`: `static` (two channels per
+    /// namespace), `dynamic` (plus one per room with members here, socket ids excepted) or
+    /// `dynamic-private` (socket ids too). Every server of a cluster must use the same.
+    #[arg(
+        long = "redis-subscription-mode",
+        env = "SHARDIO_REDIS_SUBSCRIPTION_MODE",
+        value_enum,
+        default_value = defaults::REDIS_SUBSCRIPTION_MODE
+    )]
+    pub subscription_mode: SubscriptionMode,
+    /// Sentinels to ask for the master (`host:port`, comma-separated); turns the bridge on
+    /// without `--redis` and follows failovers. Needs `--redis-master`. A `--redis` URL given
+    /// too lends its database, user and password to the master's connections. Default: none.
+    #[arg(
+        long = "redis-sentinel",
+        env = "SHARDIO_REDIS_SENTINEL",
+        value_name = "HOST:PORT,...",
+        value_delimiter = ','
+    )]
+    pub sentinels: Vec<String>,
+    /// The master's name in Sentinel's configuration (`sentinel monitor <name> ...`).
+    /// Default: none (needed with `--redis-sentinel`).
+    #[arg(
+        long = "redis-master",
+        env = "SHARDIO_REDIS_MASTER",
+        value_name = "NAME"
+    )]
+    pub master: Option<String>,
+}
+
+/// The Redis adapter's wire format (`--redis-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RedisMode {
+    /// Node's `createAdapter`: PUBLISH and PSUBSCRIBE on one Redis (or behind Sentinel).
+    Classic,
+    /// Node's `createShardedAdapter`: SPUBLISH and SSUBSCRIBE on a Redis Cluster 7+.
+    Sharded,
+}
+
+/// Which channels the sharded adapter subscribes to (`--redis-subscription-mode`, Node's
+/// `subscriptionMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SubscriptionMode {
+    /// The namespace's channel and the server's own response channel only.
+    Static,
+    /// Also one channel per room with members on this machine, socket ids excepted.
+    Dynamic,
+    /// Also one channel per socket id.
+    DynamicPrivate,
 }
 
 impl RedisConfig {
@@ -78,6 +137,24 @@ impl RedisConfig {
         Only::parse_from(["shardio"]).redis
     }
 
+    /// Whether the bridge runs: `--redis` or `--redis-sentinel` is given.
+    pub fn enabled(&self) -> bool {
+        self.url.is_some() || !self.sentinels.is_empty()
+    }
+
+    /// The URLs in `--redis` (comma-separated in sharded mode: the cluster's seed nodes).
+    pub fn urls(&self) -> Vec<&str> {
+        self.url
+            .as_deref()
+            .map(|url| {
+                url.split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// `--redis-requests-timeout` as a duration.
     pub fn requests_timeout(&self) -> Duration {
         Duration::from_millis(self.requests_timeout)
@@ -95,12 +172,29 @@ impl RedisConfig {
 
     /// Checks the Redis settings; the error names the flag to fix.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(url) = &self.url {
+        for url in self.urls() {
             if !["redis://", "unix://", "redis+unix://"]
                 .iter()
                 .any(|scheme| url.starts_with(scheme))
             {
-                return Err(ConfigError::RedisUrl(url.clone()));
+                return Err(ConfigError::RedisUrl(url.to_owned()));
+            }
+        }
+        if self.urls().len() > 1 && self.mode == RedisMode::Classic {
+            return Err(ConfigError::RedisUrl(self.url.clone().unwrap_or_default()));
+        }
+        if !self.sentinels.is_empty() {
+            if self.master.is_none() {
+                return Err(ConfigError::Needs("--redis-sentinel", "--redis-master"));
+            }
+            if self.mode == RedisMode::Sharded {
+                return Err(ConfigError::Needs(
+                    "--redis-sentinel",
+                    "--redis-mode classic",
+                ));
+            }
+            if let Some(bad) = self.sentinels.iter().find(|s| !valid_host_port(s)) {
+                return Err(ConfigError::Sentinel(bad.clone()));
             }
         }
         if self.prefix.is_empty() {
@@ -116,5 +210,13 @@ impl RedisConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// `host:port` with a port number.
+fn valid_host_port(text: &str) -> bool {
+    match text.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
     }
 }

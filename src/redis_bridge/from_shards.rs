@@ -42,17 +42,12 @@ impl Bridge {
         };
         match b.ack {
             None => {
-                let opts = convert::wire_opts(&b.opts, None);
-                let channel = self.namespaces[ns]
-                    .channels
-                    .publish_channel(&opts.rooms)
-                    .into_owned();
-                let payload = BroadcastMessage {
+                let message = BroadcastMessage {
                     uid: self.uid.clone(),
                     packet,
-                    opts,
-                }
-                .encode();
+                    opts: convert::wire_opts(&b.opts, None),
+                };
+                let (channel, payload) = self.broadcast_out(ns, message);
                 self.publish(channel, payload);
             }
             Some((id, timeout)) => {
@@ -109,15 +104,17 @@ impl Bridge {
         body: RequestBody,
         req: Outbound,
     ) {
-        let payload = Request {
-            uid: Some(self.uid.clone()),
-            body,
-        }
-        .encode();
         self.pending.add_outbound(request_id.clone(), req);
+        // No such request in the sharded adapter (ALL_ROOMS): nobody else is asked.
+        let Some((channel, payload)) = self.request_out(ns, body) else {
+            if let Some(due) = self.pending.servers_known(&request_id, Some(0)) {
+                self.carry_out(due);
+            }
+            return;
+        };
         let out = Outgoing::Request {
             request_id: request_id.clone(),
-            channel: self.namespaces[ns].channels.request().to_owned(),
+            channel,
             payload,
         };
         if !self.send_out(out) {
@@ -211,13 +208,9 @@ impl Bridge {
                 }
             },
         };
-        let payload = Request {
-            uid: Some(self.uid.clone()),
-            body,
+        if let Some((channel, payload)) = self.request_out(ns, body) {
+            self.publish(channel, payload);
         }
-        .encode();
-        let channel = self.namespaces[ns].channels.request().to_owned();
-        self.publish(channel, payload);
     }
 
     pub(super) fn on_shard_reply(&mut self, reply: Reply) {
@@ -230,14 +223,20 @@ impl Bridge {
                         request_id: request_id.to_owned(),
                         packet: convert::first_arg(&payload),
                     };
-                    let channel = self.namespaces[ns].channels.response().to_owned();
-                    self.publish(channel, response.encode());
+                    self.respond(ns, response);
                 }
                 None
             }
         };
         if let Some(due) = due {
             self.carry_out(due);
+        }
+    }
+
+    /// Publishes a response to another server's request.
+    fn respond(&mut self, ns: usize, response: Response) {
+        if let Some((channel, payload)) = self.response_out(ns, response) {
+            self.publish(channel, payload);
         }
     }
 
@@ -250,6 +249,10 @@ impl Bridge {
                 answer,
             } => {
                 let response = match (kind, answer) {
+                    (InboundKind::RoomSync, Answer::Rooms(rooms)) => {
+                        return self.rooms_synced(ns, rooms)
+                    }
+                    (InboundKind::RoomSync, _) => return,
                     (InboundKind::FetchSockets, Answer::Sockets(sockets)) => {
                         Response::RemoteFetch {
                             request_id,
@@ -267,8 +270,7 @@ impl Bridge {
                             .map_or(JsValue::Null, |p| convert::first_arg(&p)),
                     },
                 };
-                let channel = self.namespaces[ns].channels.response().to_owned();
-                self.publish(channel, response.encode());
+                self.respond(ns, response);
             }
             Due::ClientCount {
                 ns,
@@ -279,8 +281,7 @@ impl Bridge {
                     request_id,
                     client_count: count,
                 };
-                let channel = self.namespaces[ns].channels.response().to_owned();
-                self.publish(channel, response.encode());
+                self.respond(ns, response);
             }
             Due::Answer {
                 ns,

@@ -34,7 +34,10 @@
 mod convert;
 mod from_redis;
 mod from_shards;
+mod link;
 mod pending;
+mod rooms;
+mod wire;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,6 +45,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use link::{Link, Target};
 use rand::distr::{Alphanumeric, SampleString};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
@@ -59,6 +63,7 @@ use crate::protocol::adapter::{
 };
 use crate::protocol::socketio::event_frames;
 use pending::{Due, Inbound, InboundAck, InboundKind, Outbound, OutboundKind, Pending};
+use rooms::RoomChannels;
 
 /// How long the shards have to answer a request from another server, at most: well inside the
 /// requester's own timeout, so that it gets this server's answer, partial or not.
@@ -128,8 +133,7 @@ impl Drop for BridgeHandle {
 /// Starts the bridge thread. It connects in the background: an unreachable Redis does not fail
 /// the start, only a malformed URL does.
 pub(crate) fn spawn(setup: BridgeSetup) -> Result<BridgeHandle, BridgeError> {
-    let url = setup.config.url.clone().unwrap_or_default();
-    let client = redis::Client::open(url.as_str()).map_err(BridgeError::Url)?;
+    let target = Target::of(&setup.config).map_err(BridgeError::Url)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -138,7 +142,7 @@ pub(crate) fn spawn(setup: BridgeSetup) -> Result<BridgeHandle, BridgeError> {
         .name("redis-bridge".into())
         .spawn(move || {
             let local = tokio::task::LocalSet::new();
-            local.block_on(&runtime, Bridge::new(setup, client).run(stop_rx));
+            local.block_on(&runtime, Bridge::new(setup, target).run(stop_rx));
         })?;
     Ok(BridgeHandle {
         stop: Some(stop_tx),
@@ -160,6 +164,10 @@ enum Role {
     Broadcast,
     Request,
     Response,
+    /// A sharded adapter's namespace or room channel: broadcasts and requests.
+    Sharded,
+    /// A sharded adapter's own response channel (`prefix#nsp#uid#`).
+    ShardedPrivate,
 }
 
 /// A command for the publisher task.
@@ -174,6 +182,10 @@ enum Outgoing {
         channel: String,
         payload: Vec<u8>,
     },
+    /// Sharded mode: SSUBSCRIBE to these room channels.
+    Subscribe(Vec<String>),
+    /// Sharded mode: SUNSUBSCRIBE from these room channels.
+    Unsubscribe(Vec<String>),
 }
 
 /// What the publisher tells the bridge.
@@ -196,7 +208,7 @@ enum Ended {
 
 struct Bridge {
     config: RedisConfig,
-    client: redis::Client,
+    target: Target,
     /// This process's node id in the cluster; messages carrying it are our own.
     uid: String,
     endpoint: usize,
@@ -214,10 +226,12 @@ struct Bridge {
     probe: Option<String>,
     /// Shard that runs the next server-side emit from another server (round robin).
     next_emit_shard: usize,
+    /// Sharded mode, dynamic subscriptions: the room channels.
+    rooms: RoomChannels,
 }
 
 impl Bridge {
-    fn new(setup: BridgeSetup, client: redis::Client) -> Self {
+    fn new(setup: BridgeSetup, target: Target) -> Self {
         let uid = format!(
             "shardio-{}",
             Alphanumeric.sample_string(&mut rand::rng(), 10)
@@ -230,26 +244,23 @@ impl Bridge {
                 let channels = Channels::new(&prefix, name);
                 Namespace {
                     name: name.clone(),
-                    own_response: channels.specific_response(&uid),
+                    // Node's sharded adapter answers on `prefix#nsp#uid#`.
+                    own_response: match setup.config.mode {
+                        crate::config::RedisMode::Classic => channels.specific_response(&uid),
+                        crate::config::RedisMode::Sharded => channels.room(&uid),
+                    },
                     channels,
                 }
             })
             .collect();
-        let mut routes = HashMap::new();
-        for (i, ns) in namespaces.iter().enumerate() {
-            routes.insert(ns.channels.pattern().to_owned(), (i, Role::Broadcast));
-            routes.insert(ns.channels.request().to_owned(), (i, Role::Request));
-            routes.insert(ns.channels.response().to_owned(), (i, Role::Response));
-            routes.insert(ns.own_response.clone(), (i, Role::Response));
-        }
-        Bridge {
+        let mut bridge = Bridge {
             shards: setup.bus.shards(),
             config: setup.config,
-            client,
+            target,
             uid,
             endpoint: setup.endpoint,
             namespaces,
-            routes,
+            routes: HashMap::new(),
             bus: setup.bus,
             queue: setup.queue,
             metrics: setup.metrics,
@@ -258,7 +269,10 @@ impl Bridge {
             next_id: 0,
             probe: None,
             next_emit_shard: 0,
-        }
+            rooms: RoomChannels::default(),
+        };
+        bridge.build_routes();
+        bridge
     }
 
     fn stats(&self) -> &BridgeMetrics {
@@ -270,6 +284,7 @@ impl Bridge {
             uid = %self.uid,
             prefix = %self.config.prefix,
             namespaces = ?self.namespaces.iter().map(|n| &n.name).collect::<Vec<_>>(),
+            mode = ?self.config.mode,
             "Redis bridge starting"
         );
         let mut backoff = RedisConfig::RECONNECT_MIN;
@@ -278,7 +293,7 @@ impl Bridge {
         loop {
             // Connecting: keep serving the shards meanwhile (publishes are dropped, questions
             // answered as incomplete), so nothing waits on Redis.
-            let connecting = connect(self.client.clone(), self.subscriptions());
+            let connecting = link::connect(self.target.clone(), self.subscriptions());
             tokio::pin!(connecting);
             let connected = loop {
                 tokio::select! {
@@ -288,8 +303,8 @@ impl Bridge {
                     () = sleep_until(self.pending.next_deadline()) => self.expire(),
                 }
             };
-            let (conn, stream) = match connected {
-                Ok(pair) => pair,
+            let link = match connected {
+                Ok(link) => link,
                 Err(e) => {
                     attempts += 1;
                     if attempts.is_power_of_two() {
@@ -324,7 +339,7 @@ impl Bridge {
             attempts = 0;
             backoff = RedisConfig::RECONNECT_MIN;
             self.stats().set_connected(true);
-            let ended = self.serve(conn, stream, &mut stop).await;
+            let ended = self.serve(link, &mut stop).await;
             self.stats().set_connected(false);
             self.out = None;
             self.probe = None;
@@ -340,29 +355,17 @@ impl Bridge {
         }
     }
 
-    /// Every channel and pattern to subscribe to, as (is pattern, name).
-    fn subscriptions(&self) -> Vec<(bool, String)> {
-        let mut subs = Vec::new();
-        for ns in &self.namespaces {
-            subs.push((true, ns.channels.pattern().to_owned()));
-            subs.push((false, ns.channels.request().to_owned()));
-            subs.push((false, ns.channels.response().to_owned()));
-            subs.push((false, ns.own_response.clone()));
-        }
-        subs
-    }
-
     /// The connected phase: until Redis is lost or the bridge stops.
-    async fn serve(
-        &mut self,
-        conn: redis::aio::MultiplexedConnection,
-        mut stream: redis::aio::PubSubStream,
-        stop: &mut oneshot::Receiver<()>,
-    ) -> Ended {
+    async fn serve(&mut self, link: Link, stop: &mut oneshot::Receiver<()>) -> Ended {
+        let Link {
+            publisher,
+            messages: mut stream,
+            mut switched,
+        } = link;
         let (out_tx, out_rx) = mpsc::channel(self.config.queue);
         let (feedback_tx, mut feedback) = mpsc::channel(self.config.queue);
-        let publisher = tokio::task::spawn_local(publish_loop(
-            conn,
+        let publisher = tokio::task::spawn_local(link::publish_loop(
+            publisher,
             out_rx,
             feedback_tx,
             self.metrics.clone(),
@@ -370,14 +373,24 @@ impl Bridge {
         self.out = Some(out_tx);
         let mut probe = tokio::time::interval(self.config.probe_interval());
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut room_sync = tokio::time::interval(Duration::from_millis(
+            crate::config::defaults::REDIS_ROOM_SYNC_MS,
+        ));
+        room_sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(64);
         let ended = loop {
             tokio::select! {
                 _ = &mut *stop => break Ended::Stop,
                 msg = stream.next() => match msg {
                     Some(msg) => self.on_redis(&msg),
-                    None => break Ended::Lost("the subscription connection closed".into()),
+                    None => break Ended::Lost("a subscription connection closed".into()),
                 },
+                msg = next_or_never(&mut switched) => match msg {
+                    Some(_) => break Ended::Lost("Sentinel switched the master".into()),
+                    // The sentinel went away; the master's own connection still tells.
+                    None => switched = None,
+                },
+                _ = room_sync.tick(), if self.dynamic_rooms() => self.sync_rooms(),
                 n = self.queue.recv_many(&mut batch, 64) => {
                     if n == 0 {
                         break Ended::Stop;
@@ -420,11 +433,7 @@ impl Bridge {
     fn send_probe(&mut self) {
         self.next_id += 1;
         let id = format!("{}-probe-{}", self.uid, self.next_id);
-        let payload = Response::Done {
-            request_id: id.clone(),
-        }
-        .encode();
-        let channel = self.namespaces[0].own_response.clone();
+        let (channel, payload) = self.probe_out(id.clone());
         if self.publish(channel, payload) {
             self.probe = Some(id);
         }
@@ -497,132 +506,18 @@ impl Bridge {
     }
 }
 
+/// The next item of `stream`, or never without one.
+async fn next_or_never(stream: &mut Option<link::Messages>) -> Option<redis::Msg> {
+    match stream {
+        Some(stream) => stream.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Completes at `deadline`, or never without one.
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Opens the publishing connection and the subscription connection, and subscribes.
-async fn connect(
-    client: redis::Client,
-    subscriptions: Vec<(bool, String)>,
-) -> Result<(redis::aio::MultiplexedConnection, redis::aio::PubSubStream), redis::RedisError> {
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(REDIS_RESPONSE_TIMEOUT))
-        .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT));
-    let conn = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
-    let subscribe = async {
-        let mut pubsub = client.get_async_pubsub().await?;
-        for (pattern, name) in &subscriptions {
-            if *pattern {
-                pubsub.psubscribe(name).await?;
-            } else {
-                pubsub.subscribe(name).await?;
-            }
-        }
-        Ok::<_, redis::RedisError>(pubsub)
-    };
-    let pubsub = tokio::time::timeout(REDIS_RESPONSE_TIMEOUT * 2, subscribe)
-        .await
-        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "subscribing timed out")))??;
-    Ok((conn, pubsub.into_on_message()))
-}
-
-/// Sends queued commands to Redis in pipelines, in order, until the queue closes or Redis fails.
-async fn publish_loop(
-    mut conn: redis::aio::MultiplexedConnection,
-    mut queue: mpsc::Receiver<Outgoing>,
-    feedback: mpsc::Sender<Feedback>,
-    metrics: Arc<Metrics>,
-) {
-    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
-    while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
-        let mut pipe = redis::pipe();
-        let mut requests = Vec::new();
-        for out in &batch {
-            match out {
-                Outgoing::Publish { channel, payload } => {
-                    pipe.cmd("PUBLISH")
-                        .arg(channel)
-                        .arg(payload.as_slice())
-                        .ignore();
-                }
-                Outgoing::Request {
-                    request_id,
-                    channel,
-                    payload,
-                } => {
-                    // Node counts the servers the same way (docs/PROTOCOL.md §3.4).
-                    pipe.cmd("PUBSUB").arg("NUMSUB").arg(channel);
-                    pipe.cmd("PUBLISH")
-                        .arg(channel)
-                        .arg(payload.as_slice())
-                        .ignore();
-                    requests.push(request_id.clone());
-                }
-            }
-        }
-        let sent = batch.len() as u64;
-        batch.clear();
-        match pipe.query_async::<Vec<redis::Value>>(&mut conn).await {
-            Ok(counts) => {
-                metrics.bridge().add_published(sent);
-                for (request_id, count) in requests.into_iter().zip(counts) {
-                    let servers = numsub(&count);
-                    let _ = feedback
-                        .send(Feedback::Servers {
-                            request_id,
-                            servers,
-                        })
-                        .await;
-                }
-            }
-            Err(e) => {
-                for _ in 0..sent {
-                    metrics.bridge().drop_one();
-                }
-                for request_id in requests {
-                    let _ = feedback
-                        .send(Feedback::Servers {
-                            request_id,
-                            servers: None,
-                        })
-                        .await;
-                }
-                let _ = feedback.send(Feedback::Lost(e)).await;
-                return;
-            }
-        }
-    }
-}
-
-/// The subscriber count in a `PUBSUB NUMSUB <channel>` reply: `[channel, count]`.
-fn numsub(reply: &redis::Value) -> Option<usize> {
-    match reply {
-        redis::Value::Array(items) => match items.get(1) {
-            Some(redis::Value::Int(n)) => usize::try_from(*n).ok(),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numsub_reads_the_count() {
-        let reply = redis::Value::Array(vec![
-            redis::Value::BulkString(b"socket.io-request#/#".to_vec()),
-            redis::Value::Int(3),
-        ]);
-        assert_eq!(numsub(&reply), Some(3));
-        assert_eq!(numsub(&redis::Value::Nil), None);
     }
 }

@@ -19,6 +19,7 @@ mod gateway;
 mod limits;
 mod ops;
 mod polling;
+mod rcluster;
 mod real_client;
 mod redis;
 mod runtime;

@@ -63,7 +63,7 @@ async fn assert_quiet(c: &mut AClient, who: &str) {
     }
 }
 
-async fn joined(addr: std::net::SocketAddr, rooms: Value) -> AClient {
+pub(crate) async fn joined(addr: std::net::SocketAddr, rooms: Value) -> AClient {
     let mut c = AClient::connect(addr, "/").await;
     assert_eq!(c.call("", 1, "join", rooms).await, json!({"ok": true}));
     c
@@ -588,7 +588,7 @@ async fn two_machines(redis: &RedisServer) -> (TestServer, TestServer, AClient, 
 }
 
 /// Publishes `n` to room `r` as `c`.
-fn publish_n(c: &AClient, n: u32) {
+pub(crate) fn publish_n(c: &AClient, n: u32) {
     c.send(&format!(
         r#"42["publish",{{"to":"r","event":"n","data":{n}}}]"#
     ));
@@ -596,7 +596,7 @@ fn publish_n(c: &AClient, n: u32) {
 
 /// Publishes from `from` until `to` receives something (delivery across machines resumed);
 /// fails after `limit`.
-async fn until_delivered(from: &AClient, to: &mut AClient, limit: Duration) {
+pub(crate) async fn until_delivered(from: &AClient, to: &mut AClient, limit: Duration) {
     let since = Instant::now();
     for n in 1000.. {
         publish_n(from, n);

@@ -13,12 +13,15 @@
 //!   [`JsValue::into_placeholder_json`] and [`JsValue::from_placeholder_json`].
 //! * msgpack as notepack.io 3 writes it, and as notepack 2.x wrote it, over the `rmp` crate
 //!   (`msgpack.rs`); JavaScript's date strings (`date.rs`).
+//! * The sharded adapter (§3.7) has its own message model, `{type, data, uid, nsp}`, JSON unless
+//!   the data holds binary: [`ClusterMessage`] (`cluster.rs`), read into the classic types.
 //!
 //! The golden vectors in the tests (`testdata.rs`) were recorded from Node's redis-adapter 8.3.0
 //! and redis-emitter 5.1.0: PUBLISH payloads of the capture `monitor-classic.txt`.
 
 mod broadcast;
 mod channels;
+mod cluster;
 mod date;
 mod fields;
 mod msgpack;
@@ -30,6 +33,7 @@ mod value;
 
 pub use broadcast::{BroadcastFlags, BroadcastMessage, BroadcastOpts, Packet};
 pub use channels::Channels;
+pub use cluster::{ClusterBody, ClusterMessage};
 pub use date::js_date_string;
 pub use request::{Request, RequestBody, RequestType};
 pub use response::{RemoteLocation, RemoteSocket, Response};

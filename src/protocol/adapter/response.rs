@@ -227,7 +227,7 @@ impl Response {
 }
 
 impl RemoteSocket {
-    fn from_value(value: JsValue) -> Result<Self> {
+    pub(super) fn from_value(value: JsValue) -> Result<Self> {
         let mut fields = Fields::of(value, "sockets")?;
         Ok(RemoteSocket {
             id: fields.string("id")?,

@@ -8,6 +8,7 @@ pub(crate) mod node;
 pub(crate) mod polling;
 pub(crate) mod process;
 pub(crate) mod raw_ws;
+pub(crate) mod rcluster;
 pub(crate) mod redis;
 pub(crate) mod scrape;
 pub(crate) mod tls;

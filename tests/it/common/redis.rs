@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 pub(crate) struct RedisServer {
     pub port: u16,
     /// More `redis-server` options.
-    options: Vec<&'static str>,
+    options: Vec<String>,
     child: Option<Child>,
 }
 
@@ -18,15 +18,16 @@ impl RedisServer {
     }
 
     /// A server started with more `redis-server` options.
-    pub(crate) fn start_with(options: &[&'static str]) -> RedisServer {
-        // The port is free when we look; redis-server takes it right after.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+    pub(crate) fn start_with(options: &[&str]) -> RedisServer {
+        RedisServer::start_on(free_port(), options)
+    }
+
+    /// A server on `port` started with more `redis-server` options (`--sentinel` makes it a
+    /// sentinel).
+    pub(crate) fn start_on(port: u16, options: &[&str]) -> RedisServer {
         let mut server = RedisServer {
             port,
-            options: options.to_vec(),
+            options: options.iter().map(|o| (*o).to_owned()).collect(),
             child: None,
         };
         server.restart();
@@ -39,6 +40,16 @@ impl RedisServer {
 
     pub(crate) fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Runs `redis-cli -p <port> <args...>` and returns its output.
+    pub(crate) fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli must be installed (scripts/test.sh installs redis-tools)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Sends one command (inline form) on a fresh connection, and returns the connection
@@ -86,6 +97,14 @@ impl RedisServer {
             TcpStream::connect(addr).is_ok()
         });
     }
+}
+
+/// A port free when we look; the server takes it right after.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 impl Drop for RedisServer {

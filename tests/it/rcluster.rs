@@ -1,0 +1,126 @@
+//! The bridge on a Redis Cluster (`--redis-mode sharded`) and behind Sentinel: real
+//! `redis-server` processes started by each test (3 masters, with replicas where a master is
+//! killed; a master, a replica and a sentinel), shardio gateways of 2 shards, real clients, and
+//! a Node server with the sharded adapter.
+
+use crate::common;
+use crate::redis::{joined, until_delivered};
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::rcluster::{RedisCluster, SentinelSetup, SETTLE};
+use common::{TestServer, WAIT};
+use serde_json::json;
+
+/// Rooms whose channels the test checks lie on more than one master.
+const ROOMS: [&str; 4] = ["room-a", "room-b", "room-c", "room-d"];
+
+fn bridged(args: &[&str]) -> TestServer {
+    let server = TestServer::gateway(2, args);
+    server.wait_until("the bridge to subscribe", |m| m.bridge().connected() == 1);
+    server
+}
+
+fn sharded_gateway(cluster: &RedisCluster, subscription_mode: &str) -> TestServer {
+    let urls = cluster.urls();
+    bridged(&[
+        "--redis",
+        &urls,
+        "--redis-mode",
+        "sharded",
+        "--redis-subscription-mode",
+        subscription_mode,
+    ])
+}
+
+/// Three shardio gateways and a Node sharded-adapter server on a 3-master cluster, all in
+/// `subscription_mode`: the script checks every direction.
+fn node_and_three_shardios(subscription_mode: &str) {
+    let cluster = RedisCluster::start(3, 0);
+    let masters: HashSet<usize> = ROOMS
+        .iter()
+        .map(|room| cluster.master_of(&format!("socket.io#/#{room}#")))
+        .collect();
+    assert!(
+        masters.len() > 1,
+        "the rooms' channels all lie on one master"
+    );
+    let servers: Vec<TestServer> = (0..3)
+        .map(|_| sharded_gateway(&cluster, subscription_mode))
+        .collect();
+    let mut args = vec![
+        cluster.urls(),
+        subscription_mode.to_owned(),
+        ROOMS.join(","),
+    ];
+    args.extend(servers.iter().map(TestServer::url));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = common::node::run_script("node_sharded.mjs", &args, Duration::from_secs(75));
+    assert_eq!(out.trim(), "ok");
+    for s in &servers {
+        let b = s.metrics.bridge();
+        assert_eq!((b.malformed(), b.dropped()), (0, 0));
+    }
+}
+
+#[test]
+fn shardio_and_node_sharded_servers_share_rooms_on_a_redis_cluster() {
+    node_and_three_shardios("dynamic");
+}
+
+#[test]
+fn the_static_subscription_mode_interoperates_too() {
+    node_and_three_shardios("static");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_master_killed_fails_over_and_delivery_resumes() {
+    let mut cluster = RedisCluster::start(3, 1);
+    let (a, b) = (
+        sharded_gateway(&cluster, "dynamic"),
+        sharded_gateway(&cluster, "dynamic"),
+    );
+    let a1 = joined(a.addr, json!("r")).await;
+    let mut b1 = joined(b.addr, json!("r")).await;
+    until_delivered(&a1, &mut b1, WAIT).await;
+
+    // The master of room r's channel goes; its replica takes over its slots.
+    let victim = cluster.master_of("socket.io#/#r#");
+    cluster.kill(victim);
+    until_delivered(&a1, &mut b1, SETTLE).await;
+    cluster.wait_ok();
+    assert!(
+        a.metrics.bridge().reconnects() + b.metrics.bridge().reconnects() >= 1,
+        "a bridge rebuilt its connection"
+    );
+    // The other way too, once both bridges are back.
+    b.wait_until("b's bridge back", |m| m.bridge().connected() == 1);
+    a.wait_until("a's bridge back", |m| m.bridge().connected() == 1);
+    let mut a1 = a1;
+    until_delivered(&b1, &mut a1, SETTLE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bridge_finds_the_master_through_sentinel_and_follows_a_failover() {
+    let mut setup = SentinelSetup::start();
+    let sentinel = setup.sentinel();
+    let args = ["--redis-sentinel", &sentinel, "--redis-master", "mymaster"];
+    let (a, b) = (bridged(&args), bridged(&args));
+    let a1 = joined(a.addr, json!("r")).await;
+    let mut b1 = joined(b.addr, json!("r")).await;
+    until_delivered(&a1, &mut b1, WAIT).await;
+
+    setup.master.kill();
+    until_delivered(&a1, &mut b1, SETTLE).await;
+    assert!(
+        setup.replica.cli(&["role"]).starts_with("master"),
+        "Sentinel promoted the replica"
+    );
+    for s in [&a, &b] {
+        assert!(
+            s.metrics.bridge().reconnects() >= 1,
+            "the bridge reconnected"
+        );
+    }
+}
