@@ -124,3 +124,33 @@ async fn the_bridge_finds_the_master_through_sentinel_and_follows_a_failover() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_demoted_by_sentinel_is_left_for_the_new_one() {
+    let setup = SentinelSetup::start();
+    let sentinel = setup.sentinel();
+    let a = bridged(&["--redis-sentinel", &sentinel, "--redis-master", "mymaster"]);
+    // The bridge's pattern subscription is on the master.
+    assert_eq!(setup.master.cli(&["pubsub", "numpat"]).trim(), "1");
+
+    // A failover with the old master still up: it becomes a replica, where a PUBLISH would
+    // reach nobody on the new master. The bridge must move (Sentinel also kills the clients of
+    // the old master; `+switch-master` makes the bridge leave it at the switch already).
+    // Refused (NOGOODREPLICA) until the sentinel has heard from the replica: ask again.
+    let started = common::wait_within(SETTLE, || {
+        let answer = setup.sentinel_cli(&["sentinel", "failover", "mymaster"]);
+        let ok = answer.trim() == "OK";
+        if !ok {
+            // Polling interval: each try starts a redis-cli.
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        ok
+    });
+    assert!(started, "Sentinel did not start a failover");
+    let moved = common::wait_within(SETTLE, || {
+        setup.replica.cli(&["pubsub", "numpat"]).trim() == "1"
+    });
+    assert!(moved, "the bridge did not move to the new master");
+    assert!(a.metrics.bridge().reconnects() >= 1);
+    a.wait_until("the bridge back", |m| m.bridge().connected() == 1);
+}

@@ -185,13 +185,8 @@ impl SentinelSetup {
             .expect("redis-server must be installed (scripts/test.sh installs it)");
         let sentinel = Reaped(child);
         let watching = wait_within(SETTLE, || {
-            Command::new("redis-cli")
-                .args(["-p", &sentinel_port.to_string()])
-                .args(["sentinel", "replicas", "mymaster"])
-                .output()
-                .is_ok_and(|o| {
-                    String::from_utf8_lossy(&o.stdout).contains(&replica.port.to_string())
-                })
+            sentinel_cli(sentinel_port, &["sentinel", "replicas", "mymaster"])
+                .contains(&replica.port.to_string())
         });
         assert!(watching, "the sentinel did not find the replica");
         SentinelSetup {
@@ -206,4 +201,18 @@ impl SentinelSetup {
     pub(crate) fn sentinel(&self) -> String {
         format!("127.0.0.1:{}", self.sentinel_port)
     }
+
+    /// Runs `redis-cli` against the sentinel; returns its output.
+    pub(crate) fn sentinel_cli(&self, args: &[&str]) -> String {
+        sentinel_cli(self.sentinel_port, args)
+    }
+}
+
+fn sentinel_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli must be installed (scripts/test.sh installs redis-tools)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
