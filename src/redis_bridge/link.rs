@@ -14,7 +14,7 @@
 
 use std::pin::Pin;
 
-use futures_util::Stream;
+use futures_util::{FutureExt, Stream};
 use redis::cluster::ClusterClientBuilder;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{IntoConnectionInfo, ProtocolVersion, PushKind};
@@ -101,26 +101,26 @@ pub(super) async fn connect(
     target: Target,
     subscriptions: Vec<(bool, String)>,
 ) -> redis::RedisResult<Link> {
-    let connecting = async {
-        match target {
-            Target::Single(client) => connect_single(client, subscriptions, None).await,
-            Target::Sentinel {
+    let connecting = match target {
+        // Its own timeouts: for the connection, each command, and the subscriptions.
+        Target::Single(client) => return connect_single(client, subscriptions, None).await,
+        Target::Sentinel {
+            sentinels,
+            master,
+            node,
+        } => async move {
+            let mut sentinel = SentinelClient::build(
                 sentinels,
-                master,
-                node,
-            } => {
-                let mut sentinel = SentinelClient::build(
-                    sentinels,
-                    master.clone(),
-                    Some(node),
-                    SentinelServerType::Master,
-                )?;
-                let client = sentinel.async_get_client().await?;
-                let watch = sentinel.async_get_sentinel_client().await?;
-                connect_single(client, subscriptions, Some((watch, master))).await
-            }
-            Target::Cluster(nodes) => connect_cluster(nodes, subscriptions).await,
+                master.clone(),
+                Some(node),
+                SentinelServerType::Master,
+            )?;
+            let client = sentinel.async_get_client().await?;
+            let watch = sentinel.async_get_sentinel_client().await?;
+            connect_single(client, subscriptions, Some((watch, master))).await
         }
+        .boxed_local(),
+        Target::Cluster(nodes) => connect_cluster(nodes, subscriptions).boxed_local(),
     };
     tokio::time::timeout(REDIS_RESPONSE_TIMEOUT * 4, connecting)
         .await
@@ -138,14 +138,20 @@ async fn connect_single(
     let conn = client
         .get_multiplexed_async_connection_with_config(&config)
         .await?;
-    let mut pubsub = client.get_async_pubsub().await?;
-    for (pattern, name) in &subscriptions {
-        if *pattern {
-            pubsub.psubscribe(name).await?;
-        } else {
-            pubsub.subscribe(name).await?;
+    let subscribe = async {
+        let mut pubsub = client.get_async_pubsub().await?;
+        for (pattern, name) in &subscriptions {
+            if *pattern {
+                pubsub.psubscribe(name).await?;
+            } else {
+                pubsub.subscribe(name).await?;
+            }
         }
-    }
+        Ok::<_, redis::RedisError>(pubsub)
+    };
+    let pubsub = tokio::time::timeout(REDIS_RESPONSE_TIMEOUT * 2, subscribe)
+        .await
+        .map_err(|_| io_error("subscribing timed out"))??;
     let switched = match sentinel {
         Some((watch, master)) => {
             let mut watch = watch.get_async_pubsub().await?;
