@@ -13,6 +13,9 @@ use common::rcluster::{RedisCluster, SentinelSetup, SETTLE};
 use common::{TestServer, WAIT};
 use serde_json::json;
 
+/// The HTTP API's key on the servers that answer presence questions.
+const API_KEY: &str = "cluster-test-key-0123";
+
 /// Rooms whose channels the test checks lie on more than one master.
 const ROOMS: [&str; 4] = ["room-a", "room-b", "room-c", "room-d"];
 
@@ -77,10 +80,16 @@ fn the_static_subscription_mode_interoperates_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_master_killed_fails_over_and_delivery_resumes() {
     let mut cluster = RedisCluster::start(3, 1);
-    let (a, b) = (
-        sharded_gateway(&cluster, "dynamic"),
-        sharded_gateway(&cluster, "dynamic"),
-    );
+    let urls = cluster.urls();
+    let args = [
+        "--redis",
+        &urls,
+        "--redis-mode",
+        "sharded",
+        "--api-key",
+        API_KEY,
+    ];
+    let (a, b) = (bridged(&args), bridged(&args));
     let a1 = joined(a.addr, json!("r")).await;
     let mut b1 = joined(b.addr, json!("r")).await;
     until_delivered(&a1, &mut b1, WAIT).await;
@@ -99,6 +108,32 @@ async fn a_cluster_master_killed_fails_over_and_delivery_resumes() {
     a.wait_until("a's bridge back", |m| m.bridge().connected() == 1);
     let mut a1 = a1;
     until_delivered(&b1, &mut a1, SETTLE).await;
+
+    // A question from shardio (presence: fetchSockets) counts the servers with SHARDNUMSUB
+    // and gets b's answer on a's own channel.
+    let (status, _, body) = common::http_request(
+        a.addr,
+        &format!(
+            "GET /api/v1/rooms/r HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n\
+             Connection: close\r\n\r\n"
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    let presence: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        (presence["count"].clone(), presence["complete"].clone()),
+        (json!(2), json!(true))
+    );
+    let mut ids: Vec<&str> = presence["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    ids.sort_unstable();
+    let mut want = vec![a1.sid.as_str(), b1.sid.as_str()];
+    want.sort_unstable();
+    assert_eq!(ids, want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
