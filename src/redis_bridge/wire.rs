@@ -23,9 +23,10 @@ fn requester_key(uid: &str, request_id: &str) -> String {
 }
 
 /// Whether a room name looks like a socket id to Node's sharded adapter (a string of 20
-/// characters), which then never gives it a channel of its own in `dynamic` mode.
+/// characters, counted as JavaScript does: UTF-16 code units), which then never gives it a
+/// channel of its own in `dynamic` mode.
 pub(super) fn looks_like_socket_id(room: &str) -> bool {
-    room.chars().count() == 20
+    room.encode_utf16().count() == 20
 }
 
 impl Bridge {
@@ -250,5 +251,7 @@ mod tests {
     fn socket_ids_are_twenty_characters() {
         assert!(looks_like_socket_id("Ov-JRqox9DHsnM2KAAAA"));
         assert!(!looks_like_socket_id("room1"));
+        // JavaScript's length: an emoji outside the BMP counts twice.
+        assert!(looks_like_socket_id("😀😀😀😀😀😀😀😀😀😀"));
     }
 }
