@@ -14,7 +14,7 @@
 
 use std::pin::Pin;
 
-use futures_util::{FutureExt, Stream};
+use futures_util::{FutureExt, Stream, StreamExt};
 use redis::cluster::ClusterClientBuilder;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{IntoConnectionInfo, ProtocolVersion, PushKind};
@@ -23,6 +23,17 @@ use super::*;
 
 /// Messages from Redis, ended when the connection is lost.
 pub(super) type Messages = Pin<Box<dyn Stream<Item = redis::Msg>>>;
+
+/// What the subscription connection says.
+pub(super) enum Event {
+    Message(redis::Msg),
+    /// Redis Cluster dropped this server's subscription to a channel (`SUNSUBSCRIBE` pushed by
+    /// the server when the channel's slot left the node), or confirms one it asked for.
+    Unsubscribed(String),
+}
+
+/// The subscription connection's events, ended when the connection is lost.
+pub(super) type Events = Pin<Box<dyn Stream<Item = Event>>>;
 
 /// Where Redis is.
 #[derive(Clone)]
@@ -88,7 +99,7 @@ pub(super) enum Publisher {
 /// watch on `+switch-master`.
 pub(super) struct Link {
     pub(super) publisher: Publisher,
-    pub(super) messages: Messages,
+    pub(super) events: Events,
     pub(super) switched: Option<Messages>,
 }
 
@@ -170,7 +181,7 @@ async fn connect_single(
     };
     Ok(Link {
         publisher: Publisher::Single(conn),
-        messages: Box::pin(pubsub.into_on_message()),
+        events: Box::pin(pubsub.into_on_message().map(Event::Message)),
         switched,
     })
 }
@@ -193,13 +204,20 @@ async fn connect_cluster(
         conn.ssubscribe(name).await?;
     }
     // Subscription confirmations are skipped; a node's disconnection ends the stream.
-    let messages = futures_util::stream::poll_fn(move |cx| loop {
+    let events = futures_util::stream::poll_fn(move |cx| loop {
         match pushes.poll_recv(cx) {
             std::task::Poll::Ready(Some(push)) => match push.kind {
                 PushKind::Disconnection => return std::task::Poll::Ready(None),
                 PushKind::SMessage | PushKind::Message => {
                     if let Some(msg) = redis::Msg::from_push_info(push) {
-                        return std::task::Poll::Ready(Some(msg));
+                        return std::task::Poll::Ready(Some(Event::Message(msg)));
+                    }
+                }
+                PushKind::SUnsubscribe => {
+                    if let Some(Ok(channel)) =
+                        push.data.first().map(redis::from_redis_value_ref::<String>)
+                    {
+                        return std::task::Poll::Ready(Some(Event::Unsubscribed(channel)));
                     }
                 }
                 _ => {}
@@ -209,7 +227,7 @@ async fn connect_cluster(
     });
     Ok(Link {
         publisher: Publisher::Cluster(conn),
-        messages: Box::pin(messages),
+        events: Box::pin(events),
         switched: None,
     })
 }

@@ -359,7 +359,7 @@ impl Bridge {
     async fn serve(&mut self, link: Link, stop: &mut oneshot::Receiver<()>) -> Ended {
         let Link {
             publisher,
-            messages: mut stream,
+            events: mut stream,
             mut switched,
         } = link;
         let (out_tx, out_rx) = mpsc::channel(self.config.queue);
@@ -381,8 +381,14 @@ impl Bridge {
         let ended = loop {
             tokio::select! {
                 _ = &mut *stop => break Ended::Stop,
-                msg = stream.next() => match msg {
-                    Some(msg) => self.on_redis(&msg),
+                event = stream.next() => match event {
+                    Some(link::Event::Message(msg)) => self.on_redis(&msg),
+                    Some(link::Event::Unsubscribed(channel)) => {
+                        if self.wants(&channel) {
+                            // The slot moved: subscribe again, on the new topology.
+                            break Ended::Lost(format!("Redis dropped the subscription to {channel}"));
+                        }
+                    }
                     None => break Ended::Lost("a subscription connection closed".into()),
                 },
                 msg = next_or_never(&mut switched) => match msg {

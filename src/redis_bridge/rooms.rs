@@ -31,6 +31,13 @@ impl RoomChannels {
         self.by_ns.values().flatten().map(String::as_str)
     }
 
+    /// Whether `channel` is a room channel subscribed (or to subscribe).
+    pub(super) fn contains(&self, channel: &str) -> bool {
+        self.by_ns
+            .values()
+            .any(|channels| channels.contains(channel))
+    }
+
     /// The change from the channels of namespace `ns` to `wanted`; not applied.
     pub(super) fn change(&self, ns: usize, wanted: &HashSet<String>) -> Change {
         let empty = HashSet::new();

@@ -222,6 +222,12 @@ impl Bridge {
         self.routes = routes;
     }
 
+    /// Whether this bridge wants to stay subscribed to `channel` (a namespace's channel, its
+    /// own, or a room channel it has not given up).
+    pub(super) fn wants(&self, channel: &str) -> bool {
+        self.routes.contains_key(channel) || self.rooms.contains(channel)
+    }
+
     /// The namespace of a sharded room channel (`prefix#nsp#room#`): the longest namespace
     /// prefix that matches.
     pub(super) fn room_channel_ns(&self, channel: &str) -> Option<usize> {

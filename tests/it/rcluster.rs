@@ -189,3 +189,22 @@ async fn a_master_demoted_by_sentinel_is_left_for_the_new_one() {
     assert!(a.metrics.bridge().reconnects() >= 1);
     a.wait_until("the bridge back", |m| m.bridge().connected() == 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_moved_to_another_master_is_followed() {
+    let cluster = RedisCluster::start(3, 0);
+    let (a, b) = (
+        sharded_gateway(&cluster, "dynamic"),
+        sharded_gateway(&cluster, "dynamic"),
+    );
+    let a1 = joined(a.addr, json!("r")).await;
+    let mut b1 = joined(b.addr, json!("r")).await;
+    until_delivered(&a1, &mut b1, WAIT).await;
+
+    // Redis drops the subscriptions of a slot that leaves a node (SUNSUBSCRIBE from the
+    // server); the bridge subscribes again where the slot went.
+    let channel = "socket.io#/#r#";
+    let to = (cluster.master_of(channel) + 1) % 3;
+    cluster.move_slot(channel, to);
+    until_delivered(&a1, &mut b1, SETTLE).await;
+}

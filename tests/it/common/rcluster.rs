@@ -124,6 +124,26 @@ impl RedisCluster {
         panic!("no master serves slot {slot}: {nodes}");
     }
 
+    /// Moves `key`'s slot (which must hold no keys) from its master to the master `to`, as the
+    /// last step of a resharding does (`CLUSTER SETSLOT <slot> NODE <id>` on every node).
+    pub(crate) fn move_slot(&self, key: &str, to: usize) {
+        let slot = self.nodes[0]
+            .cli(&["cluster", "keyslot", key])
+            .trim()
+            .to_owned();
+        let id = self.nodes[to].cli(&["cluster", "myid"]).trim().to_owned();
+        let from = self.master_of(key);
+        let order = std::iter::once(to)
+            .chain(std::iter::once(from))
+            .chain((0..self.nodes.len()).filter(|&i| i != to && i != from));
+        for i in order {
+            let answer = self.nodes[i].cli(&["cluster", "setslot", &slot, "node", &id]);
+            assert_eq!(answer.trim(), "OK", "CLUSTER SETSLOT on node {i}");
+        }
+        let moved = wait_within(SETTLE, || self.master_of(key) == to);
+        assert!(moved, "the slot did not move");
+    }
+
     /// Kills node `i` (SIGKILL) and drops it from the nodes asked about the cluster's state.
     pub(crate) fn kill(&mut self, i: usize) {
         let mut node = self.nodes.remove(i);
