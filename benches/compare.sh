@@ -25,7 +25,9 @@
 #   IDLE_DURATION [10] REPS [3] SERVER_CPUS [0] BENCH_CPU [1]
 #   SERVERS ["shardio shardio-before node-single node-cluster socketioxide"]; also
 #     shardio-scraped: shardio with a `GET /metrics` every second (curl, on the generator's
-#     core) for the whole run, to show what a Prometheus scrape costs
+#     core) for the whole run, to show what a Prometheus scrape costs;
+#     shardio-streams (cross only): shardio with --redis-mode streams, its broadcasts through a
+#     Redis stream instead of Pub/Sub
 #   BASELINE [732947b]: the commit `shardio-before` is built from (main just before the first
 #     tuning commit of the benchmark issue, with the gateway and the generator), in target/baseline; its rows and the shardio /
 #     shardio-before ratios are the before/after figures of that tuning, from the same run.
@@ -235,6 +237,7 @@ server_cmd() {
   local name=$1 port=$2 redis=${REDIS_URL:+ --redis $REDIS_URL}
   case $name in
     shardio | shardio-scraped) echo "taskset -c $SERVER_CPUS $SHARDIO --listen 127.0.0.1:$port --shards $CORES --api-key $API_KEY$redis${RUN_TLS:+ --tls-cert $TLS_CERT --tls-key $TLS_KEY}" ;;
+    shardio-streams) echo "taskset -c $SERVER_CPUS $SHARDIO --listen 127.0.0.1:$port --shards $CORES$redis --redis-mode streams" ;;
     shardio-before) echo "taskset -c $SERVER_CPUS $BASELINE_SHARDIO --listen 127.0.0.1:$port --shards $CORES$redis" ;;
     node-single) echo "taskset -c $SERVER_CPUS node $NODE_DIR/server.js --mode single$redis --port $port" ;;
     node-cluster) echo "taskset -c $SERVER_CPUS node $NODE_DIR/server.js --mode cluster --workers $CORES$redis --port $port" ;;
@@ -406,6 +409,8 @@ not_applicable() {
     socketioxide:cross) echo "not available for cross: the socketioxide peer has no Redis adapter" ;;
     shardio-before:cross) echo "not run for cross: commit $BASELINE predates the Redis bridge" ;;
     node-cluster:cross) echo "not run for cross: the Node pair is node-single's row (two single-process servers on the redis adapter)" ;;
+    shardio-streams:cross) ;;
+    shardio-streams:*) echo "not run for $2: --redis-mode streams changes only what crosses machines (cross)" ;;
     shardio:api | shardio:connect-tls) ;;
     *:connect-tls) echo "not run for connect-tls: shardio only (the connect row compares the peers)" ;;
     shardio-before:api) echo "not run for api: commit $BASELINE predates the HTTP API" ;;

@@ -201,6 +201,8 @@ const about = {
   "shardio-before": `shardio built from commit ${env("RESULTS_BASELINE", "?")}, before the tuning of the benchmark ` +
     "issue: its ratios are the before/after figures of that tuning, measured in the same run",
   "shardio-scraped": "the same shardio binary, scraped (`GET /metrics`) every second during each run",
+  "shardio-streams": "the same shardio binary with `--redis-mode streams`: broadcasts cross machines through a " +
+    "Redis stream (XADD, XREAD BLOCK) instead of Pub/Sub",
 };
 for (const s of servers) {
   const why = unavailable(s, null);

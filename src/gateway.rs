@@ -62,6 +62,10 @@ impl GatewayConfig {
 /// `{{path}}` marks stand for the Socket.IO endpoint's path.
 const DEMO_PAGE: &str = include_str!("demo.html");
 
+/// How long a join's acknowledgement waits for the rooms' subscriptions in Redis, at most
+/// (they take one Redis round trip; only a lost confirmation would wait this long).
+const JOIN_SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
+
 /// The demo chat page for the gateway on `path`: it loads the client bundle from there and
 /// connects there. Pick a name and a room, send; every page in the room sees it, whatever
 /// shard or machine it is connected to (it speaks the gateway protocol: `join`, `publish`).
@@ -114,7 +118,8 @@ pub fn gateway(io_config: SocketIoConfig, config: &GatewayConfig) -> SocketIo {
         let client_publish = config.client_publish;
         let ns = io.namespace(&name);
         ns.on("join", move |socket, data, ack| {
-            reply(ack, join(socket, &data, max_rooms));
+            let result = join(socket, &data, max_rooms);
+            acknowledge_join(socket, ack, result);
         })
         .on("leave", |socket, data, ack| {
             reply(ack, leave(socket, &data));
@@ -182,6 +187,26 @@ fn on_authenticated(socket: &Socket, expire: bool) {
 /// The room every socket of user `sub` is in.
 pub fn user_room(sub: &str) -> String {
     format!("user:{sub}")
+}
+
+/// Answers a join once the machine receives the rooms' broadcasts from the other machines
+/// (`Socket::rooms_subscribed`; at once unless the bridge subscribes per room), so that a
+/// client whose join was acknowledged gets every broadcast to its rooms published after the
+/// acknowledgement, wherever it is published. Waits at most `JOIN_SUBSCRIBE_WAIT`.
+fn acknowledge_join(socket: &Socket, ack: Option<AckSender>, result: Result<(), String>) {
+    use futures_util::FutureExt as _;
+    let Some(ack) = ack else { return };
+    if result.is_err() {
+        return reply(Some(ack), result);
+    }
+    let mut subscribed = Box::pin(socket.rooms_subscribed());
+    if subscribed.as_mut().now_or_never().is_some() {
+        return reply(Some(ack), result);
+    }
+    tokio::task::spawn_local(async move {
+        let _ = tokio::time::timeout(JOIN_SUBSCRIBE_WAIT, subscribed).await;
+        reply(Some(ack), result);
+    });
 }
 
 fn reply(ack: Option<AckSender>, result: Result<(), String>) {

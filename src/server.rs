@@ -304,6 +304,9 @@ fn start_bridge(
         );
     }
     let queue = bus.attach_bridge(config.queue);
+    if config.room_channels() {
+        bus.report_room_interest();
+    }
     let handle = redis_bridge::spawn(BridgeSetup {
         config,
         endpoint,

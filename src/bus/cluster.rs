@@ -247,6 +247,10 @@ pub(crate) enum Reply {
         answer: Answer,
         whole: bool,
     },
+    /// From the bridge: Redis has confirmed the subscriptions that this shard's room reports
+    /// up to `seq` needed (or Redis is away, and the next connection subscribes them before
+    /// anything is received).
+    RoomsSubscribed { nsp: String, seq: u64 },
 }
 
 /// A server-side event from another machine; with `ack`, the handler's answer goes back as
@@ -275,7 +279,10 @@ impl Reply {
     /// The namespace of the broadcast or query replied to.
     pub(crate) fn nsp(&self) -> &str {
         match self {
-            Reply::AckCount { nsp, .. } | Reply::Ack { nsp, .. } | Reply::Answer { nsp, .. } => nsp,
+            Reply::AckCount { nsp, .. }
+            | Reply::Ack { nsp, .. }
+            | Reply::Answer { nsp, .. }
+            | Reply::RoomsSubscribed { nsp, .. } => nsp,
         }
     }
 }
@@ -297,6 +304,20 @@ pub(crate) enum BridgeMsg {
     Tell { nsp: String, cmd: Box<Command> },
     /// A shard's reply to a message of the bridge.
     Reply(Box<Reply>),
+    /// Rooms of namespace `nsp` that gained their first or lost their last member on the
+    /// sending shard, since its last report (`--redis-subscribe rooms`).
+    Rooms(Box<RoomChanges>),
+}
+
+/// A shard's batch of room changes: each room with whether the shard now holds a member of it
+/// (the state, not a difference: a report repeated or reordered within the batch is harmless,
+/// the last one counts). `seq` numbers the shard's reports for the namespace from 1; the
+/// bridge answers [`Reply::RoomsSubscribed`] with it.
+#[derive(Debug)]
+pub(crate) struct RoomChanges {
+    pub(crate) nsp: String,
+    pub(crate) rooms: Vec<(String, bool)>,
+    pub(crate) seq: u64,
 }
 
 #[cfg(test)]

@@ -27,6 +27,8 @@ pub(crate) struct Bus {
     inboxes: Arc<[mpsc::Sender<ShardMsg>]>,
     bridge: Option<mpsc::Sender<ToBridge>>,
     metrics: Arc<Metrics>,
+    /// The bridge subscribes per room: shards report the rooms they gain and lose.
+    room_interest: bool,
 }
 
 /// Why a bus message was not delivered: the target inbox was full (counted and logged), or the
@@ -48,6 +50,7 @@ impl Bus {
                 inboxes: senders.into(),
                 bridge: None,
                 metrics,
+                room_interest: false,
             },
             receivers,
         )
@@ -69,6 +72,18 @@ impl Bus {
         let (tx, rx) = mpsc::channel(capacity);
         self.bridge = Some(tx);
         rx
+    }
+
+    /// Asks the shards to report to the bridge each room that gains its first or loses its
+    /// last member on the shard (`BridgeMsg::Rooms`); call before the bus is cloned to the
+    /// shards.
+    pub(crate) fn report_room_interest(&mut self) {
+        self.room_interest = true;
+    }
+
+    /// Whether the shards report their rooms to the bridge.
+    pub(crate) fn reports_room_interest(&self) -> bool {
+        self.room_interest && self.bridge.is_some()
     }
 
     /// Whether a Redis bridge is attached.

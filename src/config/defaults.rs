@@ -112,11 +112,16 @@ pub fn demo(jwt_enabled: bool) -> bool {
 
 /// `--log-format`: human-readable lines.
 pub const LOG_FORMAT: &str = "text";
-/// `--redis-mode`: Node's classic adapter (`createAdapter`), PUBLISH on one Redis.
+/// `--redis-subscribe`: Node's classic pattern subscription, until per-room subscriptions are
+/// measured in every deployment shape (benches/RESULTS-cluster.md).
+pub const REDIS_SUBSCRIBE: &str = "pattern";
+
+/// `--redis-mode`: Node's classic Redis adapter.
 pub const REDIS_MODE: &str = "classic";
+/// `--redis-stream`: the streams adapter's `streamName`.
+pub const REDIS_STREAM: &str = "socket.io";
+/// `--redis-stream-maxlen`: the streams adapter's `maxLen`.
+pub const REDIS_STREAM_MAXLEN: u64 = 10_000;
 /// `--redis-subscription-mode`: Node's `createShardedAdapter` default (`dynamic`: a channel per
 /// public room).
 pub const REDIS_SUBSCRIPTION_MODE: &str = "dynamic";
-/// How often the bridge in `--redis-mode sharded` with a dynamic subscription mode asks the
-/// shards which rooms have members here, in milliseconds. Not a flag.
-pub const REDIS_ROOM_SYNC_MS: u64 = 100;

@@ -29,7 +29,7 @@ use thiserror::Error;
 pub use access::{ApiConfig, AuthConfig};
 pub use limits::LimitsConfig;
 pub use load::{load, Loaded};
-pub use redis::{RedisConfig, RedisMode, SubscriptionMode};
+pub use redis::{RedisConfig, RedisMode, RedisSubscribe, SubscriptionMode};
 pub use runtime::RuntimeConfig;
 pub use source::{LoadError, Source};
 pub use tls::TlsConfig;
@@ -287,10 +287,7 @@ pub enum ConfigError {
     /// `--demo on` where the page cannot work.
     #[error("--demo needs {0}")]
     Demo(&'static str),
-    /// `--tls-cert` without `--tls-key`, or the other way round.
-    #[error("{0} needs {1}")]
-    TlsPair(&'static str, &'static str),
-    /// A setting that needs another (`--redis-sentinel` needs `--redis-master`).
+    /// A setting that works only with another (`--tls-cert` without `--tls-key`, ...).
     #[error("{0} needs {1}")]
     Needs(&'static str, &'static str),
     /// A `--redis-sentinel` entry that is not `host:port`.
@@ -414,16 +411,30 @@ mod tests {
         let c = Config::parse_from(["shardio", "--tls-cert", "cert.pem"]);
         assert_eq!(
             c.validate(),
-            Err(ConfigError::TlsPair("--tls-cert", "--tls-key"))
+            Err(ConfigError::Needs("--tls-cert", "--tls-key"))
         );
         let c = Config::parse_from(["shardio", "--tls-key", "key.pem"]);
         assert_eq!(
             c.validate(),
-            Err(ConfigError::TlsPair("--tls-key", "--tls-cert"))
+            Err(ConfigError::Needs("--tls-key", "--tls-cert"))
         );
         let c = Config::parse_from(["shardio", "--tls-cert", "c.pem", "--tls-key", "k.pem"]);
         assert!(c.validate().is_ok() && c.tls.enabled());
         assert!(!Config::default().tls.enabled());
+        let c = Config::parse_from([
+            "shardio",
+            "--redis-subscribe",
+            "rooms",
+            "--redis-mode",
+            "streams",
+        ]);
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::Needs(
+                "--redis-subscribe rooms",
+                "--redis-mode classic"
+            ))
+        );
     }
 
     #[test]
@@ -568,5 +579,41 @@ mod tests {
         assert!(c.validate().is_ok() && c.redis.enabled());
         let c = Config::parse_from(["shardio", "--redis-sentinel", "s1", "--redis-master", "m"]);
         assert_eq!(c.validate(), Err(ConfigError::Sentinel("s1".into())));
+        let sentinel = ["--redis-sentinel", "s1:26379", "--redis-master", "m"];
+        let with = |mode: &str| {
+            let mut args = vec!["shardio", "--redis-mode", mode];
+            args.extend(sentinel);
+            Config::parse_from(args).validate()
+        };
+        assert!(with("streams").is_ok());
+        assert_eq!(
+            with("sharded"),
+            Err(ConfigError::Needs(
+                "--redis-sentinel",
+                "--redis-mode classic or streams"
+            ))
+        );
+        let c = Config::parse_from(["shardio", "--redis-subscription-mode", "static"]);
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::Needs(
+                "--redis-subscription-mode",
+                "--redis-mode sharded"
+            ))
+        );
+        let c = Config::parse_from([
+            "shardio",
+            "--redis-mode",
+            "sharded",
+            "--redis-subscribe",
+            "rooms",
+        ]);
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::Needs(
+                "--redis-subscribe rooms",
+                "--redis-mode classic"
+            ))
+        );
     }
 }

@@ -56,16 +56,48 @@ pub struct RedisConfig {
         value_name = "MS"
     )]
     pub reconnect_max: u64,
-    /// `classic`: Node's `createAdapter` (PUBLISH, PSUBSCRIBE) on one Redis. `sharded`: Node's
-    /// `createShardedAdapter` on a Redis Cluster 7+ (SPUBLISH, SSUBSCRIBE); `--redis` then
-    /// names one or more cluster nodes, comma-separated.
+    /// What the bridge subscribes to for broadcasts in `--redis-mode classic`: `pattern` (Node's
+    /// classic adapter: `PSUBSCRIBE prefix#nsp#*`, every machine receives every broadcast) or
+    /// `rooms` (the namespace channel plus one channel per room with a member on this machine).
+    #[arg(
+        long = "redis-subscribe",
+        env = "SHARDIO_REDIS_SUBSCRIBE",
+        value_enum,
+        default_value = defaults::REDIS_SUBSCRIBE,
+        value_name = "MODE"
+    )]
+    pub subscribe: RedisSubscribe,
+    /// How messages cross machines: `classic` (Node's `@socket.io/redis-adapter`, Pub/Sub),
+    /// `streams` (`@socket.io/redis-streams-adapter` 0.3: broadcasts and room commands go
+    /// through a Redis stream that the bridge reads from its last id, so a Redis outage loses
+    /// nothing still in the stream) or `sharded` (Node's `createShardedAdapter` on a Redis
+    /// Cluster 7+: SPUBLISH, SSUBSCRIBE; `--redis` then names one or more cluster nodes,
+    /// comma-separated). Every server of a cluster must use the same.
     #[arg(
         long = "redis-mode",
         env = "SHARDIO_REDIS_MODE",
         value_enum,
-        default_value = defaults::REDIS_MODE
+        default_value = defaults::REDIS_MODE,
+        value_name = "MODE"
     )]
     pub mode: RedisMode,
+    /// With `--redis-mode streams`: the stream's key (Node's `streamName`).
+    #[arg(
+        long = "redis-stream",
+        env = "SHARDIO_REDIS_STREAM",
+        default_value = defaults::REDIS_STREAM,
+        value_name = "KEY"
+    )]
+    pub stream: String,
+    /// With `--redis-mode streams`: the stream is trimmed to about this many entries on every
+    /// XADD (`MAXLEN ~`, Node's `maxLen`); it bounds how long an outage can last without loss.
+    #[arg(
+        long = "redis-stream-maxlen",
+        env = "SHARDIO_REDIS_STREAM_MAXLEN",
+        default_value_t = defaults::REDIS_STREAM_MAXLEN,
+        value_name = "ENTRIES"
+    )]
+    pub stream_maxlen: u64,
     /// With `--redis-mode sharded`, Node's `subscriptionMode`: `static` (two channels per
     /// namespace), `dynamic` (plus one per room with members here, socket ids excepted) or
     /// `dynamic-private` (socket ids too). Every server of a cluster must use the same.
@@ -77,8 +109,9 @@ pub struct RedisConfig {
     )]
     pub subscription_mode: SubscriptionMode,
     /// Sentinels to ask for the master (`host:port`, comma-separated); turns the bridge on
-    /// without `--redis` and follows failovers. Needs `--redis-master`. A `--redis` URL given
-    /// too lends its database, user and password to the master's connections. Default: none.
+    /// without `--redis` and follows failovers. Needs `--redis-master`; works with
+    /// `--redis-mode classic` and `streams`. A `--redis` URL given too lends its database, user
+    /// and password to the master's connections. Default: none.
     #[arg(
         long = "redis-sentinel",
         env = "SHARDIO_REDIS_SENTINEL",
@@ -96,11 +129,29 @@ pub struct RedisConfig {
     pub master: Option<String>,
 }
 
-/// The Redis adapter's wire format (`--redis-mode`).
+/// How the bridge subscribes to other servers' broadcasts in `--redis-mode classic`
+/// (`--redis-subscribe`). Either way the same channels are published to and every server of a
+/// cluster may use either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RedisSubscribe {
+    /// `PSUBSCRIBE prefix#nsp#*`, as Node's classic adapter: every machine receives every
+    /// broadcast of the cluster, whether it holds members of the room or not.
+    Pattern,
+    /// `SUBSCRIBE prefix#nsp#` and `prefix#nsp#<room>#` for each room (socket ids included)
+    /// with at least one member on this machine, changed in batches as rooms gain their first
+    /// and lose their last local member: a machine receives the broadcasts of its rooms only.
+    Rooms,
+}
+
+/// `--redis-mode`: which of Node's Redis adapters the bridge speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RedisMode {
-    /// Node's `createAdapter`: PUBLISH and PSUBSCRIBE on one Redis (or behind Sentinel).
+    /// `@socket.io/redis-adapter` (v8) and `@socket.io/redis-emitter`: everything on Pub/Sub,
+    /// one Redis (or behind Sentinel).
     Classic,
+    /// `@socket.io/redis-streams-adapter` (0.3) and its emitter: broadcasts and room commands
+    /// in a Redis stream, requests and responses on Pub/Sub.
+    Streams,
     /// Node's `createShardedAdapter`: SPUBLISH and SSUBSCRIBE on a Redis Cluster 7+.
     Sharded,
 }
@@ -155,6 +206,16 @@ impl RedisConfig {
             .unwrap_or_default()
     }
 
+    /// Whether the bridge subscribes one channel per room held on this machine:
+    /// `--redis-subscribe rooms` (classic), or the sharded adapter's dynamic subscription modes.
+    pub fn room_channels(&self) -> bool {
+        match self.mode {
+            RedisMode::Classic => self.subscribe == RedisSubscribe::Rooms,
+            RedisMode::Streams => false,
+            RedisMode::Sharded => self.subscription_mode != SubscriptionMode::Static,
+        }
+    }
+
     /// `--redis-requests-timeout` as a duration.
     pub fn requests_timeout(&self) -> Duration {
         Duration::from_millis(self.requests_timeout)
@@ -180,22 +241,38 @@ impl RedisConfig {
                 return Err(ConfigError::RedisUrl(url.to_owned()));
             }
         }
-        if self.urls().len() > 1 && self.mode == RedisMode::Classic {
+        if self.urls().len() > 1 && self.mode != RedisMode::Sharded {
             return Err(ConfigError::RedisUrl(self.url.clone().unwrap_or_default()));
         }
         if !self.sentinels.is_empty() {
             if self.master.is_none() {
                 return Err(ConfigError::Needs("--redis-sentinel", "--redis-master"));
             }
+            // A Redis Cluster fails over by itself; Sentinel watches one master.
             if self.mode == RedisMode::Sharded {
                 return Err(ConfigError::Needs(
                     "--redis-sentinel",
-                    "--redis-mode classic",
+                    "--redis-mode classic or streams",
                 ));
             }
             if let Some(bad) = self.sentinels.iter().find(|s| !valid_host_port(s)) {
                 return Err(ConfigError::Sentinel(bad.clone()));
             }
+        }
+        if self.subscribe == RedisSubscribe::Rooms && self.mode != RedisMode::Classic {
+            return Err(ConfigError::Needs(
+                "--redis-subscribe rooms",
+                "--redis-mode classic",
+            ));
+        }
+        if self.subscription_mode != SubscriptionMode::Dynamic && self.mode != RedisMode::Sharded {
+            return Err(ConfigError::Needs(
+                "--redis-subscription-mode",
+                "--redis-mode sharded",
+            ));
+        }
+        if self.stream.is_empty() {
+            return Err(ConfigError::Zero("redis-stream length"));
         }
         if self.prefix.is_empty() {
             return Err(ConfigError::Zero("redis-prefix length"));
@@ -204,6 +281,7 @@ impl RedisConfig {
             ("redis-requests-timeout", self.requests_timeout),
             ("redis-queue", self.queue as u64),
             ("redis-probe-interval", self.probe_interval),
+            ("redis-stream-maxlen", self.stream_maxlen),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));

@@ -30,8 +30,8 @@ impl TlsConfig {
     /// certificate and its key is checked when they are loaded (`tls::Certificates::load`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         match (&self.cert, &self.key) {
-            (Some(_), None) => Err(ConfigError::TlsPair("--tls-cert", "--tls-key")),
-            (None, Some(_)) => Err(ConfigError::TlsPair("--tls-key", "--tls-cert")),
+            (Some(_), None) => Err(ConfigError::Needs("--tls-cert", "--tls-key")),
+            (None, Some(_)) => Err(ConfigError::Needs("--tls-key", "--tls-cert")),
             _ => Ok(()),
         }
     }

@@ -16,8 +16,13 @@ pub struct BridgeMetrics {
     dropped: AtomicU64,
     malformed: AtomicU64,
     probes_lost: AtomicU64,
+    messages_in: AtomicU64,
+    bytes_in: AtomicU64,
+    room_channels: AtomicU64,
     /// Seconds from publishing a request to the cluster to its answer (or its deadline).
     pub(super) round_trips: Histogram,
+    stream_waiting: AtomicU64,
+    stream_lag_ms: AtomicU64,
 }
 
 impl Default for BridgeMetrics {
@@ -30,9 +35,14 @@ impl Default for BridgeMetrics {
             dropped: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
             probes_lost: AtomicU64::new(0),
+            messages_in: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            room_channels: AtomicU64::new(0),
             // 0.25 ms to 4 s: a loopback Redis answers in the first buckets, the default
             // request timeout (5 s) lands past the last.
             round_trips: Histogram::new(exponential_buckets(0.000_25, 2.0, 15)),
+            stream_waiting: AtomicU64::new(0),
+            stream_lag_ms: AtomicU64::new(0),
         }
     }
 }
@@ -66,6 +76,24 @@ impl BridgeMetrics {
 
     pub(crate) fn probe_lost(&self) {
         self.probes_lost.fetch_add(1, Relaxed);
+    }
+
+    /// Counts one message from Redis of `bytes` payload bytes, whatever becomes of it.
+    pub(crate) fn message_in(&self, bytes: usize) {
+        self.messages_in.fetch_add(1, Relaxed);
+        self.bytes_in.fetch_add(bytes as u64, Relaxed);
+    }
+
+    pub(crate) fn set_room_channels(&self, n: usize) {
+        self.room_channels.store(n as u64, Relaxed);
+    }
+
+    pub(crate) fn set_stream_waiting(&self, entries: usize) {
+        self.stream_waiting.store(entries as u64, Relaxed);
+    }
+
+    pub(crate) fn set_stream_lag(&self, ms: u64) {
+        self.stream_lag_ms.store(ms, Relaxed);
     }
 
     /// Records how long a request to the other servers took to be answered.
@@ -107,5 +135,34 @@ impl BridgeMetrics {
     /// Probes that did not come back through the subscription in time.
     pub fn probes_lost(&self) -> u64 {
         self.probes_lost.load(Relaxed)
+    }
+
+    /// Messages that arrived from Redis on the subscription (and stream entries read, in streams
+    /// mode), whatever became of them (own messages, probes, broadcasts for rooms without
+    /// members here): the machine's Redis ingress.
+    pub fn messages_in(&self) -> u64 {
+        self.messages_in.load(Relaxed)
+    }
+
+    /// Payload bytes of [`Self::messages_in`] (channel names and framing not counted).
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in.load(Relaxed)
+    }
+
+    /// Room channels subscribed (`--redis-subscribe rooms`; 0 in pattern mode).
+    pub fn room_channels(&self) -> u64 {
+        self.room_channels.load(Relaxed)
+    }
+
+    /// Streams mode: entries waiting to be added to the stream (published while Redis was
+    /// away); they go out first when it is back.
+    pub fn stream_waiting(&self) -> u64 {
+        self.stream_waiting.load(Relaxed)
+    }
+
+    /// Streams mode: how old (by Redis's clock, in milliseconds) the last entry read from the
+    /// stream was when the bridge read it: how far behind the stream the reader runs.
+    pub fn stream_lag_ms(&self) -> u64 {
+        self.stream_lag_ms.load(Relaxed)
     }
 }

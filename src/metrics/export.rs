@@ -296,6 +296,21 @@ impl Metrics {
                 "1 while the Redis bridge holds working connections (0 when Redis is off or away).",
                 self.bridge.connected(),
             ),
+            (
+                "shardio_redis_room_channels",
+                "Room channels the bridge subscribes to (--redis-subscribe rooms).",
+                self.bridge.room_channels(),
+            ),
+            (
+                "shardio_redis_stream_waiting",
+                "Streams mode: entries waiting for Redis to be added to the stream.",
+                self.bridge.stream_waiting(),
+            ),
+            (
+                "shardio_redis_stream_lag_milliseconds",
+                "Streams mode: age of the last entry read from the stream when it was read.",
+                self.bridge.stream_lag_ms(),
+            ),
         ];
         for (name, help, value) in gauges {
             sample(
@@ -335,6 +350,16 @@ impl Metrics {
                 "shardio_redis_probes_lost",
                 "Probes that did not come back through the subscription in time.",
                 b.probes_lost(),
+            ),
+            (
+                "shardio_redis_messages_in",
+                "Messages that arrived from Redis on the subscription, own messages and probes included.",
+                b.messages_in(),
+            ),
+            (
+                "shardio_redis_bytes_in",
+                "Payload bytes of the messages that arrived from Redis.",
+                b.bytes_in(),
             ),
         ];
         for (name, help, value) in counters {

@@ -1,7 +1,6 @@
 //! What arrives from Redis: other servers' broadcasts, requests and responses (docs/PROTOCOL.md §3),
 //! decoded and handed to the shards.
 
-use super::wire::Incoming;
 use super::*;
 
 impl Bridge {
@@ -10,14 +9,8 @@ impl Bridge {
             Ok(Some(pattern)) => pattern,
             _ => msg.get_channel_name().to_owned(),
         };
-        let route = self.routes.get(&key).copied().or_else(|| {
-            // A sharded room channel (dynamic subscription modes).
-            self.sharded()
-                .then(|| self.room_channel_ns(&key))
-                .flatten()
-                .map(|ns| (ns, Role::Sharded))
-        });
-        let Some((ns, role)) = route else {
+        self.stats().message_in(msg.get_payload_bytes().len());
+        let Some((ns, role)) = self.route(&key) else {
             return;
         };
         let payload = convert::payload_bytes(msg);
@@ -35,16 +28,8 @@ impl Bridge {
                 Ok(r) => self.on_response(r),
                 Err(e) => self.malformed(channel, &e),
             },
-            Role::Sharded | Role::ShardedPrivate => {
-                let private = matches!(role, Role::ShardedPrivate);
-                match self.read_sharded(ns, private, &payload) {
-                    Ok(Some(Incoming::Broadcast(b))) => self.on_broadcast(ns, b),
-                    Ok(Some(Incoming::Request(r))) => self.on_request(ns, r),
-                    Ok(Some(Incoming::Response(r))) => self.on_response(r),
-                    Ok(None) => {}
-                    Err(e) => self.malformed(channel, &e),
-                }
-            }
+            Role::Cluster => self.on_cluster_payload(ns, channel, &payload, false),
+            Role::ClusterPrivate => self.on_cluster_payload(ns, channel, &payload, true),
         }
     }
 
@@ -153,10 +138,6 @@ impl Bridge {
             id,
             query: Box::new(query.clone()),
         });
-        if kind == InboundKind::RoomSync && asked < self.shards {
-            // Some rooms would be missing, and their channels unsubscribed.
-            return;
-        }
         let req = Inbound {
             ns,
             request_id,

@@ -16,6 +16,7 @@ impl Bridge {
             } => self.ask_cluster(origin, &nsp, id, *query, timeout),
             BridgeMsg::Tell { nsp, cmd } => self.tell_cluster(&nsp, *cmd),
             BridgeMsg::Reply(reply) => self.on_shard_reply(*reply),
+            BridgeMsg::Rooms(changes) => self.on_rooms(origin, *changes),
         }
     }
 
@@ -47,8 +48,7 @@ impl Bridge {
                     packet,
                     opts: convert::wire_opts(&b.opts, None),
                 };
-                let (channel, payload) = self.broadcast_out(ns, message);
-                self.publish(channel, payload);
+                self.send_broadcast(ns, message);
             }
             Some((id, timeout)) => {
                 if self.out.is_none() || !self.pending.has_room() {
@@ -104,20 +104,9 @@ impl Bridge {
         body: RequestBody,
         req: Outbound,
     ) {
+        let out = self.request_out(ns, request_id.clone(), body);
         self.pending.add_outbound(request_id.clone(), req);
-        // No such request in the sharded adapter (ALL_ROOMS): nobody else is asked.
-        let Some((channel, payload)) = self.request_out(ns, body) else {
-            if let Some(due) = self.pending.servers_known(&request_id, Some(0)) {
-                self.carry_out(due);
-            }
-            return;
-        };
-        let out = Outgoing::Request {
-            request_id: request_id.clone(),
-            channel,
-            payload,
-        };
-        if !self.send_out(out) {
+        if !out.is_some_and(|out| self.send_out(out)) {
             if let Some(due) = self.pending.servers_known(&request_id, None) {
                 self.carry_out(due);
             }
@@ -208,9 +197,7 @@ impl Bridge {
                 }
             },
         };
-        if let Some((channel, payload)) = self.request_out(ns, body) {
-            self.publish(channel, payload);
-        }
+        self.send_command(ns, body);
     }
 
     pub(super) fn on_shard_reply(&mut self, reply: Reply) {
@@ -223,20 +210,15 @@ impl Bridge {
                         request_id: request_id.to_owned(),
                         packet: convert::first_arg(&payload),
                     };
-                    self.respond(ns, response);
+                    self.send_response(ns, response);
                 }
                 None
             }
+            // Only shards are told that; a bridge never asks itself.
+            Reply::RoomsSubscribed { .. } => None,
         };
         if let Some(due) = due {
             self.carry_out(due);
-        }
-    }
-
-    /// Publishes a response to another server's request.
-    fn respond(&mut self, ns: usize, response: Response) {
-        if let Some((channel, payload)) = self.response_out(ns, response) {
-            self.publish(channel, payload);
         }
     }
 
@@ -249,10 +231,6 @@ impl Bridge {
                 answer,
             } => {
                 let response = match (kind, answer) {
-                    (InboundKind::RoomSync, Answer::Rooms(rooms)) => {
-                        return self.rooms_synced(ns, rooms)
-                    }
-                    (InboundKind::RoomSync, _) => return,
                     (InboundKind::FetchSockets, Answer::Sockets(sockets)) => {
                         Response::RemoteFetch {
                             request_id,
@@ -270,7 +248,7 @@ impl Bridge {
                             .map_or(JsValue::Null, |p| convert::first_arg(&p)),
                     },
                 };
-                self.respond(ns, response);
+                self.send_response(ns, response);
             }
             Due::ClientCount {
                 ns,
@@ -281,7 +259,7 @@ impl Bridge {
                     request_id,
                     client_count: count,
                 };
-                self.respond(ns, response);
+                self.send_response(ns, response);
             }
             Due::Answer {
                 ns,

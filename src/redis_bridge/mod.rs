@@ -12,12 +12,23 @@
 //!   `try_send`, a full inbox drops and counts). The bridge stands on the bus's message types
 //!   (`bus::cluster`) and knows nothing of `socketio/`.
 //! * Bridge -> Redis: a publisher task with its own bounded queue pipelines PUBLISH commands
-//!   (and PUBSUB NUMSUB for requests) on one multiplexed connection; a full queue drops.
-//! * Redis -> bridge: one pub/sub connection with Node's channel set per namespace.
+//!   (and PUBSUB NUMSUB for requests, XADD in streams mode) on one multiplexed connection, or
+//!   SPUBLISHes them through a Redis Cluster connection; a full queue drops.
+//! * Redis -> bridge: one pub/sub connection with Node's channel set per namespace, or, with
+//!   `--redis-subscribe rooms` and the sharded mode's dynamic subscriptions, the namespace
+//!   channel and one channel per room this machine holds, changed in batches as the shards
+//!   report rooms gained and lost (`rooms`); in streams mode also a reader of the stream on a
+//!   connection of its own.
+//!
+//! `--redis-mode` picks the wire: `classic` (Node's `@socket.io/redis-adapter`), `streams`
+//! (`@socket.io/redis-streams-adapter` 0.3, §4) or `sharded` (Node's `createShardedAdapter` on
+//! a Redis Cluster, §3.7). The bridge's logic speaks the classic adapter's values; `wire` puts
+//! them on the mode's channels or stream. Redis is one server, the master Sentinel names
+//! (`--redis-sentinel`, classic and streams), or a Redis Cluster (sharded).
 //!
 //! Nothing here ever waits on a shard, and no shard ever waits on Redis. When Redis is away, the
-//! bridge keeps draining its queue (publishes are dropped and counted, questions are answered
-//! as incomplete at once), retries with a doubling backoff (250 ms up to `--redis-reconnect-max`),
+//! bridge keeps draining its queue (publishes are dropped and counted, but in streams mode wait
+//! for Redis in a bounded backlog; questions are answered as incomplete at once), retries with a doubling backoff (250 ms up to `--redis-reconnect-max`),
 //! and resubscribes everything on return. A probe published every `--redis-probe-interval` to
 //! the bridge's own response channel must come back before the next one, or the connections are
 //! rebuilt: that catches a subscription that silently stopped delivering.
@@ -29,14 +40,22 @@
 //! * `from_redis`: other servers' broadcasts, requests and responses;
 //! * `from_shards`: the shards' broadcasts to publish, questions, commands and answers;
 //! * `pending`: requests in flight both ways and their deadlines;
-//! * `convert`: Node's JSON values to and from Socket.IO payloads.
+//! * `subscriptions`: the room channels wanted and the changes to tell Redis (pure);
+//! * `rooms`: the shards' room reports, and the room channels' SUBSCRIBE / UNSUBSCRIBE;
+//! * `convert`: Node's JSON values to and from Socket.IO payloads;
+//! * `links`: where Redis is (one server, Sentinel, Cluster), the connections to it and the
+//!   publisher task;
+//! * `wire`: what each `--redis-mode` sends where;
+//! * `streams`: the stream of streams mode: the reader, the backlog, resuming after an outage.
 
 mod convert;
 mod from_redis;
 mod from_shards;
-mod link;
+mod links;
 mod pending;
 mod rooms;
+mod streams;
+mod subscriptions;
 mod wire;
 
 use std::collections::HashMap;
@@ -44,8 +63,8 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
-use link::{Link, Target};
 use rand::distr::{Alphanumeric, SampleString};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
@@ -56,14 +75,17 @@ use crate::bus::cluster::{
     ServerSideEmit, SioMsg, Tally,
 };
 use crate::bus::{Bus, ShardMsg, ToBridge};
-use crate::config::RedisConfig;
+use crate::config::{RedisConfig, RedisMode};
 use crate::metrics::{BridgeMetrics, Metrics};
 use crate::protocol::adapter::{
-    self, BroadcastMessage, Channels, JsValue, Request, RequestBody, Response,
+    self, BroadcastMessage, Channels, JsValue, Request, RequestBody, Response, StreamEntry,
 };
 use crate::protocol::socketio::event_frames;
+use links::{connect, publish_loop, Event, Links, ReadPlan, Subscriber, Target};
 use pending::{Due, Inbound, InboundAck, InboundKind, Outbound, OutboundKind, Pending};
-use rooms::RoomChannels;
+use streams::{ReadEvent, StreamState};
+use subscriptions::RoomSubscriptions;
+use wire::ReplyTo;
 
 /// How long the shards have to answer a request from another server, at most: well inside the
 /// requester's own timeout, so that it gets this server's answer, partial or not.
@@ -154,7 +176,8 @@ pub(crate) fn spawn(setup: BridgeSetup) -> Result<BridgeHandle, BridgeError> {
 struct Namespace {
     name: String,
     channels: Channels,
-    /// `prefix-response#nsp#uid#`: where responses for this bridge may come, and the probe.
+    /// Where responses for this bridge come, and the probe: `prefix-response#nsp#uid#`
+    /// (classic), `prefix#nsp#uid#` (streams, sharded).
     own_response: String,
 }
 
@@ -164,10 +187,11 @@ enum Role {
     Broadcast,
     Request,
     Response,
-    /// A sharded adapter's namespace or room channel: broadcasts and requests.
-    Sharded,
-    /// A sharded adapter's own response channel (`prefix#nsp#uid#`).
-    ShardedPrivate,
+    /// Streams and sharded modes: cluster messages (requests, responses, and in sharded mode
+    /// broadcasts).
+    Cluster,
+    /// This server's own channel of the cluster-message modes: responses only.
+    ClusterPrivate,
 }
 
 /// A command for the publisher task.
@@ -182,10 +206,8 @@ enum Outgoing {
         channel: String,
         payload: Vec<u8>,
     },
-    /// Sharded mode: SSUBSCRIBE to these room channels.
-    Subscribe(Vec<String>),
-    /// Sharded mode: SUNSUBSCRIBE from these room channels.
-    Unsubscribe(Vec<String>),
+    /// Streams mode: an entry to add to the stream.
+    Add(StreamEntry),
 }
 
 /// What the publisher tells the bridge.
@@ -196,8 +218,15 @@ enum Feedback {
         request_id: String,
         servers: Option<usize>,
     },
-    /// The connection failed; the publisher has stopped.
-    Lost(redis::RedisError),
+    /// Streams mode: Redis added a pipeline's entries, the last with this id.
+    Added(String),
+    /// The connection failed; the publisher has stopped. In streams mode, `unconfirmed` are the
+    /// entries of the failed pipeline (Redis may have added some), `unsent` those it never sent.
+    Lost {
+        error: redis::RedisError,
+        unconfirmed: Vec<StreamEntry>,
+        unsent: Vec<StreamEntry>,
+    },
 }
 
 /// Why the connected phase ended.
@@ -226,8 +255,18 @@ struct Bridge {
     probe: Option<String>,
     /// Shard that runs the next server-side emit from another server (round robin).
     next_emit_shard: usize,
-    /// Sharded mode, dynamic subscriptions: the room channels.
-    rooms: RoomChannels,
+    /// The room channels, with `--redis-subscribe rooms` or sharded dynamic subscriptions.
+    rooms: Option<RoomSubscriptions>,
+    /// Changes subscriptions on the connected subscription connection.
+    subscriber: Option<Subscriber>,
+    /// The SUBSCRIBE / UNSUBSCRIBE of room channels in flight, at most one batch.
+    subscribing: Option<rooms::Subscribing>,
+    /// The shards' room reports waiting for Redis's confirmation.
+    confirmations: rooms::Confirmations,
+    /// Streams mode: the place in the stream and what waits for Redis.
+    stream: Option<StreamState>,
+    /// Streams mode: which server asked each request in flight.
+    reply_to: ReplyTo,
 }
 
 impl Bridge {
@@ -237,6 +276,7 @@ impl Bridge {
             Alphanumeric.sample_string(&mut rand::rng(), 10)
         );
         let prefix = setup.config.prefix.clone();
+        let mode = setup.config.mode;
         let namespaces: Vec<Namespace> = setup
             .namespaces
             .iter()
@@ -244,15 +284,12 @@ impl Bridge {
                 let channels = Channels::new(&prefix, name);
                 Namespace {
                     name: name.clone(),
-                    // Node's sharded adapter answers on `prefix#nsp#uid#`.
-                    own_response: match setup.config.mode {
-                        crate::config::RedisMode::Classic => channels.specific_response(&uid),
-                        crate::config::RedisMode::Sharded => channels.room(&uid),
-                    },
+                    own_response: Bridge::own_channel(mode, &channels, &uid),
                     channels,
                 }
             })
             .collect();
+        let per_room = setup.config.room_channels();
         let mut bridge = Bridge {
             shards: setup.bus.shards(),
             config: setup.config,
@@ -260,7 +297,6 @@ impl Bridge {
             uid,
             endpoint: setup.endpoint,
             namespaces,
-            routes: HashMap::new(),
             bus: setup.bus,
             queue: setup.queue,
             metrics: setup.metrics,
@@ -269,9 +305,19 @@ impl Bridge {
             next_id: 0,
             probe: None,
             next_emit_shard: 0,
-            rooms: RoomChannels::default(),
+            stream: (mode == RedisMode::Streams).then(StreamState::default),
+            reply_to: ReplyTo::default(),
+            routes: HashMap::new(),
+            rooms: per_room.then(RoomSubscriptions::default),
+            subscriber: None,
+            subscribing: None,
+            confirmations: rooms::Confirmations::default(),
         };
-        bridge.build_routes();
+        bridge.routes = bridge
+            .channel_roles()
+            .into_iter()
+            .map(|(_, name, ns, role)| (name, (ns, role)))
+            .collect();
         bridge
     }
 
@@ -293,7 +339,7 @@ impl Bridge {
         loop {
             // Connecting: keep serving the shards meanwhile (publishes are dropped, questions
             // answered as incomplete), so nothing waits on Redis.
-            let connecting = link::connect(self.target.clone(), self.subscriptions());
+            let connecting = connect(self.target.clone(), self.subscriptions(), self.read_plan());
             tokio::pin!(connecting);
             let connected = loop {
                 tokio::select! {
@@ -303,8 +349,8 @@ impl Bridge {
                     () = sleep_until(self.pending.next_deadline()) => self.expire(),
                 }
             };
-            let link = match connected {
-                Ok(link) => link,
+            let links = match connected {
+                Ok(links) => links,
                 Err(e) => {
                     attempts += 1;
                     if attempts.is_power_of_two() {
@@ -314,11 +360,15 @@ impl Bridge {
                     }
                     let wait = tokio::time::sleep(backoff);
                     tokio::pin!(wait);
+                    self.confirm_rooms_while_away();
                     loop {
                         tokio::select! {
                             _ = &mut stop => return,
                             () = &mut wait => break,
-                            Some(work) = self.queue.recv() => self.on_shard(work),
+                            Some(work) = self.queue.recv() => {
+                                self.on_shard(work);
+                                self.confirm_rooms_while_away();
+                            }
                             () = sleep_until(self.pending.next_deadline()) => self.expire(),
                         }
                     }
@@ -339,10 +389,13 @@ impl Bridge {
             attempts = 0;
             backoff = RedisConfig::RECONNECT_MIN;
             self.stats().set_connected(true);
-            let ended = self.serve(link, &mut stop).await;
+            let ended = self.serve(links, &mut stop).await;
             self.stats().set_connected(false);
             self.out = None;
             self.probe = None;
+            self.subscriber = None;
+            self.subscribing = None;
+            self.room_batch_lost();
             for due in self.pending.fail_outbound() {
                 self.carry_out(due);
             }
@@ -355,35 +408,64 @@ impl Bridge {
         }
     }
 
+    /// Streams mode: what a fresh read connection needs to resume.
+    fn read_plan(&self) -> Option<ReadPlan> {
+        let state = self.stream.as_ref()?;
+        Some(ReadPlan {
+            key: self.config.stream.clone(),
+            uid: self.uid.clone(),
+            last_read: state.last_read.clone(),
+            last_added: state.last_added.clone(),
+            unconfirmed: state.unconfirmed.len(),
+        })
+    }
+
     /// The connected phase: until Redis is lost or the bridge stops.
-    async fn serve(&mut self, link: Link, stop: &mut oneshot::Receiver<()>) -> Ended {
-        let Link {
+    async fn serve(&mut self, links: Links, stop: &mut oneshot::Receiver<()>) -> Ended {
+        let Links {
             publisher,
+            subscriber,
             events: mut stream,
+            reader,
             mut switched,
-        } = link;
+        } = links;
+        self.subscriber = Some(subscriber);
         let (out_tx, out_rx) = mpsc::channel(self.config.queue);
         let (feedback_tx, mut feedback) = mpsc::channel(self.config.queue);
-        let publisher = tokio::task::spawn_local(link::publish_loop(
+        let target = (self.config.stream.clone(), self.config.stream_maxlen);
+        let publisher = tokio::task::spawn_local(publish_loop(
             publisher,
             out_rx,
             feedback_tx,
             self.metrics.clone(),
+            target,
         ));
         self.out = Some(out_tx);
+        let (reads_tx, mut reads) = mpsc::channel(4);
+        let mut read_task = None;
+        if let Some((read_conn, resume)) = reader {
+            self.flush_backlog(&resume);
+            let key = self.config.stream.clone();
+            read_task = Some(tokio::task::spawn_local(streams::read_loop(
+                read_conn,
+                key,
+                resume.from,
+                reads_tx,
+            )));
+        } else {
+            drop(reads_tx);
+        }
         let mut probe = tokio::time::interval(self.config.probe_interval());
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut room_sync = tokio::time::interval(Duration::from_millis(
-            crate::config::defaults::REDIS_ROOM_SYNC_MS,
-        ));
-        room_sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(64);
+        // Room changes reported while connecting.
+        self.apply_room_changes();
         let ended = loop {
             tokio::select! {
                 _ = &mut *stop => break Ended::Stop,
                 event = stream.next() => match event {
-                    Some(link::Event::Message(msg)) => self.on_redis(&msg),
-                    Some(link::Event::Unsubscribed(channel)) => {
+                    Some(Event::Message(msg)) => self.on_redis(&msg),
+                    Some(Event::Unsubscribed(channel)) => {
                         if self.wants(&channel) {
                             // The slot moved: subscribe again, on the new topology.
                             break Ended::Lost(format!("Redis dropped the subscription to {channel}"));
@@ -396,7 +478,6 @@ impl Bridge {
                     // The sentinel went away; the master's own connection still tells.
                     None => switched = None,
                 },
-                _ = room_sync.tick(), if self.dynamic_rooms() => self.sync_rooms(),
                 n = self.queue.recv_many(&mut batch, 64) => {
                     if n == 0 {
                         break Ended::Stop;
@@ -404,6 +485,14 @@ impl Bridge {
                     for work in batch.drain(..) {
                         self.on_shard(work);
                     }
+                    self.apply_room_changes();
+                }
+                result = rooms::in_flight(&mut self.subscribing) => {
+                    self.subscribing = None;
+                    if let Err(e) = result {
+                        break Ended::Lost(format!("changing room subscriptions: {e}"));
+                    }
+                    self.room_batch_done();
                 }
                 Some(fb) = feedback.recv() => match fb {
                     Feedback::Servers { request_id, servers } => {
@@ -413,7 +502,19 @@ impl Bridge {
                             self.carry_out(due);
                         }
                     }
-                    Feedback::Lost(e) => break Ended::Lost(e.to_string()),
+                    Feedback::Added(id) => {
+                        if let Some(state) = self.stream.as_mut() {
+                            state.last_added = Some(id);
+                        }
+                    }
+                    Feedback::Lost { error, unconfirmed, unsent } => {
+                        self.publisher_lost(unconfirmed, unsent);
+                        break Ended::Lost(error.to_string());
+                    }
+                },
+                Some(event) = reads.recv() => match event {
+                    ReadEvent::Entries(entries) => self.on_stream_entries(entries),
+                    ReadEvent::Lost(e) => break Ended::Lost(format!("reading the stream: {e}")),
                 },
                 _ = probe.tick() => {
                     if let Some(lost) = self.probe.take() {
@@ -428,8 +529,33 @@ impl Bridge {
         };
         // Let what is queued reach Redis on a clean stop; on a loss it is gone anyway.
         self.out = None;
+        if let Some(task) = read_task {
+            task.abort();
+        }
         if matches!(ended, Ended::Stop) {
             let _ = tokio::time::timeout(FLUSH_ON_STOP, publisher).await;
+        } else if self.stream.is_some() {
+            // Streams mode: the publisher, its queue closed, sends what it holds or hands it
+            // back, so that no entry is lost; its connection answers or fails within its
+            // response timeout.
+            let abort = publisher.abort_handle();
+            let _ = tokio::time::timeout(REDIS_RESPONSE_TIMEOUT + FLUSH_ON_STOP, publisher).await;
+            abort.abort();
+            while let Ok(fb) = feedback.try_recv() {
+                match fb {
+                    Feedback::Added(id) => {
+                        if let Some(state) = self.stream.as_mut() {
+                            state.last_added = Some(id);
+                        }
+                    }
+                    Feedback::Lost {
+                        unconfirmed,
+                        unsent,
+                        ..
+                    } => self.publisher_lost(unconfirmed, unsent),
+                    Feedback::Servers { .. } => {}
+                }
+            }
         } else {
             publisher.abort();
         }
@@ -439,7 +565,8 @@ impl Bridge {
     fn send_probe(&mut self) {
         self.next_id += 1;
         let id = format!("{}-probe-{}", self.uid, self.next_id);
-        let (channel, payload) = self.probe_out(id.clone());
+        let payload = self.probe_payload(id.clone());
+        let channel = self.namespaces[0].own_response.clone();
         if self.publish(channel, payload) {
             self.probe = Some(id);
         }
@@ -454,12 +581,16 @@ impl Bridge {
     fn send_out(&mut self, out: Outgoing) -> bool {
         let sent = self.out.as_ref().is_some_and(|o| o.try_send(out).is_ok());
         if !sent {
-            let dropped = self.stats().drop_one();
-            if dropped.is_power_of_two() {
-                tracing::warn!(dropped, "not published: Redis is away or slow");
-            }
+            self.count_drop();
         }
         sent
+    }
+
+    fn count_drop(&self) {
+        let dropped = self.stats().drop_one();
+        if dropped.is_power_of_two() {
+            tracing::warn!(dropped, "not published: Redis is away or slow");
+        }
     }
 
     /// A fresh id for the shards (ack ids on sockets, query ids), which never collides with
@@ -513,7 +644,7 @@ impl Bridge {
 }
 
 /// The next item of `stream`, or never without one.
-async fn next_or_never(stream: &mut Option<link::Messages>) -> Option<redis::Msg> {
+async fn next_or_never(stream: &mut Option<links::Messages>) -> Option<redis::Msg> {
     match stream {
         Some(stream) => stream.next().await,
         None => std::future::pending().await,

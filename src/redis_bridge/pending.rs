@@ -28,9 +28,6 @@ pub(crate) enum InboundKind {
     AllRooms,
     /// One shard runs the handler and answers once.
     ServerSideEmit,
-    /// Not a request from another server: the bridge's own question, which rooms have
-    /// members here (sharded mode's room channels, `rooms.rs`).
-    RoomSync,
 }
 
 /// A request from another server, answered by the shards of this process.
@@ -225,10 +222,7 @@ impl Pending {
             .collect();
         for id in late {
             if let Some(r) = self.inbound.remove(&id) {
-                // A room sync is only good whole: the next one comes soon.
-                if r.kind != InboundKind::RoomSync {
-                    due.push(respond(r));
-                }
+                due.push(respond(r));
             }
         }
         for r in self.inbound_acks.values_mut() {

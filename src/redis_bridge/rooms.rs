@@ -1,124 +1,169 @@
-//! The room channels of the sharded adapter's dynamic modes (`--redis-subscription-mode
-//! dynamic|dynamic-private`): a server subscribes to `prefix#nsp#room#` for each room with
-//! members on it, because Node's sharded servers publish a broadcast to one room there.
+//! Per-room subscriptions: `--redis-subscribe rooms` (classic: SUBSCRIBE) and the sharded
+//! adapter's dynamic subscription modes (`--redis-mode sharded --redis-subscription-mode
+//! dynamic|dynamic-private`: SSUBSCRIBE). The shards' reports of rooms gained and lost, the
+//! channel set they make (`subscriptions`), and its changes sent to Redis on the subscription
+//! connection, one batch in flight at a time. Changes reported meanwhile wait, and go as the
+//! next batch when the one in flight is confirmed.
 //!
-//! The set is computed from the rooms the shards hold: every `REDIS_ROOM_SYNC_MS` the bridge
-//! asks them (the question an ALL_ROOMS request asks) and subscribes and unsubscribes the
-//! difference, one batch per namespace. This is the one place that decides which room channels
-//! this machine needs; a room's first member waits for the next sync before broadcasts from
-//! other servers to that room reach it here.
+//! Each report is answered (`Reply::RoomsSubscribed`, its number) once Redis has confirmed
+//! what it needed: the batch that took its changes, or at once when it changed nothing Redis
+//! does not already have. While Redis is away, at once: the next connection subscribes the
+//! whole set before it receives anything.
 
-use std::collections::HashSet;
+use futures_util::future::LocalBoxFuture;
+use std::collections::HashMap;
 
 use super::*;
+use crate::bus::cluster::RoomChanges;
 
-/// The room channels subscribed (or to subscribe on connect), per namespace.
-#[derive(Debug, Default)]
-pub(super) struct RoomChannels {
-    by_ns: HashMap<usize, HashSet<String>>,
+/// A batch of SUBSCRIBE / UNSUBSCRIBE commands, until Redis confirmed them all.
+pub(super) type Subscribing = LocalBoxFuture<'static, Result<(), redis::RedisError>>;
+
+/// Completes with the batch in flight; never without one.
+pub(super) async fn in_flight(
+    subscribing: &mut Option<Subscribing>,
+) -> Result<(), redis::RedisError> {
+    match subscribing {
+        Some(batch) => batch.await,
+        None => std::future::pending().await,
+    }
 }
 
-/// What to change to reach a wanted set of channels.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(super) struct Change {
-    pub(super) subscribe: Vec<String>,
-    pub(super) unsubscribe: Vec<String>,
+/// The shards' room reports not yet answered, as (namespace, shard) -> the last report's number.
+#[derive(Default)]
+pub(super) struct Confirmations {
+    /// Not yet taken into a batch.
+    waiting: HashMap<(usize, usize), u64>,
+    /// Taken into the batch in flight.
+    in_flight: Vec<((usize, usize), u64)>,
 }
 
-impl RoomChannels {
-    /// Every room channel, for a new connection's subscriptions.
-    pub(super) fn channels(&self) -> impl Iterator<Item = &str> {
-        self.by_ns.values().flatten().map(String::as_str)
-    }
-
-    /// Whether `channel` is a room channel subscribed (or to subscribe).
-    pub(super) fn contains(&self, channel: &str) -> bool {
-        self.by_ns
-            .values()
-            .any(|channels| channels.contains(channel))
-    }
-
-    /// The change from the channels of namespace `ns` to `wanted`; not applied.
-    pub(super) fn change(&self, ns: usize, wanted: &HashSet<String>) -> Change {
-        let empty = HashSet::new();
-        let have = self.by_ns.get(&ns).unwrap_or(&empty);
-        let mut subscribe: Vec<String> = wanted.difference(have).cloned().collect();
-        let mut unsubscribe: Vec<String> = have.difference(wanted).cloned().collect();
-        subscribe.sort_unstable();
-        unsubscribe.sort_unstable();
-        Change {
-            subscribe,
-            unsubscribe,
-        }
-    }
-
-    /// Records `wanted` as the channels of namespace `ns`.
-    pub(super) fn set(&mut self, ns: usize, wanted: HashSet<String>) {
-        self.by_ns.insert(ns, wanted);
+impl Confirmations {
+    fn wait(&mut self, key: (usize, usize), seq: u64) {
+        let last = self.waiting.entry(key).or_default();
+        *last = (*last).max(seq);
     }
 }
 
 impl Bridge {
-    /// Asks the shards for their rooms, when the room channels follow them and Redis is
-    /// connected (a new connection subscribes to the channels recorded here).
-    pub(super) fn sync_rooms(&mut self) {
-        if !self.dynamic_rooms() || self.out.is_none() {
-            return;
-        }
-        for ns in 0..self.namespaces.len() {
-            self.ask_shards(ns, String::new(), InboundKind::RoomSync, Query::AllRooms);
-        }
-    }
-
-    /// The shards' rooms of namespace `ns`: subscribe to the channels of new rooms, unsubscribe
-    /// from those of rooms gone.
-    pub(super) fn rooms_synced(&mut self, ns: usize, rooms: Vec<String>) {
-        if self.out.is_none() {
-            return;
-        }
-        let channels = &self.namespaces[ns].channels;
-        let wanted: HashSet<String> = rooms
-            .iter()
-            .filter(|room| self.room_has_channel(room))
-            .map(|room| channels.room(room))
+    /// Every channel and pattern to subscribe to on a fresh connection, as (is pattern, name):
+    /// the fixed ones, and with per-room subscriptions every room channel wanted now.
+    pub(super) fn subscriptions(&mut self) -> Vec<(bool, String)> {
+        let mut subs: Vec<(bool, String)> = self
+            .channel_roles()
+            .into_iter()
+            .map(|(pattern, name, _, _)| (pattern, name))
             .collect();
-        let change = self.rooms.change(ns, &wanted);
-        if change == Change::default() {
+        if let Some(rooms) = &mut self.rooms {
+            subs.extend(rooms.resubscribe_all().into_iter().map(|c| (false, c)));
+            self.metrics.bridge().set_room_channels(rooms.subscribed());
+        }
+        subs
+    }
+
+    /// What a message received on `key` (its pattern, or else its channel) is: a fixed
+    /// channel's role, or a broadcast on a room channel of this machine.
+    pub(super) fn route(&self, key: &str) -> Option<(usize, Role)> {
+        if let Some(&route) = self.routes.get(key) {
+            return Some(route);
+        }
+        // A room channel just unsubscribed is forgotten: what still comes on it has no
+        // member here.
+        let ns = self.rooms.as_ref()?.namespace_of(key)?;
+        let role = if self.sharded() {
+            Role::Cluster
+        } else {
+            Role::Broadcast
+        };
+        Some((ns, role))
+    }
+
+    /// Whether this bridge wants to stay subscribed to `channel`: a fixed channel, or a room
+    /// channel it has not given up.
+    pub(super) fn wants(&self, channel: &str) -> bool {
+        self.routes.contains_key(channel)
+            || self
+                .rooms
+                .as_ref()
+                .is_some_and(|rooms| rooms.namespace_of(channel).is_some())
+    }
+
+    /// A shard's rooms gained and lost.
+    pub(super) fn on_rooms(&mut self, shard: usize, changes: RoomChanges) {
+        let Some(ns) = self.ns_index(&changes.nsp) else {
+            return;
+        };
+        // Node's `dynamic` sharded adapter gives socket ids no channel.
+        let updates: Vec<(String, bool)> = changes
+            .rooms
+            .iter()
+            .filter(|(room, _)| self.room_has_channel(room))
+            .map(|(room, held)| (self.namespaces[ns].channels.room(room), *held))
+            .collect();
+        let Some(subs) = &mut self.rooms else {
+            return;
+        };
+        for (channel, held) in updates {
+            subs.update(&channel, ns, shard, held);
+        }
+        self.confirmations.wait((ns, shard), changes.seq);
+    }
+
+    /// Tells each shard which of its reports Redis has confirmed.
+    fn confirm_rooms(&self, reports: impl IntoIterator<Item = ((usize, usize), u64)>) {
+        for ((ns, shard), seq) in reports {
+            let nsp = self.namespaces[ns].name.clone();
+            self.reply_to_shard(shard, Reply::RoomsSubscribed { nsp, seq });
+        }
+    }
+
+    /// The batch in flight was confirmed: so are the reports it took; then the next batch.
+    pub(super) fn room_batch_done(&mut self) {
+        let done = std::mem::take(&mut self.confirmations.in_flight);
+        self.confirm_rooms(done);
+        self.apply_room_changes();
+    }
+
+    /// The connection was lost with a batch in flight: its reports wait for the next
+    /// connection.
+    pub(super) fn room_batch_lost(&mut self) {
+        for (key, seq) in std::mem::take(&mut self.confirmations.in_flight) {
+            self.confirmations.wait(key, seq);
+        }
+    }
+
+    /// Between connection attempts: every report so far is answered, since the next
+    /// connection subscribes the whole set before it receives anything.
+    pub(super) fn confirm_rooms_while_away(&mut self) {
+        self.room_batch_lost();
+        let waiting = std::mem::take(&mut self.confirmations.waiting);
+        self.confirm_rooms(waiting);
+    }
+
+    /// Sends the room channels' changes to Redis, unless a batch is in flight (then they go
+    /// when it is confirmed) or Redis is away (then they go with the next connection).
+    pub(super) fn apply_room_changes(&mut self) {
+        if self.subscribing.is_some() {
             return;
         }
-        // Recorded only once the publisher took the change: it is retried at the next sync.
-        let sent = (change.subscribe.is_empty()
-            || self.send_out(Outgoing::Subscribe(change.subscribe)))
-            && (change.unsubscribe.is_empty()
-                || self.send_out(Outgoing::Unsubscribe(change.unsubscribe)));
-        if sent {
-            self.rooms.set(ns, wanted);
+        let (Some(subs), Some(subscriber)) = (&mut self.rooms, &self.subscriber) else {
+            return;
+        };
+        let changes = subs.take_changes();
+        let subscriber = subscriber.clone();
+        let subscribed = subs.subscribed();
+        let reports: Vec<_> = self.confirmations.waiting.drain().collect();
+        if changes.is_empty() {
+            // Redis already has what these reports need.
+            return self.confirm_rooms(reports);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn set(items: &[&str]) -> HashSet<String> {
-        items.iter().map(|s| (*s).to_owned()).collect()
-    }
-
-    #[test]
-    fn the_change_is_the_difference_per_namespace() {
-        let mut rooms = RoomChannels::default();
-        let change = rooms.change(0, &set(&["a", "b"]));
-        assert_eq!(change.subscribe, vec!["a", "b"]);
-        assert!(change.unsubscribe.is_empty());
-        rooms.set(0, set(&["a", "b"]));
-        rooms.set(1, set(&["x"]));
-        let change = rooms.change(0, &set(&["b", "c"]));
-        assert_eq!(change.subscribe, vec!["c"]);
-        assert_eq!(change.unsubscribe, vec!["a"]);
-        assert_eq!(rooms.change(1, &set(&["x"])), Change::default());
-        let mut all: Vec<&str> = rooms.channels().collect();
-        all.sort_unstable();
-        assert_eq!(all, vec!["a", "b", "x"]);
+        self.confirmations.in_flight = reports;
+        self.metrics.bridge().set_room_channels(subscribed);
+        self.subscribing = Some(Box::pin(async move {
+            let send = subscriber.change(changes);
+            tokio::time::timeout(REDIS_RESPONSE_TIMEOUT * 2, send)
+                .await
+                .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "timed out")))?
+        }));
     }
 }

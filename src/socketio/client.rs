@@ -295,9 +295,7 @@ impl Client {
         metrics.namespace_connected();
         ns.sockets.borrow_mut().insert(socket.id(), socket.clone());
         // Every socket is in the room named by its own id.
-        ns.rooms
-            .borrow_mut()
-            .join(socket.id(), session, socket.id().as_str());
+        ns.join_room(socket.id(), session, socket.id().as_str());
         self.sockets.borrow_mut().push(socket.clone());
         if let Some(on_connect) = &ns.def.on_connect {
             on_connect(&socket);

@@ -82,6 +82,7 @@ impl NsShard {
                     g.add(answer, whole);
                 }
             }
+            Reply::RoomsSubscribed { seq, .. } => self.reports.subscribed(seq),
         }
     }
 }

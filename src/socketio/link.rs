@@ -64,6 +64,11 @@ impl ClusterLink {
         self.bridged && self.bus.has_bridge()
     }
 
+    /// Whether the bridge wants to hear of the rooms this shard gains and loses.
+    pub(crate) fn reports_room_interest(&self) -> bool {
+        self.has_bridge() && self.bus.reports_room_interest()
+    }
+
     /// Queues `msg` for the Redis bridge; false when it was not queued (no bridge, or its
     /// queue is full: counted and logged).
     pub(crate) fn send_to_bridge(&self, msg: BridgeMsg) -> bool {

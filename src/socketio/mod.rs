@@ -17,13 +17,15 @@
 //! - `cluster.rs`: fetch sockets, all rooms, join / leave / disconnect everywhere,
 //!   server-side emit; `broadcast.rs`: [`BroadcastOperator`] and the fan-out itself;
 //! - `namespace.rs`: [`Namespace`], the handlers; `socket.rs`: [`Socket`];
-//! - `link.rs`: the link to the other shards and the bridge; `room.rs`: `RoomIndex`.
+//! - `link.rs`: the link to the other shards and the bridge; `room.rs`: `RoomIndex`;
+//! - `interest.rs`: every join and leave, and the rooms gained and lost told to the bridge.
 
 mod app;
 mod broadcast;
 mod client;
 mod cluster;
 mod inbox;
+mod interest;
 mod link;
 mod namespace;
 pub(crate) mod room;
@@ -49,6 +51,7 @@ use crate::bus::cluster::{ack_id, Origin};
 use crate::engineio::{Session, Sid};
 use broadcast::Collectors;
 use cluster::Gatherings;
+use interest::RoomReports;
 use link::ClusterLink;
 use room::RoomIndex;
 
@@ -65,11 +68,14 @@ pub(crate) struct NsShard {
     next_ack: Cell<u64>,
     collectors: Collectors,
     gatherings: Gatherings,
+    /// Rooms gained and lost, for the bridge's per-room subscriptions.
+    reports: RoomReports,
 }
 
 impl NsShard {
     fn new(name: String, def: Arc<Namespace>, link: Rc<ClusterLink>, node: Rc<str>) -> Self {
         NsShard {
+            reports: RoomReports::new(&link),
             name,
             def,
             link,

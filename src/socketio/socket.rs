@@ -374,18 +374,23 @@ impl Socket {
 
     /// Joins `room`; returns false if the socket was already in it.
     pub fn join(&self, room: &str) -> bool {
-        self.connected()
-            && self
-                .0
-                .ns
-                .rooms
-                .borrow_mut()
-                .join(self.0.id, &self.0.session, room)
+        self.connected() && self.0.ns.join_room(self.0.id, &self.0.session, room)
     }
 
     /// Leaves `room`; returns false if the socket was not in it.
     pub fn leave(&self, room: &str) -> bool {
-        self.0.ns.rooms.borrow_mut().leave(self.0.id, room)
+        self.0.ns.leave_room(self.0.id, room)
+    }
+
+    /// Completes once other machines' broadcasts to the rooms this socket has joined so far
+    /// reach it. With `--redis-subscribe rooms` a join is local at once, but a machine receives
+    /// a room's broadcasts from Redis only once Redis has confirmed its subscription to the
+    /// room's channel: this waits for that (usually one Redis round trip). At once without a
+    /// Redis bridge, or with the pattern subscription (it receives every room all the time),
+    /// or while Redis is away (the next connection subscribes every room before it receives
+    /// anything). Bound the wait: a confirmation lost to a full shard inbox never comes.
+    pub fn rooms_subscribed(&self) -> impl std::future::Future<Output = ()> + 'static {
+        self.0.ns.rooms_subscribed()
     }
 
     /// The rooms this socket is in (its own id included).
@@ -503,7 +508,7 @@ impl Socket {
             return;
         }
         self.0.ns.sockets.borrow_mut().remove(&self.0.id);
-        self.0.ns.rooms.borrow_mut().leave_all(self.0.id);
+        self.0.ns.leave_all_rooms(self.0.id);
         self.0.acks.borrow_mut().clear();
         if let Some(handler) = &self.0.ns.def.on_disconnect {
             handler(self, reason);

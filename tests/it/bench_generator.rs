@@ -287,3 +287,66 @@ fn api_emits_reach_every_subscriber_and_are_counted() {
         "{refused:#}"
     );
 }
+
+#[test]
+fn cluster_sim_spreads_rooms_over_bridged_servers_and_loses_nothing() {
+    let redis = common::redis::RedisServer::start();
+    let url = redis.url();
+    let config = <shardio::Config as clap::Parser>::parse_from([
+        "shardio",
+        "--redis",
+        &url,
+        "--redis-subscribe",
+        "rooms",
+    ]);
+    let servers: Vec<TestServer> = (0..3)
+        .map(|_| {
+            let s = TestServer::start_with_redis(
+                2,
+                shardio::gateway::endpoints(&config, None),
+                Some(config.redis.clone()),
+            );
+            s.wait_until("the bridge", |m| m.bridge().connected() == 1);
+            s
+        })
+        .collect();
+    let urls: Vec<String> = servers.iter().map(TestServer::url).collect();
+    let urls = urls.join(",");
+    // 6 rooms, each with one subscriber on 2 of the 3 servers; 3 publishers, one per server.
+    let args = [
+        "cluster-sim",
+        "--urls",
+        &urls,
+        "--copies",
+        "2",
+        "--rooms",
+        "6",
+        "--subscribers",
+        "12",
+        "--publishers",
+        "3",
+        "--rate",
+        "50",
+        "--duration",
+        "1",
+        "--drain",
+        "5",
+        "--threads",
+        "1",
+    ];
+    let r = run_bench(&args, &json_path("cluster-sim"), Duration::from_secs(60));
+    assert_eq!(r["scenario"], "cluster-sim", "{r:#}");
+    assert_eq!(num(&r, "/subscribers_joined"), 12.0, "{r:#}");
+    assert!(num(&r, "/losses/expected") > 0.0, "{r:#}");
+    assert_eq!(
+        num(&r, "/losses/received"),
+        num(&r, "/losses/expected"),
+        "{r:#}"
+    );
+    for s in &servers {
+        // Each server holds 4 of the 6 rooms: some of its deliveries came through Redis. The
+        // generator has closed its connections: every room channel is given up.
+        assert!(s.metrics.bridge().received() > 0);
+        s.wait_until("no room channel", |m| m.bridge().room_channels() == 0);
+    }
+}

@@ -4,13 +4,14 @@
 //! a Node server with the sharded adapter.
 
 use crate::common;
-use crate::redis::{joined, until_delivered};
+use crate::redis::{joined, next_event, until_delivered};
 
 use std::collections::HashSet;
 use std::time::Duration;
 
+use common::aclient::AClient;
 use common::rcluster::{RedisCluster, SentinelSetup, SETTLE};
-use common::{TestServer, WAIT};
+use common::{wait_until_async, TestServer, WAIT};
 use serde_json::json;
 
 /// The HTTP API's key on the servers that answer presence questions.
@@ -207,4 +208,56 @@ async fn a_slot_moved_to_another_master_is_followed() {
     let to = (cluster.master_of(channel) + 1) % 3;
     cluster.move_slot(channel, to);
     until_delivered(&a1, &mut b1, SETTLE).await;
+}
+
+/// The room channels of the dynamic modes follow the shards' batched reports, as
+/// `--redis-subscribe rooms` does: a gateway `join` is acknowledged once the master of the
+/// room's slot has confirmed the SSUBSCRIBE, so a broadcast another server publishes right
+/// after the ack arrives; the last member's leave unsubscribes; a socket's own id gets a
+/// channel in `dynamic-private` only (as Node's adapter).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_channels_follow_the_shards_and_a_join_waits_for_its_subscription() {
+    let cluster = RedisCluster::start(3, 0);
+    for mode in ["dynamic", "dynamic-private"] {
+        let (a, b) = (
+            sharded_gateway(&cluster, mode),
+            sharded_gateway(&cluster, mode),
+        );
+        let mut a1 = AClient::connect(a.addr, "/").await;
+        let b1 = joined(b.addr, json!([])).await;
+        for i in 0..12 {
+            let name = format!("{mode}-acked-{i}");
+            let channel = format!("socket.io#/#{name}#");
+            assert_eq!(
+                a1.call("", i + 1, "join", json!(name)).await,
+                json!({"ok": true})
+            );
+            assert_eq!(
+                cluster.shardnumsub(&channel),
+                1,
+                "{channel} right after the ack"
+            );
+            b1.send(&format!(
+                r#"42["publish",{{"to":"{name}","event":"n","data":{i}}}]"#
+            ));
+            assert_eq!(next_event(&mut a1).await.1, json!(i), "{name}");
+        }
+        let own = format!("socket.io#/#{}#", a1.sid);
+        let want = i64::from(mode == "dynamic-private");
+        wait_until_async(&format!("{own}: {want} subscriber"), || {
+            cluster.shardnumsub(&own) == want
+        })
+        .await;
+        let name = format!("{mode}-acked-0");
+        assert_eq!(
+            a1.call("", 100, "leave", json!(name)).await,
+            json!({"ok": true})
+        );
+        let channel = format!("socket.io#/#{name}#");
+        wait_until_async(&format!("{channel} unsubscribed"), || {
+            cluster.shardnumsub(&channel) == 0
+        })
+        .await;
+        assert_eq!(a.metrics.bridge().dropped(), 0);
+    }
 }

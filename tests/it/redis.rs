@@ -35,7 +35,7 @@ fn wait_bridged(server: &TestServer) {
 }
 
 /// The next event a client receives: (name, first argument, binary attachments).
-async fn next_event(c: &mut AClient) -> (String, Value, Vec<Vec<u8>>) {
+pub(crate) async fn next_event(c: &mut AClient) -> (String, Value, Vec<Vec<u8>>) {
     let text = c.recv_text().await;
     let (attachments, json) = match text.strip_prefix("45") {
         Some(rest) => {
@@ -57,7 +57,7 @@ async fn next_event(c: &mut AClient) -> (String, Value, Vec<Vec<u8>>) {
 
 /// Nothing more arrives for a while: a fixed window on purpose, since that nothing arrives is
 /// the check.
-async fn assert_quiet(c: &mut AClient, who: &str) {
+pub(crate) async fn assert_quiet(c: &mut AClient, who: &str) {
     if let Some(frame) = c.try_recv(Duration::from_millis(300)).await {
         panic!("{who} got an unexpected frame: {frame:?}");
     }
@@ -475,13 +475,19 @@ fn socketio_clients_behind_haproxy_see_each_others_publishes() {
 /// A TCP relay to Redis that can silently swallow what Redis sends on subscriber connections
 /// (those that sent SUBSCRIBE), keeping them open: a subscription that stops delivering
 /// without any error, which only the bridge's probe can notice.
-struct SilentRelay {
-    port: u16,
+pub(crate) struct SilentRelay {
+    pub(crate) port: u16,
     mute: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl SilentRelay {
     fn start(target: std::net::SocketAddr) -> SilentRelay {
+        SilentRelay::muting(target, b"subscribe")
+    }
+
+    /// A relay that, once muted, swallows what Redis sends on the connections that sent
+    /// `trigger` (any case).
+    pub(crate) fn muting(target: std::net::SocketAddr, trigger: &'static [u8]) -> SilentRelay {
         use std::io::{Read, Write};
         use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
         use std::sync::Arc;
@@ -505,8 +511,8 @@ impl SilentRelay {
                     let mut buf = [0u8; 16 * 1024];
                     while let Ok(n @ 1..) = client_r.read(&mut buf) {
                         if buf[..n]
-                            .windows(9)
-                            .any(|w| w.eq_ignore_ascii_case(b"subscribe"))
+                            .windows(trigger.len())
+                            .any(|w| w.eq_ignore_ascii_case(trigger))
                         {
                             sub.store(true, Relaxed);
                         }
@@ -532,7 +538,7 @@ impl SilentRelay {
         SilentRelay { port, mute }
     }
 
-    fn set_muted(&self, muted: bool) {
+    pub(crate) fn set_muted(&self, muted: bool) {
         self.mute.store(muted, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -33,7 +33,7 @@ use clap::{Parser, Subcommand};
 
 use client::{Sources, Target};
 use proc::ServerProbe;
-use scenario::fanout::{FanoutArgs, Via};
+use scenario::fanout::{FanoutArgs, Placement, Via};
 use scenario::{connect::ConnectArgs, floor::FloorArgs, idle::IdleArgs, Ctx};
 
 #[derive(Debug, Parser)]
@@ -79,6 +79,21 @@ enum Scenario {
         /// Server the subscribers connect to.
         #[arg(long)]
         sub_url: String,
+    },
+    /// Fanout over M servers sharing rooms (through Redis): room r's subscribers on
+    /// `--copies` consecutive servers from r mod M, publisher p on server p mod M. The
+    /// many-machine simulation (benches/cluster_sim.py) runs it.
+    ClusterSim {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: FanoutArgs,
+        /// Every server (`--url` is ignored).
+        #[arg(long, value_delimiter = ',', required = true)]
+        urls: Vec<String>,
+        /// Servers holding members of each room.
+        #[arg(long, default_value_t = 2)]
+        copies: usize,
     },
     /// Fanout with a backend publishing through shardio's HTTP API (`POST /api/v1/emit`, one
     /// keep-alive connection per publisher) to Socket.IO subscribers.
@@ -141,6 +156,7 @@ impl Scenario {
             Scenario::Idle { args, .. } => args.count,
             Scenario::Fanout { args, .. }
             | Scenario::Cross { args, .. }
+            | Scenario::ClusterSim { args, .. }
             | Scenario::Api { args, .. } => (args.subscribers + args.publishers) as u64,
             // Both ends of every connection are in this process.
             Scenario::Floor { args } => 2 * args.count as u64,
@@ -171,6 +187,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         | Scenario::Fanout { common, .. }
         | Scenario::Idle { common, .. }
         | Scenario::Cross { common, .. }
+        | Scenario::ClusterSim { common, .. }
         | Scenario::Api { common, .. } => common.clone(),
     };
     let (runtime, threads) = build_runtime(&common)?;
@@ -194,13 +211,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 finish("connect", &r.rows(), &r, r.unusable(), json)
             }
             Scenario::Fanout { args, .. } => {
-                let r = scenario::fanout::run(&ctx, args, None, &Via::SocketIo).await?;
+                let place = Placement::two(&ctx.target, None);
+                let r = scenario::fanout::run(&ctx, args, &place, &Via::SocketIo).await?;
                 finish("fanout", &r.rows(), &r, r.unusable(), json)
             }
             Scenario::Cross { args, sub_url, .. } => {
                 let sub = Target::parse(sub_url, common.tls_insecure)?;
-                let r = scenario::fanout::run(&ctx, args, Some(&sub), &Via::SocketIo).await?;
+                let place = Placement::two(&ctx.target, Some(&sub));
+                let r = scenario::fanout::run(&ctx, args, &place, &Via::SocketIo).await?;
                 finish("cross", &r.rows(), &r, r.unusable(), json)
+            }
+            Scenario::ClusterSim {
+                args, urls, copies, ..
+            } => {
+                anyhow::ensure!(*copies >= 1, "--copies must be at least 1");
+                let targets = urls
+                    .iter()
+                    .map(|u| Target::parse(u, common.tls_insecure))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let place = Placement {
+                    subs: targets.clone(),
+                    pubs: targets,
+                    copies: *copies,
+                };
+                let r = scenario::fanout::run(&ctx, args, &place, &Via::SocketIo).await?;
+                finish("cluster-sim", &r.rows(), &r, r.unusable(), json)
             }
             Scenario::Api {
                 args,
@@ -214,7 +249,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     key: api_key.clone(),
                     batch: *batch,
                 };
-                let r = scenario::fanout::run(&ctx, args, None, &via).await?;
+                let place = Placement::two(&ctx.target, None);
+                let r = scenario::fanout::run(&ctx, args, &place, &via).await?;
                 finish("api", &r.rows(), &r, r.unusable(), json)
             }
             Scenario::Idle { args, .. } => {

@@ -130,6 +130,32 @@ impl BroadcastOpts {
         self.flags.write(w);
     }
 
+    /// `{rooms, except, flags}` as a value, for the cluster messages (flags in [`Self::write`]'s
+    /// order).
+    pub(super) fn to_value(&self) -> JsValue {
+        let names = |r: &[String]| JsValue::Array(r.iter().cloned().map(JsValue::Str).collect());
+        let f = &self.flags;
+        let mut flags = Vec::new();
+        if f.volatile {
+            flags.push(("volatile".to_owned(), JsValue::Bool(true)));
+        }
+        if let Some(compress) = f.compress {
+            flags.push(("compress".to_owned(), JsValue::Bool(compress)));
+        }
+        if f.local {
+            flags.push(("local".to_owned(), JsValue::Bool(true)));
+        }
+        if let Some(timeout) = f.timeout {
+            let ms = i64::try_from(timeout).unwrap_or(i64::MAX);
+            flags.push(("timeout".to_owned(), JsValue::Int(ms)));
+        }
+        JsValue::Map(vec![
+            ("rooms".to_owned(), names(&self.rooms)),
+            ("except".to_owned(), names(&self.except)),
+            ("flags".to_owned(), JsValue::Map(flags)),
+        ])
+    }
+
     pub(super) fn json(&self) -> JsonOpts<'_> {
         JsonOpts {
             rooms: &self.rooms,

@@ -11,10 +11,12 @@
 //! * Packet data is arbitrary JavaScript data with binary anywhere: [`JsValue`] (`value.rs`). The
 //!   server keeps it in Socket.IO's placeholder form (JSON plus attachments), see
 //!   [`JsValue::into_placeholder_json`] and [`JsValue::from_placeholder_json`].
+//! * `@socket.io/redis-streams-adapter` 0.3 and its emitter, and the sharded adapter, speak
+//!   `socket.io-adapter`'s cluster messages instead: in a Redis stream and on Pub/Sub (§4), or
+//!   on SPUBLISH, JSON unless the data holds binary (§3.7): [`ClusterMessage`] (`cluster.rs`),
+//!   whose bodies are the classic adapter's values.
 //! * msgpack as notepack.io 3 writes it, and as notepack 2.x wrote it, over the `rmp` crate
 //!   (`msgpack.rs`); JavaScript's date strings (`date.rs`).
-//! * The sharded adapter (§3.7) has its own message model, `{type, data, uid, nsp}`, JSON unless
-//!   the data holds binary: [`ClusterMessage`] (`cluster.rs`), read into the classic types.
 //!
 //! The golden vectors in the tests (`testdata.rs`) were recorded from Node's redis-adapter 8.3.0
 //! and redis-emitter 5.1.0: PUBLISH payloads of the capture `monitor-classic.txt`.
@@ -33,7 +35,7 @@ mod value;
 
 pub use broadcast::{BroadcastFlags, BroadcastMessage, BroadcastOpts, Packet};
 pub use channels::Channels;
-pub use cluster::{ClusterBody, ClusterMessage};
+pub use cluster::{ClusterBody, ClusterMessage, ClusterType, StreamEntry};
 pub use date::js_date_string;
 pub use request::{Request, RequestBody, RequestType};
 pub use response::{RemoteLocation, RemoteSocket, Response};

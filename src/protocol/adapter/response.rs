@@ -226,6 +226,29 @@ impl Response {
     }
 }
 
+/// A socket as a value, keys `id, handshake, rooms, data` (then `shardio` when known), for the
+/// msgpack cluster messages.
+pub(super) fn remote_socket_value(socket: &RemoteSocket) -> JsValue {
+    let mut entries = vec![
+        ("id".to_owned(), JsValue::Str(socket.id.clone())),
+        ("handshake".to_owned(), socket.handshake.clone()),
+        (
+            "rooms".to_owned(),
+            JsValue::Array(socket.rooms.iter().cloned().map(JsValue::Str).collect()),
+        ),
+        ("data".to_owned(), socket.data.clone()),
+    ];
+    if let Some(at) = &socket.location {
+        let shard = i64::try_from(at.shard).unwrap_or(i64::MAX);
+        let location = JsValue::Map(vec![
+            ("machine".to_owned(), JsValue::Str(at.machine.clone())),
+            ("shard".to_owned(), JsValue::Int(shard)),
+        ]);
+        entries.push(("shardio".to_owned(), location));
+    }
+    JsValue::Map(entries)
+}
+
 impl RemoteSocket {
     pub(super) fn from_value(value: JsValue) -> Result<Self> {
         let mut fields = Fields::of(value, "sockets")?;

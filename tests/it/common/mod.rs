@@ -7,6 +7,7 @@ pub(crate) mod jwt;
 pub(crate) mod node;
 pub(crate) mod polling;
 pub(crate) mod process;
+pub(crate) mod prometheus;
 pub(crate) mod raw_ws;
 pub(crate) mod rcluster;
 pub(crate) mod redis;
@@ -215,6 +216,14 @@ impl TestServer {
 
 /// Polls `done` until it holds; fails the test with `what` after `WAIT`. For conditions a test
 /// can observe but not be told of (a counter, a port that starts listening).
+/// A port free when we look; whoever needs it takes it right after.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 pub(crate) fn wait_until(what: &str, done: impl FnMut() -> bool) {
     assert!(wait_within(WAIT, done), "timed out waiting for {what}");
 }
@@ -451,6 +460,15 @@ pub(crate) fn http_request(addr: SocketAddr, request: &str) -> (u16, String, Str
         }
     }
     parse_response(&response).expect("a complete HTTP response")
+}
+
+/// `GET path` on `addr` with `Connection: close`: status and body.
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (status, _, body) = http_request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+    );
+    (status, body)
 }
 
 fn parse_response(bytes: &[u8]) -> Option<(u16, String, String)> {

@@ -122,6 +122,11 @@ impl ShardioProcess {
     /// Sends SIGTERM; returns how the process exited (it must within `limit`).
     pub(crate) fn terminate(&mut self, limit: Duration) -> ExitStatus {
         self.signal("TERM");
-        super::wait_child(&mut self.child.0, limit).expect("shardio exits after SIGTERM")
+        self.wait_exit(limit)
+    }
+
+    /// How the process exited, which it must within `limit`.
+    pub(crate) fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        super::wait_child(&mut self.child.0, limit).expect("shardio exits")
     }
 }

@@ -6,8 +6,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::jwt::KeyDir;
-use super::redis::{free_port, RedisServer};
-use super::{wait_within, Reaped};
+use super::redis::RedisServer;
+use super::{free_port, wait_within, Reaped};
 
 /// How long a cluster has to settle (slots covered, or a failover done) before the test fails.
 pub(crate) const SETTLE: Duration = Duration::from_secs(30);
@@ -122,6 +122,18 @@ impl RedisCluster {
             }
         }
         panic!("no master serves slot {slot}: {nodes}");
+    }
+
+    /// `PUBSUB SHARDNUMSUB channel` on the master of the channel's slot: how many connections
+    /// subscribe to it.
+    pub(crate) fn shardnumsub(&self, channel: &str) -> i64 {
+        let master = &self.nodes[self.master_of(channel)];
+        let out = master.cli(&["pubsub", "shardnumsub", channel]);
+        // redis-cli prints the channel, then the count, one per line.
+        out.lines()
+            .nth(1)
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("PUBSUB SHARDNUMSUB {channel}: {out:?}"))
     }
 
     /// Moves `key`'s slot (which must hold no keys) from its master to the master `to`, as the

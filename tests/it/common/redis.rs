@@ -1,8 +1,9 @@
-//! A real `redis-server` for one test, on a free port, without persistence; killed on drop.
-//! It can be killed and restarted on the same port to test faults.
+//! A real `redis-server` for one test, on a free port, without persistence unless asked;
+//! killed on drop. It can be killed and restarted on the same port to test faults.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 pub(crate) struct RedisServer {
@@ -10,6 +11,8 @@ pub(crate) struct RedisServer {
     /// More `redis-server` options.
     options: Vec<String>,
     child: Option<Child>,
+    /// The data directory of a persistent server, removed on drop.
+    dir: Option<PathBuf>,
 }
 
 impl RedisServer {
@@ -19,16 +22,37 @@ impl RedisServer {
 
     /// A server started with more `redis-server` options.
     pub(crate) fn start_with(options: &[&str]) -> RedisServer {
-        RedisServer::start_on(free_port(), options)
+        RedisServer::start_on(super::free_port(), options)
     }
 
     /// A server on `port` started with more `redis-server` options (`--sentinel` makes it a
     /// sentinel).
     pub(crate) fn start_on(port: u16, options: &[&str]) -> RedisServer {
+        let options = options.iter().map(|o| (*o).to_owned()).collect();
+        RedisServer::start_in(port, options, false)
+    }
+
+    /// A server that keeps its data across a kill: an append-only file, synced before each
+    /// reply (`appendfsync always`), in a directory of its own.
+    pub(crate) fn start_persistent() -> RedisServer {
+        let options = ["--appendonly", "yes", "--appendfsync", "always"];
+        let options = options.iter().map(|o| (*o).to_owned()).collect();
+        RedisServer::start_in(super::free_port(), options, true)
+    }
+
+    fn start_in(port: u16, mut options: Vec<String>, persistent: bool) -> RedisServer {
+        let dir = persistent.then(|| {
+            let dir =
+                std::env::temp_dir().join(format!("shardio-redis-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("a data directory");
+            options.extend(["--dir".to_owned(), dir.display().to_string()]);
+            dir
+        });
         let mut server = RedisServer {
             port,
-            options: options.iter().map(|o| (*o).to_owned()).collect(),
+            options,
             child: None,
+            dir,
         };
         server.restart();
         server
@@ -99,16 +123,57 @@ impl RedisServer {
     }
 }
 
-/// A port free when we look; the server takes it right after.
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+impl RedisServer {
+    /// A connection of the `redis` crate, for commands whose answers are more than a line.
+    pub(crate) fn connection(&self) -> redis::Connection {
+        let con = redis::Client::open(self.url())
+            .expect("a Redis URL")
+            .get_connection()
+            .expect("connect to Redis");
+        con.set_read_timeout(Some(super::WAIT)).expect("timeout");
+        con
+    }
+
+    /// `PUBSUB NUMSUB channel`: how many connections subscribe to `channel`.
+    pub(crate) fn numsub(&self, channel: &str) -> i64 {
+        let reply: Vec<redis::Value> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query(&mut self.connection())
+            .expect("PUBSUB NUMSUB");
+        redis::from_redis_value_ref(&reply[1]).expect("a count")
+    }
+
+    /// `PUBSUB CHANNELS pattern`, sorted.
+    pub(crate) fn channels(&self, pattern: &str) -> Vec<String> {
+        let mut names: Vec<String> = redis::cmd("PUBSUB")
+            .arg("CHANNELS")
+            .arg(pattern)
+            .query(&mut self.connection())
+            .expect("PUBSUB CHANNELS");
+        names.sort();
+        names
+    }
+
+    /// How many times `command` (lower case, e.g. `subscribe`) ran, from `INFO commandstats`.
+    pub(crate) fn command_calls(&self, command: &str) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut self.connection())
+            .expect("INFO commandstats");
+        let key = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|line| line.strip_prefix(&key))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().expect("a call count"))
+    }
 }
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }

@@ -68,6 +68,43 @@ pub(crate) enum Via {
     Api { key: String, batch: usize },
 }
 
+/// Which server each connection goes to. `fanout`: all to `--url`; `cross`: subscribers to
+/// `--sub-url`; `cluster-sim`: room r's members on `copies` consecutive servers from r mod M,
+/// publisher p on server p mod M.
+#[derive(Debug, Clone)]
+pub(crate) struct Placement {
+    pub subs: Vec<Target>,
+    pub pubs: Vec<Target>,
+    /// Servers holding members of each room (the rest hold none of it).
+    pub copies: usize,
+}
+
+impl Placement {
+    /// Every connection to `target`, or subscribers to `sub`.
+    pub(crate) fn two(target: &Target, sub: Option<&Target>) -> Self {
+        Placement {
+            subs: vec![sub.unwrap_or(target).clone()],
+            pubs: vec![target.clone()],
+            copies: 1,
+        }
+    }
+
+    /// Subscriber `i` of room `room` (the `i / rooms`-th member of its room).
+    fn subscriber(&self, i: usize, room: usize, rooms: usize) -> &Target {
+        let copy = (i / rooms) % self.copies.max(1);
+        &self.subs[(room + copy) % self.subs.len()]
+    }
+
+    fn publisher(&self, p: usize) -> &Target {
+        &self.pubs[p % self.pubs.len()]
+    }
+
+    fn hosts(targets: &[Target]) -> String {
+        let hosts: Vec<&str> = targets.iter().map(|t| t.host.as_str()).collect();
+        hosts.join(",")
+    }
+}
+
 /// What the subscribers share with the coordinator while the run goes on.
 pub(super) struct Shared {
     epoch: Instant,
@@ -169,7 +206,7 @@ pub(crate) struct FanoutReport {
 pub(crate) async fn run(
     ctx: &Ctx,
     args: &FanoutArgs,
-    sub_target: Option<&Target>,
+    place: &Placement,
     via: &Via,
 ) -> anyhow::Result<FanoutReport> {
     anyhow::ensure!(args.rooms > 0, "--rooms must be at least 1");
@@ -182,7 +219,6 @@ pub(crate) async fn run(
         last_delivery_us: AtomicU64::new(0),
         latency: SharedHistogram::new(64),
     });
-    let sub_target = sub_target.unwrap_or(&ctx.target).clone();
     let permits = Arc::new(Semaphore::new(ctx.concurrency.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (go_tx, go_rx) = watch::channel::<Option<Instant>>(None);
@@ -195,7 +231,7 @@ pub(crate) async fn run(
         let job = SubscriberJob {
             index: i,
             room: i % args.rooms,
-            target: sub_target.clone(),
+            target: place.subscriber(i, i % args.rooms, args.rooms).clone(),
             sources: ctx.sources.clone(),
             timeout: ctx.handshake_timeout,
             publishers: args.publishers,
@@ -222,7 +258,7 @@ pub(crate) async fn run(
     let mut pubs = JoinSet::new();
     for p in 0..args.publishers {
         let (permits, ready_tx, go_rx) = (permits.clone(), ready_tx.clone(), go_rx.clone());
-        let (target, args, shared) = (ctx.target.clone(), args.clone(), shared.clone());
+        let (target, args, shared) = (place.publisher(p).clone(), args.clone(), shared.clone());
         let timeout = ctx.handshake_timeout;
         match via {
             Via::SocketIo => {
@@ -346,12 +382,13 @@ pub(crate) async fn run(
     Ok(FanoutReport {
         scenario: match via {
             Via::Api { .. } => "api",
-            Via::SocketIo if sub_target.addr == ctx.target.addr => "fanout",
+            Via::SocketIo if place.subs.len() > 1 => "cluster-sim",
+            Via::SocketIo if place.subs[0].addr == ctx.target.addr => "fanout",
             Via::SocketIo => "cross",
         },
         command: ctx.command.clone(),
-        url: ctx.target.host.clone(),
-        sub_url: sub_target.host.clone(),
+        url: Placement::hosts(&place.pubs),
+        sub_url: Placement::hosts(&place.subs),
         subscribers: args.subscribers,
         rooms: args.rooms,
         publishers: args.publishers,

@@ -1,16 +1,19 @@
 //! The bridge's connections to Redis: where Redis is (one server, the master that Sentinel
-//! names, or a Redis Cluster), the subscriptions, and the publisher task.
+//! names, or a Redis Cluster), the connections of one connected phase (publishing, the
+//! subscriptions and, in streams mode, the stream's reader), and the publisher task that sends
+//! PUBLISH, SPUBLISH and XADD commands.
 //!
 //! * One server: a multiplexed connection for commands and a pub/sub connection.
 //! * Sentinel: the sentinels are asked for the master at each connection (so a reconnection
 //!   after a failover finds the new one), and one sentinel's `+switch-master` announcements are
 //!   watched: a switch of this master ends the connected phase at once, even when the old
 //!   master is still up (demoted to a replica, where a PUBLISH would reach nobody).
-//! * Redis Cluster: one `redis` cluster connection (RESP3) for everything. It routes SPUBLISH
-//!   and SSUBSCRIBE by key slot, follows MOVED and ASK, reconnects to a node and resubscribes
-//!   what that node serves. A node's connection lost (a master down) ends the connected phase:
-//!   the bridge then rebuilds the connection, which learns the new topology (the replica
-//!   promoted in its place) and subscribes everything again.
+//! * Redis Cluster (`--redis-mode sharded`): one `redis` cluster connection (RESP3) for
+//!   everything. It routes SPUBLISH and SSUBSCRIBE by key slot, follows MOVED and ASK,
+//!   reconnects to a node and resubscribes what that node serves. A node's connection lost (a
+//!   master down) ends the connected phase: the bridge then rebuilds the connection, which
+//!   learns the new topology (the replica promoted in its place) and subscribes everything
+//!   again.
 
 use std::pin::Pin;
 
@@ -19,7 +22,12 @@ use redis::cluster::ClusterClientBuilder;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{IntoConnectionInfo, ProtocolVersion, PushKind};
 
+use super::streams::Resume;
+use super::subscriptions::Changes;
 use super::*;
+
+/// Channels named in one SUBSCRIBE or UNSUBSCRIBE command, at most (a long list is split).
+const SUBSCRIBE_BATCH: usize = 1024;
 
 /// Messages from Redis, ended when the connection is lost.
 pub(super) type Messages = Pin<Box<dyn Stream<Item = redis::Msg>>>;
@@ -75,7 +83,7 @@ impl Target {
             });
         }
         let urls = config.urls();
-        if config.mode == crate::config::RedisMode::Sharded {
+        if config.mode == RedisMode::Sharded {
             for url in &urls {
                 url.into_connection_info()?;
             }
@@ -95,26 +103,76 @@ pub(super) enum Publisher {
     Cluster(redis::cluster_async::ClusterConnection),
 }
 
-/// A connected link: the publisher's connection, the messages, and (behind Sentinel) the
-/// watch on `+switch-master`.
-pub(super) struct Link {
+/// Changes the room subscriptions of the connected phase.
+#[derive(Clone)]
+pub(super) enum Subscriber {
+    /// SUBSCRIBE / UNSUBSCRIBE on the pub/sub connection.
+    Sink(redis::aio::PubSubSink),
+    /// SSUBSCRIBE / SUNSUBSCRIBE, each to the node of its channel's slot.
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Subscriber {
+    /// Sends `changes`, unsubscribing first: once the last subscription is confirmed, all of
+    /// the batch is.
+    pub(super) async fn change(self, changes: Changes) -> redis::RedisResult<()> {
+        match self {
+            Subscriber::Sink(mut sink) => {
+                for chunk in changes.unsubscribe.chunks(SUBSCRIBE_BATCH) {
+                    sink.unsubscribe(chunk).await?;
+                }
+                for chunk in changes.subscribe.chunks(SUBSCRIBE_BATCH) {
+                    sink.subscribe(chunk).await?;
+                }
+            }
+            // One channel per command: the channels of one SSUBSCRIBE must share a slot.
+            Subscriber::Cluster(mut conn) => {
+                for channel in &changes.unsubscribe {
+                    conn.sunsubscribe(channel).await?;
+                }
+                for channel in &changes.subscribe {
+                    conn.ssubscribe(channel).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The connections of one connected phase: the publisher's, the subscriptions (their
+/// messages, and the handle that changes them), in streams mode the stream's reader and where
+/// it starts, and behind Sentinel the watch on `+switch-master`.
+pub(super) struct Links {
     pub(super) publisher: Publisher,
+    pub(super) subscriber: Subscriber,
     pub(super) events: Events,
+    pub(super) reader: Option<(redis::aio::MultiplexedConnection, Resume)>,
     pub(super) switched: Option<Messages>,
+}
+
+/// Streams mode: what a fresh read connection needs to resume.
+pub(super) struct ReadPlan {
+    pub(super) key: String,
+    pub(super) uid: String,
+    pub(super) last_read: Option<String>,
+    pub(super) last_added: Option<String>,
+    pub(super) unconfirmed: usize,
 }
 
 fn io_error(what: &'static str) -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::Io, what))
 }
 
-/// Connects and subscribes to `subscriptions` (is pattern, name).
+/// Connects and subscribes to `subscriptions` (is pattern, name); in streams mode also opens
+/// the read connection and finds where to resume.
 pub(super) async fn connect(
     target: Target,
     subscriptions: Vec<(bool, String)>,
-) -> redis::RedisResult<Link> {
+    plan: Option<ReadPlan>,
+) -> redis::RedisResult<Links> {
     let connecting = match target {
         // Its own timeouts: for the connection, each command, and the subscriptions.
-        Target::Single(client) => return connect_single(client, subscriptions, None).await,
+        Target::Single(client) => return connect_single(client, subscriptions, plan, None).await,
         Target::Sentinel {
             sentinels,
             master,
@@ -128,7 +186,7 @@ pub(super) async fn connect(
             )?;
             let client = sentinel.async_get_client().await?;
             let watch = sentinel.async_get_sentinel_client().await?;
-            connect_single(client, subscriptions, Some((watch, master))).await
+            connect_single(client, subscriptions, plan, Some((watch, master))).await
         }
         .boxed_local(),
         Target::Cluster(nodes) => connect_cluster(nodes, subscriptions).boxed_local(),
@@ -141,22 +199,44 @@ pub(super) async fn connect(
 async fn connect_single(
     client: redis::Client,
     subscriptions: Vec<(bool, String)>,
+    plan: Option<ReadPlan>,
     sentinel: Option<(redis::Client, String)>,
-) -> redis::RedisResult<Link> {
+) -> redis::RedisResult<Links> {
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(REDIS_RESPONSE_TIMEOUT))
         .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT));
     let conn = client
         .get_multiplexed_async_connection_with_config(&config)
         .await?;
+    let reader = match plan {
+        Some(plan) => {
+            let read_config = config
+                .clone()
+                .set_response_timeout(Some(streams::read_timeout()));
+            let mut read_conn = client
+                .get_multiplexed_async_connection_with_config(&read_config)
+                .await?;
+            let state = (&plan.last_read, &plan.last_added, plan.unconfirmed);
+            let resume = tokio::time::timeout(
+                REDIS_RESPONSE_TIMEOUT * 2,
+                streams::resume(&mut read_conn, &plan.key, &plan.uid, state),
+            )
+            .await
+            .map_err(|_| io_error("resuming timed out"))??;
+            Some((read_conn, resume))
+        }
+        None => None,
+    };
     let subscribe = async {
         let mut pubsub = client.get_async_pubsub().await?;
-        for (pattern, name) in &subscriptions {
-            if *pattern {
-                pubsub.psubscribe(name).await?;
-            } else {
-                pubsub.subscribe(name).await?;
-            }
+        // Patterns one by one (one per namespace at most), channels in batches.
+        let (patterns, channels): (Vec<_>, Vec<_>) = subscriptions.into_iter().partition(|s| s.0);
+        for (_, pattern) in &patterns {
+            pubsub.psubscribe(pattern).await?;
+        }
+        let channels: Vec<String> = channels.into_iter().map(|(_, name)| name).collect();
+        for chunk in channels.chunks(SUBSCRIBE_BATCH) {
+            pubsub.subscribe(chunk).await?;
         }
         Ok::<_, redis::RedisError>(pubsub)
     };
@@ -179,9 +259,12 @@ async fn connect_single(
         }
         None => None,
     };
-    Ok(Link {
+    let (sink, messages) = pubsub.split();
+    Ok(Links {
         publisher: Publisher::Single(conn),
-        events: Box::pin(pubsub.into_on_message().map(Event::Message)),
+        subscriber: Subscriber::Sink(sink),
+        events: Box::pin(messages.map(Event::Message)),
+        reader,
         switched,
     })
 }
@@ -189,7 +272,7 @@ async fn connect_single(
 async fn connect_cluster(
     nodes: Vec<String>,
     subscriptions: Vec<(bool, String)>,
-) -> redis::RedisResult<Link> {
+) -> redis::RedisResult<Links> {
     let (push_tx, mut pushes) = mpsc::unbounded_channel();
     let client = ClusterClientBuilder::new(nodes)
         .use_protocol(ProtocolVersion::RESP3)
@@ -225,55 +308,80 @@ async fn connect_cluster(
             other => return other.map(|_| None),
         }
     });
-    Ok(Link {
-        publisher: Publisher::Cluster(conn),
+    Ok(Links {
+        publisher: Publisher::Cluster(conn.clone()),
+        subscriber: Subscriber::Cluster(conn),
         events: Box::pin(events),
+        reader: None,
         switched: None,
     })
 }
 
-/// Sends queued commands to Redis, in order, until the queue closes or Redis fails.
+/// Sends queued commands to Redis in order, until the queue closes or Redis fails: pipelined
+/// to one server, or to the nodes of a Redis Cluster. `stream` is the key and `MAXLEN ~` of
+/// streams mode's XADDs.
 pub(super) async fn publish_loop(
     mut publisher: Publisher,
     mut queue: mpsc::Receiver<Outgoing>,
     feedback: mpsc::Sender<Feedback>,
     metrics: Arc<Metrics>,
+    stream: (String, u64),
 ) {
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
-        let published = batch
+        // What each reply that is not ignored answers: a request's NUMSUB, or an XADD.
+        let requests: Vec<Option<String>> = batch
             .iter()
-            .filter(|o| matches!(o, Outgoing::Publish { .. } | Outgoing::Request { .. }))
-            .count() as u64;
-        let requests: Vec<String> = batch
-            .iter()
-            .filter_map(|o| match o {
-                Outgoing::Request { request_id, .. } => Some(request_id.clone()),
-                _ => None,
+            .filter_map(|out| match out {
+                Outgoing::Publish { .. } => None,
+                Outgoing::Request { request_id, .. } => Some(Some(request_id.clone())),
+                Outgoing::Add(_) => Some(None),
             })
             .collect();
+        let sent = batch.len() as u64;
         let result = match &mut publisher {
-            Publisher::Single(conn) => send_pipeline(conn, &batch).await,
+            Publisher::Single(conn) => send_pipeline(conn, &batch, &stream).await,
             Publisher::Cluster(conn) => send_cluster(conn, &batch).await,
         };
-        batch.clear();
         match result {
-            Ok(counts) => {
-                metrics.bridge().add_published(published);
-                for (request_id, servers) in requests.into_iter().zip(counts) {
-                    let _ = feedback
-                        .send(Feedback::Servers {
-                            request_id,
-                            servers,
-                        })
-                        .await;
+            Ok(replies) => {
+                batch.clear();
+                metrics.bridge().add_published(sent);
+                let mut added = None;
+                for (request_id, reply) in requests.into_iter().zip(replies) {
+                    match request_id {
+                        Some(request_id) => {
+                            let servers = numsub(&reply);
+                            let _ = feedback
+                                .send(Feedback::Servers {
+                                    request_id,
+                                    servers,
+                                })
+                                .await;
+                        }
+                        None => added = redis::from_redis_value::<String>(reply).ok(),
+                    }
+                }
+                if let Some(id) = added {
+                    let _ = feedback.send(Feedback::Added(id)).await;
                 }
             }
-            Err(e) => {
-                for _ in 0..published {
-                    metrics.bridge().drop_one();
-                }
-                for request_id in requests {
+            Err(error) => {
+                // Pub/Sub messages are gone (counted); stream entries go back to the bridge.
+                let entries = |batch: &mut Vec<Outgoing>| -> Vec<StreamEntry> {
+                    batch
+                        .drain(..)
+                        .filter_map(|out| match out {
+                            Outgoing::Add(entry) => Some(entry),
+                            _ => {
+                                metrics.bridge().drop_one();
+                                None
+                            }
+                        })
+                        .collect()
+                };
+                let unconfirmed = entries(&mut batch);
+                for request_id in requests.into_iter().flatten() {
                     let _ = feedback
                         .send(Feedback::Servers {
                             request_id,
@@ -281,18 +389,29 @@ pub(super) async fn publish_loop(
                         })
                         .await;
                 }
-                let _ = feedback.send(Feedback::Lost(e)).await;
+                queue.close();
+                while let Ok(out) = queue.try_recv() {
+                    batch.push(out);
+                }
+                let unsent = entries(&mut batch);
+                let lost = Feedback::Lost {
+                    error,
+                    unconfirmed,
+                    unsent,
+                };
+                let _ = feedback.send(lost).await;
                 return;
             }
         }
     }
 }
 
-/// One pipeline to one server; the subscriber counts of the requests, in order.
+/// One pipeline to one server; the replies not ignored (NUMSUB, XADD), in order.
 async fn send_pipeline(
     conn: &mut redis::aio::MultiplexedConnection,
     batch: &[Outgoing],
-) -> redis::RedisResult<Vec<Option<usize>>> {
+    (key, maxlen): &(String, u64),
+) -> redis::RedisResult<Vec<redis::Value>> {
     let mut pipe = redis::pipe();
     for out in batch {
         match out {
@@ -312,51 +431,44 @@ async fn send_pipeline(
                     .arg(payload.as_slice())
                     .ignore();
             }
-            // Room channels are a sharded mode's; the classic bridge subscribes by pattern.
-            Outgoing::Subscribe(_) | Outgoing::Unsubscribe(_) => {}
+            Outgoing::Add(entry) => {
+                let cmd = pipe.cmd("XADD").arg(key).arg("MAXLEN").arg("~");
+                let cmd = cmd.arg(*maxlen).arg("*").arg("uid").arg(&entry.uid);
+                let cmd = cmd.arg("nsp").arg(&entry.nsp).arg("type").arg(&entry.kind);
+                if let Some(data) = &entry.data {
+                    cmd.arg("data").arg(data);
+                }
+            }
         }
     }
-    let counts = pipe.query_async::<Vec<redis::Value>>(conn).await?;
-    Ok(counts.iter().map(numsub).collect())
+    pipe.query_async(conn).await
 }
 
 /// SPUBLISH each message to the node that serves its channel's slot (sent together, in
-/// order), SSUBSCRIBE and SUNSUBSCRIBE room channels; the subscriber counts of the requests
-/// (`PUBSUB SHARDNUMSUB`, summed over the masters, as Node's adapter does).
+/// order); the requests' subscriber counts (`PUBSUB SHARDNUMSUB`, as Node's sharded adapter
+/// counts), in order. Streams mode's entries never come here.
 async fn send_cluster(
     conn: &mut redis::cluster_async::ClusterConnection,
     batch: &[Outgoing],
-) -> redis::RedisResult<Vec<Option<usize>>> {
+) -> redis::RedisResult<Vec<redis::Value>> {
     let mut counts = Vec::new();
     let mut sends = Vec::with_capacity(batch.len());
     for out in batch {
-        match out {
-            Outgoing::Publish { channel, payload } => {
-                let mut cmd = redis::cmd("SPUBLISH");
-                cmd.arg(channel).arg(payload.as_slice());
-                sends.push(cmd);
-            }
+        let (channel, payload) = match out {
+            Outgoing::Publish { channel, payload } => (channel, payload),
             Outgoing::Request {
                 channel, payload, ..
             } => {
                 let mut count = redis::cmd("PUBSUB");
                 count.arg("SHARDNUMSUB").arg(channel);
-                counts.push(numsub(&count.query_async::<redis::Value>(conn).await?));
-                let mut cmd = redis::cmd("SPUBLISH");
-                cmd.arg(channel).arg(payload.as_slice());
-                sends.push(cmd);
+                counts.push(count.query_async::<redis::Value>(conn).await?);
+                (channel, payload)
             }
-            Outgoing::Subscribe(channels) => {
-                for channel in channels {
-                    conn.ssubscribe(channel).await?;
-                }
-            }
-            Outgoing::Unsubscribe(channels) => {
-                for channel in channels {
-                    conn.sunsubscribe(channel).await?;
-                }
-            }
-        }
+            Outgoing::Add(_) => continue,
+        };
+        let mut cmd = redis::cmd("SPUBLISH");
+        cmd.arg(channel).arg(payload.as_slice());
+        sends.push(cmd);
     }
     let replies = futures_util::future::join_all(sends.iter().map(|cmd| {
         let mut conn = conn.clone();
@@ -371,7 +483,7 @@ async fn send_cluster(
 
 /// The subscriber count in a `PUBSUB NUMSUB <channel>` (or `SHARDNUMSUB`) reply:
 /// `[channel, count]`, or a map of one entry in RESP3.
-pub(super) fn numsub(reply: &redis::Value) -> Option<usize> {
+fn numsub(reply: &redis::Value) -> Option<usize> {
     let count = match reply {
         redis::Value::Array(items) => items.get(1)?,
         redis::Value::Map(entries) => &entries.first()?.1,

@@ -1,0 +1,267 @@
+//! `--redis-mode streams`: the Redis stream of `@socket.io/redis-streams-adapter` 0.3 between
+//! shardio machines (2 shards each) and Node; a real `redis-server` per test, killed and
+//! restarted under the bridges to check that an outage loses nothing and repeats nothing.
+
+use crate::common;
+use crate::redis::{assert_quiet, joined, next_event, SilentRelay};
+
+use std::time::{Duration, Instant};
+
+use common::aclient::AClient;
+use common::redis::RedisServer;
+use common::{TestServer, WAIT};
+use serde_json::{json, Value};
+use shardio::gateway::endpoints as default_endpoints;
+use shardio::Config;
+
+/// The gateway app with the bridge on `redis` in streams mode.
+fn streams_gateway(redis: &RedisServer) -> TestServer {
+    let url = redis.url();
+    let args = ["shardio", "--redis", &url, "--redis-mode", "streams"];
+    let config = <Config as clap::Parser>::parse_from(args);
+    let server = TestServer::start_with_redis(
+        2,
+        default_endpoints(&config, None),
+        Some(config.redis.clone()),
+    );
+    server.wait_until("the bridge to connect", |m| m.bridge().connected() == 1);
+    server
+}
+
+/// Publishes `n` to room `r` as `c`.
+fn publish_n(c: &AClient, n: u32) {
+    c.send(&format!(
+        r#"42["publish",{{"to":"r","event":"n","data":{n}}}]"#
+    ));
+}
+
+/// Publishes `range` from `c`, one every 2 ms: a steady stream over time is what the outage
+/// tests cut into.
+async fn publish_steadily(c: &AClient, range: std::ops::RangeInclusive<u32>) {
+    for n in range {
+        publish_n(c, n);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// The numbers `c` receives until it has `count` of them, in arrival order; fails after
+/// `limit` with what came.
+async fn receive_numbers(c: &mut AClient, count: usize, limit: Duration) -> Vec<u32> {
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    while got.len() < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, next_event(c)).await {
+            Ok((event, Value::Number(n), _)) if event == "n" => {
+                got.push(u32::try_from(n.as_u64().expect("a number")).expect("small"));
+            }
+            Ok(other) => panic!("unexpected event {other:?}"),
+            Err(_) => panic!(
+                "{} of {count} messages arrived within {limit:?}; missing: {:?}",
+                got.len(),
+                (0..u32::try_from(count).expect("small"))
+                    .filter(|n| !got.contains(n))
+                    .collect::<Vec<_>>()
+            ),
+        }
+    }
+    got
+}
+
+/// Machines A and B in streams mode, a client of each in room `r`.
+async fn publisher_and_subscriber(
+    redis: &RedisServer,
+) -> (TestServer, TestServer, AClient, AClient) {
+    let (a, b) = (streams_gateway(redis), streams_gateway(redis));
+    let a1 = joined(a.addr, json!("r")).await;
+    let b1 = joined(b.addr, json!("r")).await;
+    (a, b, a1, b1)
+}
+
+/// Waits until both bridges know that Redis is gone.
+fn both_notice(a: &TestServer, b: &TestServer) {
+    a.wait_until("A to notice", |m| m.bridge().connected() == 0);
+    b.wait_until("B to notice", |m| m.bridge().connected() == 0);
+}
+
+fn xlen(redis: &RedisServer) -> u64 {
+    let reply = redis.command("XLEN socket.io");
+    reply.trim_start_matches(':').parse().expect("XLEN")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_mode_broadcasts_cross_machines_both_ways_through_the_stream() {
+    let redis = RedisServer::start();
+    let (a, b) = (streams_gateway(&redis), streams_gateway(&redis));
+    let mut a_r = joined(a.addr, json!(["r"])).await;
+    let mut a_x = joined(a.addr, json!(["r", "x"])).await;
+    let mut b_r = joined(b.addr, json!(["r"])).await;
+    let mut b_x = joined(b.addr, json!(["r", "x"])).await;
+    let mut b_o = joined(b.addr, json!(["other"])).await;
+
+    // A to B: room r except x.
+    a_r.send(r#"42["publish",{"to":"r","except":"x","event":"note","data":{"n":1}}]"#);
+    let (event, data, _) = next_event(&mut b_r).await;
+    assert_eq!((event.as_str(), data), ("note", json!({"n": 1})));
+
+    // B to A: binary to x.
+    b_x.send(r#"451-["publish",{"to":"x","event":"blob","data":{"_placeholder":true,"num":0}}]"#);
+    b_x.send_binary(&[0xde, 0xad]);
+    let (event, _, bins) = next_event(&mut a_x).await;
+    assert_eq!((event.as_str(), bins), ("blob", vec![vec![0xde, 0xad]]));
+
+    // B to everyone: the namespace.
+    b_o.send(r#"42["publish",{"event":"all","data":"hi"}]"#);
+    for (name, c) in [
+        ("a_r", &mut a_r),
+        ("a_x", &mut a_x),
+        ("b_r", &mut b_r),
+        ("b_x", &mut b_x),
+    ] {
+        let (event, data, _) = next_event(c).await;
+        assert_eq!((event.as_str(), data), ("all", json!("hi")), "{name}");
+    }
+    for (name, c) in [
+        ("a_r", &mut a_r),
+        ("a_x", &mut a_x),
+        ("b_r", &mut b_r),
+        ("b_x", &mut b_x),
+        ("b_o", &mut b_o),
+    ] {
+        assert_quiet(c, name).await;
+    }
+
+    // They went through the stream, not the classic adapter's channels.
+    assert_eq!(xlen(&redis), 3);
+    // An entry that does not decode is counted and skipped; the next one is delivered.
+    redis.command("XADD socket.io * uid other nsp / type 3 data not-base64!");
+    b_o.send(r#"42["publish",{"to":"r","event":"after","data":1}]"#);
+    let (event, _, _) = next_event(&mut a_r).await;
+    assert_eq!(event, "after");
+    for m in [&a, &b] {
+        m.wait_until("the bad entry to be counted", |m| {
+            m.bridge().malformed() == 1
+        });
+    }
+    assert_eq!(
+        redis.command("PUBSUB NUMSUB socket.io-request#/#"),
+        "*2",
+        "no classic subscription"
+    );
+    for m in [&a, &b] {
+        let bridge = m.metrics.bridge();
+        assert_eq!((bridge.malformed(), bridge.dropped()), (1, 0));
+        assert!(bridge.published() >= 1 && bridge.received() >= 1);
+    }
+}
+
+#[test]
+fn a_node_server_with_the_streams_adapter_and_a_streams_emitter_interoperate() {
+    let redis = RedisServer::start();
+    let shardio = streams_gateway(&redis);
+    let out = common::node::run_script(
+        "node_streams.mjs",
+        &[&redis.url(), &shardio.url()],
+        Duration::from_secs(45),
+    );
+    assert_eq!(out.trim(), "ok");
+    assert_eq!(shardio.metrics.bridge().malformed(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_mid_run_loses_nothing_and_repeats_nothing() {
+    let mut redis = RedisServer::start_persistent();
+    let (a, b, a1, mut b1) = publisher_and_subscriber(&redis).await;
+
+    // Redis is killed while A publishes; A goes on publishing while it is away (queued in
+    // the bridge), then after it is back.
+    publish_steadily(&a1, 0..=149).await;
+    redis.kill();
+    publish_steadily(&a1, 150..=199).await;
+    both_notice(&a, &b);
+    publish_steadily(&a1, 200..=249).await;
+    a.wait_until("A to hold what it could not add", |m| {
+        m.bridge().stream_waiting() >= 50
+    });
+    redis.restart();
+    publish_steadily(&a1, 250..=299).await;
+
+    let got = receive_numbers(&mut b1, 300, WAIT * 2).await;
+    assert_eq!(
+        got,
+        (0..300).collect::<Vec<_>>(),
+        "every message, once, in order"
+    );
+    assert_quiet(&mut b1, "b1 after the last message").await;
+    for m in [&a, &b] {
+        let bridge = m.metrics.bridge();
+        assert!(bridge.reconnects() >= 1);
+        assert_eq!((bridge.dropped(), bridge.malformed()), (0, 0));
+    }
+    assert_eq!(xlen(&redis), 300, "each message is in the stream once");
+    assert_eq!(a.metrics.bridge().stream_waiting(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restarted_without_its_data_is_read_from_the_start() {
+    let mut redis = RedisServer::start();
+    let (a, b, a1, mut b1) = publisher_and_subscriber(&redis).await;
+    // An entry id far ahead of the clock (another writer's, or a Redis whose clock was ahead):
+    // every later id of this stream is above it, and the restarted Redis's ids are below.
+    let future = redis.command("XADD socket.io 9999999999999-0 uid other nsp / type 2");
+    assert_eq!(
+        future, "$15",
+        "the id 9999999999999-0 (15 bytes) is the answer"
+    );
+    publish_n(&a1, 0);
+    assert_eq!(receive_numbers(&mut b1, 1, WAIT).await, [0]);
+
+    redis.kill();
+    both_notice(&a, &b);
+    publish_steadily(&a1, 1..=20).await;
+    redis.restart();
+    publish_steadily(&a1, 21..=40).await;
+
+    let got = receive_numbers(&mut b1, 40, WAIT * 2).await;
+    assert_eq!(
+        got,
+        (1..=40).collect::<Vec<_>>(),
+        "read from the new stream's start"
+    );
+    assert_quiet(&mut b1, "b1 after the last message").await;
+    assert_eq!(a.metrics.bridge().dropped(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_whose_xadd_reply_was_lost_are_not_added_twice() {
+    let redis = RedisServer::start();
+    // A reaches Redis through a relay that can swallow the replies to its XADDs: Redis adds
+    // the entries, A never hears so and counts them as unconfirmed.
+    let relay = SilentRelay::muting(redis.addr(), b"XADD");
+    let url = format!("redis://127.0.0.1:{}/0", relay.port);
+    let args = ["shardio", "--redis", &url, "--redis-mode", "streams"];
+    let config = <Config as clap::Parser>::parse_from(args);
+    let a = TestServer::start_with_redis(2, default_endpoints(&config, None), Some(config.redis));
+    a.wait_until("A's bridge to connect", |m| m.bridge().connected() == 1);
+    let b = streams_gateway(&redis);
+    let a1 = joined(a.addr, json!("r")).await;
+    let mut b1 = joined(b.addr, json!("r")).await;
+
+    publish_steadily(&a1, 0..=9).await;
+    assert_eq!(
+        receive_numbers(&mut b1, 10, WAIT).await,
+        (0..10).collect::<Vec<_>>()
+    );
+    relay.set_muted(true);
+    publish_steadily(&a1, 10..=19).await;
+    a.wait_until("A's publisher to time out", |m| m.bridge().connected() == 0);
+    relay.set_muted(false);
+    a.wait_until("A to reconnect", |m| m.bridge().connected() == 1);
+    publish_steadily(&a1, 20..=29).await;
+
+    let got = receive_numbers(&mut b1, 20, WAIT * 2).await;
+    assert_eq!(got, (10..30).collect::<Vec<_>>(), "once each, in order");
+    assert_quiet(&mut b1, "b1 after the last message").await;
+    // (A probe in the failed pipeline is counted as dropped: Pub/Sub messages are not kept.)
+    assert_eq!(xlen(&redis), 30, "no entry added twice");
+}
