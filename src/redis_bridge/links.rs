@@ -125,18 +125,35 @@ impl Subscriber {
                     sink.subscribe(chunk).await?;
                 }
             }
-            // One channel per command: the channels of one SSUBSCRIBE must share a slot.
-            Subscriber::Cluster(mut conn) => {
-                for channel in &changes.unsubscribe {
-                    conn.sunsubscribe(channel).await?;
-                }
-                for channel in &changes.subscribe {
-                    conn.ssubscribe(channel).await?;
-                }
+            // One channel per command (the channels of one SSUBSCRIBE must share a slot), the
+            // commands of a list sent together: each goes to its slot's master.
+            Subscriber::Cluster(conn) => {
+                each_channel(&conn, &changes.unsubscribe, false).await?;
+                each_channel(&conn, &changes.subscribe, true).await?;
             }
         }
         Ok(())
     }
+}
+
+/// SSUBSCRIBE (or SUNSUBSCRIBE) each of `channels`, all at once; done when Redis confirmed all.
+async fn each_channel(
+    conn: &redis::cluster_async::ClusterConnection,
+    channels: &[String],
+    subscribe: bool,
+) -> redis::RedisResult<()> {
+    let commands = channels.iter().map(|channel| {
+        let mut conn = conn.clone();
+        async move {
+            if subscribe {
+                conn.ssubscribe(channel).await
+            } else {
+                conn.sunsubscribe(channel).await
+            }
+        }
+    });
+    futures_util::future::try_join_all(commands).await?;
+    Ok(())
 }
 
 /// The connections of one connected phase: the publisher's, the subscriptions (their

@@ -93,6 +93,9 @@ impl Bridge {
         let Some(ns) = self.ns_index(&changes.nsp) else {
             return;
         };
+        if self.rooms.is_none() {
+            return;
+        }
         // Node's `dynamic` sharded adapter gives socket ids no channel.
         let updates: Vec<(String, bool)> = changes
             .rooms
