@@ -23,7 +23,7 @@ impl RedisCluster {
         let dir = KeyDir::new();
         let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
             .map(|_| {
-                let port = free_port();
+                let port = node_port();
                 let conf = format!("nodes-{port}.conf");
                 let dir = dir.path.to_string_lossy().into_owned();
                 RedisServer::start_on(
@@ -161,6 +161,14 @@ impl RedisCluster {
         let mut node = self.nodes.remove(i);
         node.kill();
     }
+}
+
+/// A free port for a cluster node: Redis refuses ports above 55535, whose cluster bus port
+/// (10000 higher) would not exist.
+fn node_port() -> u16 {
+    std::iter::repeat_with(free_port)
+        .find(|&port| port <= 55535)
+        .expect("a free port")
 }
 
 /// A master, one replica, and one sentinel watching them as `mymaster` with quorum 1.
