@@ -22,6 +22,7 @@
 #   API_PUBS [4 backend connections] API_RATE [0 = flat out, emits per second per connection]
 #   API_BATCH [1 emit per request]
 #   FLOOR_DURATION [5]
+#   SCALE_SHARDS ["1 2 4 8 16"]  SMALL_SUBS [10000] SMALL_ROOMS [1000] SMALL_SHARDS [8]
 #   IDLE_DURATION [10] REPS [3] SERVER_CPUS [0] BENCH_CPU [1]
 #   SERVERS ["shardio shardio-before node-single node-cluster socketioxide"]; also
 #     shardio-scraped: shardio with a `GET /metrics` every second (curl, on the generator's
@@ -31,7 +32,9 @@
 #   BASELINE [732947b]: the commit `shardio-before` is built from (main just before the first
 #     tuning commit of the benchmark issue, with the gateway and the generator), in target/baseline; its rows and the shardio /
 #     shardio-before ratios are the before/after figures of that tuning, from the same run.
-#   SCENARIOS ["fanout fanout-paced connect idle fanout-10k cross api floor"]
+#     BASELINE_ABOUT: what the report says of it instead (for another baseline).
+#   SCENARIOS ["fanout fanout-paced connect idle fanout-10k cross api floor"]; also
+#     shard-scaling and small-rooms (below)
 #   RESULTS [benches/RESULTS.md] OUT_DIR [benches/results/<UTC time>]
 #
 # `fanout` is flat out (throughput; its latency is mostly the queue that the publish window
@@ -66,6 +69,14 @@
 # sockets (capped by the descriptor limit: both ends are in one process) at 50 passes/s for
 # FLOOR_DURATION s, writer on the first core of SERVER_CPUS (where a server would write), reader
 # on BENCH_CPU: the kernel's own cost of a fan-out on this machine. Run once, not per server.
+#
+# `shard-scaling` (shardio servers only): the fanout shape flat out on every shard count of
+# SCALE_SHARDS, all the shards on the cores of SERVER_CPUS (one core by default: what each
+# shard adds to a broadcast, beside the scheduler's share), REPS repetitions, the servers and the
+# shard counts taking turns within each. `small-rooms` (shardio servers only): SMALL_SUBS
+# subscribers in SMALL_ROOMS rooms (10 members each by default) on SMALL_SHARDS shards, the
+# fanout otherwise as above: where sending a broadcast only to the shards with members counts.
+# With BASELINE=<commit> SERVERS="shardio shardio-before", before and after in one run.
 #   SKIP_BUILD [0]: use the binaries already built.
 set -euo pipefail
 
@@ -94,6 +105,10 @@ API_RATE=${API_RATE:-0}
 API_BATCH=${API_BATCH:-1}
 API_KEY=compare-sh-api-key-0123456789
 FLOOR_DURATION=${FLOOR_DURATION:-5}
+SCALE_SHARDS=${SCALE_SHARDS:-"1 2 4 8 16"}
+SMALL_SUBS=${SMALL_SUBS:-10000}
+SMALL_ROOMS=${SMALL_ROOMS:-1000}
+SMALL_SHARDS=${SMALL_SHARDS:-8}
 REPS=${REPS:-3}
 SERVER_CPUS=${SERVER_CPUS:-0}
 BENCH_CPU=${BENCH_CPU-1}   # empty (or none): the generator is not pinned
@@ -188,6 +203,7 @@ if [[ " $SCENARIOS " == *" connect-tls "* ]]; then
     -keyout "$TLS_KEY" -out "$TLS_CERT" 2>/dev/null || { log "openssl could not make the certificate"; exit 1; }
 fi
 RUN_TLS=""   # set by bench_run for connect-tls: the server gets the certificate
+RUN_SHARDS=""   # set for shard-scaling and small-rooms: shardio's --shards (else one per core)
 
 # ---------------------------------------------------------------------------------------------
 # Starting and stopping servers.
@@ -236,9 +252,9 @@ start_redis() {
 server_cmd() {
   local name=$1 port=$2 redis=${REDIS_URL:+ --redis $REDIS_URL}
   case $name in
-    shardio | shardio-scraped) echo "taskset -c $SERVER_CPUS $SHARDIO --listen 127.0.0.1:$port --shards $CORES --api-key $API_KEY$redis${RUN_TLS:+ --tls-cert $TLS_CERT --tls-key $TLS_KEY}" ;;
-    shardio-streams) echo "taskset -c $SERVER_CPUS $SHARDIO --listen 127.0.0.1:$port --shards $CORES$redis --redis-mode streams" ;;
-    shardio-before) echo "taskset -c $SERVER_CPUS $BASELINE_SHARDIO --listen 127.0.0.1:$port --shards $CORES$redis" ;;
+    shardio | shardio-scraped) echo "taskset -c $SERVER_CPUS $SHARDIO --listen 127.0.0.1:$port --shards ${RUN_SHARDS:-$CORES} --api-key $API_KEY$redis${RUN_TLS:+ --tls-cert $TLS_CERT --tls-key $TLS_KEY}" ;;
+    shardio-streams) echo "taskset -c $SERVER_CPUS $SHARDIO --listen 127.0.0.1:$port --shards ${RUN_SHARDS:-$CORES}$redis --redis-mode streams" ;;
+    shardio-before) echo "taskset -c $SERVER_CPUS $BASELINE_SHARDIO --listen 127.0.0.1:$port --shards ${RUN_SHARDS:-$CORES}$redis" ;;
     node-single) echo "taskset -c $SERVER_CPUS node $NODE_DIR/server.js --mode single$redis --port $port" ;;
     node-cluster) echo "taskset -c $SERVER_CPUS node $NODE_DIR/server.js --mode cluster --workers $CORES$redis --port $port" ;;
     socketioxide) echo "taskset -c $SERVER_CPUS $SIOXIDE --port $port" ;;
@@ -297,7 +313,8 @@ trap stop_servers EXIT
 
 scenario_args() {
   case $1 in
-    fanout) echo "fanout --subscribers $FANOUT_SUBS --rooms $FANOUT_ROOMS --publishers $FANOUT_PUBS --rate $FANOUT_RATE --duration $FANOUT_DURATION --window $FANOUT_WINDOW --drain 5" ;;
+    fanout | shard-scaling) echo "fanout --subscribers $FANOUT_SUBS --rooms $FANOUT_ROOMS --publishers $FANOUT_PUBS --rate $FANOUT_RATE --duration $FANOUT_DURATION --window $FANOUT_WINDOW --drain 5" ;;
+    small-rooms) echo "fanout --subscribers $SMALL_SUBS --rooms $SMALL_ROOMS --publishers $FANOUT_PUBS --rate $FANOUT_RATE --duration $FANOUT_DURATION --window $FANOUT_WINDOW --drain 5" ;;
     fanout-paced) echo "fanout --subscribers $FANOUT_SUBS --rooms $FANOUT_ROOMS --publishers $FANOUT_PUBS --rate $FANOUT_PACED_RATE --duration $FANOUT_DURATION --window $FANOUT_WINDOW --drain 5" ;;
     cross) echo "cross --subscribers $CROSS_SUBS --rooms $CROSS_ROOMS --publishers $CROSS_PUBS --rate $CROSS_RATE --duration $FANOUT_DURATION --window $FANOUT_WINDOW --drain 5" ;;
     connect | connect-tls) echo "connect --count $CONNECT_COUNT --hold 1" ;;
@@ -313,7 +330,7 @@ tenk_args() {
 
 scenario_limit() {  # seconds a run may take before it is killed
   case $1 in
-    fanout | fanout-paced | cross | api) echo $((FANOUT_DURATION + 120)) ;;
+    fanout | fanout-paced | cross | api | shard-scaling | small-rooms) echo $((FANOUT_DURATION + 120)) ;;
     fanout-10k) echo $((TENK_DURATION + 180)) ;;
     connect | connect-tls) echo 180 ;;
     idle) echo $((IDLE_DURATION + 180)) ;;
@@ -412,6 +429,8 @@ not_applicable() {
     shardio-streams:cross) ;;
     shardio-streams:*) echo "not run for $2: --redis-mode streams changes only what crosses machines (cross)" ;;
     shardio:api | shardio:connect-tls) ;;
+    shardio*:shard-scaling | shardio*:small-rooms) ;;
+    *:shard-scaling | *:small-rooms) echo "not run for $2: it varies shardio's shard count" ;;
     *:connect-tls) echo "not run for connect-tls: shardio only (the connect row compares the peers)" ;;
     shardio-before:api) echo "not run for api: commit $BASELINE predates the HTTP API" ;;
     *:api) echo "not available for api: no HTTP publish API (the peers that ship one, Soketi and Centrifugo, cannot be installed from this machine's registries)" ;;
@@ -458,6 +477,21 @@ runs() {
 for scenario in $SCENARIOS; do
   case $scenario in
     floor) continue ;;
+    shard-scaling | small-rooms)
+      for rep in $(seq 1 "$REPS"); do
+        if [[ $scenario == small-rooms ]]; then counts=$SMALL_SHARDS; else counts=$SCALE_SHARDS; fi
+        for n in $counts; do
+          for server in $SERVERS; do
+            runs "$server" "$scenario" || continue
+            stem="$server-$scenario-$rep"
+            [[ $scenario == small-rooms ]] || stem="$server-$scenario-$n-$rep"
+            # shellcheck disable=SC2046 # the arguments are words
+            RUN_SHARDS=$n bench_run "$server" "$scenario" "$stem" $(scenario_args "$scenario") || true
+          done
+        done
+      done
+      continue
+      ;;
     fanout-10k)
       for server in $SERVERS; do
         if runs "$server" "$scenario"; then run_tenk "$server" || true; fi
@@ -481,6 +515,8 @@ cut -d' ' -f1-3 /proc/loadavg >"$OUT_DIR/loadavg-end"
 export RESULTS_SERVERS=$SERVERS RESULTS_SCENARIOS=$SCENARIOS RESULTS_REPS=$REPS
 export RESULTS_SERVER_CPUS=$SERVER_CPUS RESULTS_BENCH_CPU=$BENCH_CPU RESULTS_CORES=$CORES
 export RESULTS_TENK_RATES=$TENK_RATES RESULTS_BASELINE=$BASELINE
+export RESULTS_SCALE_SHARDS=$SCALE_SHARDS RESULTS_SMALL_SHARDS=$SMALL_SHARDS
+if [[ -n ${BASELINE_ABOUT:-} ]]; then export RESULTS_BASELINE_ABOUT=$BASELINE_ABOUT; fi
 export RESULTS_COMMIT
 node "$ROOT/benches/summarize.js" "$OUT_DIR" >"$RESULTS"
 log "wrote $RESULTS (raw runs in $OUT_DIR)"

@@ -93,6 +93,7 @@ const FIGURES = {
     ["idle CPU % of a core", "idle_cpu_percent", (x) => x.toFixed(2), "lower"],
   ],
 };
+FIGURES["small-rooms"] = FIGURES.fanout;
 
 FIGURES["connect-tls"] = FIGURES.connect;
 
@@ -119,6 +120,9 @@ const NOTES = {
     "Publishers connect to server A, subscribers to server B; the rooms span both through a redis-server started for the run " +
     "(A, B and Redis all pinned to the servers' cores). shardio: two processes with `--redis`; node-single: two single-process " +
     "socket.io servers with @socket.io/redis-adapter. Server CPU is A + B + Redis.",
+  "small-rooms":
+    `Many small rooms on ${env("RESULTS_SMALL_SHARDS", "?")} shards, all on cpu ${env("RESULTS_SERVER_CPUS", "?")}: ` +
+    "each publish has members on a few shards only, so sending it only to the shards with members counts most here.",
   idle:
     "RSS per connection is (server RSS with the connections open - RSS before) / connections; idle CPU is measured " +
     "with the connections open and only pings flowing (Engine.IO pingInterval is 25 s in every server here).",
@@ -198,8 +202,8 @@ p();
 p("Servers:");
 p();
 const about = {
-  "shardio-before": `shardio built from commit ${env("RESULTS_BASELINE", "?")}, before the tuning of the benchmark ` +
-    "issue: its ratios are the before/after figures of that tuning, measured in the same run",
+  "shardio-before": `shardio built from commit ${env("RESULTS_BASELINE", "?")}, ` +
+    env("RESULTS_BASELINE_ABOUT", "before the tuning of the benchmark issue: its ratios are the before/after figures of that tuning, measured in the same run"),
   "shardio-scraped": "the same shardio binary, scraped (`GET /metrics`) every second during each run",
   "shardio-streams": "the same shardio binary with `--redis-mode streams`: broadcasts cross machines through a " +
     "Redis stream (XADD, XREAD BLOCK) instead of Pub/Sub",
@@ -333,7 +337,66 @@ function floorSection() {
   p();
 }
 
-const SECTIONS = { "fanout-10k": tenkSection, floor: floorSection };
+// shard-scaling: the fanout flat out on each shard count, all shards on SERVER_CPUS; per shardio
+// server, deliveries per server CPU second and its share of the one-shard figure.
+function scalingSection() {
+  const counts = env("RESULTS_SCALE_SHARDS", "1 2 4 8 16").split(/\s+/).filter(Boolean);
+  const ran = servers.filter((s) => counts.some((n) => runsOf(s, `shard-scaling-${n}`).length));
+  const med = (s, n, key) => median(runsOf(s, `shard-scaling-${n}`).map((r) => get(r, key)));
+  p("## shard-scaling");
+  p();
+  p(`The fanout shape flat out (${FANOUT_SHAPE()}) on ${counts.join(", ")} shards, every shard on cpu ` +
+    `${env("RESULTS_SERVER_CPUS", "?")}: with one core for all of them, what each shard adds to a broadcast shows as ` +
+    "deliveries per server CPU second falling below the one-shard figure (the scheduler's share included). Medians of " +
+    `${env("RESULTS_REPS", "?")} runs per shard count; the servers and the counts take turns within each repetition. ` +
+    "Targets (issue 15): 4 shards >= 0.9 x 1 shard, 16 shards >= 0.8 x 1 shard.");
+  p();
+  if (!ran.length) {
+    p("Not measured.");
+    p();
+    return;
+  }
+  p(`| shards | ${ran.map((s) => `${s}: deliveries/server CPU s | ${s}: vs 1 shard | ${s}: deliveries/s | ${s}: p99 ms | ${s}: lost`).join(" | ")} |`);
+  p(`|---:|${ran.map(() => "---:|---:|---:|---:|---:").join("|")}|`);
+  for (const n of counts) {
+    const cells = ran.map((s) => {
+      const per = med(s, n, "deliveries_per_server_cpu_s");
+      const one = med(s, counts[0], "deliveries_per_server_cpu_s");
+      const p99 = med(s, n, "latency.p99_us");
+      const lost = med(s, n, "losses.lost");
+      const dps = med(s, n, "deliveries_per_s");
+      return [per === undefined ? "n/a" : int(per), ratio(per, one), dps === undefined ? "n/a" : int(dps),
+        p99 === undefined ? "n/a" : ms(p99), lost === undefined ? "n/a" : int(lost)].join(" | ");
+    });
+    p(`| ${n} | ${cells.join(" | ")} |`);
+  }
+  if (ran.includes("shardio") && ran.length > 1) {
+    p();
+    p(`| shards | ${ran.filter((s) => s !== "shardio").map((s) => `shardio / ${s}, per server CPU s`).join(" | ")} |`);
+    p(`|---:|${ran.filter((s) => s !== "shardio").map(() => "---:").join("|")}|`);
+    for (const n of counts) {
+      const mine = med("shardio", n, "deliveries_per_server_cpu_s");
+      p(`| ${n} | ${ran.filter((s) => s !== "shardio").map((s) => ratio(mine, med(s, n, "deliveries_per_server_cpu_s"))).join(" | ")} |`);
+    }
+  }
+  p();
+  p("Commands (the first shard count's first run of each server; the others differ in `--shards` only):");
+  p();
+  p("```");
+  for (const s of ran) {
+    const r = runsOf(s, `shard-scaling-${counts[0]}`)[0];
+    if (r) p(pinned(r.command));
+  }
+  p("```");
+  p();
+}
+
+const FANOUT_SHAPE = () => {
+  const r = servers.map((s) => runsOf(s, `shard-scaling-1`)[0]).find(Boolean);
+  return r ? `${int(r.subscribers)} subscribers in ${int(r.rooms)} rooms, ${r.publishers} publishers` : "see the commands";
+};
+
+const SECTIONS = { "fanout-10k": tenkSection, floor: floorSection, "shard-scaling": scalingSection };
 
 for (const line of targetsSection()) p(line);
 

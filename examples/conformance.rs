@@ -1,7 +1,8 @@
 //! The reference test servers of the upstream Engine.IO v4 and Socket.IO v5 conformance suites:
 //! raw Engine.IO echo on `/engine.io/`, the Socket.IO test app on `/socket.io/`, port 3000.
 //!
-//! `cargo run --release --example conformance -- [--listen ADDR] [--shards N] [--no-pin]`
+//! `cargo run --release --example conformance -- [--listen ADDR] [--shards N] [--no-pin]
+//! [--websocket-compression]`
 
 use std::process::ExitCode;
 
@@ -14,6 +15,9 @@ use shardio::{conformance, Server};
 struct Args {
     #[command(flatten)]
     runtime: RuntimeConfig,
+    /// Accept WebSocket compression (permessage-deflate) on every endpoint.
+    #[arg(long)]
+    websocket_compression: bool,
 }
 
 fn main() -> ExitCode {
@@ -30,7 +34,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match server.run(conformance::endpoints(), shardio::shutdown_signal()) {
+    match server.run(
+        conformance::endpoints_with_compression(args.websocket_compression),
+        shardio::shutdown_signal(),
+    ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -14,12 +14,15 @@
 #
 # Settings (env vars, defaults in brackets):
 #   SCENARIOS ["fanout fanout10k connect"]  SERVER_CPU [0]  BENCH_CPU [1]  FREQ [999 samples/s]
+#   SHARDS [1: shardio's --shards, all on SERVER_CPU; another count writes NAME-SHARDSshards.svg]
 #   CALL_GRAPH [dwarf,32768; "fp" needs a build with frame pointers]
 #   FANOUT_SUBS [1000] FANOUT_ROOMS [10] FANOUT_PUBS [10] FANOUT_DURATION [10 s, flat out]
 #   TENK_SUBS [10000] TENK_RATE [50 publishes/s] (fanout10k: one room, one paced publisher)
 #   CONNECT_COUNT [5000 per round] CONNECT_ROUNDS [4]  (20,000 handshakes in all)
 #   MINWIDTH [0.2: frames narrower than this many pixels are left out, keeps the SVG small]
 #   SKIP_BUILD [0]  KEEP_DATA [0: 1 keeps perf.data and the folded stacks in $WORK]
+#   PROFILE [profiling: the binaries of target/PROFILE; with SKIP_BUILD=1, e.g. release (its
+#     symbol table names functions, inlined frames are lost)]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,6 +30,8 @@ cd "$ROOT"
 
 SCENARIOS=${SCENARIOS:-"fanout fanout10k connect"}
 SERVER_CPU=${SERVER_CPU:-0}
+SHARDS=${SHARDS:-1}
+PROFILE=${PROFILE:-profiling}
 BENCH_CPU=${BENCH_CPU:-1}
 FREQ=${FREQ:-999}
 CALL_GRAPH=${CALL_GRAPH:-dwarf,32768}
@@ -43,8 +48,8 @@ SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP_DATA=${KEEP_DATA:-0}
 
 OUT_DIR="$ROOT/flamegraphs"
-SHARDIO="$ROOT/target/profiling/shardio"
-BENCH="$ROOT/target/profiling/shardio-bench"
+SHARDIO="$ROOT/target/$PROFILE/shardio"
+BENCH="$ROOT/target/$PROFILE/shardio-bench"
 INFERNO_ROOT="$ROOT/target/inferno"
 COLLAPSE="$INFERNO_ROOT/bin/inferno-collapse-perf"
 FLAMEGRAPH="$INFERNO_ROOT/bin/inferno-flamegraph"
@@ -133,7 +138,7 @@ wait_port() {
 
 start_server() {
   local port=$1
-  RUST_LOG=warn taskset -c "$SERVER_CPU" "$SHARDIO" --listen "127.0.0.1:$port" --shards 1 \
+  RUST_LOG=warn taskset -c "$SERVER_CPU" "$SHARDIO" --listen "127.0.0.1:$port" --shards "$SHARDS" \
     >"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   wait_port "$port" "$SERVER_PID" || {
@@ -230,9 +235,11 @@ for name in $SCENARIOS; do
   timeout 600 "$PERF" script -i "$WORK/$name.perf.data" 2>"$WORK/$name.script.log" |
     "$COLLAPSE" --all >"$WORK/$name.folded" || die "$name: perf script or inferno-collapse-perf failed"
   [[ -s $WORK/$name.folded ]] || die "$name: no samples (see $WORK/$name.perf.log)"
-  title="shardio $name, 1 shard, commit $COMMIT"
+  svg=$name.svg shards="1 shard"
+  if [[ $SHARDS != 1 ]]; then svg=$name-${SHARDS}shards.svg shards="$SHARDS shards on cpu $SERVER_CPU"; fi
+  title="shardio $name, $shards, commit $COMMIT"
   "$FLAMEGRAPH" --title "$title" --subtitle "$(subtitle "$name")" \
-    --minwidth "$MINWIDTH" --width 1600 --colors rust "$WORK/$name.folded" >"$OUT_DIR/$name.svg" ||
+    --minwidth "$MINWIDTH" --width 1600 --colors rust "$WORK/$name.folded" >"$OUT_DIR/$svg" ||
     die "$name: inferno-flamegraph failed"
-  log "$name: wrote flamegraphs/$name.svg ($(du -h "$OUT_DIR/$name.svg" | cut -f1))"
+  log "$name: wrote flamegraphs/$svg ($(du -h "$OUT_DIR/$svg" | cut -f1))"
 done

@@ -91,7 +91,14 @@ pub fn ws_echo_config() -> EngineConfig {
 /// echo on `/engine.io/`, the Socket.IO test app on `/socket.io/`, and a plain WebSocket echo
 /// (no Engine.IO) on `/ws-echo` ([`ws_echo_config`]).
 pub fn endpoints() -> Vec<Endpoint> {
+    endpoints_with_compression(false)
+}
+
+/// [`endpoints`], accepting WebSocket compression (permessage-deflate) on every endpoint when
+/// `websocket_compression` is set, as `--websocket-compression` does.
+pub fn endpoints_with_compression(websocket_compression: bool) -> Vec<Endpoint> {
     let engine = EngineConfig {
+        websocket_compression,
         ping_interval: Duration::from_millis(300),
         ping_timeout: Duration::from_millis(200),
         max_payload: 1_000_000,
@@ -108,6 +115,12 @@ pub fn endpoints() -> Vec<Endpoint> {
             engine,
             socketio_app(Duration::from_millis(1000)),
         ),
-        Endpoint::websocket_echo("/ws-echo", ws_echo_config()),
+        Endpoint::websocket_echo(
+            "/ws-echo",
+            EngineConfig {
+                websocket_compression,
+                ..ws_echo_config()
+            },
+        ),
     ]
 }

@@ -65,9 +65,8 @@ pub use shard::{App, Endpoint};
 pub mod bench {
     use std::sync::Arc;
 
-    use tokio::sync::mpsc;
-
     use crate::bus::cluster::{BroadcastOpts, Origin, RemoteBroadcast, SioMsg};
+    use crate::bus::inbox::Inbox;
     use crate::bus::{Bus, ShardMsg};
     use crate::metrics::Metrics;
     use crate::protocol::frame::OutFrame;
@@ -97,17 +96,17 @@ pub mod bench {
     /// Shard 1's inbox.
     #[allow(missing_debug_implementations)] // a benchmark fixture
     pub struct BusInbox {
-        inbox: mpsc::Receiver<ShardMsg>,
+        inbox: Inbox,
         batch: Vec<ShardMsg>,
     }
 
     impl BusInbox {
-        /// Takes up to `limit` messages as the shard does, and drops them; 0 once every sender
+        /// Takes up to `limit` parcels as the shard does, and drops them; 0 once every sender
         /// is gone.
         pub async fn recv_many(&mut self, limit: usize) -> usize {
-            let n = self.inbox.recv_many(&mut self.batch, limit).await;
+            let n = self.inbox.recv(&mut self.batch, limit).await;
             self.batch.clear();
-            n
+            n.map_or(0, |taken| taken.messages)
         }
     }
 
@@ -139,7 +138,8 @@ pub mod fuzz {
 /// Logs to stderr in `format`, filtered by `RUST_LOG` (default `info`); colors only on a
 /// terminal, so that logs sent to a file or a journal carry no escape codes. A session's lines
 /// carry its `sid` and `shard` (its span, entered wherever the session's work runs): in `json`
-/// under `span`.
+/// under `span`. The span is made when the session first logs, so that a session that logs
+/// nothing costs the subscriber nothing; with a span filter in `RUST_LOG`, when it opens.
 ///
 /// `RUST_LOG` of plain `target=level` directives (the usual case) is read as a
 /// [`Targets`](tracing_subscriber::filter::Targets) filter; only one using span or field
@@ -148,14 +148,29 @@ pub mod fuzz {
 /// shard.
 pub fn init_tracing(format: config::LogFormat) {
     use std::io::IsTerminal as _;
-    use tracing_subscriber::filter::{LevelFilter, Targets};
-    use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    use tracing_subscriber::{fmt, EnvFilter, Layer as _};
 
     let spec = std::env::var("RUST_LOG").unwrap_or_default();
+    let ansi = std::io::stderr().is_terminal();
+    let _ = log_subscriber(format, &spec, ansi, std::io::stderr).try_init();
+}
+
+/// `init_tracing`'s subscriber, for the filter `spec` (`RUST_LOG`), writing to `writer`.
+pub(crate) fn log_subscriber<W>(
+    format: config::LogFormat,
+    spec: &str,
+    ansi: bool,
+    writer: W,
+) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::{fmt, EnvFilter, Layer as _};
+
     let (targets, dynamic) = if spec.contains(['[', '{']) {
-        let filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info"));
+        let filter = EnvFilter::try_new(spec).unwrap_or_else(|_| EnvFilter::new("info"));
         (None, Some(filter))
     } else {
         let targets = spec
@@ -166,22 +181,22 @@ pub fn init_tracing(format: config::LogFormat) {
         (Some(targets), None)
     };
     let layer = match format {
-        config::LogFormat::Text => fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::stderr().is_terminal())
-            .boxed(),
+        config::LogFormat::Text => fmt::layer().with_writer(writer).with_ansi(ansi).boxed(),
         config::LogFormat::Json => fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .boxed(),
     };
-    let _ = tracing_subscriber::registry()
+    // With plain directives a session's span is made when it first logs (the filter does not
+    // look at spans); a span filter needs the span before the event, so with the session.
+    let span_on_log = engineio::SpanOnLog::new(targets.is_some());
+    tracing_subscriber::registry()
+        .with(span_on_log)
         .with(targets)
         .with(dynamic)
         .with(layer)
-        .try_init();
 }
 
 /// Something the process re-reads from disk on SIGHUP (the JWT keys, the TLS certificate):

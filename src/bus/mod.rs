@@ -3,32 +3,49 @@
 //! exchange [`ShardMsg`] and [`ToBridge`], whose Socket.IO content ([`cluster`]) both
 //! `socketio/` and `redis_bridge/` build on.
 //!
-//! Overflow policy: a full inbox refuses the message at once (`try_send`); the sender counts it
-//! in its shard's `bus_overflows` metric and logs it. Sending never blocks a shard. The same
+//! A shard's messages to the others leave at the end of its loop's turn ([`outbox`]): what it
+//! queued for one shard within the turn travels as one parcel ([`inbox`]) and wakes that shard
+//! once; the receiver takes its inbox in batches.
+//!
+//! Overflow policy: a full inbox refuses the message at once (its place is reserved when it is
+//! queued); the sender counts it in its shard's `bus_overflows` metric and logs it. Sending never blocks a shard. The same
 //! holds for the bridge queue (counted in the bridge's `dropped`), and for the bridge sending
 //! into a full shard inbox (also the bridge's `dropped`): the bridge never waits on a shard.
 //! Every message carries its origin (a shard index, or the bridge); receivers act locally and
 //! never re-forward.
+//!
+//! Beside the queues, the bus holds the [`interest`] table: which shards hold members of which
+//! rooms, so that a broadcast goes only where it has members.
 
 pub(crate) mod cluster;
+pub(crate) mod inbox;
+pub(crate) mod interest;
 mod message;
+pub(crate) mod outbox;
+mod port;
 
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use crate::config::defaults;
 use crate::metrics::Metrics;
+use inbox::{Inbox, InboxTx, Parcel};
+use interest::Interest;
 
 pub(crate) use message::{Handoff, ShardMsg, ToBridge};
+pub(crate) use port::Port;
 
 /// The senders to every shard's inbox, and to the bridge. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Bus {
-    inboxes: Arc<[mpsc::Sender<ShardMsg>]>,
+    inboxes: Arc<[InboxTx]>,
     bridge: Option<mpsc::Sender<ToBridge>>,
     metrics: Arc<Metrics>,
     /// The bridge subscribes per room: shards report the rooms they gain and lose.
     room_interest: bool,
+    /// Which shards hold members of which rooms (`interest`).
+    interest: Arc<Interest>,
 }
 
 /// Why a bus message was not delivered: the target inbox was full (counted and logged), or the
@@ -38,19 +55,16 @@ pub(crate) struct Refused(pub(crate) ShardMsg);
 
 impl Bus {
     /// A bus for `shards` shards and the receiving end of each inbox, in shard order.
-    pub(crate) fn new(
-        shards: usize,
-        capacity: usize,
-        metrics: Arc<Metrics>,
-    ) -> (Bus, Vec<mpsc::Receiver<ShardMsg>>) {
+    pub(crate) fn new(shards: usize, capacity: usize, metrics: Arc<Metrics>) -> (Bus, Vec<Inbox>) {
         let (senders, receivers): (Vec<_>, Vec<_>) =
-            (0..shards).map(|_| mpsc::channel(capacity)).unzip();
+            (0..shards).map(|_| inbox::inbox(capacity)).unzip();
         (
             Bus {
                 inboxes: senders.into(),
                 bridge: None,
                 metrics,
                 room_interest: false,
+                interest: Arc::new(Interest::new(shards, defaults::INTEREST_SLOTS)),
             },
             receivers,
         )
@@ -59,6 +73,11 @@ impl Bus {
     /// The server's counters.
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The interest table: where a broadcast to a room has members.
+    pub(crate) fn interest(&self) -> &Arc<Interest> {
+        &self.interest
     }
 
     /// How many shards the bus connects.
@@ -99,51 +118,68 @@ impl Bus {
             return false;
         };
         let from = msg.from;
-        let full =
-            |dropped| tracing::warn!(from, dropped, "Redis bridge queue full: message dropped");
-        try_send(bridge, msg, || self.metrics.bridge().drop_one(), full).is_ok()
+        match bridge.try_send(msg) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let dropped = self.metrics.bridge().drop_one();
+                if dropped.is_power_of_two() {
+                    tracing::warn!(from, dropped, "Redis bridge queue full: message dropped");
+                }
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
     }
 
     /// Sends `msg` from the bridge to shard `to`, without waiting. A full inbox drops it
     /// (counted in the bridge's `dropped`, logged).
     pub(crate) fn send_from_bridge(&self, to: usize, msg: ShardMsg) -> bool {
-        let full =
-            |dropped| tracing::warn!(to, dropped, "shard inbox full: message from Redis dropped");
-        try_send(
-            &self.inboxes[to],
-            msg,
-            || self.metrics.bridge().drop_one(),
-            full,
-        )
-        .is_ok()
+        let inbox = &self.inboxes[to];
+        if !inbox.reserve() {
+            let dropped = self.metrics.bridge().drop_one();
+            if dropped.is_power_of_two() {
+                tracing::warn!(to, dropped, "shard inbox full: message from Redis dropped");
+            }
+            return false;
+        }
+        inbox.post(Parcel::one(msg)).is_ok()
     }
 
-    /// Sends `msg` from shard `from` to shard `to` without waiting. A full inbox refuses it
+    /// Sends `msg` from shard `from` to shard `to` now, without waiting (shards send through
+    /// their [`outbox::Outbox`], which this is the immediate form of). A full inbox refuses it
     /// (counted in `from`'s `bus_overflows`, logged) and hands it back.
     pub(crate) fn send(&self, from: usize, to: usize, msg: ShardMsg) -> Result<(), Refused> {
-        let overflow = || self.metrics.shards()[from].bus_overflow();
-        let full =
-            |overflows| tracing::warn!(from, to, overflows, "bus inbox full: message dropped");
-        try_send(&self.inboxes[to], msg, overflow, full).map_err(|e| Refused(e.into_inner()))
+        if !self.reserve(from, to) {
+            return Err(Refused(msg));
+        }
+        self.inboxes[to]
+            .post(Parcel::one(msg))
+            .map_err(|parcel| Refused(parcel.first))
     }
-}
 
-/// `try_send`, with the overflow policy: a full queue is counted (`count` returns the total so
-/// far) and logged (`warn`, at every power of two, so a flood does not flood the log).
-fn try_send<M>(
-    queue: &mpsc::Sender<M>,
-    msg: M,
-    count: impl FnOnce() -> u64,
-    warn: impl FnOnce(u64),
-) -> Result<(), mpsc::error::TrySendError<M>> {
-    let result = queue.try_send(msg);
-    if let Err(mpsc::error::TrySendError::Full(_)) = &result {
-        let total = count();
-        if total.is_power_of_two() {
-            warn(total);
+    /// Reserves a place for one message from shard `from` in shard `to`'s inbox; false when it
+    /// is full (counted in `from`'s `bus_overflows`, logged) or `to` stopped.
+    fn reserve(&self, from: usize, to: usize) -> bool {
+        let inbox = &self.inboxes[to];
+        if inbox.reserve() {
+            return true;
+        }
+        if !inbox.is_closed() {
+            let overflows = self.metrics.shards()[from].bus_overflow();
+            if overflows.is_power_of_two() {
+                tracing::warn!(from, to, overflows, "bus inbox full: message dropped");
+            }
+        }
+        false
+    }
+
+    /// Sends a parcel of reserved messages from shard `from` to shard `to`; a stopped shard's
+    /// are dropped (the server is shutting down).
+    fn post(&self, from: usize, to: usize, parcel: Parcel) {
+        if self.inboxes[to].post(parcel).is_err() {
+            tracing::debug!(from, to, "bus messages for a stopped shard dropped");
         }
     }
-    result
 }
 
 #[cfg(test)]
@@ -151,7 +187,8 @@ mod tests {
     use super::cluster::{Command, Origin, SioMsg};
     use super::*;
 
-    fn command(n: u32) -> ShardMsg {
+    /// A small Socket.IO message named by `n` (its namespace), for the bus's tests.
+    pub(super) fn command(n: u32) -> ShardMsg {
         ShardMsg::SocketIo {
             from: Origin::Shard(0),
             endpoint: 0,
@@ -165,7 +202,7 @@ mod tests {
         }
     }
 
-    fn nsp_of(msg: &ShardMsg) -> &str {
+    pub(super) fn nsp_of(msg: &ShardMsg) -> &str {
         match msg {
             ShardMsg::SocketIo { msg, .. } => msg.nsp(),
             ShardMsg::Handoff(_) => panic!("a Socket.IO message was sent"),
@@ -185,11 +222,10 @@ mod tests {
         assert_eq!(metrics.shards()[0].bus_overflows(), 1);
         assert_eq!(metrics.shards()[1].bus_overflows(), 0);
         // Draining makes room again; order is kept.
-        let inbox = &mut inboxes[1];
-        for want in ["1", "2"] {
-            let got = inbox.try_recv().expect("a queued message");
-            assert_eq!(nsp_of(&got), want);
-        }
+        let mut got = Vec::new();
+        let taken = inboxes[1].try_recv(&mut got).expect("queued messages");
+        assert_eq!(taken.messages, 2);
+        assert_eq!(got.iter().map(nsp_of).collect::<Vec<_>>(), ["1", "2"]);
         assert!(bus.send(0, 1, command(4)).is_ok());
     }
 
@@ -226,6 +262,8 @@ mod tests {
         assert!(bus.send_from_bridge(1, command(3)));
         assert!(!bus.send_from_bridge(1, command(4)));
         assert_eq!(metrics.bridge().dropped(), 2);
-        assert_eq!(nsp_of(&inboxes[1].try_recv().expect("queued")), "3");
+        let mut got = Vec::new();
+        inboxes[1].try_recv(&mut got).expect("queued");
+        assert_eq!(got.iter().map(nsp_of).collect::<Vec<_>>(), ["3"]);
     }
 }

@@ -125,3 +125,14 @@ pub const REDIS_STREAM_MAXLEN: u64 = 10_000;
 /// `--redis-subscription-mode`: Node's `createShardedAdapter` default (`dynamic`: a channel per
 /// public room).
 pub const REDIS_SUBSCRIPTION_MODE: &str = "dynamic";
+
+/// Slots of the interest table (`bus::interest`): a broadcast to a room goes to the shards
+/// marked in the room's slot. 65,536 slots of one word (up to 64 shards) are 512 KiB, of which
+/// only the pages of used slots are touched; rooms beyond a few tens of thousands per process
+/// start to share slots, and a shared slot only sends a broadcast to a shard that has no member
+/// (as every broadcast did before the table).
+pub const INTEREST_SLOTS: usize = 1 << 16;
+
+/// `--websocket-compression`: permessage-deflate is off unless asked for; it costs CPU per
+/// message and, for clients that keep their compression context, an inflater per connection.
+pub const WEBSOCKET_COMPRESSION: bool = false;

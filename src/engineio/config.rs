@@ -32,6 +32,8 @@ pub struct EngineConfig {
     /// WebSocket control frames (pings, pongs) a client may send per second, in bursts of as
     /// many; faster closes the connection with 1008. 0: no limit.
     pub control_frame_rate: u32,
+    /// Accept permessage-deflate (RFC 7692) when a WebSocket client offers it. Default off.
+    pub websocket_compression: bool,
 }
 
 impl Default for EngineConfig {
@@ -47,6 +49,7 @@ impl Default for EngineConfig {
             allowed_origins: None,
             max_fragments: defaults::WS_MAX_FRAGMENTS,
             control_frame_rate: defaults::WS_CONTROL_RATE,
+            websocket_compression: defaults::WEBSOCKET_COMPRESSION,
         }
     }
 }
@@ -71,6 +74,7 @@ impl EngineConfig {
             }),
             max_fragments: config.ws_max_fragments,
             control_frame_rate: config.ws_control_rate,
+            websocket_compression: config.websocket_compression,
             ..EngineConfig::default()
         }
     }
@@ -94,5 +98,6 @@ mod tests {
             (bin.max_fragments, bin.control_frame_rate)
         );
         assert!(bin.cors.is_none() && bin.cookie.is_none());
+        assert_eq!(lib.websocket_compression, bin.websocket_compression);
     }
 }

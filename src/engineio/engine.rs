@@ -91,11 +91,12 @@ impl Engine {
         let Some(app) = &self.app else {
             return;
         };
-        let _in_session = session.span.enter();
-        match self.shard.contain_now("open handler", || app.open(session)) {
-            Some(conn) => *session.conn.borrow_mut() = Some(conn),
-            None => session.close(CloseReason::TransportError),
-        }
+        session.in_span(
+            || match self.shard.contain_now("open handler", || app.open(session)) {
+                Some(conn) => *session.conn.borrow_mut() = Some(conn),
+                None => session.close(CloseReason::TransportError),
+            },
+        );
     }
 
     /// The open packet of a new session (docs/PROTOCOL.md §1.2): polling advertises the

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use tracing::Instrument as _;
+use futures_util::FutureExt as _;
 
 use super::driver;
 use super::engine::{Engine, Handled, Reply};
@@ -103,7 +103,9 @@ impl Engine {
             if requested != Requested::WebSocket || session.transport.get() != Transport::Polling {
                 websocket::accept_and_close(stream, &key).await;
             } else {
-                let upgrading = websocket::upgrade(self, stream, &key, session.clone(), leftover);
+                let deflate = websocket::negotiate_deflate(self, &head);
+                let upgrading =
+                    websocket::upgrade(self, stream, (&key, deflate), session.clone(), leftover);
                 self.contain(&session, upgrading).await;
             }
             return Handled::Done;
@@ -114,25 +116,31 @@ impl Engine {
                 .refuse(stream, &head, leftover, HandshakeError::BadRequest)
                 .await;
         }
-        let serving = polling::serve(self, session.clone(), stream, head, leftover);
-        self.contain(&session, serving)
-            .await
-            .unwrap_or(Handled::Done)
+        // Built in place: a long poll waits in this future for up to a ping interval.
+        self.contain(
+            &session,
+            polling::serve(self, session.clone(), stream, head, leftover),
+        )
+        .await
+        .unwrap_or(Handled::Done)
     }
 
     /// Serves a request of `session`. A panic while doing so (in the app's message handler,
     /// say) drops the request's connection and closes the session, which its driver then
     /// removes; `None` tells the caller. It runs in the session's span.
-    async fn contain<T>(&self, session: &Session, serving: impl Future<Output = T>) -> Option<T> {
-        let served = self
-            .shard
-            .contain("request", serving)
-            .instrument(session.span.clone())
-            .await;
-        if served.is_none() {
-            session.close(CloseReason::TransportError);
-        }
-        served
+    fn contain<'a, T>(
+        &'a self,
+        session: &'a Session,
+        serving: impl Future<Output = T> + 'a,
+    ) -> impl Future<Output = Option<T>> + 'a {
+        session
+            .run_in_span(self.shard.contain("request", serving))
+            .map(move |served| {
+                if served.is_none() {
+                    session.close(CloseReason::TransportError);
+                }
+                served
+            })
     }
 
     /// Whether the request's `Origin` (if it has one) is on the allow-list (if there is one).
@@ -187,11 +195,13 @@ impl Engine {
         let Some(key) = key else {
             return polling::handshake(self, stream, head, leftover, address).await;
         };
+        let deflate = websocket::negotiate_deflate(self, &head);
         let request = RequestInfo::from_head(head, address);
-        if let Some((session, ws)) = websocket::open(self, stream, &key, request, leftover).await {
+        let opened = websocket::open(self, stream, (&key, deflate), request, leftover).await;
+        if let Some((session, ws)) = opened {
             // The driver gets a task of its own, sized for the session's life; this HTTP task,
             // whose future is sized for every kind of request, ends here and frees its memory.
-            tokio::task::spawn_local(driver::drive(self.clone(), session, Some(ws)));
+            tokio::task::spawn_local(driver::drive(self.clone(), session, Some(Box::new(ws))));
         }
         Handled::Done
     }

@@ -49,6 +49,9 @@ impl Heartbeat {
     pub(super) fn on_pong(&mut self, session: &Session) {
         if self.awaiting_pong {
             self.awaiting_pong = false;
+            // The ping went out and nothing else is waiting: an idle session keeps no queue
+            // slots until the next ping.
+            session.out.borrow_mut().release_if_empty();
             self.schedule_ping(session, Instant::now() + self.interval);
         }
     }

@@ -8,7 +8,8 @@
 //! - `app.rs`: [`EngineApp`] and [`EngineAppFactory`], what sits on top.
 //! - `session.rs`: [`Session`], state only (queue, close flag, transport state), and the
 //!   [`Connection`] that handles its messages ([`CloseReason`] is `protocol::close`'s);
-//!   `request.rs`: [`RequestInfo`]; `sid.rs`: [`Sid`]; `queue.rs`: the bounded outbound queue.
+//!   `request.rs`: [`RequestInfo`]; `sid.rs`: [`Sid`]; `queue.rs`: the bounded outbound queue;
+//!   `span.rs`: the session's log span, made when it first logs.
 //! - `shard.rs`: [`EngineShard`], the sessions of one shard; `flusher.rs`: the shard's writer
 //!   of WebSocket sessions; `admission.rs`: the process's limits on sessions, shared by the
 //!   shards.
@@ -37,6 +38,7 @@ mod request;
 mod session;
 mod shard;
 mod sid;
+mod span;
 mod websocket;
 mod ws_echo;
 pub(crate) mod ws_fuzz;
@@ -55,3 +57,4 @@ pub use crate::protocol::frame::{FrameKind, OutFrame};
 pub(crate) use admission::Admission;
 pub(crate) use engine::{Engine, Handled};
 pub(crate) use rate::{RateLimit, RateState, Verdict};
+pub(crate) use span::SpanOnLog;

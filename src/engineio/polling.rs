@@ -9,8 +9,6 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use tracing::Instrument as _;
-
 use super::driver;
 use super::engine::{Engine, Handled, Reply};
 use super::queue::OutQueue;
@@ -41,9 +39,8 @@ pub(super) async fn handshake(
     engine.attach(&session);
     tokio::task::spawn_local(driver::drive(engine.clone(), session.clone(), None));
     let cookie = engine.cookie(&session);
-    let span = session.span.clone();
-    get(engine, &session, stream, &head, leftover, cookie)
-        .instrument(span)
+    session
+        .run_in_span(get(engine, &session, stream, &head, leftover, cookie))
         .await
 }
 

@@ -9,6 +9,7 @@ use std::io::{self, IoSlice};
 
 use crate::net::Stream;
 
+use crate::protocol::deflate::Agreement;
 use crate::protocol::frame::{FrameKind, OutFrame};
 
 /// Queue slots kept after the queue drains (about 40 bytes each).
@@ -23,6 +24,16 @@ pub(crate) struct OutQueue {
     /// Bytes queued and not yet written.
     bytes: usize,
     limit: usize,
+    /// permessage-deflate, when the WebSocket writing this queue negotiated it: frames are
+    /// queued in their compressed form where they have one.
+    deflate: Option<Agreement>,
+}
+
+/// What one push queued compressed: messages, and the bytes compression took off the wire.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Compressed {
+    pub(super) messages: u64,
+    pub(super) saved: u64,
 }
 
 impl OutQueue {
@@ -32,6 +43,21 @@ impl OutQueue {
             head_written: 0,
             bytes: 0,
             limit,
+            deflate: None,
+        }
+    }
+
+    /// Frames pushed from now on go out compressed under `agreement` (a WebSocket that
+    /// negotiated permessage-deflate takes the queue over); frames queued before stay plain.
+    pub(super) fn set_deflate(&mut self, agreement: Option<Agreement>) {
+        self.deflate = agreement;
+    }
+
+    /// The form of `frame` this queue sends.
+    fn form<'a>(&self, frame: &'a OutFrame) -> &'a OutFrame {
+        match &self.deflate {
+            Some(agreement) => frame.deflated(agreement).unwrap_or(frame),
+            None => frame,
         }
     }
 
@@ -45,21 +71,28 @@ impl OutQueue {
     }
 
     pub(super) fn fits(&self, frames: &[OutFrame]) -> bool {
-        let add: usize = frames.iter().map(OutFrame::len).sum();
+        let add: usize = frames.iter().map(|f| self.form(f).len()).sum();
         self.bytes + add <= self.limit
     }
 
-    /// Queues all frames, or none of them when they would pass the limit.
+    /// Queues all frames (each in the form this queue sends), or none of them when they would
+    /// pass the limit (`None`).
     #[must_use]
-    pub(super) fn push_all(&mut self, frames: &[OutFrame]) -> bool {
+    pub(super) fn push_all(&mut self, frames: &[OutFrame]) -> Option<Compressed> {
         if !self.fits(frames) {
-            return false;
+            return None;
         }
+        let mut compressed = Compressed::default();
         for f in frames {
-            self.bytes += f.len();
-            self.frames.push_back(f.clone());
+            let form = self.form(f);
+            if form.len() < f.len() {
+                compressed.messages += 1;
+                compressed.saved += (f.len() - form.len()) as u64;
+            }
+            self.bytes += form.len();
+            self.frames.push_back(form.clone());
         }
-        true
+        Some(compressed)
     }
 
     /// Queues a control frame (a pong, a close echo) within the limit; false when it does not
@@ -67,7 +100,7 @@ impl OutQueue {
     #[must_use]
     pub(super) fn push_control(&mut self, frame: OutFrame) -> bool {
         debug_assert_eq!(frame.kind(), FrameKind::Control);
-        self.push_all(std::slice::from_ref(&frame))
+        self.push_all(std::slice::from_ref(&frame)).is_some()
     }
 
     /// Queues the server's close frame, the last of the connection, even past the limit.
@@ -156,6 +189,15 @@ impl OutQueue {
         Some(frame)
     }
 
+    /// Gives back the slots of an empty queue. The heartbeat calls it when the client answers a
+    /// ping (once a ping interval): a session that stays idle then holds no queue memory
+    /// between pings, while a busy one still keeps its slots from burst to burst.
+    pub(super) fn release_if_empty(&mut self) {
+        if self.frames.is_empty() && self.frames.capacity() > 0 {
+            self.frames = VecDeque::new();
+        }
+    }
+
     pub(super) fn clear(&mut self) {
         self.frames = VecDeque::new();
         self.bytes = 0;
@@ -174,9 +216,9 @@ mod tests {
     #[test]
     fn enforces_the_byte_limit_all_or_nothing() {
         let mut q = OutQueue::new(20);
-        assert!(q.push_all(&[text("4aaaaaaa")])); // 10 bytes on the wire
-        assert!(!q.push_all(&[text("4bbbbbbb"), text("4c")]));
-        assert!(q.push_all(&[text("4bbbbbbb")]));
+        assert!(q.push_all(&[text("4aaaaaaa")]).is_some()); // 10 bytes on the wire
+        assert!(q.push_all(&[text("4bbbbbbb"), text("4c")]).is_none());
+        assert!(q.push_all(&[text("4bbbbbbb")]).is_some());
         assert!(!q.fits(&[text("")]));
         q.push_close(OutFrame::close(1001));
         assert_eq!(q.frames.len(), 3);
@@ -197,13 +239,31 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_queue_gives_its_slots_back_when_asked() {
+        let mut q = OutQueue::new(1000);
+        assert!(q.push_all(&[text("4a"), text("4b")]).is_some());
+        q.release_if_empty();
+        assert!(q.frames.capacity() > 0, "released while frames wait");
+        let n = q.bytes();
+        q.advance(n);
+        assert!(
+            q.frames.capacity() > 0,
+            "a drained queue keeps its working slots"
+        );
+        q.release_if_empty();
+        assert_eq!(q.frames.capacity(), 0);
+        assert!(q.push_all(&[text("4c")]).is_some());
+        assert_eq!(q.bytes(), text("4c").len());
+    }
+
+    #[test]
     fn pop_front_keeps_the_byte_count() {
         let mut q = OutQueue::new(20);
-        assert!(q.push_all(&[text("4aaaaaaa"), text("4b")]));
+        assert!(q.push_all(&[text("4aaaaaaa"), text("4b")]).is_some());
         assert_eq!(q.front(), Some(&text("4aaaaaaa")));
         assert_eq!(q.pop_front(), Some(text("4aaaaaaa")));
         assert!(
-            q.push_all(&[text("4ccccccc")]),
+            q.push_all(&[text("4ccccccc")]).is_some(),
             "the popped bytes are free again"
         );
         assert_eq!(q.pop_front(), Some(text("4b")));
@@ -222,7 +282,7 @@ mod tests {
         let mut q = OutQueue::new(usize::MAX);
         let chunk: Vec<u8> = (0..60_000u32).map(|i| i as u8).collect();
         let frames: Vec<OutFrame> = (0..16).map(|_| OutFrame::binary(&chunk)).collect();
-        assert!(q.push_all(&frames));
+        assert!(q.push_all(&frames).is_some());
         let total: usize = frames.iter().map(OutFrame::len).sum();
         let mut received = Vec::with_capacity(total);
         let mut buf = vec![0u8; 64 * 1024];
@@ -251,9 +311,29 @@ mod tests {
     }
 
     #[test]
+    fn a_compressing_queue_holds_and_counts_the_compressed_form() {
+        let big = "4".to_string() + &"abcdefgh".repeat(500);
+        let frames = [text(&big), text("4small")];
+        let mut plain = OutQueue::new(1 << 20);
+        assert_eq!(plain.push_all(&frames), Some(Compressed::default()));
+        let mut q = OutQueue::new(1 << 20);
+        q.set_deflate(crate::protocol::deflate::negotiate(["permessage-deflate"]));
+        let compressed = q.push_all(&frames).unwrap();
+        assert_eq!(compressed.messages, 1);
+        assert_eq!(q.bytes() as u64 + compressed.saved, plain.bytes() as u64);
+        assert_eq!(q.front().map(|f| f.wire()[0]), Some(0xC1));
+        assert!(q.bytes() < 100, "{}", q.bytes());
+        // The limit applies to what is queued: the compressed form fits where the plain does not.
+        let mut tight = OutQueue::new(200);
+        assert!(tight.push_all(&frames[..1]).is_none());
+        tight.set_deflate(crate::protocol::deflate::negotiate(["permessage-deflate"]));
+        assert!(tight.push_all(&frames[..1]).is_some());
+    }
+
+    #[test]
     fn partial_writes_resume_where_they_stopped() {
         let mut q = OutQueue::new(1000);
-        assert!(q.push_all(&[text("4one"), text("4two")]));
+        assert!(q.push_all(&[text("4one"), text("4two")]).is_some());
         q.advance(3);
         let mut slices = [IoSlice::new(&[]); 8];
         let n = q.slices(&mut slices);

@@ -130,18 +130,24 @@ impl EngineShard {
     /// logged and counted, and `None` returned: what `work` owned (its connection) is dropped,
     /// the rest of the shard goes on. Unwinding has released every `RefCell` borrow `work`
     /// held, so the shard's state stays usable.
-    pub(crate) async fn contain<F: Future>(
-        &self,
+    ///
+    /// Not an `async fn`: its future would keep `work` twice, as the argument and as the
+    /// catching future it is moved into (an async fn's arguments and the locals it holds across
+    /// an await get places of their own), and `work` is a session's whole life.
+    pub(crate) fn contain<'a, F: Future + 'a>(
+        &'a self,
         what: &'static str,
         work: F,
-    ) -> Option<F::Output> {
-        match AssertUnwindSafe(work).catch_unwind().await {
-            Ok(out) => Some(out),
-            Err(panic) => {
-                self.panicked(what, &*panic);
-                None
-            }
-        }
+    ) -> impl Future<Output = Option<F::Output>> + 'a {
+        AssertUnwindSafe(work)
+            .catch_unwind()
+            .map(move |out| match out {
+                Ok(out) => Some(out),
+                Err(panic) => {
+                    self.panicked(what, &*panic);
+                    None
+                }
+            })
     }
 
     /// [`EngineShard::contain`] for work that does not wait.
@@ -179,7 +185,10 @@ impl EngineShard {
     /// Removes a closed session, runs its connection's `on_close` and breaks the
     /// session <-> connection cycle.
     pub(super) fn finish(&self, session: &Rc<Session>) {
-        let _in_session = session.span.enter();
+        session.in_span(|| self.remove(session));
+    }
+
+    fn remove(&self, session: &Rc<Session>) {
         let reason = session.closing.get().unwrap_or(CloseReason::TransportClose);
         session.closing.set(Some(reason));
         tracing::debug!(

@@ -19,6 +19,7 @@ use super::session::{Session, Transport};
 use super::ws_reader::{read_ready, FrameSink, Reader, WsMessage, WsTransport};
 use crate::connection;
 use crate::protocol::close::CloseReason;
+use crate::protocol::deflate::{self, Agreement};
 use crate::protocol::engineio::{self, Packet, PacketType};
 use crate::protocol::frame::OutFrame;
 use crate::protocol::http::RequestHead;
@@ -32,12 +33,21 @@ const CLOSE_DRAIN: usize = 64 * 1024;
 /// interval), so the client can pause polling and send the upgrade packet.
 const NOOP_PERIOD: Duration = Duration::from_millis(100);
 
-/// The 101 answer to an upgrade request.
-pub(super) fn switching_protocols(key: &str, cookie: Option<&str>) -> Vec<u8> {
+/// The 101 answer to an upgrade request, with the permessage-deflate agreement if any.
+pub(super) fn switching_protocols(
+    key: &str,
+    cookie: Option<&str>,
+    deflate: Option<&Agreement>,
+) -> Vec<u8> {
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let mut response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
     );
+    if let Some(deflate) = deflate {
+        response.push_str("Sec-WebSocket-Extensions: ");
+        response.push_str(&deflate.response());
+        response.push_str("\r\n");
+    }
     if let Some(cookie) = cookie {
         response.push_str("Set-Cookie: ");
         response.push_str(cookie);
@@ -55,24 +65,41 @@ pub(super) fn websocket_key(head: &RequestHead) -> Option<String> {
     head.header("sec-websocket-key").map(str::to_owned)
 }
 
+/// The permessage-deflate agreement of a WebSocket handshake (docs/PROTOCOL.md §1.11): the
+/// client's first offer shardio can honour, when the endpoint has compression on. Counted.
+pub(super) fn negotiate_deflate(engine: &Engine, head: &RequestHead) -> Option<Agreement> {
+    if !engine.config.websocket_compression {
+        return None;
+    }
+    let offers = head
+        .headers
+        .iter()
+        .filter(|(name, _)| name == "sec-websocket-extensions")
+        .map(|(_, value)| value.as_str());
+    let agreement = deflate::negotiate(offers)?;
+    engine.shard.metrics().deflate_agreed();
+    Some(agreement)
+}
+
 /// Answers a handshake upgrade and opens the session; returns it with its WebSocket, for the
 /// caller to start the session's driver. `None`: the 101 could not be written.
 pub(super) async fn open(
     engine: &Rc<Engine>,
     mut stream: Stream,
-    key: &str,
+    (key, deflate): (&str, Option<Agreement>),
     request: RequestInfo,
     leftover: Vec<u8>,
 ) -> Option<(Rc<Session>, WsTransport)> {
     let session = engine.open_session(request, Transport::WebSocket);
-    let mut response = switching_protocols(key, engine.cookie(&session).as_deref());
+    let cookie = engine.cookie(&session);
+    let mut response = switching_protocols(key, cookie.as_deref(), deflate.as_ref());
     // The open packet rides in the same write as the 101.
     response.extend_from_slice(engine.open_packet(&session).wire());
     if connection::write_raw(&mut stream, &response).await {
         engine.attach(&session);
         Some((
             session,
-            WsTransport::new(stream, leftover, engine.frame_limits.clone()),
+            WsTransport::new(stream, leftover, engine.frame_limits.clone(), deflate),
         ))
     } else {
         session.close(CloseReason::TransportError);
@@ -87,17 +114,18 @@ pub(super) async fn open(
 pub(super) async fn upgrade(
     engine: &Rc<Engine>,
     mut stream: Stream,
-    key: &str,
+    (key, deflate): (&str, Option<Agreement>),
     session: Rc<Session>,
     leftover: Vec<u8>,
 ) {
     // Before any await: a second upgrade request for this sid is refused from now on.
     session.transport.set(Transport::Upgrading);
-    if !connection::write_raw(&mut stream, &switching_protocols(key, None)).await {
+    let response = switching_protocols(key, None, deflate.as_ref());
+    if !connection::write_raw(&mut stream, &response).await {
         end_candidate(&session);
         return;
     }
-    let mut ws = WsTransport::new(stream, leftover, engine.frame_limits.clone());
+    let mut ws = WsTransport::new(stream, leftover, engine.frame_limits.clone(), deflate);
     let upgraded = probe(engine, &session, &mut ws).await;
     if upgraded && session.is_open() {
         *session.upgraded.borrow_mut() = Some(Box::new(ws));
@@ -113,7 +141,7 @@ pub(super) async fn upgrade(
 /// Node's engine.io does: `101`, then a close frame without a status code (docs/PROTOCOL.md
 /// §1.7). The client sees a close, not a failed handshake; the session is not touched.
 pub(super) async fn accept_and_close(mut stream: Stream, key: &str) {
-    if connection::write_raw(&mut stream, &switching_protocols(key, None)).await {
+    if connection::write_raw(&mut stream, &switching_protocols(key, None, None)).await {
         let out = RefCell::new(OutQueue::new(0));
         out.borrow_mut().push_close(OutFrame::close_without_code());
         linger(stream, &out).await;
@@ -183,10 +211,18 @@ async fn probe(engine: &Engine, session: &Rc<Session>, ws: &mut WsTransport) -> 
 /// Returns the transport for the close, unless the socket could not be taken back.
 pub(super) async fn run(
     session: &Rc<Session>,
-    ws: WsTransport,
+    ws: Box<WsTransport>,
     heartbeat: &mut Heartbeat,
 ) -> Option<WsTransport> {
-    let WsTransport { stream, mut reader } = ws;
+    // Out of its box now: a box moved out of is freed only when its variable goes out of
+    // scope, here at the session's end.
+    let WsTransport {
+        stream,
+        mut reader,
+        deflate,
+    } = unbox(ws);
+    // What is queued from now on goes out compressed where the handshake agreed to it.
+    session.out.borrow_mut().set_deflate(deflate);
     // Shared with the shard's flusher, which writes this socket between our turns.
     let stream = Rc::new(stream);
     *session.ws.borrow_mut() = Some(stream.clone());
@@ -195,7 +231,11 @@ pub(super) async fn run(
     session.dirty.set(false);
     // The flusher clones the socket only inside a synchronous write, so it is ours again.
     let stream = Rc::try_unwrap(stream).ok()?;
-    Some(WsTransport { stream, reader })
+    Some(WsTransport {
+        stream,
+        reader,
+        deflate,
+    })
 }
 
 async fn run_loop(
@@ -245,6 +285,14 @@ async fn run_loop(
             _ = heartbeat.due() => heartbeat.fire(session),
         }
     }
+}
+
+#[allow(
+    clippy::boxed_local,
+    reason = "the point: the box is freed when this returns, not when the caller's scope ends"
+)]
+fn unbox(ws: Box<WsTransport>) -> WsTransport {
+    *ws
 }
 
 /// Sends the close frame the reason calls for, flushes, and waits briefly for the client to
@@ -311,6 +359,10 @@ impl FrameSink for SessionSink<'_> {
 
     fn control(&mut self, frame: OutFrame) -> Result<(), CloseReason> {
         push_control(self.0, frame)
+    }
+
+    fn inflated(&mut self) {
+        self.0.count_inflated();
     }
 }
 

@@ -11,7 +11,7 @@ use crate::net::Stream;
 
 use super::engine::{Engine, Handled};
 use super::queue::OutQueue;
-use super::websocket::{linger, switching_protocols, websocket_key};
+use super::websocket::{linger, negotiate_deflate, switching_protocols, websocket_key};
 use super::ws_reader::{read_ready, FrameSink, WsMessage, WsTransport};
 use crate::connection;
 use crate::protocol::close::CloseReason;
@@ -35,11 +35,15 @@ pub(super) async fn serve(
             .refuse(stream, &head, leftover, HandshakeError::BadRequest)
             .await;
     };
-    if !connection::write_raw(&mut stream, &switching_protocols(&key, None)).await {
+    let deflate = negotiate_deflate(engine, &head);
+    let response = switching_protocols(&key, None, deflate.as_ref());
+    if !connection::write_raw(&mut stream, &response).await {
         return Handled::Done;
     }
-    let mut ws = WsTransport::new(stream, leftover, engine.frame_limits.clone());
+    let mut ws = WsTransport::new(stream, leftover, engine.frame_limits.clone(), deflate);
     let out = RefCell::new(OutQueue::new(engine.config.max_buffered_bytes));
+    // Messages of the threshold and more are echoed compressed where the client agreed.
+    out.borrow_mut().set_deflate(deflate);
     let reason = echo(&mut ws, &out).await;
     engine.shard.metrics().disconnected(reason);
     if reason != CloseReason::SlowConsumer {
@@ -100,7 +104,7 @@ impl FrameSink for Echo<'_> {
             }
             WsMessage::Binary(data) => OutFrame::binary(data),
         };
-        if self.0.borrow_mut().push_all(&[frame]) {
+        if self.0.borrow_mut().push_all(&[frame]).is_some() {
             Ok(())
         } else {
             Err(CloseReason::SlowConsumer)

@@ -62,7 +62,7 @@ pub fn ws_read<'a>(max_payload: usize, pieces: impl IntoIterator<Item = &'a [u8]
         max_fragments: defaults::WS_MAX_FRAGMENTS,
         control: RateLimit::new(0, 0),
     };
-    let mut reader = Reader::new(Vec::new(), Rc::new(limits));
+    let mut reader = Reader::new(Vec::new(), Rc::new(limits), None);
     let mut sink = Recorder(Vec::new());
     let mut max_buffered = 0;
     for piece in pieces {

@@ -7,12 +7,18 @@
 //! frames faster than their rate, 1008; a message over `max_payload` 1009, from the frame
 //! header, before anything is buffered.
 //!
+//! permessage-deflate (RFC 7692), when negotiated: RSV1 on the first frame of a data message
+//! marks it compressed (RSV1 anywhere else, or without the extension, is 1002). Its frames are
+//! bounded by `max_payload` as they come; the whole message is then inflated within
+//! `max_payload` (1009 as soon as it would pass: a decompression bomb costs the limit), and
+//! its text checked once inflated (1007). Data that does not inflate is 1002.
+//!
 //! Memory: an idle connection holds no read buffer. Reads go into the shard's scratch buffer,
 //! are parsed in place, and only an incomplete frame is copied into the connection's own
 //! `partial` buffer; it and a fragmented message being assembled hold at most `max_payload`
 //! bytes together.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::{self, Cursor};
 use std::rc::Rc;
 
@@ -23,6 +29,7 @@ use tungstenite::protocol::frame::FrameHeader;
 use super::config::EngineConfig;
 use super::rate::{RateLimit, RateState, Verdict};
 use crate::protocol::close::{CloseReason, Limit};
+use crate::protocol::deflate::{Agreement, InflateError, Inflater};
 use crate::protocol::frame::OutFrame;
 
 /// Size of the per-thread read buffer.
@@ -30,20 +37,31 @@ const SCRATCH_LEN: usize = 64 * 1024;
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_LEN]);
+    /// The inflater of the shard's clients that compress each message on its own, reset
+    /// before each message (taken out while in use).
+    static FRESH_INFLATER: Cell<Option<Inflater>> = const { Cell::new(None) };
 }
 
 /// A WebSocket connection carrying (or about to carry) a session.
 pub(crate) struct WsTransport {
     pub(super) stream: Stream,
     pub(super) reader: Reader,
+    /// permessage-deflate, when the handshake negotiated it.
+    pub(super) deflate: Option<Agreement>,
 }
 
 impl WsTransport {
     /// `leftover`: bytes the client sent after the upgrade request, read with its head.
-    pub(super) fn new(stream: Stream, leftover: Vec<u8>, limits: Rc<FrameLimits>) -> Self {
+    pub(super) fn new(
+        stream: Stream,
+        leftover: Vec<u8>,
+        limits: Rc<FrameLimits>,
+        deflate: Option<Agreement>,
+    ) -> Self {
         WsTransport {
             stream,
-            reader: Reader::new(leftover, limits),
+            reader: Reader::new(leftover, limits, deflate),
+            deflate,
         }
     }
 }
@@ -85,6 +103,8 @@ pub(super) trait FrameSink {
     fn message(&mut self, message: WsMessage<'_>) -> Result<(), CloseReason>;
     /// A control frame to send back (pong, close echo); an error when it cannot be queued.
     fn control(&mut self, frame: OutFrame) -> Result<(), CloseReason>;
+    /// The message about to be delivered came compressed (permessage-deflate).
+    fn inflated(&mut self) {}
 }
 
 /// Reads once, parsing frames straight out of the shard's scratch buffer. `Ok(true)` when the
@@ -121,18 +141,37 @@ pub(super) struct Reader {
     utf8: Utf8Check,
     /// Payload bytes of the incomplete frame at the front of `partial` already checked.
     checked: usize,
+    inflate: Inflate,
+}
+
+/// permessage-deflate on the way in.
+enum Inflate {
+    /// Not negotiated: RSV1 is a protocol error.
+    Off,
+    /// The client compresses each message on its own (`client_no_context_takeover`): the
+    /// shard's inflater serves, reset per message.
+    Fresh,
+    /// The client keeps its context between messages: this connection's inflater, made on its
+    /// first compressed message and kept to the end.
+    Kept(Option<Box<Inflater>>),
 }
 
 /// A fragmented message being assembled.
 struct Fragmented {
     text: bool,
+    /// Its frames' payloads: the message, or (`compressed`) the message compressed.
     data: Vec<u8>,
     /// Frames received so far.
     frames: usize,
+    compressed: bool,
 }
 
 impl Reader {
-    pub(super) fn new(leftover: Vec<u8>, limits: Rc<FrameLimits>) -> Self {
+    pub(super) fn new(
+        leftover: Vec<u8>,
+        limits: Rc<FrameLimits>,
+        deflate: Option<Agreement>,
+    ) -> Self {
         Reader {
             partial: leftover,
             fragments: None,
@@ -140,6 +179,11 @@ impl Reader {
             control: RateState::default(),
             utf8: Utf8Check::default(),
             checked: 0,
+            inflate: match deflate {
+                None => Inflate::Off,
+                Some(a) if a.client_no_context_takeover => Inflate::Fresh,
+                Some(_) => Inflate::Kept(None),
+            },
         }
     }
 
@@ -168,11 +212,15 @@ impl Reader {
         Ok(())
     }
 
-    /// Whether a frame with `opcode` carries text of the message being received.
-    fn carries_text(&self, opcode: OpCode) -> bool {
+    /// Whether a frame with `opcode` (and `rsv1`) carries text of the message being received,
+    /// as it will be delivered (not compressed).
+    fn carries_text(&self, opcode: OpCode, rsv1: bool) -> bool {
         match opcode {
-            OpCode::Data(Data::Text) => self.fragments.is_none(),
-            OpCode::Data(Data::Continue) => self.fragments.as_ref().is_some_and(|f| f.text),
+            OpCode::Data(Data::Text) => self.fragments.is_none() && !rsv1,
+            OpCode::Data(Data::Continue) => self
+                .fragments
+                .as_ref()
+                .is_some_and(|f| f.text && !f.compressed),
             _ => false,
         }
     }
@@ -191,7 +239,13 @@ impl Reader {
             let Some(mask) = header.mask else {
                 return Err(CloseReason::TransportError); // clients must mask (RFC 6455 5.1)
             };
-            if header.rsv1 || header.rsv2 || header.rsv3 {
+            if header.rsv2 || header.rsv3 {
+                return Err(CloseReason::TransportError);
+            }
+            // RSV1 marks the first frame of a compressed message (RFC 7692 §6.1), and only
+            // where the extension was negotiated.
+            let first_data = matches!(header.opcode, OpCode::Data(Data::Text | Data::Binary));
+            if header.rsv1 && (matches!(self.inflate, Inflate::Off) || !first_data) {
                 return Err(CloseReason::TransportError);
             }
             let is_control = matches!(header.opcode, OpCode::Control(_));
@@ -211,7 +265,7 @@ impl Reader {
             let Some(end) = start.checked_add(len) else {
                 return Err(CloseReason::TransportError);
             };
-            let text = self.carries_text(header.opcode);
+            let text = self.carries_text(header.opcode, header.rsv1);
             if text && self.checked == 0 && header.opcode == OpCode::Data(Data::Text) {
                 self.utf8 = Utf8Check::default(); // a new text message starts
             }
@@ -234,7 +288,7 @@ impl Reader {
                 return Err(CloseReason::InvalidUtf8);
             }
             self.checked = 0;
-            self.on_frame(header.opcode, header.is_final, payload, sink)?;
+            self.on_frame(header.opcode, header.is_final, header.rsv1, payload, sink)?;
             pos = end;
         }
         Ok(pos)
@@ -244,6 +298,7 @@ impl Reader {
         &mut self,
         opcode: OpCode,
         fin: bool,
+        compressed: bool,
         payload: &[u8],
         sink: &mut impl FrameSink,
     ) -> Result<(), CloseReason> {
@@ -271,7 +326,9 @@ impl Reader {
                 }
                 message.data.extend_from_slice(payload);
                 match self.fragments.take() {
-                    Some(message) if fin => deliver(message.text, &message.data, sink),
+                    Some(message) if fin => {
+                        self.deliver(message.text, message.compressed, &message.data, sink)
+                    }
                     unfinished => {
                         self.fragments = unfinished;
                         Ok(())
@@ -284,18 +341,52 @@ impl Reader {
                 }
                 let text = kind == Data::Text;
                 if fin {
-                    deliver(text, payload, sink)
+                    self.deliver(text, compressed, payload, sink)
                 } else {
                     self.fragments = Some(Box::new(Fragmented {
                         text,
                         data: payload.to_vec(),
                         frames: 1,
+                        compressed,
                     }));
                     Ok(())
                 }
             }
             _ => Err(CloseReason::TransportError),
         }
+    }
+
+    /// Hands a complete message to the sink, inflated first if it came compressed.
+    fn deliver(
+        &mut self,
+        text: bool,
+        compressed: bool,
+        data: &[u8],
+        sink: &mut impl FrameSink,
+    ) -> Result<(), CloseReason> {
+        if !compressed {
+            return deliver(text, data, sink);
+        }
+        let limit = self.limits.max_payload;
+        let inflated = match &mut self.inflate {
+            Inflate::Off => Err(InflateError::Corrupt),
+            Inflate::Kept(inflater) => inflater
+                .get_or_insert_with(Box::default)
+                .message(data, limit),
+            Inflate::Fresh => FRESH_INFLATER.with(|cell| {
+                let mut inflater = cell.take().unwrap_or_default();
+                inflater.reset();
+                let inflated = inflater.message(data, limit);
+                cell.set(Some(inflater));
+                inflated
+            }),
+        };
+        let inflated = inflated.map_err(|e| match e {
+            InflateError::TooBig => CloseReason::MessageTooBig,
+            InflateError::Corrupt => CloseReason::TransportError,
+        })?;
+        sink.inflated();
+        deliver(text, &inflated, sink)
     }
 }
 

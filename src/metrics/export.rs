@@ -146,6 +146,36 @@ const SHARD_COUNTERS: &[(&str, &str, Read)] = &[
         "Panics caught; each closed what it served and the shard went on.",
         |s| s.panics.get(),
     ),
+    (
+        "shardio_bus_received",
+        "Messages taken from the shard's bus inbox (from other shards and the Redis bridge).",
+        |s| s.bus_received.get(),
+    ),
+    (
+        "shardio_bus_parcels",
+        "Parcels taken from the shard's bus inbox: a sender's messages of one turn travel as one.",
+        |s| s.bus_parcels.get(),
+    ),
+    (
+        "shardio_websocket_deflate_negotiated",
+        "WebSocket connections that negotiated permessage-deflate.",
+        |s| s.deflate_negotiated.get(),
+    ),
+    (
+        "shardio_messages_sent_compressed",
+        "WebSocket messages queued compressed (each recipient counts; each message is compressed once).",
+        |s| s.messages_out_compressed.get(),
+    ),
+    (
+        "shardio_compression_saved_bytes",
+        "Bytes permessage-deflate took off the frames queued to clients.",
+        |s| s.compression_saved_bytes.get(),
+    ),
+    (
+        "shardio_messages_received_compressed",
+        "Compressed WebSocket messages received from clients.",
+        |s| s.messages_in_compressed.get(),
+    ),
 ];
 
 /// Gauges with the `shard` label only.

@@ -79,6 +79,12 @@ pub struct ShardMetrics {
     pub(super) connection_tasks: Local,
     pub(super) tls_handshakes: Local,
     pub(super) tls_handshake_failures: Local,
+    pub(super) bus_received: Local,
+    pub(super) bus_parcels: Local,
+    pub(super) deflate_negotiated: Local,
+    pub(super) messages_out_compressed: Local,
+    pub(super) compression_saved_bytes: Local,
+    pub(super) messages_in_compressed: Local,
 }
 
 impl ShardMetrics {
@@ -157,6 +163,12 @@ impl ShardMetrics {
         self.bus_overflows.add(1)
     }
 
+    /// Counts `messages` messages, in `parcels` parcels, taken from this shard's bus inbox.
+    pub(crate) fn bus_received(&self, messages: usize, parcels: usize) {
+        self.bus_received.add(messages as u64);
+        self.bus_parcels.add(parcels as u64);
+    }
+
     pub(crate) fn handoff_sent(&self) {
         self.handoffs_sent.add(1);
     }
@@ -205,6 +217,22 @@ impl ShardMetrics {
             &self.tls_handshake_failures
         };
         counter.add(1);
+    }
+
+    /// Counts a WebSocket connection that negotiated permessage-deflate.
+    pub(crate) fn deflate_agreed(&self) {
+        self.deflate_negotiated.add(1);
+    }
+
+    /// Counts `messages` queued compressed, which took `saved` bytes off the wire.
+    pub(crate) fn sent_compressed(&self, messages: u64, saved: u64) {
+        self.messages_out_compressed.add(messages);
+        self.compression_saved_bytes.add(saved);
+    }
+
+    /// Counts a compressed WebSocket message received (and inflated).
+    pub(crate) fn received_compressed(&self) {
+        self.messages_in_compressed.add(1);
     }
 
     /// Engine.IO sessions open on this shard now.
@@ -375,5 +403,38 @@ impl ShardMetrics {
     /// cipher, a bad record) or did not finish within `--head-timeout`.
     pub fn tls_handshake_failures(&self) -> u64 {
         self.tls_handshake_failures.get()
+    }
+
+    /// Messages this shard took from its bus inbox: broadcasts, replies, questions and
+    /// commands of the other shards and the Redis bridge, and hand-offs.
+    pub fn bus_messages_received(&self) -> u64 {
+        self.bus_received.get()
+    }
+
+    /// Parcels this shard took from its bus inbox: what one sender queued for it within one
+    /// turn of its loop travels as one parcel (and wakes it once).
+    pub fn bus_parcels_received(&self) -> u64 {
+        self.bus_parcels.get()
+    }
+
+    /// WebSocket connections that negotiated permessage-deflate (`--websocket-compression`).
+    pub fn deflate_negotiated(&self) -> u64 {
+        self.deflate_negotiated.get()
+    }
+
+    /// WebSocket messages queued compressed (each recipient of a broadcast counts; the
+    /// compression itself is done once per message).
+    pub fn messages_out_compressed(&self) -> u64 {
+        self.messages_out_compressed.get()
+    }
+
+    /// Bytes compression took off the frames queued to clients.
+    pub fn compression_saved_bytes(&self) -> u64 {
+        self.compression_saved_bytes.get()
+    }
+
+    /// Compressed WebSocket messages received from clients (and inflated).
+    pub fn messages_in_compressed(&self) -> u64 {
+        self.messages_in_compressed.get()
     }
 }

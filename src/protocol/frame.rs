@@ -1,7 +1,14 @@
 //! Outbound packets, encoded once: a complete server-to-client WebSocket frame whose payload is
-//! also the packet's polling form. Broadcasts share one `OutFrame` between every recipient.
+//! also the packet's polling form. Broadcasts share one `OutFrame` between every recipient, and
+//! so its compressed form (permessage-deflate), made at most once by the first recipient that
+//! takes it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
+
+use super::deflate;
 
 /// Room reserved in front of a payload for the longest server frame header (no mask).
 const HEADER_ROOM: usize = 10;
@@ -11,14 +18,39 @@ const OP_BINARY: u8 = 0x2;
 const OP_CLOSE: u8 = 0x8;
 const OP_PONG: u8 = 0xA;
 
+/// RSV1: the frame starts a compressed message (RFC 7692 §6).
+const RSV1: u8 = 0x40;
+
 /// One outbound Engine.IO packet (or WebSocket control frame), cheap to clone.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct OutFrame {
     /// The whole WebSocket frame: header, then payload.
     wire: Bytes,
     /// Where the payload starts in `wire`.
     payload_at: u8,
     kind: FrameKind,
+    /// The compressed form, for data frames of [`deflate::THRESHOLD`] bytes or more: shared by
+    /// every clone, so a broadcast is compressed once whoever its recipients are.
+    deflated: Option<Arc<Deflated>>,
+}
+
+/// Two frames are equal when they put the same bytes on the wire.
+impl PartialEq for OutFrame {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.wire == other.wire
+    }
+}
+
+impl Eq for OutFrame {}
+
+/// The compressed form of a frame, made by the first connection that wants it.
+#[derive(Debug, Default)]
+struct Deflated {
+    /// Someone is making it, or made it: nobody else does (and nobody waits: a connection
+    /// that finds it in the making sends the plain frame, which RFC 7692 allows any time).
+    claimed: AtomicBool,
+    /// The compressed frame; `None` when compression saves nothing.
+    form: OnceLock<Option<OutFrame>>,
 }
 
 /// What an outbound frame carries.
@@ -68,10 +100,22 @@ impl OutFrame {
         Self::finish(buf, OP_PONG, FrameKind::Control)
     }
 
-    fn finish(mut buf: Vec<u8>, opcode: u8, kind: FrameKind) -> OutFrame {
+    fn finish(buf: Vec<u8>, opcode: u8, kind: FrameKind) -> OutFrame {
+        let compressible =
+            kind != FrameKind::Control && buf.len() - HEADER_ROOM >= deflate::THRESHOLD;
+        let mut frame = Self::framed(buf, 0x80 | opcode, kind);
+        if compressible {
+            frame.deflated = Some(Arc::default());
+        }
+        frame
+    }
+
+    /// The frame whose payload follows `HEADER_ROOM` bytes in `buf`, with `first` as the
+    /// header's first byte (FIN, RSV bits, opcode).
+    fn framed(mut buf: Vec<u8>, first: u8, kind: FrameKind) -> OutFrame {
         let len = buf.len() - HEADER_ROOM;
         let mut header = [0u8; HEADER_ROOM];
-        header[0] = 0x80 | opcode;
+        header[0] = first;
         let header_len = if len < 126 {
             header[1] = len as u8;
             2
@@ -90,7 +134,30 @@ impl OutFrame {
             wire: Bytes::from(buf).slice(start..),
             payload_at: header_len as u8,
             kind,
+            deflated: None,
         }
+    }
+
+    /// The frame as a connection that negotiated permessage-deflate under `agreement` gets it:
+    /// the compressed form (RSV1 set) of a data frame of [`deflate::THRESHOLD`] bytes or more,
+    /// made on first use and shared by every clone; `None` where the plain frame goes instead
+    /// (smaller, incompressible, too long for the connection's window, or being compressed by
+    /// another thread right now). The compressed frame's payload is the compressed message.
+    pub(crate) fn deflated(&self, agreement: &deflate::Agreement) -> Option<&OutFrame> {
+        let cell = self.deflated.as_deref()?;
+        if !agreement.fits_window(self.payload().len()) {
+            return None;
+        }
+        if let Some(form) = cell.form.get() {
+            return form.as_ref();
+        }
+        if cell.claimed.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let mut buf = vec![0u8; HEADER_ROOM];
+        let form = deflate::compress_into(self.payload(), &mut buf)
+            .then(|| Self::framed(buf, 0x80 | RSV1 | (self.wire[0] & 0x0F), self.kind));
+        cell.form.get_or_init(|| form).as_ref()
     }
 
     /// The complete WebSocket frame.
@@ -155,6 +222,42 @@ mod tests {
             OutFrame::pong(b"hi").wire().as_ref(),
             &[0x8a, 2, b'h', b'i']
         );
+    }
+
+    #[test]
+    fn the_compressed_form_is_made_once_and_shared() {
+        let agreement = deflate::negotiate(["permessage-deflate"]).unwrap();
+        let small = OutFrame::text(8, |b| b.extend_from_slice(b"4hello"));
+        assert!(small.deflated(&agreement).is_none(), "below the threshold");
+        assert!(OutFrame::close(1000).deflated(&agreement).is_none());
+        let text = "4".to_string() + &"{\"k\":\"value\"},".repeat(200);
+        let frame = OutFrame::text(text.len(), |b| b.extend_from_slice(text.as_bytes()));
+        let copy = frame.clone();
+        let deflated = frame.deflated(&agreement).expect("compressible");
+        assert_eq!(deflated.wire()[0], 0xC1, "FIN, RSV1, text");
+        assert!(deflated.len() < frame.len() / 10, "{}", deflated.len());
+        let shared = copy.deflated(&agreement).unwrap();
+        assert_eq!(
+            shared.wire().as_ptr(),
+            deflated.wire().as_ptr(),
+            "compressed once, shared by the clones"
+        );
+        let mut inflater = deflate::Inflater::default();
+        let inflated = inflater.message(deflated.payload(), 1 << 20).unwrap();
+        assert_eq!(inflated, text.as_bytes());
+        let narrow = deflate::negotiate(["permessage-deflate; server_max_window_bits=9"]).unwrap();
+        assert!(frame.deflated(&narrow).is_none(), "longer than the window");
+        let mut seed = 0x9e37_79b9u32;
+        let noise: Vec<u8> = (0..2000)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                seed as u8
+            })
+            .collect();
+        let binary = OutFrame::binary(&noise);
+        assert!(binary.deflated(&agreement).is_none(), "incompressible");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod adapter;
 pub mod close;
 pub mod cors;
+pub(crate) mod deflate;
 pub mod engineio;
 pub mod frame;
 pub mod http;

@@ -41,7 +41,7 @@ impl Bridge {
             return;
         };
         self.stats().received_one();
-        self.to_every_shard(|| SioMsg::Broadcast(broadcast.clone()));
+        self.to_interested_shards(&broadcast);
     }
 
     /// Encodes a packet from Redis once, into the frames every shard shares.
@@ -214,7 +214,7 @@ impl Bridge {
         let Some(broadcast) = self.decode_event(ns, packet, opts, Some(id)) else {
             return;
         };
-        let reached = self.to_every_shard(|| SioMsg::Broadcast(broadcast.clone()));
+        let reached = self.to_interested_shards(&broadcast);
         let now = Instant::now();
         let req = InboundAck {
             ns,

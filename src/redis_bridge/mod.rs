@@ -76,6 +76,7 @@ use crate::bus::cluster::{
 };
 use crate::bus::{Bus, ShardMsg, ToBridge};
 use crate::config::{RedisConfig, RedisMode};
+use crate::engineio::Sid;
 use crate::metrics::{BridgeMetrics, Metrics};
 use crate::protocol::adapter::{
     self, BroadcastMessage, Channels, JsValue, Request, RequestBody, Response, StreamEntry,
@@ -625,6 +626,20 @@ impl Bridge {
     fn to_every_shard(&self, msg: impl Fn() -> SioMsg) -> usize {
         (0..self.shards)
             .filter(|&s| self.to_shard(s, msg()))
+            .count()
+    }
+
+    /// Sends a broadcast from another machine to the shards where it has members (every shard
+    /// for the whole namespace), as a shard's own broadcasts go (`bus::interest`); returns how
+    /// many took it.
+    fn to_interested_shards(&self, broadcast: &Arc<RemoteBroadcast>) -> usize {
+        // A room named like a socket id of this process goes to that socket's shard.
+        let owner = |room: &str| Sid::parse(room).map(|sid| sid.shard());
+        let interest = self.bus.interest();
+        let targets = interest.route(self.endpoint, &broadcast.nsp, &broadcast.opts.rooms, owner);
+        targets
+            .iter()
+            .filter(|&s| self.to_shard(s, SioMsg::Broadcast(broadcast.clone())))
             .count()
     }
 

@@ -13,10 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::api::Api;
-use crate::bus::{Bus, ShardMsg};
+use crate::bus::inbox::Inbox;
+use crate::bus::interest::LocalInterest;
+use crate::bus::outbox::Outbox;
+use crate::bus::{Bus, Port, ShardMsg};
 use crate::connection::HttpLimits;
 use crate::engineio::{Admission, CloseReason, Engine, EngineShard};
 use crate::metrics::Metrics;
@@ -38,7 +41,7 @@ pub(crate) struct ShardSetup {
     pub(crate) bridged: Option<usize>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) bus: Bus,
-    pub(crate) inbox: mpsc::Receiver<ShardMsg>,
+    pub(crate) inbox: Inbox,
     /// Turns true when the server shuts down.
     pub(crate) stop: watch::Receiver<bool>,
     pub(crate) shutdown_timeout: Duration,
@@ -117,10 +120,19 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
         http,
     ));
     let mut flusher = tokio::task::spawn_local(shard.run_flusher());
+    // One set of marks in the interest table for the shard: its endpoints' rooms share it.
+    let interest = Rc::new(LocalInterest::new(bus.interest().clone(), id));
+    // The shard's messages to the others leave at the end of each turn, from this task.
+    let outbox = Rc::new(Outbox::new(bus.clone(), id));
+    let mut sending = tokio::task::spawn_local(outbox.clone().run());
+    let port = Port { interest, outbox };
     let served: Vec<ShardEndpoint> = endpoints
         .iter()
         .enumerate()
-        .map(|(index, ep)| start_endpoint(&shard, &bus, index, ep, bridged == Some(index)))
+        .map(|(index, ep)| {
+            let bridged = bridged == Some(index);
+            start_endpoint(&shard, &bus, &port, index, ep, bridged)
+        })
         .collect();
     let internal = internal.map(TcpListener::from_std).transpose()?;
     let api = api.and_then(|api| {
@@ -173,6 +185,7 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
         _ = stop.wait_for(|stop| *stop) => {}
         ended = &mut flusher => return Err(lost_task(id, "flusher", ended)),
         ended = &mut inbox => return Err(lost_task(id, "inbox reader", ended)),
+        ended = &mut sending => return Err(lost_task(id, "outbox", ended)),
     }
 
     // Shutdown: stop accepting on the public port (dropping the loop closes the listener),
@@ -240,13 +253,14 @@ fn assets(endpoints: &[Endpoint]) -> Assets {
 fn start_endpoint(
     shard: &Rc<EngineShard>,
     bus: &Bus,
+    port: &Port,
     index: usize,
     ep: &Endpoint,
     bridged: bool,
 ) -> ShardEndpoint {
     let (app, socketio): (Option<Rc<dyn crate::engineio::EngineApp>>, _) = match &ep.app {
         App::SocketIo(io) => {
-            let sio = io.for_shard(shard, bus.clone(), index, bridged);
+            let sio = io.for_shard(shard, bus.clone(), index, bridged, port.clone());
             (Some(sio.clone()), Some(sio))
         }
         App::Engine(factory) => (Some(factory.for_shard(shard)), None),
@@ -279,16 +293,19 @@ fn lost_task(
     std::io::Error::other(format!("shard {shard}: the {what} stopped ({how})"))
 }
 
-/// Messages from the other shards and the bridge, handled in batches. A panic while handling
-/// one (in an app's handler) loses that message only.
+/// Messages from the other shards and the bridge, handled in batches (up to 64 parcels at a
+/// time). A panic while handling one (in an app's handler) loses that message only.
 async fn read_inbox(
-    mut inbox: mpsc::Receiver<ShardMsg>,
+    mut inbox: Inbox,
     endpoints: Vec<ShardEndpoint>,
     router: Rc<Router>,
     shard: Rc<EngineShard>,
 ) {
     let mut batch = Vec::with_capacity(64);
-    while inbox.recv_many(&mut batch, 64).await > 0 {
+    while let Some(taken) = inbox.recv(&mut batch, 64).await {
+        // A parcel holds a turn's messages: a burst may fill the batch far past 64 (its room
+        // is given back after it).
+        shard.metrics().bus_received(taken.messages, taken.parcels);
         for msg in batch.drain(..) {
             match msg {
                 ShardMsg::Handoff(handoff) => router::serve_handoff(&router, *handoff),
@@ -309,5 +326,6 @@ async fn read_inbox(
                 },
             }
         }
+        batch.shrink_to(64);
     }
 }

@@ -13,7 +13,7 @@ use super::link::ClusterLink;
 use super::namespace::Namespace;
 use super::NsShard;
 use crate::bus::cluster::{BroadcastOpts, Origin, SioMsg};
-use crate::bus::Bus;
+use crate::bus::{Bus, Port};
 use crate::config::{defaults, Config};
 use crate::engineio::{Connection, EngineApp, EngineShard, RateLimit, Session};
 use crate::protocol::socketio::DecodeLimits;
@@ -166,15 +166,17 @@ impl SocketIo {
     }
 
     /// The application's instance on shard `shard`, as endpoint `endpoint`; `bridged` when
-    /// the Redis bridge serves this endpoint.
+    /// the Redis bridge serves this endpoint; `port`: the shard's outbox and interest marks,
+    /// shared by its endpoints.
     pub(crate) fn for_shard(
         &self,
         shard: &Rc<EngineShard>,
         bus: Bus,
         endpoint: usize,
         bridged: bool,
+        port: Port,
     ) -> Rc<SioShard> {
-        let link = Rc::new(ClusterLink::new(bus, shard.id, endpoint, bridged));
+        let link = Rc::new(ClusterLink::new(bus, shard.id, endpoint, bridged, port));
         let connect_deadlines = Rc::new(ConnectDeadlines::default());
         tokio::task::spawn_local(connect_deadlines.clone().enforce());
         let node: Rc<str> = Rc::from(self.config.node_name.as_str());

@@ -266,16 +266,18 @@ impl NsShard {
                     opts: opts.clone(),
                     ack,
                 })));
+        // Only the shards with a member in one of the rooms (every shard for the whole
+        // namespace): see bus::interest.
+        let targets = self.link.broadcast_targets(&self.name, &opts.rooms);
         let mut shards = 0;
-        let mut others = self.link.other_shards().peekable();
-        if others.peek().is_some() {
+        if targets.len() > 0 {
             let remote = Arc::new(RemoteBroadcast {
                 nsp: self.name.clone(),
                 opts,
                 frames,
                 ack: id,
             });
-            for to in others {
+            for to in targets.iter() {
                 if self.link.send(to, SioMsg::Broadcast(remote.clone())) {
                     shards += 1;
                 }

@@ -1,5 +1,7 @@
-//! The rooms a shard holds, told to the Redis bridge when it subscribes per room
-//! (`--redis-subscribe rooms`). A room that gains its first or loses its last member on this
+//! Every join and leave of a socket, and what a room appearing on or vanishing from this shard
+//! changes elsewhere: this shard's mark in the bus's interest table (`bus::interest`, which
+//! routes broadcasts to the shards with members), and the Redis bridge's room channels when it
+//! subscribes per room (`--redis-subscribe rooms`). A room that gains its first or loses its last member on this
 //! shard is noted; the notes of a namespace go to the bridge as one `BridgeMsg::Rooms` once the
 //! shard's current turn is over (every task that was ready has run), so a burst of joins costs
 //! one message, never one per join. Each note is the room's state (held or not), so the last
@@ -18,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::link::ClusterLink;
-use super::NsShard;
+use super::{room, NsShard};
 use crate::bus::cluster::{BridgeMsg, RoomChanges};
 use crate::engineio::{Session, Sid};
 
@@ -144,43 +146,40 @@ impl NsShard {
 
     /// Adds socket `id` to `room`; false if it was already there.
     pub(super) fn join_room(&self, id: Sid, session: &Rc<Session>, room: &str) -> bool {
-        let mut rooms = self.rooms.borrow_mut();
-        let first = self.reports.on && !rooms.has_room(room);
-        let joined = rooms.join(id, session, room);
-        drop(rooms);
-        if joined && first {
-            self.reports
-                .note(&self.name, &self.link, Rc::from(room), true);
-        }
-        joined
+        let change = self.rooms.borrow_mut().join(id, session, room);
+        self.room_changed(room, change, true);
+        change.changed()
     }
 
     /// Removes socket `id` from `room`; false if it was not there.
     pub(super) fn leave_room(&self, id: Sid, room: &str) -> bool {
-        let mut rooms = self.rooms.borrow_mut();
-        let left = rooms.leave(id, room);
-        let last = left && self.reports.on && !rooms.has_room(room);
-        drop(rooms);
-        if last {
-            self.reports
-                .note(&self.name, &self.link, Rc::from(room), false);
-        }
-        left
+        let change = self.rooms.borrow_mut().leave(id, room);
+        self.room_changed(room, change, false);
+        change.changed()
     }
 
     /// Removes socket `id` from every room (it left the namespace).
     pub(super) fn leave_all_rooms(&self, id: Sid) {
-        let mut rooms = self.rooms.borrow_mut();
-        if !self.reports.on {
-            rooms.leave_all(id);
+        let mut emptied = Vec::new();
+        self.rooms
+            .borrow_mut()
+            .leave_all(id, |room| emptied.push(Rc::<str>::from(room)));
+        for room in emptied {
+            self.room_changed(&room, room::Change::Room, false);
+        }
+    }
+
+    /// A join (`joined`) or a leave of `room` made `change`: when the room appeared on or
+    /// vanished from this shard, this shard's mark in the interest table follows, and the
+    /// bridge hears of it when it subscribes per room.
+    fn room_changed(&self, room: &str, change: room::Change, joined: bool) {
+        if change != room::Change::Room {
             return;
         }
-        let before: Vec<Rc<str>> = rooms.rooms_of(id).to_vec();
-        rooms.leave_all(id);
-        let emptied: Vec<Rc<str>> = before.into_iter().filter(|r| !rooms.has_room(r)).collect();
-        drop(rooms);
-        for room in emptied {
-            self.reports.note(&self.name, &self.link, room, false);
+        self.link.room_changed(&self.name, room, joined);
+        if self.reports.on {
+            self.reports
+                .note(&self.name, &self.link, Rc::from(room), joined);
         }
     }
 }

@@ -30,9 +30,29 @@ impl<K, V> Default for RoomIndex<K, V> {
     }
 }
 
+/// What a join or a leave changed: nothing, a room's membership, or whether the room exists
+/// here at all (its first member joined, or its last one left: what the shards' interest
+/// table follows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The member was already in (join) or not in (leave) the room.
+    None,
+    /// The member joined or left a room that had, and keeps, other members.
+    Member,
+    /// The room got its first member, or lost its last.
+    Room,
+}
+
+impl Change {
+    /// Whether the membership changed.
+    pub fn changed(self) -> bool {
+        self != Change::None
+    }
+}
+
 impl<K: Copy + Eq + Hash, V: Clone> RoomIndex<K, V> {
-    /// Adds `member` (reached through `value`) to `room`; returns false if it was already there.
-    pub fn join(&mut self, member: K, value: &V, room: &str) -> bool {
+    /// Adds `member` (reached through `value`) to `room`.
+    pub fn join(&mut self, member: K, value: &V, room: &str) -> Change {
         // Members share one allocation of the room name.
         let name = match self.rooms.get_key_value(room) {
             Some((name, _)) => name.clone(),
@@ -40,40 +60,50 @@ impl<K: Copy + Eq + Hash, V: Clone> RoomIndex<K, V> {
         };
         let set = self.rooms.entry(name.clone()).or_default();
         if set.contains_key(&member) {
-            return false;
+            return Change::None;
         }
         set.insert(member, value.clone());
+        let change = if set.len() == 1 {
+            Change::Room
+        } else {
+            Change::Member
+        };
         self.members.entry(member).or_default().push(name);
-        true
+        change
     }
 
-    /// Removes `member` from `room`; returns false if it was not there.
-    pub fn leave(&mut self, member: K, room: &str) -> bool {
+    /// Removes `member` from `room`.
+    pub fn leave(&mut self, member: K, room: &str) -> Change {
         let Some(set) = self.rooms.get_mut(room) else {
-            return false;
+            return Change::None;
         };
         if set.remove(&member).is_none() {
-            return false;
+            return Change::None;
         }
-        if set.is_empty() {
+        let change = if set.is_empty() {
             self.rooms.remove(room);
-        }
+            Change::Room
+        } else {
+            Change::Member
+        };
         if let Some(list) = self.members.get_mut(&member) {
             list.retain(|r| &**r != room);
             if list.is_empty() {
                 self.members.remove(&member);
             }
         }
-        true
+        change
     }
 
-    /// Removes `member` from every room (on disconnect).
-    pub fn leave_all(&mut self, member: K) {
+    /// Removes `member` from every room (on disconnect); `emptied` is called with each room
+    /// that lost its last member.
+    pub fn leave_all(&mut self, member: K, mut emptied: impl FnMut(&str)) {
         for room in self.members.remove(&member).unwrap_or_default() {
             if let Some(set) = self.rooms.get_mut(&room) {
                 set.remove(&member);
                 if set.is_empty() {
                     self.rooms.remove(&room);
+                    emptied(&room);
                 }
             }
         }
@@ -171,17 +201,21 @@ mod tests {
     #[test]
     fn join_leave_and_membership() {
         let mut idx = RoomIndex::default();
-        assert!(idx.join(1, &1, "a"));
-        assert!(!idx.join(1, &1, "a"));
-        assert!(idx.join(1, &1, "b"));
-        assert!(idx.join(2, &2, "a"));
+        assert_eq!(
+            idx.join(1, &1, "a"),
+            Change::Room,
+            "the room's first member"
+        );
+        assert_eq!(idx.join(1, &1, "a"), Change::None);
+        assert_eq!(idx.join(1, &1, "b"), Change::Room);
+        assert_eq!(idx.join(2, &2, "a"), Change::Member);
         assert_eq!(idx.rooms_of(1).len(), 2);
         assert!(idx.contains("a", 2));
-        assert!(idx.leave(1, "a"));
-        assert!(!idx.leave(1, "a"));
+        assert_eq!(idx.leave(1, "a"), Change::Member);
+        assert_eq!(idx.leave(1, "a"), Change::None);
         assert!(!idx.contains("a", 1));
         assert!(idx.has_room("a"));
-        assert!(idx.leave(2, "a"));
+        assert_eq!(idx.leave(2, "a"), Change::Room, "the room's last member");
         assert!(!idx.has_room("a"), "empty rooms are removed");
         assert_eq!(idx.room_count(), 1);
     }
@@ -194,11 +228,18 @@ mod tests {
                 idx.join(round, &round, r);
             }
             idx.join(round, &round, &format!("own-{round}"));
-            idx.leave_all(round);
+            let mut emptied = 0;
+            idx.leave_all(round, |_| emptied += 1);
+            assert_eq!(emptied, 4, "each of its rooms had only this member");
         }
         assert_eq!(idx.room_count(), 0);
         assert!(idx.members.is_empty());
         assert!(idx.rooms_of(3).is_empty());
+        idx.join(1, &1, "x");
+        idx.join(2, &2, "x");
+        let mut emptied = 0;
+        idx.leave_all(1, |_| emptied += 1);
+        assert_eq!(emptied, 0, "x keeps a member");
     }
 
     #[test]

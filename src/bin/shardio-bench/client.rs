@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+use crate::deflate::{self, Compression, Deflate};
 use crate::sio::{self, SioPacket};
 use crate::tls::{self, Stream};
 use crate::ws::{self, FrameError};
@@ -64,12 +65,14 @@ impl ClientError {
     }
 }
 
-/// Where to connect: the resolved address, the Host header, and TLS for `https://`.
+/// Where to connect: the resolved address, the Host header, TLS for `https://`, and whether
+/// to offer WebSocket compression.
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
     pub addr: SocketAddr,
     pub host: String,
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub compression: Compression,
 }
 
 impl Target {
@@ -98,7 +101,12 @@ impl Target {
             .map_err(|e| anyhow::anyhow!("{url}: {e}"))?
             .next()
             .ok_or_else(|| anyhow::anyhow!("{url}: no address"))?;
-        Ok(Target { addr, host, tls })
+        Ok(Target {
+            addr,
+            host,
+            tls,
+            compression: Compression::Off,
+        })
     }
 }
 
@@ -147,8 +155,13 @@ pub(crate) struct Conn {
     frag: Vec<u8>,
     frag_open: bool,
     frag_is_text: bool,
+    frag_compressed: bool,
     /// Scratch space for one packet before it is framed.
     scratch: Vec<u8>,
+    /// permessage-deflate, when the server agreed to it.
+    deflate: Option<Deflate>,
+    /// A compressed message, inflated.
+    inflated: Vec<u8>,
     rng: u32,
     opened: bool,
 }
@@ -184,11 +197,21 @@ impl Conn {
             rbuf: Vec::new(),
             rpos: 0,
             read_chunk,
-            wbuf: sio::upgrade_request(&target.host),
+            wbuf: sio::upgrade_request(
+                &target.host,
+                if target.compression == Compression::Off {
+                    ""
+                } else {
+                    deflate::OFFER
+                },
+            ),
             frag: Vec::new(),
             frag_open: false,
             frag_is_text: false,
+            frag_compressed: false,
             scratch: Vec::new(),
+            deflate: None,
+            inflated: Vec::new(),
             rng: seed,
             opened: false,
         };
@@ -197,6 +220,7 @@ impl Conn {
             c.read_some().await?;
             match sio::parse_response_head(c.unread()) {
                 Ok(Some((101, len))) => {
+                    c.deflate = Deflate::from_response(&c.unread()[..len], target.compression);
                     c.rpos += len;
                     break;
                 }
@@ -264,7 +288,29 @@ impl Conn {
             };
             let (start, end) = (self.rpos + frame.payload.0, self.rpos + frame.payload.1);
             self.rpos += frame.payload.1;
+            let first_data = matches!(frame.opcode, ws::OP_TEXT | ws::OP_BINARY);
+            if frame.rsv1 && (self.deflate.is_none() || !first_data) {
+                return Err(FrameError::BadHeader(0x40 | frame.opcode).into());
+            }
             match frame.opcode {
+                ws::OP_TEXT if frame.fin && !self.frag_open && frame.rsv1 => {
+                    let mut msg = std::mem::take(&mut self.inflated);
+                    let Conn {
+                        rbuf,
+                        wbuf,
+                        rng,
+                        opened,
+                        deflate,
+                        ..
+                    } = self;
+                    let r = match deflate {
+                        Some(d) => d.inflate(&rbuf[start..end], &mut msg).map_err(Into::into),
+                        None => Err(FrameError::BadHeader(0xC1).into()),
+                    }
+                    .and_then(|()| on_engineio(&msg, wbuf, rng, opened, &mut on_packet));
+                    self.inflated = msg;
+                    r?;
+                }
                 ws::OP_TEXT if frame.fin && !self.frag_open => {
                     let Conn {
                         rbuf,
@@ -280,6 +326,7 @@ impl Conn {
                     // benchmark never sends: ignored. A fragmented one starts reassembly.
                     if !frame.fin {
                         self.frag_open = true;
+                        self.frag_compressed = frame.rsv1;
                         self.frag_is_text = frame.opcode == ws::OP_TEXT;
                         self.frag.clear();
                         if self.frag_is_text {
@@ -297,7 +344,13 @@ impl Conn {
                     if frame.fin {
                         self.frag_open = false;
                         if self.frag_is_text {
-                            let msg = std::mem::take(&mut self.frag);
+                            let mut msg = std::mem::take(&mut self.frag);
+                            if self.frag_compressed {
+                                if let Some(d) = self.deflate.as_mut() {
+                                    d.inflate(&msg, &mut self.inflated)?;
+                                    std::mem::swap(&mut msg, &mut self.inflated);
+                                }
+                            }
                             let Conn {
                                 wbuf, rng, opened, ..
                             } = self;
@@ -326,7 +379,13 @@ impl Conn {
         self.scratch.push(b'4');
         build(&mut self.scratch);
         let mask = next_mask(&mut self.rng);
-        ws::encode_frame(&mut self.wbuf, ws::OP_TEXT, &self.scratch, mask);
+        if self.deflate.as_ref().is_some_and(Deflate::compresses) {
+            let mut compressed = Vec::new();
+            deflate::compress(&self.scratch, &mut compressed);
+            ws::encode_frame(&mut self.wbuf, ws::OP_TEXT | ws::RSV1, &compressed, mask);
+        } else {
+            ws::encode_frame(&mut self.wbuf, ws::OP_TEXT, &self.scratch, mask);
+        }
     }
 
     pub(crate) fn has_pending(&self) -> bool {

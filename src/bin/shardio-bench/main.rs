@@ -8,12 +8,14 @@
 //! - `ws`: WebSocket client framing (pure).
 //! - `sio`: Engine.IO/Socket.IO packets the generator sends and reads (pure, no JSON parse).
 //! - `client`: one connection: TCP, upgrade, handshake, batched writes, automatic pongs.
+//! - `deflate`: permessage-deflate for a connection (`--ws-compression`).
 //! - `stats`: histograms, per-(subscriber, publisher) sequence tracking, error tallies.
 //! - `proc`: the server's CPU time and RSS from /proc.
 //! - `report`: human tables and JSON.
 //! - `scenario`: `connect`, `fanout` (and `cross`), `idle`, and `floor` (the kernel alone).
 
 mod client;
+mod deflate;
 mod proc;
 mod report;
 mod scenario;
@@ -146,6 +148,11 @@ struct Common {
     /// (a self-signed test certificate); handshake signatures are still checked.
     #[arg(long)]
     tls_insecure: bool,
+    /// WebSocket compression (permessage-deflate): `off` (no offer), `negotiate` (offer it and
+    /// inflate what the server compresses, as Node's `ws` client does), `compress` (also send
+    /// every message compressed, as browsers do).
+    #[arg(long, value_enum, default_value_t = deflate::Compression::Off)]
+    ws_compression: deflate::Compression,
 }
 
 impl Scenario {
@@ -191,8 +198,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         | Scenario::Api { common, .. } => common.clone(),
     };
     let (runtime, threads) = build_runtime(&common)?;
+    let mut target = Target::parse(&common.url, common.tls_insecure)?;
+    target.compression = common.ws_compression;
     let ctx = Ctx {
-        target: Target::parse(&common.url, common.tls_insecure)?,
+        target,
         sources: Arc::new(Sources::new(common.source_addrs.clone())),
         handshake_timeout: Duration::from_secs_f64(common.timeout.max(0.001)),
         concurrency: common.concurrency,
@@ -216,7 +225,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 finish("fanout", &r.rows(), &r, r.unusable(), json)
             }
             Scenario::Cross { args, sub_url, .. } => {
-                let sub = Target::parse(sub_url, common.tls_insecure)?;
+                let mut sub = Target::parse(sub_url, common.tls_insecure)?;
+                sub.compression = common.ws_compression;
                 let place = Placement::two(&ctx.target, Some(&sub));
                 let r = scenario::fanout::run(&ctx, args, &place, &Via::SocketIo).await?;
                 finish("cross", &r.rows(), &r, r.unusable(), json)

@@ -1,8 +1,9 @@
 //! WebSocket framing for a client (RFC 6455 §5): pure, bytes in and out.
 //!
 //! Only what the generator needs: masked client frames out, unmasked server frames in,
-//! continuation frames reassembled by the caller. No extensions are negotiated, so the RSV bits
-//! must be zero.
+//! continuation frames reassembled by the caller. The one extension is permessage-deflate
+//! (`deflate.rs`): RSV1 is reported, for the caller to accept only where it was negotiated;
+//! RSV2 and RSV3 must be zero.
 
 /// Frame opcodes (RFC 6455 §5.2).
 pub(crate) const OP_CONTINUATION: u8 = 0x0;
@@ -11,6 +12,8 @@ pub(crate) const OP_BINARY: u8 = 0x2;
 pub(crate) const OP_CLOSE: u8 = 0x8;
 pub(crate) const OP_PING: u8 = 0x9;
 pub(crate) const OP_PONG: u8 = 0xA;
+/// RSV1: a compressed message (RFC 7692), OR-ed into an opcode given to [`encode_frame`].
+pub(crate) const RSV1: u8 = 0x40;
 
 /// A frame the peer sent that no server may send; the caller drops the connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +37,8 @@ pub(crate) const MAX_FRAME: u64 = 16 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Frame {
     pub fin: bool,
+    /// RSV1: the message is compressed.
+    pub rsv1: bool,
     pub opcode: u8,
     /// Byte range of the payload within the buffer given to [`parse_frame`].
     pub payload: (usize, usize),
@@ -46,7 +51,7 @@ pub(crate) fn parse_frame(buf: &[u8]) -> Result<Option<Frame>, FrameError> {
     }
     let (b0, b1) = (buf[0], buf[1]);
     let opcode = b0 & 0x0F;
-    if b0 & 0x70 != 0 || !matches!(opcode, 0x0..=0x2 | 0x8..=0xA) {
+    if b0 & 0x30 != 0 || !matches!(opcode, 0x0..=0x2 | 0x8..=0xA) {
         return Err(FrameError::BadHeader(b0));
     }
     if b1 & 0x80 != 0 {
@@ -79,6 +84,7 @@ pub(crate) fn parse_frame(buf: &[u8]) -> Result<Option<Frame>, FrameError> {
     }
     Ok(Some(Frame {
         fin: b0 & 0x80 != 0,
+        rsv1: b0 & RSV1 != 0,
         opcode,
         payload: (head, end),
     }))
@@ -165,7 +171,8 @@ mod tests {
     #[test]
     fn rejects_what_a_server_must_not_send() {
         assert_eq!(parse_frame(b"\x81\x82abcd"), Err(FrameError::Masked));
-        assert_eq!(parse_frame(b"\xC1\x00"), Err(FrameError::BadHeader(0xC1)));
+        assert_eq!(parse_frame(b"\xA1\x00"), Err(FrameError::BadHeader(0xA1)));
+        assert!(parse_frame(b"\xC1\x00").unwrap().unwrap().rsv1);
         assert_eq!(parse_frame(b"\x83\x00"), Err(FrameError::BadHeader(0x83)));
         let huge = [0x82, 127, 0, 0, 0, 1, 0, 0, 0, 0];
         assert!(matches!(parse_frame(&huge), Err(FrameError::TooLarge(_))));

@@ -50,6 +50,8 @@ pub(crate) fn close_frame(code: u16, reason: &[u8]) -> Vec<u8> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ServerFrame {
     pub fin: bool,
+    /// RSV1: a compressed message (permessage-deflate).
+    pub rsv1: bool,
     pub opcode: u8,
     pub payload: Vec<u8>,
 }
@@ -76,11 +78,21 @@ impl RawWs {
 
     /// Opens a WebSocket; `Err(head)` with the server's response head when it is not a `101`.
     pub(crate) fn try_connect(addr: SocketAddr, path_and_query: &str) -> Result<RawWs, String> {
+        Self::try_connect_with(addr, path_and_query, "").map(|(ws, _)| ws)
+    }
+
+    /// Opens a WebSocket with `extra` header lines (each ending in CRLF) in the request; the
+    /// connection and the `101` head, or `Err(head)` when the answer is not a `101`.
+    pub(crate) fn try_connect_with(
+        addr: SocketAddr,
+        path_and_query: &str,
+        extra: &str,
+    ) -> Result<(RawWs, String), String> {
         let mut stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(WAIT)).expect("timeout");
         stream.set_nodelay(true).expect("nodelay");
         let request = format!(
-            "GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            "GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
         );
         stream.write_all(request.as_bytes()).expect("write upgrade");
         let mut ws = RawWs {
@@ -98,7 +110,7 @@ impl RawWs {
         let head = String::from_utf8_lossy(&ws.buf[..end]).into_owned();
         ws.buf.drain(..end);
         if head.starts_with("HTTP/1.1 101") {
-            Ok(ws)
+            Ok((ws, head))
         } else {
             Err(head)
         }
@@ -181,6 +193,7 @@ fn parse_server_frame(buf: &[u8]) -> Option<(ServerFrame, usize)> {
     let payload = buf.get(at..at + len)?.to_vec();
     let frame = ServerFrame {
         fin: b0 & 0x80 != 0,
+        rsv1: b0 & 0x40 != 0,
         opcode: b0 & 0x0F,
         payload,
     };

@@ -580,7 +580,7 @@ impl PublisherJob {
     ) -> Result<(), ClientError> {
         let args = &*self.args;
         let end = start + Duration::from_secs_f64(args.duration.max(0.0));
-        let padding = "x".repeat(args.payload);
+        let padding = sio::padding(args.payload);
         let window = args.window;
         // Ack id -> encode time of each unacknowledged publish. A map, not a ring indexed by
         // id: servers that run handlers concurrently (socketioxide) ack out of order.
