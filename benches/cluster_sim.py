@@ -11,8 +11,8 @@ Markdown report with a projection to 100 and 1,000 machines.
     python3 benches/cluster_sim.py --modes rooms --machines 4 --duration 5
 
 Modes are pluggable: MODES maps a mode to the Redis it needs (a function that starts it and
-returns a Redis handle) and the shardio flags that select it. A new mode (e.g. `sharded` on a
-Redis Cluster) adds one entry.
+returns a Redis handle) and the shardio flags that select it: `pattern` and `rooms` on one
+redis-server, `sharded` on a Redis Cluster of 3 masters (its Redis CPU is the three nodes').
 """
 
 import argparse
@@ -85,10 +85,51 @@ def start_single_redis():
     return Redis(f"redis://127.0.0.1:{port}/0", [proc])
 
 
+def start_redis_cluster(masters=3):
+    """A Redis Cluster of `masters` masters without replicas on free ports, as the tests build
+    it (tests/it/common/rcluster.rs): redis-server --cluster-enabled, then
+    redis-cli --cluster create; returns once every node says cluster_state:ok."""
+    workdir = tempfile.mkdtemp(prefix="shardio-cluster-sim-")
+    # Redis refuses a cluster node above port 55535 (its bus port is 10000 higher).
+    ports = []
+    while len(ports) < masters:
+        port = free_port()
+        if port <= 55535 and port not in ports:
+            ports.append(port)
+    procs = [
+        subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--cluster-enabled", "yes",
+             "--cluster-config-file", f"nodes-{port}.conf", "--dir", workdir,
+             "--cluster-node-timeout", "1000"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for port in ports
+    ]
+    for port in ports:
+        wait_for(f"redis-server on {port}", lambda port=port: connects(port))
+    subprocess.run(
+        ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
+         "--cluster-replicas", "0", "--cluster-yes"],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def settled():
+        return all(
+            "cluster_state:ok" in subprocess.run(
+                ["redis-cli", "-p", str(p), "cluster", "info"],
+                capture_output=True, text=True).stdout
+            for p in ports)
+    wait_for("the Redis Cluster to settle", settled, limit=30.0)
+    shutil.rmtree(workdir, ignore_errors=True)  # the nodes keep their open files
+    return Redis(",".join(f"redis://127.0.0.1:{p}" for p in ports), procs)
+
+
 # mode -> (how to start its Redis, shardio's flags for it)
 MODES = {
     "pattern": (start_single_redis, ["--redis-subscribe", "pattern"]),
     "rooms": (start_single_redis, ["--redis-subscribe", "rooms"]),
+    # Node's sharded adapter on 3 masters, one channel per room held (SSUBSCRIBE).
+    "sharded": (start_redis_cluster,
+                ["--redis-mode", "sharded", "--redis-subscription-mode", "dynamic"]),
 }
 
 
@@ -279,7 +320,8 @@ def report(rows, args, started, argv):
       f"{platform.release()}; commit {args.commit}), shared with other builds: CPU figures are "
       "indicative, not "
       "clean. M shardio processes (`--shards 1 --no-pin`, release build) and one "
-      "`redis-server` on loopback; one `shardio-bench cluster-sim` generator (one thread).")
+      "`redis-server` on loopback (`sharded`: a Redis Cluster of 3 masters, no replicas); one "
+      "`shardio-bench cluster-sim` generator (one thread).")
     w("")
     w(f"Load: {args.rooms} rooms, each with {args.members} subscribers on each of "
       f"{args.copies} consecutive machines (so a machine holds members of {args.copies}/M of "
@@ -288,7 +330,8 @@ def report(rows, args, started, argv):
       "Per machine: messages and payload bytes that arrived from Redis "
       "(`shardio_redis_messages_in_total`, `shardio_redis_bytes_in_total`; the probe, one "
       "message per 2 s, subtracted), the `redis-bridge` thread's CPU and the whole process's "
-      "(from /proc/<pid>/task/*/schedstat), averaged over the machines. Redis: the redis-server process's CPU.")
+      "(from /proc/<pid>/task/*/schedstat), averaged over the machines. Redis: the redis-server process's CPU "
+      "(`sharded`: the three masters' together).")
     w("")
     w("Command: `" + " ".join(["python3 benches/cluster_sim.py", argv]).strip() + "`. "
       f"Each row is the median of {args.reps} runs; modes alternate within each M, and every "
@@ -319,15 +362,16 @@ def report(rows, args, started, argv):
     w("")
     w("- a machine's Redis ingress is T x f, where f is the share of the cluster's broadcasts "
       "it receives: f = 1 in `pattern` mode (every machine receives everything), f = k/M in "
-      "`rooms` mode (the rooms it holds, rooms carrying equal traffic);")
+      "`rooms` and `sharded` modes (the rooms it holds, rooms carrying equal traffic);")
     w("- its bridge CPU per second is c_0 + ingress x c_in, fitted over every row of both "
       "modes: the bridge does the same work for each broadcast it receives in either mode "
       "(decode, encode the frames once, hand them to the shards, which look the room up; it "
       "does not drop broadcasts for rooms it has no member of before decoding), and c_0 is "
       "what it does besides (timers, the probe, the run's SUBSCRIBE batches);")
     w("- Redis's CPU is T x (c_pub + D x c_out), D the deliveries Redis makes per publish: M in "
-      "`pattern` mode (one per machine, each pattern matched per publish), k in `rooms` mode; "
-      "c_pub and c_out fitted over every run.")
+      "`pattern` mode (one per machine, each pattern matched per publish), k in `rooms` and "
+      "`sharded` modes; c_pub and c_out fitted over every run (in `sharded` mode that work is "
+      "spread over the cluster's masters, each carrying the channels of its slots).")
     w("")
     by_mode = {}
     for r in rows:
@@ -336,6 +380,7 @@ def report(rows, args, started, argv):
                            r["bridge_cpu_per_machine"] / r["wall_s"]) for r in rows])
 
     def fanout(r):
+        # `rooms` and `sharded` subscribe per room: Redis delivers to the k machines holding it.
         return r["machines"] if r["mode"] == "pattern" else min(args.copies, r["machines"])
 
     # Redis CPU = T*c_pub + T*D*c_out: two unknowns, least squares.

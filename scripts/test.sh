@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test of shardio. Installs what the tests need when it is missing: redis-server,
-# haproxy, openssl and chromium (Debian packages; the Redis bridge and load balancer tests start
-# their own, the JWT tests make their keys with openssl, the demo page test drives a headless
-# Chromium), a Prometheus binary (unpacked from Debian's package under target/, for the scrape
-# test), the npm packages of the real-client tests (tests/js, from package-lock.json) and the
-# python-socketio client (tests/py/.venv, from tests/py/requirements.txt).
+# redis-cli, haproxy, openssl and chromium (Debian packages; the Redis bridge, Redis Cluster,
+# Sentinel and load balancer tests start their own, the JWT tests make their keys with openssl,
+# the demo page test drives a headless Chromium), a Prometheus binary (unpacked from Debian's
+# package under target/, for the scrape test), the npm packages of the real-client tests
+# (tests/js, from package-lock.json) and the python-socketio client (tests/py/.venv, from
+# tests/py/requirements.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,9 @@ done
 
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
+# redis-cli builds the Redis Cluster of the sharded-mode tests (redis-server --sentinel is the
+# sentinel of the Sentinel test: no other package).
+command -v redis-cli >/dev/null || missing+=(redis-tools)
 command -v openssl >/dev/null || missing+=(openssl)   # the JWT tests make their keys with it
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 [ -x /usr/bin/chromium ] || missing+=(chromium)   # the demo page test's browser (tests/js/demo_browser.mjs)

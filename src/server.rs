@@ -13,9 +13,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
 use crate::bus::Bus;
-use crate::config::{
-    defaults, ApiConfig, LimitsConfig, RedisConfig, RedisSubscribe, RuntimeConfig,
-};
+use crate::config::{defaults, ApiConfig, LimitsConfig, RedisConfig, RuntimeConfig};
 use crate::connection::HttpLimits;
 use crate::engineio::Admission;
 use crate::listener;
@@ -125,10 +123,10 @@ impl Server {
     }
 
     /// Shares the Socket.IO endpoint's namespaces with other machines through Redis (a no-op
-    /// when `config.url` is `None`). The bridge serves the first endpoint whose app has
+    /// when neither `config.url` nor `config.sentinels` is set). The bridge serves the first endpoint whose app has
     /// namespaces.
     pub fn with_redis(mut self, config: RedisConfig) -> Self {
-        self.redis = config.url.is_some().then_some(config);
+        self.redis = config.enabled().then_some(config);
         self
     }
 
@@ -306,7 +304,7 @@ fn start_bridge(
         );
     }
     let queue = bus.attach_bridge(config.queue);
-    if config.subscribe == RedisSubscribe::Rooms {
+    if config.room_channels() {
         bus.report_room_interest();
     }
     let handle = redis_bridge::spawn(BridgeSetup {

@@ -122,6 +122,9 @@ pub const REDIS_MODE: &str = "classic";
 pub const REDIS_STREAM: &str = "socket.io";
 /// `--redis-stream-maxlen`: the streams adapter's `maxLen`.
 pub const REDIS_STREAM_MAXLEN: u64 = 10_000;
+/// `--redis-subscription-mode`: Node's `createShardedAdapter` default (`dynamic`: a channel per
+/// public room).
+pub const REDIS_SUBSCRIPTION_MODE: &str = "dynamic";
 
 /// Slots of the interest table (`bus::interest`): a broadcast to a room goes to the shards
 /// marked in the room's slot. 65,536 slots of one word (up to 64 shards) are 512 KiB, of which

@@ -31,7 +31,7 @@ pub use access::{ApiConfig, AuthConfig};
 pub use limits::LimitsConfig;
 pub use load::{load, Loaded};
 pub use recovery::RecoveryConfig;
-pub use redis::{RedisConfig, RedisMode, RedisSubscribe};
+pub use redis::{RedisConfig, RedisMode, RedisSubscribe, SubscriptionMode};
 pub use runtime::RuntimeConfig;
 pub use source::{LoadError, Source};
 pub use tls::TlsConfig;
@@ -291,8 +291,8 @@ pub enum ConfigError {
     /// A `--cookie` name that is not a cookie name.
     #[error("--cookie must be a cookie name (letters, digits and !#$%&'*+-.^_`|~), got {0:?}")]
     Cookie(String),
-    /// A `--redis` URL of another scheme.
-    #[error("--redis must be a redis://, unix:// or redis+unix:// URL, got {0:?}")]
+    /// A `--redis` URL of another scheme (or several URLs outside `--redis-mode sharded`).
+    #[error("--redis must be a redis://, unix:// or redis+unix:// URL (several, comma-separated, only with --redis-mode sharded), got {0:?}")]
     RedisUrl(String),
     /// An `--allowed-origin` that is not an exact origin.
     #[error("--allowed-origin must be an exact origin such as https://app.example.com (no `*`, no path), got {0:?}")]
@@ -306,6 +306,9 @@ pub enum ConfigError {
     /// A setting that works only with another (`--tls-cert` without `--tls-key`, ...).
     #[error("{0} needs {1}")]
     Needs(&'static str, &'static str),
+    /// A `--redis-sentinel` entry that is not `host:port`.
+    #[error("--redis-sentinel takes host:port entries, comma-separated, got {0:?}")]
+    Sentinel(String),
 }
 
 impl Config {
@@ -572,5 +575,70 @@ mod tests {
         assert_eq!(r.url.as_deref(), Some("redis://127.0.0.1:6379/0"));
         assert!(r.validate().is_ok());
         assert!(r.reconnect_max() >= RedisConfig::RECONNECT_MIN);
+        assert_eq!(c.redis.mode, RedisMode::Classic);
+        assert_eq!(c.redis.subscription_mode, SubscriptionMode::Dynamic);
+        assert!(!c.redis.enabled());
+    }
+
+    #[test]
+    fn cluster_and_sentinel_settings_are_checked() {
+        let two = "redis://a:7000,redis://b:7001";
+        let c = Config::parse_from(["shardio", "--redis", two]);
+        assert_eq!(c.validate(), Err(ConfigError::RedisUrl(two.into())));
+        let c = Config::parse_from(["shardio", "--redis", two, "--redis-mode", "sharded"]);
+        assert_eq!(c.redis.urls(), vec!["redis://a:7000", "redis://b:7001"]);
+        assert!(c.validate().is_ok() && c.redis.enabled());
+        let c = Config::parse_from(["shardio", "--redis-sentinel", "s1:26379,s2:26379"]);
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::Needs("--redis-sentinel", "--redis-master"))
+        );
+        let c = Config::parse_from([
+            "shardio",
+            "--redis-sentinel",
+            "s1:26379,s2:26379",
+            "--redis-master",
+            "mymaster",
+        ]);
+        assert_eq!(c.redis.sentinels, vec!["s1:26379", "s2:26379"]);
+        assert!(c.validate().is_ok() && c.redis.enabled());
+        let c = Config::parse_from(["shardio", "--redis-sentinel", "s1", "--redis-master", "m"]);
+        assert_eq!(c.validate(), Err(ConfigError::Sentinel("s1".into())));
+        let sentinel = ["--redis-sentinel", "s1:26379", "--redis-master", "m"];
+        let with = |mode: &str| {
+            let mut args = vec!["shardio", "--redis-mode", mode];
+            args.extend(sentinel);
+            Config::parse_from(args).validate()
+        };
+        assert!(with("streams").is_ok());
+        assert_eq!(
+            with("sharded"),
+            Err(ConfigError::Needs(
+                "--redis-sentinel",
+                "--redis-mode classic or streams"
+            ))
+        );
+        let c = Config::parse_from(["shardio", "--redis-subscription-mode", "static"]);
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::Needs(
+                "--redis-subscription-mode",
+                "--redis-mode sharded"
+            ))
+        );
+        let c = Config::parse_from([
+            "shardio",
+            "--redis-mode",
+            "sharded",
+            "--redis-subscribe",
+            "rooms",
+        ]);
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::Needs(
+                "--redis-subscribe rooms",
+                "--redis-mode classic"
+            ))
+        );
     }
 }

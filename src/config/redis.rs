@@ -56,9 +56,9 @@ pub struct RedisConfig {
         value_name = "MS"
     )]
     pub reconnect_max: u64,
-    /// What the bridge subscribes to for broadcasts: `pattern` (Node's classic adapter:
-    /// `PSUBSCRIBE prefix#nsp#*`, every machine receives every broadcast) or `rooms` (the
-    /// namespace channel plus one channel per room with a member on this machine).
+    /// What the bridge subscribes to for broadcasts in `--redis-mode classic`: `pattern` (Node's
+    /// classic adapter: `PSUBSCRIBE prefix#nsp#*`, every machine receives every broadcast) or
+    /// `rooms` (the namespace channel plus one channel per room with a member on this machine).
     #[arg(
         long = "redis-subscribe",
         env = "SHARDIO_REDIS_SUBSCRIBE",
@@ -67,10 +67,12 @@ pub struct RedisConfig {
         value_name = "MODE"
     )]
     pub subscribe: RedisSubscribe,
-    /// How messages cross machines: `classic` (Node's `@socket.io/redis-adapter`, Pub/Sub) or
+    /// How messages cross machines: `classic` (Node's `@socket.io/redis-adapter`, Pub/Sub),
     /// `streams` (`@socket.io/redis-streams-adapter` 0.3: broadcasts and room commands go
     /// through a Redis stream that the bridge reads from its last id, so a Redis outage loses
-    /// nothing still in the stream). Every server of a cluster must use the same.
+    /// nothing still in the stream) or `sharded` (Node's `createShardedAdapter` on a Redis
+    /// Cluster 7+: SPUBLISH, SSUBSCRIBE; `--redis` then names one or more cluster nodes,
+    /// comma-separated). Every server of a cluster must use the same.
     #[arg(
         long = "redis-mode",
         env = "SHARDIO_REDIS_MODE",
@@ -96,10 +98,40 @@ pub struct RedisConfig {
         value_name = "ENTRIES"
     )]
     pub stream_maxlen: u64,
+    /// With `--redis-mode sharded`, Node's `subscriptionMode`: `static` (two channels per
+    /// namespace), `dynamic` (plus one per room with members here, socket ids excepted) or
+    /// `dynamic-private` (socket ids too). Every server of a cluster must use the same.
+    #[arg(
+        long = "redis-subscription-mode",
+        env = "SHARDIO_REDIS_SUBSCRIPTION_MODE",
+        value_enum,
+        default_value = defaults::REDIS_SUBSCRIPTION_MODE
+    )]
+    pub subscription_mode: SubscriptionMode,
+    /// Sentinels to ask for the master (`host:port`, comma-separated); turns the bridge on
+    /// without `--redis` and follows failovers. Needs `--redis-master`; works with
+    /// `--redis-mode classic` and `streams`. A `--redis` URL given too lends its database, user
+    /// and password to the master's connections. Default: none.
+    #[arg(
+        long = "redis-sentinel",
+        env = "SHARDIO_REDIS_SENTINEL",
+        value_name = "HOST:PORT,...",
+        value_delimiter = ','
+    )]
+    pub sentinels: Vec<String>,
+    /// The master's name in Sentinel's configuration (`sentinel monitor <name> ...`).
+    /// Default: none (needed with `--redis-sentinel`).
+    #[arg(
+        long = "redis-master",
+        env = "SHARDIO_REDIS_MASTER",
+        value_name = "NAME"
+    )]
+    pub master: Option<String>,
 }
 
-/// How the bridge subscribes to other servers' broadcasts (`--redis-subscribe`). Either way
-/// the same channels are published to and every server of a cluster may use either.
+/// How the bridge subscribes to other servers' broadcasts in `--redis-mode classic`
+/// (`--redis-subscribe`). Either way the same channels are published to and every server of a
+/// cluster may use either.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RedisSubscribe {
     /// `PSUBSCRIBE prefix#nsp#*`, as Node's classic adapter: every machine receives every
@@ -114,11 +146,26 @@ pub enum RedisSubscribe {
 /// `--redis-mode`: which of Node's Redis adapters the bridge speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RedisMode {
-    /// `@socket.io/redis-adapter` (v8) and `@socket.io/redis-emitter`: everything on Pub/Sub.
+    /// `@socket.io/redis-adapter` (v8) and `@socket.io/redis-emitter`: everything on Pub/Sub,
+    /// one Redis (or behind Sentinel).
     Classic,
     /// `@socket.io/redis-streams-adapter` (0.3) and its emitter: broadcasts and room commands
     /// in a Redis stream, requests and responses on Pub/Sub.
     Streams,
+    /// Node's `createShardedAdapter`: SPUBLISH and SSUBSCRIBE on a Redis Cluster 7+.
+    Sharded,
+}
+
+/// Which channels the sharded adapter subscribes to (`--redis-subscription-mode`, Node's
+/// `subscriptionMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SubscriptionMode {
+    /// The namespace's channel and the server's own response channel only.
+    Static,
+    /// Also one channel per room with members on this machine, socket ids excepted.
+    Dynamic,
+    /// Also one channel per socket id.
+    DynamicPrivate,
 }
 
 impl RedisConfig {
@@ -141,6 +188,34 @@ impl RedisConfig {
         Only::parse_from(["shardio"]).redis
     }
 
+    /// Whether the bridge runs: `--redis` or `--redis-sentinel` is given.
+    pub fn enabled(&self) -> bool {
+        self.url.is_some() || !self.sentinels.is_empty()
+    }
+
+    /// The URLs in `--redis` (comma-separated in sharded mode: the cluster's seed nodes).
+    pub fn urls(&self) -> Vec<&str> {
+        self.url
+            .as_deref()
+            .map(|url| {
+                url.split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether the bridge subscribes one channel per room held on this machine:
+    /// `--redis-subscribe rooms` (classic), or the sharded adapter's dynamic subscription modes.
+    pub fn room_channels(&self) -> bool {
+        match self.mode {
+            RedisMode::Classic => self.subscribe == RedisSubscribe::Rooms,
+            RedisMode::Streams => false,
+            RedisMode::Sharded => self.subscription_mode != SubscriptionMode::Static,
+        }
+    }
+
     /// `--redis-requests-timeout` as a duration.
     pub fn requests_timeout(&self) -> Duration {
         Duration::from_millis(self.requests_timeout)
@@ -158,18 +233,42 @@ impl RedisConfig {
 
     /// Checks the Redis settings; the error names the flag to fix.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(url) = &self.url {
+        for url in self.urls() {
             if !["redis://", "unix://", "redis+unix://"]
                 .iter()
                 .any(|scheme| url.starts_with(scheme))
             {
-                return Err(ConfigError::RedisUrl(url.clone()));
+                return Err(ConfigError::RedisUrl(url.to_owned()));
+            }
+        }
+        if self.urls().len() > 1 && self.mode != RedisMode::Sharded {
+            return Err(ConfigError::RedisUrl(self.url.clone().unwrap_or_default()));
+        }
+        if !self.sentinels.is_empty() {
+            if self.master.is_none() {
+                return Err(ConfigError::Needs("--redis-sentinel", "--redis-master"));
+            }
+            // A Redis Cluster fails over by itself; Sentinel watches one master.
+            if self.mode == RedisMode::Sharded {
+                return Err(ConfigError::Needs(
+                    "--redis-sentinel",
+                    "--redis-mode classic or streams",
+                ));
+            }
+            if let Some(bad) = self.sentinels.iter().find(|s| !valid_host_port(s)) {
+                return Err(ConfigError::Sentinel(bad.clone()));
             }
         }
         if self.subscribe == RedisSubscribe::Rooms && self.mode != RedisMode::Classic {
             return Err(ConfigError::Needs(
                 "--redis-subscribe rooms",
                 "--redis-mode classic",
+            ));
+        }
+        if self.subscription_mode != SubscriptionMode::Dynamic && self.mode != RedisMode::Sharded {
+            return Err(ConfigError::Needs(
+                "--redis-subscription-mode",
+                "--redis-mode sharded",
             ));
         }
         if self.stream.is_empty() {
@@ -189,5 +288,13 @@ impl RedisConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// `host:port` with a port number.
+fn valid_host_port(text: &str) -> bool {
+    match text.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
     }
 }

@@ -28,7 +28,8 @@ impl Bridge {
                 Ok(r) => self.on_response(r),
                 Err(e) => self.malformed(channel, &e),
             },
-            Role::Cluster => self.on_cluster_payload(ns, channel, &payload),
+            Role::Cluster => self.on_cluster_payload(ns, channel, &payload, false),
+            Role::ClusterPrivate => self.on_cluster_payload(ns, channel, &payload, true),
         }
     }
 

@@ -12,15 +12,19 @@
 //!   `try_send`, a full inbox drops and counts). The bridge stands on the bus's message types
 //!   (`bus::cluster`) and knows nothing of `socketio/`.
 //! * Bridge -> Redis: a publisher task with its own bounded queue pipelines PUBLISH commands
-//!   (and PUBSUB NUMSUB for requests) on one multiplexed connection; a full queue drops.
+//!   (and PUBSUB NUMSUB for requests, XADD in streams mode) on one multiplexed connection, or
+//!   SPUBLISHes them through a Redis Cluster connection; a full queue drops.
 //! * Redis -> bridge: one pub/sub connection with Node's channel set per namespace, or, with
-//!   `--redis-subscribe rooms`, the namespace channel and one channel per room this machine
-//!   holds, changed in batches as the shards report rooms gained and lost (`rooms`); in
-//!   streams mode also a reader of the stream on a connection of its own.
+//!   `--redis-subscribe rooms` and the sharded mode's dynamic subscriptions, the namespace
+//!   channel and one channel per room this machine holds, changed in batches as the shards
+//!   report rooms gained and lost (`rooms`); in streams mode also a reader of the stream on a
+//!   connection of its own.
 //!
-//! `--redis-mode` picks the wire: `classic` (Node's `@socket.io/redis-adapter`) or `streams`
-//! (`@socket.io/redis-streams-adapter` 0.3, §4). The bridge's logic speaks the classic
-//! adapter's values; `wire` puts them on the mode's channels or stream.
+//! `--redis-mode` picks the wire: `classic` (Node's `@socket.io/redis-adapter`), `streams`
+//! (`@socket.io/redis-streams-adapter` 0.3, §4) or `sharded` (Node's `createShardedAdapter` on
+//! a Redis Cluster, §3.7). The bridge's logic speaks the classic adapter's values; `wire` puts
+//! them on the mode's channels or stream. Redis is one server, the master Sentinel names
+//! (`--redis-sentinel`, classic and streams), or a Redis Cluster (sharded).
 //!
 //! Nothing here ever waits on a shard, and no shard ever waits on Redis. When Redis is away, the
 //! bridge keeps draining its queue (publishes are dropped and counted, but in streams mode wait
@@ -39,7 +43,8 @@
 //! * `subscriptions`: the room channels wanted and the changes to tell Redis (pure);
 //! * `rooms`: the shards' room reports, and the room channels' SUBSCRIBE / UNSUBSCRIBE;
 //! * `convert`: Node's JSON values to and from Socket.IO payloads;
-//! * `links`: the connections to Redis and the publisher task;
+//! * `links`: where Redis is (one server, Sentinel, Cluster), the connections to it and the
+//!   publisher task;
 //! * `wire`: what each `--redis-mode` sends where;
 //! * `streams`: the stream of streams mode: the reader, the backlog, resuming after an outage.
 
@@ -71,17 +76,18 @@ use crate::bus::cluster::{
 };
 use crate::bus::interest::ShardSet;
 use crate::bus::{Bus, ShardMsg, ToBridge};
-use crate::config::{RedisConfig, RedisMode, RedisSubscribe};
+use crate::config::{RedisConfig, RedisMode};
 use crate::engineio::Sid;
 use crate::metrics::{BridgeMetrics, Metrics};
 use crate::protocol::adapter::{
     self, BroadcastMessage, Channels, JsValue, Request, RequestBody, Response, StreamEntry,
 };
 use crate::protocol::socketio::{event_frames, event_frames_with_offset};
-use links::{connect, publish_loop, Links, ReadPlan};
+use links::{connect, publish_loop, Event, Links, ReadPlan, Subscriber, Target};
 use pending::{Due, Inbound, InboundAck, InboundKind, Outbound, OutboundKind, Pending};
-use streams::{ReadEvent, ReplyTo, StreamState};
+use streams::{ReadEvent, StreamState};
 use subscriptions::RoomSubscriptions;
+use wire::ReplyTo;
 
 /// How long the shards have to answer a request from another server, at most: well inside the
 /// requester's own timeout, so that it gets this server's answer, partial or not.
@@ -154,8 +160,7 @@ impl Drop for BridgeHandle {
 /// Starts the bridge thread. It connects in the background: an unreachable Redis does not fail
 /// the start, only a malformed URL does.
 pub(crate) fn spawn(setup: BridgeSetup) -> Result<BridgeHandle, BridgeError> {
-    let url = setup.config.url.clone().unwrap_or_default();
-    let client = redis::Client::open(url.as_str()).map_err(BridgeError::Url)?;
+    let target = Target::of(&setup.config).map_err(BridgeError::Url)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -164,7 +169,7 @@ pub(crate) fn spawn(setup: BridgeSetup) -> Result<BridgeHandle, BridgeError> {
         .name("redis-bridge".into())
         .spawn(move || {
             let local = tokio::task::LocalSet::new();
-            local.block_on(&runtime, Bridge::new(setup, client).run(stop_rx));
+            local.block_on(&runtime, Bridge::new(setup, target).run(stop_rx));
         })?;
     Ok(BridgeHandle {
         stop: Some(stop_tx),
@@ -177,7 +182,7 @@ struct Namespace {
     name: String,
     channels: Channels,
     /// Where responses for this bridge come, and the probe: `prefix-response#nsp#uid#`
-    /// (classic), `prefix#nsp#uid#` (streams).
+    /// (classic), `prefix#nsp#uid#` (streams, sharded).
     own_response: String,
 }
 
@@ -187,8 +192,11 @@ enum Role {
     Broadcast,
     Request,
     Response,
-    /// Streams mode: msgpack cluster messages (requests and responses).
+    /// Streams and sharded modes: cluster messages (requests, responses, and in sharded mode
+    /// broadcasts).
     Cluster,
+    /// This server's own channel of the cluster-message modes: responses only.
+    ClusterPrivate,
 }
 
 /// A command for the publisher task.
@@ -234,7 +242,7 @@ enum Ended {
 
 struct Bridge {
     config: RedisConfig,
-    client: redis::Client,
+    target: Target,
     /// This process's node id in the cluster; messages carrying it are our own.
     uid: String,
     endpoint: usize,
@@ -254,10 +262,10 @@ struct Bridge {
     next_emit_shard: usize,
     /// The recovery offsets issued so far, when the endpoint recovers connection state.
     offsets: Option<std::cell::Cell<u64>>,
-    /// The room channels, with `--redis-subscribe rooms`.
+    /// The room channels, with `--redis-subscribe rooms` or sharded dynamic subscriptions.
     rooms: Option<RoomSubscriptions>,
     /// Changes subscriptions on the connected subscription connection.
-    sink: Option<redis::aio::PubSubSink>,
+    subscriber: Option<Subscriber>,
     /// The SUBSCRIBE / UNSUBSCRIBE of room channels in flight, at most one batch.
     subscribing: Option<rooms::Subscribing>,
     /// The shards' room reports waiting for Redis's confirmation.
@@ -269,7 +277,7 @@ struct Bridge {
 }
 
 impl Bridge {
-    fn new(setup: BridgeSetup, client: redis::Client) -> Self {
+    fn new(setup: BridgeSetup, target: Target) -> Self {
         let uid = format!(
             "shardio-{}",
             Alphanumeric.sample_string(&mut rand::rng(), 10)
@@ -288,11 +296,11 @@ impl Bridge {
                 }
             })
             .collect();
-        let per_room = setup.config.subscribe == RedisSubscribe::Rooms;
+        let per_room = setup.config.room_channels();
         let mut bridge = Bridge {
             shards: setup.bus.shards(),
             config: setup.config,
-            client,
+            target,
             uid,
             endpoint: setup.endpoint,
             namespaces,
@@ -309,7 +317,7 @@ impl Bridge {
             reply_to: ReplyTo::default(),
             routes: HashMap::new(),
             rooms: per_room.then(RoomSubscriptions::default),
-            sink: None,
+            subscriber: None,
             subscribing: None,
             confirmations: rooms::Confirmations::default(),
         };
@@ -330,6 +338,7 @@ impl Bridge {
             uid = %self.uid,
             prefix = %self.config.prefix,
             namespaces = ?self.namespaces.iter().map(|n| &n.name).collect::<Vec<_>>(),
+            mode = ?self.config.mode,
             "Redis bridge starting"
         );
         let mut backoff = RedisConfig::RECONNECT_MIN;
@@ -338,7 +347,7 @@ impl Bridge {
         loop {
             // Connecting: keep serving the shards meanwhile (publishes are dropped, questions
             // answered as incomplete), so nothing waits on Redis.
-            let connecting = connect(self.client.clone(), self.subscriptions(), self.read_plan());
+            let connecting = connect(self.target.clone(), self.subscriptions(), self.read_plan());
             tokio::pin!(connecting);
             let connected = loop {
                 tokio::select! {
@@ -392,7 +401,7 @@ impl Bridge {
             self.stats().set_connected(false);
             self.out = None;
             self.probe = None;
-            self.sink = None;
+            self.subscriber = None;
             self.subscribing = None;
             self.room_batch_lost();
             for due in self.pending.fail_outbound() {
@@ -422,17 +431,18 @@ impl Bridge {
     /// The connected phase: until Redis is lost or the bridge stops.
     async fn serve(&mut self, links: Links, stop: &mut oneshot::Receiver<()>) -> Ended {
         let Links {
-            conn,
-            sink,
-            messages: mut stream,
+            publisher,
+            subscriber,
+            events: mut stream,
             reader,
+            mut switched,
         } = links;
-        self.sink = Some(sink);
+        self.subscriber = Some(subscriber);
         let (out_tx, out_rx) = mpsc::channel(self.config.queue);
         let (feedback_tx, mut feedback) = mpsc::channel(self.config.queue);
         let target = (self.config.stream.clone(), self.config.stream_maxlen);
         let publisher = tokio::task::spawn_local(publish_loop(
-            conn,
+            publisher,
             out_rx,
             feedback_tx,
             self.metrics.clone(),
@@ -461,9 +471,20 @@ impl Bridge {
         let ended = loop {
             tokio::select! {
                 _ = &mut *stop => break Ended::Stop,
-                msg = stream.next() => match msg {
-                    Some(msg) => self.on_redis(&msg),
-                    None => break Ended::Lost("the subscription connection closed".into()),
+                event = stream.next() => match event {
+                    Some(Event::Message(msg)) => self.on_redis(&msg),
+                    Some(Event::Unsubscribed(channel)) => {
+                        if self.wants(&channel) {
+                            // The slot moved: subscribe again, on the new topology.
+                            break Ended::Lost(format!("Redis dropped the subscription to {channel}"));
+                        }
+                    }
+                    None => break Ended::Lost("a subscription connection closed".into()),
+                },
+                msg = next_or_never(&mut switched) => match msg {
+                    Some(_) => break Ended::Lost("Sentinel switched the master".into()),
+                    // The sentinel went away; the master's own connection still tells.
+                    None => switched = None,
                 },
                 n = self.queue.recv_many(&mut batch, 64) => {
                     if n == 0 {
@@ -647,6 +668,14 @@ impl Bridge {
         if n.is_power_of_two() {
             tracing::warn!(malformed = n, "malformed messages from Redis dropped");
         }
+    }
+}
+
+/// The next item of `stream`, or never without one.
+async fn next_or_never(stream: &mut Option<links::Messages>) -> Option<redis::Msg> {
+    match stream {
+        Some(stream) => stream.next().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,7 +1,9 @@
-//! Per-room subscriptions (`--redis-subscribe rooms`): the shards' reports of rooms gained and
-//! lost, the channel set they make (`subscriptions`), and its changes sent to Redis on the
-//! subscription connection, one batch in flight at a time. Changes reported meanwhile wait,
-//! and go as the next batch when the one in flight is confirmed.
+//! Per-room subscriptions: `--redis-subscribe rooms` (classic: SUBSCRIBE) and the sharded
+//! adapter's dynamic subscription modes (`--redis-mode sharded --redis-subscription-mode
+//! dynamic|dynamic-private`: SSUBSCRIBE). The shards' reports of rooms gained and lost, the
+//! channel set they make (`subscriptions`), and its changes sent to Redis on the subscription
+//! connection, one batch in flight at a time. Changes reported meanwhile wait, and go as the
+//! next batch when the one in flight is confirmed.
 //!
 //! Each report is answered (`Reply::RoomsSubscribed`, its number) once Redis has confirmed
 //! what it needed: the batch that took its changes, or at once when it changed nothing Redis
@@ -13,9 +15,6 @@ use std::collections::HashMap;
 
 use super::*;
 use crate::bus::cluster::RoomChanges;
-
-/// Channels named in one SUBSCRIBE or UNSUBSCRIBE command, at most (a long list is split).
-pub(super) const SUBSCRIBE_BATCH: usize = 1024;
 
 /// A batch of SUBSCRIBE / UNSUBSCRIBE commands, until Redis confirmed them all.
 pub(super) type Subscribing = LocalBoxFuture<'static, Result<(), redis::RedisError>>;
@@ -71,7 +70,22 @@ impl Bridge {
         // A room channel just unsubscribed is forgotten: what still comes on it has no
         // member here.
         let ns = self.rooms.as_ref()?.namespace_of(key)?;
-        Some((ns, Role::Broadcast))
+        let role = if self.sharded() {
+            Role::Cluster
+        } else {
+            Role::Broadcast
+        };
+        Some((ns, role))
+    }
+
+    /// Whether this bridge wants to stay subscribed to `channel`: a fixed channel, or a room
+    /// channel it has not given up.
+    pub(super) fn wants(&self, channel: &str) -> bool {
+        self.routes.contains_key(channel)
+            || self
+                .rooms
+                .as_ref()
+                .is_some_and(|rooms| rooms.namespace_of(channel).is_some())
     }
 
     /// A shard's rooms gained and lost.
@@ -79,12 +93,21 @@ impl Bridge {
         let Some(ns) = self.ns_index(&changes.nsp) else {
             return;
         };
+        if self.rooms.is_none() {
+            return;
+        }
+        // Node's `dynamic` sharded adapter gives socket ids no channel.
+        let updates: Vec<(String, bool)> = changes
+            .rooms
+            .iter()
+            .filter(|(room, _)| self.room_has_channel(room))
+            .map(|(room, held)| (self.namespaces[ns].channels.room(room), *held))
+            .collect();
         let Some(subs) = &mut self.rooms else {
             return;
         };
-        let channels = &self.namespaces[ns].channels;
-        for (room, held) in &changes.rooms {
-            subs.update(&channels.room(room), ns, shard, *held);
+        for (channel, held) in updates {
+            subs.update(&channel, ns, shard, held);
         }
         self.confirmations.wait((ns, shard), changes.seq);
     }
@@ -126,11 +149,11 @@ impl Bridge {
         if self.subscribing.is_some() {
             return;
         }
-        let (Some(subs), Some(sink)) = (&mut self.rooms, &self.sink) else {
+        let (Some(subs), Some(subscriber)) = (&mut self.rooms, &self.subscriber) else {
             return;
         };
         let changes = subs.take_changes();
-        let mut sink = sink.clone();
+        let subscriber = subscriber.clone();
         let subscribed = subs.subscribed();
         let reports: Vec<_> = self.confirmations.waiting.drain().collect();
         if changes.is_empty() {
@@ -140,16 +163,7 @@ impl Bridge {
         self.confirmations.in_flight = reports;
         self.metrics.bridge().set_room_channels(subscribed);
         self.subscribing = Some(Box::pin(async move {
-            let send = async {
-                // Unsubscribing first: once a batch's last SUBSCRIBE is confirmed, all of it is.
-                for chunk in changes.unsubscribe.chunks(SUBSCRIBE_BATCH) {
-                    sink.unsubscribe(chunk).await?;
-                }
-                for chunk in changes.subscribe.chunks(SUBSCRIBE_BATCH) {
-                    sink.subscribe(chunk).await?;
-                }
-                Ok(())
-            };
+            let send = subscriber.change(changes);
             tokio::time::timeout(REDIS_RESPONSE_TIMEOUT * 2, send)
                 .await
                 .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "timed out")))?

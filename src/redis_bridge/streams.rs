@@ -20,7 +20,7 @@ use std::cmp::Ordering;
 use std::collections::VecDeque;
 
 use super::*;
-use crate::protocol::adapter::{ClusterBody, ClusterMessage, StreamEntry};
+use crate::protocol::adapter::{ClusterMessage, StreamEntry};
 
 /// Entries one XREAD returns at most (Node's `readCount`).
 const READ_COUNT: usize = 100;
@@ -353,59 +353,6 @@ impl Bridge {
             }
         }
     }
-
-    /// A cluster message from the stream or from Pub/Sub, for namespace `ns`.
-    pub(super) fn on_cluster_message(&mut self, ns: usize, message: ClusterMessage) {
-        let ClusterMessage { uid, body, .. } = message;
-        match body {
-            ClusterBody::Broadcast { packet, opts } => {
-                self.on_broadcast(ns, BroadcastMessage { uid, packet, opts });
-            }
-            ClusterBody::Request(body) => {
-                if uid == self.uid {
-                    return;
-                }
-                let request = Request {
-                    uid: Some(uid.clone()),
-                    body,
-                };
-                if let Some(id) = request.request_id() {
-                    self.reply_to.remember(id.to_owned(), uid);
-                }
-                self.on_request(ns, request);
-            }
-            ClusterBody::Response(response) => self.on_response(response),
-            ClusterBody::Ignored(_) => {}
-        }
-    }
-}
-
-/// Which server asked each request in flight, to answer on its own channel: a bounded map
-/// whose oldest entries go first (requests in flight are bounded the same way).
-#[derive(Default)]
-pub(super) struct ReplyTo {
-    order: VecDeque<String>,
-    uids: HashMap<String, String>,
-}
-
-impl ReplyTo {
-    const CAPACITY: usize = 2 * pending::MAX_PENDING;
-
-    fn remember(&mut self, request_id: String, uid: String) {
-        if self.uids.len() >= Self::CAPACITY {
-            if let Some(oldest) = self.order.pop_front() {
-                self.uids.remove(&oldest);
-            }
-        }
-        if self.uids.insert(request_id.clone(), uid).is_none() {
-            self.order.push_back(request_id);
-        }
-    }
-
-    /// The uid of the server that sent request `request_id`.
-    pub(super) fn get(&self, request_id: &str) -> Option<&str> {
-        self.uids.get(request_id).map(String::as_str)
-    }
 }
 
 #[cfg(test)]
@@ -458,16 +405,5 @@ mod tests {
             assert_eq!(read[1].1.data.as_deref(), Some("{}"));
         }
         assert!(read_entries(&redis::Value::Nil).is_empty());
-    }
-
-    #[test]
-    fn reply_to_forgets_the_oldest_first() {
-        let mut r = ReplyTo::default();
-        for i in 0..ReplyTo::CAPACITY + 1 {
-            r.remember(i.to_string(), format!("u{i}"));
-        }
-        assert_eq!(r.get("0"), None);
-        assert_eq!(r.get("1"), Some("u1"));
-        assert_eq!(r.uids.len(), ReplyTo::CAPACITY);
     }
 }

@@ -1,5 +1,5 @@
-//! The room channels this machine needs (`--redis-subscribe rooms`), and the changes to send
-//! Redis. Pure: no Redis, no runtime.
+//! The room channels this machine needs (`--redis-subscribe rooms`, or the sharded mode's
+//! dynamic subscriptions), and the changes to send Redis. Pure: no Redis, no runtime.
 //!
 //! Each shard tells the bridge, in batches, which rooms gained their first or lost their last
 //! member on that shard (`BridgeMsg::Rooms`). Here each room channel keeps the set of shards
@@ -9,9 +9,9 @@
 //! SUBSCRIBE and one UNSUBSCRIBE per batch, never one per join. After a reconnection,
 //! [`RoomSubscriptions::resubscribe_all`] gives the whole set again.
 //!
-//! Nothing here knows the command: the classic bridge sends SUBSCRIBE / UNSUBSCRIBE, and the
-//! sharded mode's dynamic subscriptions can send SSUBSCRIBE / SUNSUBSCRIBE from the same
-//! changes.
+//! Nothing here knows the command: with `--redis-subscribe rooms` the bridge sends SUBSCRIBE /
+//! UNSUBSCRIBE, in the sharded mode's dynamic subscriptions SSUBSCRIBE / SUNSUBSCRIBE, from the
+//! same changes (`links::Subscriber`).
 
 use std::collections::HashMap;
 

@@ -69,7 +69,7 @@ fn the_deploy_example_with_tls_serves_clients_metrics_readiness_and_the_demo() {
     std::fs::write(&config, text).expect("write the configuration");
     // The harness adds `--listen 127.0.0.1:0 --no-pin`, flags that win over the file's values.
     let mut shardio = ShardioProcess::start(&["--config", config.to_str().expect("UTF-8")]);
-    // Logged after the startup line that `start` waits for.
+    // The public listener is up when `start` returns; the internal one may log a moment later.
     shardio.wait_for_line("internal listener", WAIT);
     let internal: SocketAddr = shardio
         .find_line(|l| {

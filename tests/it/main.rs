@@ -22,6 +22,7 @@ mod interest;
 mod limits;
 mod ops;
 mod polling;
+mod rcluster;
 mod real_client;
 mod recovery;
 mod redis;

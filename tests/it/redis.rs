@@ -594,7 +594,7 @@ async fn two_machines(redis: &RedisServer) -> (TestServer, TestServer, AClient, 
 }
 
 /// Publishes `n` to room `r` as `c`.
-fn publish_n(c: &AClient, n: u32) {
+pub(crate) fn publish_n(c: &AClient, n: u32) {
     c.send(&format!(
         r#"42["publish",{{"to":"r","event":"n","data":{n}}}]"#
     ));
@@ -602,7 +602,7 @@ fn publish_n(c: &AClient, n: u32) {
 
 /// Publishes from `from` until `to` receives something (delivery across machines resumed);
 /// fails after `limit`.
-async fn until_delivered(from: &AClient, to: &mut AClient, limit: Duration) {
+pub(crate) async fn until_delivered(from: &AClient, to: &mut AClient, limit: Duration) {
     let since = Instant::now();
     for n in 1000.. {
         publish_n(from, n);

@@ -7,6 +7,9 @@
 //!   carry binary does ([`ClusterMessage::to_entry`], [`ClusterMessage::from_entry`]).
 //! * On Pub/Sub (ephemeral requests and every response), msgpack of the whole message, keys
 //!   `type, data, uid, nsp` ([`ClusterMessage::encode_msgpack`], [`ClusterMessage::decode`]).
+//! * Node's sharded Redis adapter (`createShardedAdapter`, §3.7) sends the same messages on
+//!   SPUBLISH: JSON of `{type, data, uid, nsp}` unless the data holds binary, then the msgpack
+//!   above ([`ClusterMessage::encode_sharded`], [`ClusterMessage::decode_sharded`]).
 //!
 //! The bodies are the classic adapter's values ([`RequestBody`], [`Response`], [`Packet`]), so
 //! that what a server does with a message does not depend on which adapter carried it. Only the
@@ -18,7 +21,7 @@ use bytes::Bytes;
 
 use super::fields::{non_null, wrong_type, Fields};
 use super::msgpack::{decode_msgpack, MsgpackWriter};
-use super::response::remote_socket_value;
+use super::response::{remote_socket_value, RemoteSocket};
 use super::value::to_json;
 use super::{AdapterError, BroadcastOpts, JsValue, Packet, RequestBody, Response, Result};
 
@@ -227,27 +230,61 @@ impl ClusterMessage {
     /// are written). `None` for a body no cluster message carries.
     pub fn encode_msgpack(&self) -> Option<Vec<u8>> {
         let kind = self.kind()?;
-        let data = self.data();
-        let mut w = MsgpackWriter::default();
-        w.map_len(3 + usize::from(data.is_some()));
-        w.str("type");
-        w.int(i64::from(kind.code()));
-        if let Some(data) = &data {
-            w.str("data");
-            w.value(data);
-        }
-        w.str("uid");
-        w.str(&self.uid);
-        w.str("nsp");
-        w.str(&self.nsp);
-        Some(w.into_vec())
+        Some(message_msgpack(
+            kind,
+            self.data().as_ref(),
+            &self.uid,
+            &self.nsp,
+        ))
     }
 
     /// Reads a Pub/Sub message (msgpack of the whole message).
     pub fn decode(payload: &Bytes) -> Result<Self> {
         let mut fields = Fields::of(decode_msgpack(payload)?, "message")?;
-        let uid = fields.string("uid")?;
         let nsp = fields.string("nsp")?;
+        Self::from_fields(fields, nsp)
+    }
+
+    /// Encodes as Node's sharded adapter does: JSON of `{type, data, uid, nsp}`, or the
+    /// msgpack of [`Self::encode_msgpack`] when the data holds binary. `None` for a body no
+    /// cluster message carries, and for one without data (heartbeats: never sent).
+    pub fn encode_sharded(&self) -> Option<Vec<u8>> {
+        let kind = self.kind()?;
+        let data = self.data()?;
+        if has_binary(&data) {
+            return Some(message_msgpack(kind, Some(&data), &self.uid, &self.nsp));
+        }
+        let message = JsValue::Map(vec![
+            ("type".into(), JsValue::Int(i64::from(kind.code()))),
+            ("data".into(), data),
+            ("uid".into(), JsValue::Str(self.uid.clone())),
+            ("nsp".into(), JsValue::Str(self.nsp.clone())),
+        ]);
+        Some(to_json(&message))
+    }
+
+    /// Reads a sharded adapter's message: JSON if the first byte is `{`, else msgpack (Node's
+    /// `onRawMessage`); a missing `nsp` is the main namespace.
+    pub fn decode_sharded(payload: &Bytes) -> Result<Self> {
+        let mut fields = Fields::of_payload(payload, "message")?;
+        let nsp = fields.opt_string("nsp")?.unwrap_or_else(|| "/".to_owned());
+        Self::from_fields(fields, nsp)
+    }
+
+    /// Whether this is a BROADCAST without acks to exactly one room: the one message the
+    /// sharded adapter's `dynamic` modes publish on the room's own channel (`computeChannel`).
+    pub fn single_room(&self) -> Option<&str> {
+        match &self.body {
+            ClusterBody::Broadcast { opts, .. } => match opts.rooms.as_slice() {
+                [room] => Some(room),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn from_fields(mut fields: Fields, nsp: String) -> Result<Self> {
+        let uid = fields.string("uid")?;
         let code = fields.integer("type")?;
         let data = fields.take("data");
         Self::from_parts(uid, nsp, code, data)
@@ -309,7 +346,7 @@ impl ClusterMessage {
                     request_id: f.string("requestId")?,
                     sockets: sockets
                         .into_iter()
-                        .map(super::response::remote_socket_from_value)
+                        .map(RemoteSocket::from_value)
                         .collect::<Result<_>>()?,
                 })
             }
@@ -420,6 +457,23 @@ impl ClusterMessage {
     }
 }
 
+/// msgpack of a whole message, keys `type, data, uid, nsp` (`data` left out when `None`).
+fn message_msgpack(kind: ClusterType, data: Option<&JsValue>, uid: &str, nsp: &str) -> Vec<u8> {
+    let mut w = MsgpackWriter::default();
+    w.map_len(3 + usize::from(data.is_some()));
+    w.str("type");
+    w.int(i64::from(kind.code()));
+    if let Some(data) = data {
+        w.str("data");
+        w.value(data);
+    }
+    w.str("uid");
+    w.str(uid);
+    w.str("nsp");
+    w.str(nsp);
+    w.into_vec()
+}
+
 /// Whether `value` holds binary anywhere (socket.io's `hasBinary`).
 fn has_binary(value: &JsValue) -> bool {
     match value {
@@ -433,7 +487,7 @@ fn has_binary(value: &JsValue) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::adapter::testdata::{bin, s};
+    use crate::protocol::adapter::testdata::{assert_truncations_fail, bin, payload, s};
     use crate::protocol::adapter::BroadcastFlags;
 
     // Golden vectors: the capture `monitor-streams.txt`, recorded from Node's
@@ -634,6 +688,103 @@ mod tests {
         assert!(ClusterMessage::decode(&Bytes::from_static(b"\x93\x01\x02\x03")).is_err());
     }
 
+    // Golden vectors: SPUBLISH payloads recorded from Node's sharded adapter 8.3.0
+    // (`monitor-sharded.txt`).
+    mod sharded {
+        pub(super) const BROADCAST_ALL: &[u8] = br#"{"type":3,"data":{"packet":{"type":2,"data":["hello",1]},"opts":{"rooms":[],"except":[],"flags":{}}},"uid":"7c9575a35a19ed00","nsp":"/"}"#;
+        pub(super) const BROADCAST_ROOM: &[u8] = br#"{"type":3,"data":{"packet":{"type":2,"data":["r1","x"]},"opts":{"rooms":["room1"],"except":[],"flags":{}}},"uid":"7c9575a35a19ed00","nsp":"/"}"#;
+        pub(super) const BROADCAST_BIN: &[u8] = b"\x84\xa4type\x03\xa4data\x82\xa6packet\x82\xa4type\x02\xa4data\x92\xa3bin\xc4\x02\x01\x02\xa4opts\x83\xa5rooms\x90\xa6except\x90\xa5flags\x80\xa3uid\xb07c9575a35a19ed00\xa3nsp\xa1/";
+        pub(super) const FETCH: &[u8] = br#"{"type":7,"data":{"opts":{"rooms":[],"except":[],"flags":{}},"requestId":"f6733b1875e0e38e"},"uid":"7c9575a35a19ed00","nsp":"/"}"#;
+        pub(super) const JOIN: &[u8] = br#"{"type":4,"data":{"opts":{"rooms":[],"except":[],"flags":{}},"rooms":["room9"]},"uid":"7c9575a35a19ed00","nsp":"/"}"#;
+        pub(super) const SSE: &[u8] = br#"{"type":9,"data":{"requestId":"ee7a0d3618611bd7","packet":["srv","b"]},"uid":"7c9575a35a19ed00","nsp":"/"}"#;
+        pub(super) const SSE_RESPONSE: &[u8] = br#"{"type":10,"data":{"requestId":"ee7a0d3618611bd7","packet":"pong-from-s2"},"uid":"a9270ac7d3586723","nsp":"/"}"#;
+        pub(super) const BROADCAST_WITH_ACK: &[u8] = br#"{"type":3,"data":{"packet":{"type":2,"data":["r-ack",42]},"requestId":"8432ba810f75ff74","opts":{"rooms":["room1"],"except":[],"flags":{"timeout":1000}}},"uid":"7c9575a35a19ed00","nsp":"/"}"#;
+        pub(super) const CLIENT_COUNT: &[u8] = br#"{"type":11,"data":{"requestId":"8432ba810f75ff74","clientCount":1},"uid":"a9270ac7d3586723","nsp":"/"}"#;
+        pub(super) const ACK: &[u8] = br#"{"type":12,"data":{"requestId":"8432ba810f75ff74","packet":"client-ack"},"uid":"a9270ac7d3586723","nsp":"/"}"#;
+        pub(super) const DISCONNECT: &[u8] = br#"{"type":6,"data":{"opts":{"rooms":[],"except":[],"flags":{}},"close":false},"uid":"7c9575a35a19ed00","nsp":"/"}"#;
+
+        pub(super) const ALL: &[&[u8]] = &[
+            BROADCAST_ALL,
+            BROADCAST_ROOM,
+            BROADCAST_BIN,
+            FETCH,
+            JOIN,
+            SSE,
+            SSE_RESPONSE,
+            BROADCAST_WITH_ACK,
+            CLIENT_COUNT,
+            ACK,
+            DISCONNECT,
+        ];
+    }
+
+    #[test]
+    fn sharded_node_messages_encode_back_byte_for_byte() {
+        for capture in sharded::ALL {
+            let message = ClusterMessage::decode_sharded(&payload(capture)).unwrap();
+            assert_eq!(
+                message.encode_sharded().as_deref(),
+                Some(*capture),
+                "{}",
+                String::from_utf8_lossy(capture)
+            );
+        }
+    }
+
+    #[test]
+    fn sharded_messages_read_as_the_classic_types() {
+        let decode = |bytes| ClusterMessage::decode_sharded(&payload(bytes)).unwrap();
+        let m = decode(sharded::BROADCAST_BIN);
+        assert_eq!(m.uid, "7c9575a35a19ed00");
+        let ClusterBody::Broadcast { packet, opts } = &m.body else {
+            panic!("{m:?}")
+        };
+        assert_eq!(packet.nsp, "/");
+        assert_eq!(packet.data, JsValue::Array(vec![s("bin"), bin(&[1, 2])]));
+        assert!(opts.rooms.is_empty());
+        assert_eq!(m.single_room(), None);
+        assert_eq!(decode(sharded::BROADCAST_ROOM).single_room(), Some("room1"));
+        let with_ack = decode(sharded::BROADCAST_WITH_ACK);
+        assert!(matches!(
+            with_ack.body,
+            ClusterBody::Request(RequestBody::Broadcast { ref request_id, ref opts, .. })
+                if request_id == "8432ba810f75ff74" && opts.flags.timeout == Some(1000)
+        ));
+        assert_eq!(with_ack.single_room(), None);
+        assert_eq!(
+            decode(sharded::CLIENT_COUNT).body,
+            ClusterBody::Response(Response::BroadcastClientCount {
+                request_id: "8432ba810f75ff74".into(),
+                client_count: 1
+            })
+        );
+        assert_eq!(
+            decode(sharded::SSE).body,
+            ClusterBody::Request(RequestBody::ServerSideEmit {
+                request_id: Some("ee7a0d3618611bd7".into()),
+                data: vec![s("srv"), s("b")]
+            })
+        );
+    }
+
+    #[test]
+    fn sharded_heartbeats_are_read_and_never_written_and_bad_messages_are_errors() {
+        let heartbeat = br#"{"type":2,"uid":"7c9575a35a19ed00","nsp":"/"}"#;
+        let m = ClusterMessage::decode_sharded(&payload(heartbeat)).unwrap();
+        assert_eq!(m.body, ClusterBody::Ignored(ClusterType::Heartbeat));
+        assert_eq!(m.encode_sharded(), None);
+        assert_truncations_fail(sharded::ALL, ClusterMessage::decode_sharded);
+        for bad in [
+            &br#"{"type":3,"uid":"u","nsp":"/"}"#[..],
+            br#"{"type":3,"data":[],"uid":"u"}"#,
+            br#"{"type":9,"data":{"packet":"x"},"uid":"u"}"#,
+            br#"{"data":{},"uid":"u"}"#,
+            b"\x93\x01\x02\x03",
+        ] {
+            assert!(ClusterMessage::decode_sharded(&payload(bad)).is_err());
+        }
+    }
+
     #[test]
     fn classic_only_bodies_have_no_cluster_form() {
         let m = ClusterMessage {
@@ -646,5 +797,6 @@ mod tests {
         assert_eq!(m.kind(), None);
         assert!(m.to_entry().is_none());
         assert!(m.encode_msgpack().is_none());
+        assert!(m.encode_sharded().is_none());
     }
 }

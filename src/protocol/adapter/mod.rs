@@ -11,8 +11,9 @@
 //! * Packet data is arbitrary JavaScript data with binary anywhere: [`JsValue`] (`value.rs`). The
 //!   server keeps it in Socket.IO's placeholder form (JSON plus attachments), see
 //!   [`JsValue::into_placeholder_json`] and [`JsValue::from_placeholder_json`].
-//! * `@socket.io/redis-streams-adapter` 0.3 and its emitter speak `socket.io-adapter`'s cluster
-//!   messages instead, in a Redis stream and on Pub/Sub (§4): [`ClusterMessage`] (`cluster.rs`),
+//! * `@socket.io/redis-streams-adapter` 0.3 and its emitter, and the sharded adapter, speak
+//!   `socket.io-adapter`'s cluster messages instead: in a Redis stream and on Pub/Sub (§4), or
+//!   on SPUBLISH, JSON unless the data holds binary (§3.7): [`ClusterMessage`] (`cluster.rs`),
 //!   whose bodies are the classic adapter's values.
 //! * msgpack as notepack.io 3 writes it, and as notepack 2.x wrote it, over the `rmp` crate
 //!   (`msgpack.rs`); JavaScript's date strings (`date.rs`).

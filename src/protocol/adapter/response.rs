@@ -226,11 +226,6 @@ impl Response {
     }
 }
 
-/// A socket of a FETCH_SOCKETS_RESPONSE (`docs/PROTOCOL.md` §4.2), read leniently.
-pub(super) fn remote_socket_from_value(value: JsValue) -> Result<RemoteSocket> {
-    RemoteSocket::from_value(value)
-}
-
 /// A socket as a value, keys `id, handshake, rooms, data` (then `shardio` when known), for the
 /// msgpack cluster messages.
 pub(super) fn remote_socket_value(socket: &RemoteSocket) -> JsValue {
@@ -255,7 +250,7 @@ pub(super) fn remote_socket_value(socket: &RemoteSocket) -> JsValue {
 }
 
 impl RemoteSocket {
-    fn from_value(value: JsValue) -> Result<Self> {
+    pub(super) fn from_value(value: JsValue) -> Result<Self> {
         let mut fields = Fields::of(value, "sockets")?;
         Ok(RemoteSocket {
             id: fields.string("id")?,

@@ -9,6 +9,7 @@ pub(crate) mod polling;
 pub(crate) mod process;
 pub(crate) mod prometheus;
 pub(crate) mod raw_ws;
+pub(crate) mod rcluster;
 pub(crate) mod redis;
 pub(crate) mod scrape;
 pub(crate) mod tls;
@@ -215,6 +216,14 @@ impl TestServer {
 
 /// Polls `done` until it holds; fails the test with `what` after `WAIT`. For conditions a test
 /// can observe but not be told of (a counter, a port that starts listening).
+/// A port free when we look; whoever needs it takes it right after.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 pub(crate) fn wait_until(what: &str, done: impl FnMut() -> bool) {
     assert!(wait_within(WAIT, done), "timed out waiting for {what}");
 }

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use super::{http_get as get, Reaped};
+use super::{free_port, http_get as get, Reaped};
 
 /// A Prometheus server (Debian's, which scripts/test.sh fetches when it is missing) scraping
 /// `target` every 100 ms; killed on drop.
@@ -78,11 +78,4 @@ impl Drop for Prometheus {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }

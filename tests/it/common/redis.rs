@@ -2,7 +2,7 @@
 //! killed on drop. It can be killed and restarted on the same port to test faults.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
@@ -21,24 +21,26 @@ impl RedisServer {
     }
 
     /// A server started with more `redis-server` options.
-    pub(crate) fn start_with(options: &[&'static str]) -> RedisServer {
+    pub(crate) fn start_with(options: &[&str]) -> RedisServer {
+        RedisServer::start_on(super::free_port(), options)
+    }
+
+    /// A server on `port` started with more `redis-server` options (`--sentinel` makes it a
+    /// sentinel).
+    pub(crate) fn start_on(port: u16, options: &[&str]) -> RedisServer {
         let options = options.iter().map(|o| (*o).to_owned()).collect();
-        RedisServer::start_in(options, false)
+        RedisServer::start_in(port, options, false)
     }
 
     /// A server that keeps its data across a kill: an append-only file, synced before each
     /// reply (`appendfsync always`), in a directory of its own.
     pub(crate) fn start_persistent() -> RedisServer {
         let options = ["--appendonly", "yes", "--appendfsync", "always"];
-        RedisServer::start_in(options.iter().map(|o| (*o).to_owned()).collect(), true)
+        let options = options.iter().map(|o| (*o).to_owned()).collect();
+        RedisServer::start_in(super::free_port(), options, true)
     }
 
-    fn start_in(mut options: Vec<String>, persistent: bool) -> RedisServer {
-        // The port is free when we look; redis-server takes it right after.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+    fn start_in(port: u16, mut options: Vec<String>, persistent: bool) -> RedisServer {
         let dir = persistent.then(|| {
             let dir =
                 std::env::temp_dir().join(format!("shardio-redis-{}-{port}", std::process::id()));
@@ -62,6 +64,16 @@ impl RedisServer {
 
     pub(crate) fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Runs `redis-cli -p <port> <args...>` and returns its output.
+    pub(crate) fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli must be installed (scripts/test.sh installs redis-tools)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Sends one command (inline form) on a fresh connection, and returns the connection
