@@ -214,8 +214,6 @@ impl TestServer {
     }
 }
 
-/// Polls `done` until it holds; fails the test with `what` after `WAIT`. For conditions a test
-/// can observe but not be told of (a counter, a port that starts listening).
 /// A port free when we look; whoever needs it takes it right after.
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -224,6 +222,8 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
+/// Polls `done` until it holds; fails the test with `what` after `WAIT`. For conditions a test
+/// can observe but not be told of (a counter, a port that starts listening).
 pub(crate) fn wait_until(what: &str, done: impl FnMut() -> bool) {
     assert!(wait_within(WAIT, done), "timed out waiting for {what}");
 }
