@@ -474,10 +474,14 @@ fn socketio_clients_behind_haproxy_see_each_others_publishes() {
 
 /// A TCP relay to Redis that can silently swallow what Redis sends on subscriber connections
 /// (those that sent SUBSCRIBE), keeping them open: a subscription that stops delivering
-/// without any error, which only the bridge's probe can notice.
+/// without any error, which only the bridge's probe can notice. Muting applies to the
+/// connections open when it starts: those the bridge opens once it has noticed and
+/// reconnected are relayed in full, so the test knows which path the recovery takes.
 pub(crate) struct SilentRelay {
     pub(crate) port: u16,
     mute: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Bumped by each `set_muted(true)`; a connection accepted before it is muted.
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SilentRelay {
@@ -486,18 +490,20 @@ impl SilentRelay {
     }
 
     /// A relay that, once muted, swallows what Redis sends on the connections that sent
-    /// `trigger` (any case).
+    /// `trigger` (any case) and were open when it was muted.
     pub(crate) fn muting(target: std::net::SocketAddr, trigger: &'static [u8]) -> SilentRelay {
         use std::io::{Read, Write};
-        use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
         use std::sync::Arc;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let mute = Arc::new(AtomicBool::new(false));
-        let muted = mute.clone();
+        let generation = Arc::new(AtomicU64::new(0));
+        let (muted, generations) = (mute.clone(), generation.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(mut client) = client else { return };
+                let born = generations.load(SeqCst);
                 let Ok(mut server) = std::net::TcpStream::connect(target) else {
                     return;
                 };
@@ -514,18 +520,21 @@ impl SilentRelay {
                             .windows(trigger.len())
                             .any(|w| w.eq_ignore_ascii_case(trigger))
                         {
-                            sub.store(true, Relaxed);
+                            sub.store(true, SeqCst);
                         }
                         if server_w.write_all(&buf[..n]).is_err() {
                             break;
                         }
                     }
                 });
-                let muted = muted.clone();
+                let (muted, generations) = (muted.clone(), generations.clone());
                 std::thread::spawn(move || {
                     let mut buf = [0u8; 16 * 1024];
                     while let Ok(n @ 1..) = server.read(&mut buf) {
-                        if muted.load(Relaxed) && subscriber.load(Relaxed) {
+                        if muted.load(SeqCst)
+                            && subscriber.load(SeqCst)
+                            && born < generations.load(SeqCst)
+                        {
                             continue;
                         }
                         if client.write_all(&buf[..n]).is_err() {
@@ -535,11 +544,20 @@ impl SilentRelay {
                 });
             }
         });
-        SilentRelay { port, mute }
+        SilentRelay {
+            port,
+            mute,
+            generation,
+        }
     }
 
+    /// Muting: the connections open now that sent the trigger fall silent.
     pub(crate) fn set_muted(&self, muted: bool) {
-        self.mute.store(muted, std::sync::atomic::Ordering::Relaxed);
+        use std::sync::atomic::Ordering::SeqCst;
+        if muted {
+            self.generation.fetch_add(1, SeqCst);
+        }
+        self.mute.store(muted, SeqCst);
     }
 }
 

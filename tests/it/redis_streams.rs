@@ -254,9 +254,15 @@ async fn entries_whose_xadd_reply_was_lost_are_not_added_twice() {
     );
     relay.set_muted(true);
     publish_steadily(&a1, 10..=19).await;
-    a.wait_until("A's publisher to time out", |m| m.bridge().connected() == 0);
+    // The publisher's response timeout (2 s after the first muted XADD; well within `WAIT`)
+    // ends the connected phase, and the bridge reconnects at once, on connections the relay
+    // leaves alone: `connected` reads 0 for a few milliseconds only, too short to be sure to
+    // see by polling, so the test waits for the reconnection it leads to.
+    a.wait_until("A's publisher to time out and A to reconnect", |m| {
+        m.bridge().reconnects() >= 1
+    });
     relay.set_muted(false);
-    a.wait_until("A to reconnect", |m| m.bridge().connected() == 1);
+    a.wait_until("A to be connected", |m| m.bridge().connected() == 1);
     publish_steadily(&a1, 20..=29).await;
 
     let got = receive_numbers(&mut b1, 20, WAIT * 2).await;
