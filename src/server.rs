@@ -143,6 +143,7 @@ impl Server {
     /// Runs the shards until `shutdown` completes, then drains and joins them: `/readyz`
     /// answers 503 at once, the shards serve on for `--drain-delay`, then close their public
     /// listeners and their sessions (with `--shutdown-timeout` for the sessions to go). Blocks.
+    /// The startup line, `shardio listening`, comes once every shard serves.
     pub fn run(
         self,
         endpoints: Vec<Endpoint>,
@@ -154,13 +155,6 @@ impl Server {
         } else {
             core_affinity::get_core_ids().filter(|c| !c.is_empty())
         };
-        tracing::info!(
-            shards = count,
-            address = %self.addr,
-            pinning = if cores.is_some() { "on" } else { "off" },
-            tls = if self.tls.is_some() { "on" } else { "off" },
-            "shardio listening"
-        );
         let tls = self.tls.as_ref().map(Certificates::server_config);
         let (mut bus, inboxes) = Bus::new(count, self.runtime.bus_capacity, self.metrics.clone());
         // How long an API question waits for the other shards and machines.
@@ -196,6 +190,8 @@ impl Server {
         // Each shard reports its exit here, so a dead shard stops the server instead of
         // leaving it half up.
         let (exit_tx, mut exit_rx) = mpsc::channel::<usize>(count);
+        // Each shard says here when it serves; the startup line waits for all of them.
+        let (started_tx, mut started_rx) = mpsc::channel::<usize>(count);
         let mut threads = Vec::with_capacity(count);
         for (id, (listener, inbox)) in self.listeners.into_iter().zip(inboxes).enumerate() {
             let setup = ShardSetup {
@@ -219,6 +215,7 @@ impl Server {
                 admission: admission.clone(),
                 http,
                 tls: tls.clone(),
+                started: started_tx.clone(),
             };
             let exit = ExitNotice(exit_tx.clone(), id);
             let handle = thread::Builder::new()
@@ -230,15 +227,46 @@ impl Server {
             threads.push(handle);
         }
         drop(exit_tx);
+        drop(started_tx);
 
         let waiter = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let drain_delay = self.runtime.drain_delay();
+        let (addr, pinning, tls_on) = (
+            self.addr,
+            if cores.is_some() { "on" } else { "off" },
+            if self.tls.is_some() { "on" } else { "off" },
+        );
         let failed = waiter.block_on(async {
-            tokio::select! {
-                () = shutdown => {}
+            let mut shutdown = std::pin::pin!(shutdown);
+            // The startup line once every shard serves: from then on the process holds every
+            // descriptor it keeps, and needs one more per connection only.
+            let all_started = async {
+                for _ in 0..count {
+                    if started_rx.recv().await.is_none() {
+                        // A shard ended before serving: its exit notice says which.
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            let stopped_early = tokio::select! {
+                () = all_started => false,
+                () = &mut shutdown => true,
                 id = exit_rx.recv() => return id,
+            };
+            if !stopped_early {
+                tracing::info!(
+                    shards = count,
+                    address = %addr,
+                    pinning,
+                    tls = tls_on,
+                    "shardio listening"
+                );
+                tokio::select! {
+                    () = shutdown => {}
+                    id = exit_rx.recv() => return id,
+                }
             }
             health.start_draining();
             if !drain_delay.is_zero() {

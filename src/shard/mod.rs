@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::api::Api;
 use crate::bus::inbox::Inbox;
@@ -57,6 +57,9 @@ pub(crate) struct ShardSetup {
     pub(crate) health: Arc<Health>,
     /// TLS on the public listener, when configured (`--tls-cert`).
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    /// Told the shard's id once the shard serves: its runtime is built and its listeners
+    /// accept. The server says it listens once every shard has told.
+    pub(crate) started: mpsc::Sender<usize>,
 }
 
 /// The backend API of one shard.
@@ -109,6 +112,7 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
         internal,
         health,
         tls,
+        started,
         ..
     } = setup;
     let listener = TcpListener::from_std(listener)?;
@@ -177,6 +181,10 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
         }
         std::future::pending::<()>().await
     });
+    // The shard serves: its runtime and listeners are open, and from here on it opens a
+    // descriptor per connection only.
+    let _ = started.try_send(id);
+    drop(started);
     // The flusher and the inbox reader run for the shard's life: a shard without one of them
     // would be half alive, so it stops (and the server with it) if either ends.
     tokio::select! {

@@ -158,7 +158,9 @@ fn out_of_descriptors_the_accept_loop_logs_boundedly_and_recovers() {
     // Accepted connections that send nothing stay open, holding their descriptors.
     let mut server = ShardioProcess::start(&["--shards", "2", "--head-timeout", "60000"]);
 
-    // Leave the server a few descriptors more than it has open now.
+    // Leave the server a few descriptors more than it has open now. The startup line comes
+    // once every shard serves, so each has its runtime and listener by now: what the server
+    // opens from here on is one descriptor per connection.
     let pid = server.pid();
     let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("the server's descriptors")
