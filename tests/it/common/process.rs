@@ -63,7 +63,11 @@ impl ShardioProcess {
         let mut addr = None;
         super::wait_until("the startup line", || {
             addr = process.find_line(|l| {
-                // `address=ADDR` in text lines, `"address":"ADDR"` in JSON ones.
+                // The startup line (the internal listener's, logged before it, has an address
+                // too): `address=ADDR` in text lines, `"address":"ADDR"` in JSON ones.
+                if !l.contains("shardio listening") {
+                    return None;
+                }
                 l.split([' ', ','])
                     .find_map(|w| {
                         w.strip_prefix("address=")
