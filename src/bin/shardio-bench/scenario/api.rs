@@ -15,7 +15,6 @@ use tokio::time::sleep_until;
 
 use super::fanout::{room_name, FanoutArgs, PubOutcome, Shared};
 use crate::client::Target;
-use crate::stats::new_histogram;
 
 /// One backend connection publishing through the API.
 pub(super) struct ApiPublisher {
@@ -42,15 +41,7 @@ impl ApiPublisher {
         ready: mpsc::Sender<Result<(), &'static str>>,
         mut go: watch::Receiver<Option<Instant>>,
     ) -> PubOutcome {
-        let mut out = PubOutcome {
-            index: self.index,
-            sent: vec![0; self.args.rooms],
-            acked_ok: 0,
-            acked_error: 0,
-            unacked: 0,
-            ack_latency: new_histogram(),
-            ended: None,
-        };
+        let mut out = PubOutcome::new(self.index, self.args.rooms);
         let opened = {
             let _permit = permits.acquire().await;
             tokio::time::timeout(self.timeout, TcpStream::connect(self.target.addr)).await

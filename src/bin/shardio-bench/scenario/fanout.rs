@@ -142,6 +142,21 @@ pub(super) struct PubOutcome {
     pub(super) ended: Option<&'static str>,
 }
 
+impl PubOutcome {
+    /// Publisher `index`'s outcome before it publishes anything to its `rooms` rooms.
+    pub(super) fn new(index: usize, rooms: usize) -> PubOutcome {
+        PubOutcome {
+            index,
+            sent: vec![0; rooms],
+            acked_ok: 0,
+            acked_error: 0,
+            unacked: 0,
+            ack_latency: new_histogram(),
+            ended: None,
+        }
+    }
+}
+
 #[derive(Debug, Default, Serialize)]
 pub(crate) struct Losses {
     /// Deliveries that room membership says must arrive.
@@ -540,15 +555,7 @@ impl PublisherJob {
         mut go: watch::Receiver<Option<Instant>>,
     ) -> PubOutcome {
         let rooms = self.args.rooms;
-        let mut out = PubOutcome {
-            index: self.index,
-            sent: vec![0; rooms],
-            acked_ok: 0,
-            acked_error: 0,
-            unacked: 0,
-            ack_latency: new_histogram(),
-            ended: None,
-        };
+        let mut out = PubOutcome::new(self.index, rooms);
         let opened = {
             let _permit = permits.acquire().await;
             Conn::open(&self.target, &self.sources, READ_BUSY, self.timeout).await
