@@ -338,13 +338,20 @@ impl Client {
         let Some(offset) = offset.filter(|o| parse_entry_id(o).is_some()) else {
             return self.finish_connect(session, ns, auth, None);
         };
-        // Its old connection still held here (a stall): that socket leaves first, and its
-        // session reaches the bridge before this question does.
+        // Its old connection still held on this machine (a stall): that socket leaves first,
+        // and its session reaches the bridge before this question does. Here, or on the shard
+        // the pid names, which answers once its socket left (the bridge's queue keeps the
+        // order).
         ns.take_over(pid);
+        let home = ns.keeper_of(pid);
         self.restoring.borrow_mut().push(ns.name.clone());
         let (me, ns) = (self.me.clone(), ns.clone());
         let session = Rc::downgrade(session);
         tokio::task::spawn_local(async move {
+            if let Some(home) = home {
+                // No session comes back: that shard keeps none in streams mode.
+                let _ = ns.clone().restore_from(home, pid, None).await;
+            }
             let kept = ns.clone().restore_from_redis(pid, offset).await;
             if let (Some(client), Some(session)) = (me.upgrade(), session.upgrade()) {
                 client.restoring.borrow_mut().retain(|n| *n != ns.name);
