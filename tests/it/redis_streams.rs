@@ -17,8 +17,14 @@ use shardio::Config;
 
 /// The gateway app with the bridge on `redis` in streams mode.
 fn streams_gateway(redis: &RedisServer) -> TestServer {
+    streams_gateway_with(redis, &[])
+}
+
+/// [`streams_gateway`] with more flags.
+fn streams_gateway_with(redis: &RedisServer, flags: &[&str]) -> TestServer {
     let url = redis.url();
-    let args = ["shardio", "--redis", &url, "--redis-mode", "streams"];
+    let mut args = vec!["shardio", "--redis", &url, "--redis-mode", "streams"];
+    args.extend_from_slice(flags);
     let config = <Config as clap::Parser>::parse_from(args);
     let server = TestServer::start_with_redis(
         2,
@@ -73,7 +79,18 @@ async fn receive_numbers(c: &mut AClient, count: usize, limit: Duration) -> Vec<
 async fn publisher_and_subscriber(
     redis: &RedisServer,
 ) -> (TestServer, TestServer, AClient, AClient) {
-    let (a, b) = (streams_gateway(redis), streams_gateway(redis));
+    publisher_and_subscriber_with(redis, &[]).await
+}
+
+/// [`publisher_and_subscriber`] with more flags for both machines.
+async fn publisher_and_subscriber_with(
+    redis: &RedisServer,
+    flags: &[&str],
+) -> (TestServer, TestServer, AClient, AClient) {
+    let (a, b) = (
+        streams_gateway_with(redis, flags),
+        streams_gateway_with(redis, flags),
+    );
     let a1 = joined(a.addr, json!("r")).await;
     let b1 = joined(b.addr, json!("r")).await;
     (a, b, a1, b1)
@@ -171,8 +188,20 @@ fn a_node_server_with_the_streams_adapter_and_a_streams_emitter_interoperate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_mid_run_loses_nothing_and_repeats_nothing() {
+    restart_mid_run(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_recovery_on_a_redis_restart_mid_run_loses_nothing_here_or_there() {
+    // With sessions in Redis, A's own subscribers get A's broadcasts through the stream too:
+    // they wait out the outage with B's and miss nothing either.
+    restart_mid_run(&["--recovery-window", "60000"]).await;
+}
+
+async fn restart_mid_run(flags: &[&str]) {
     let mut redis = RedisServer::start_persistent();
-    let (a, b, a1, mut b1) = publisher_and_subscriber(&redis).await;
+    let (a, b, a1, mut b1) = publisher_and_subscriber_with(&redis, flags).await;
+    let mut a2 = joined(a.addr, json!("r")).await;
 
     // Redis is killed while A publishes; A goes on publishing while it is away (queued in
     // the bridge), then after it is back.
@@ -187,13 +216,15 @@ async fn a_redis_restart_mid_run_loses_nothing_and_repeats_nothing() {
     redis.restart();
     publish_steadily(&a1, 250..=299).await;
 
-    let got = receive_numbers(&mut b1, 300, WAIT * 2).await;
-    assert_eq!(
-        got,
-        (0..300).collect::<Vec<_>>(),
-        "every message, once, in order"
-    );
-    assert_quiet(&mut b1, "b1 after the last message").await;
+    for (c, who) in [(&mut b1, "b1"), (&mut a2, "a2")] {
+        let got = receive_numbers(c, 300, WAIT * 2).await;
+        assert_eq!(
+            got,
+            (0..300).collect::<Vec<_>>(),
+            "{who}: every message, once, in order"
+        );
+        assert_quiet(c, who).await;
+    }
     for m in [&a, &b] {
         let bridge = m.metrics.bridge();
         assert!(bridge.reconnects() >= 1);
