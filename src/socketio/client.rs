@@ -352,11 +352,16 @@ impl Client {
                 // No session comes back: that shard keeps none in streams mode.
                 let _ = ns.clone().restore_from(home, pid, None).await;
             }
-            let kept = ns.clone().restore_from_redis(pid, offset).await;
-            if let (Some(client), Some(session)) = (me.upgrade(), session.upgrade()) {
-                client.restoring.borrow_mut().retain(|n| *n != ns.name);
-                client.finish_connect(&session, &ns, auth, kept.map(|k| (pid, k)));
-            }
+            let then = {
+                let ns = ns.clone();
+                move |kept: Option<KeptSession>| {
+                    if let (Some(client), Some(session)) = (me.upgrade(), session.upgrade()) {
+                        client.restoring.borrow_mut().retain(|n| *n != ns.name);
+                        client.finish_connect(&session, &ns, auth, kept.map(|k| (pid, k)));
+                    }
+                }
+            };
+            ns.restore_from_redis(pid, offset, then);
         });
     }
 

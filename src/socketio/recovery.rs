@@ -51,7 +51,7 @@ pub(crate) use store::{RecoveryLimits, Store};
 /// shards, and the restored sockets that skip packets they already got.
 pub(crate) struct Recovery {
     store: RefCell<Store>,
-    asks: RefCell<HashMap<u64, oneshot::Sender<Option<Box<KeptSession>>>>>,
+    asks: RefCell<HashMap<u64, Asked>>,
     /// Sockets restored from another shard, with the counters up to which they skip.
     floors: RefCell<HashMap<Sid, Vec<u64>, FxBuildHasher>>,
     /// Whether `floors` holds any (read on every delivery of a recoverable packet).
@@ -61,6 +61,16 @@ pub(crate) struct Recovery {
     live: RefCell<HashMap<Sid, (Sid, u64), FxBuildHasher>>,
     /// Streams mode: sessions and packets are kept in Redis, not in `store`.
     in_redis: bool,
+}
+
+/// Who waits for the answer to a question for a session.
+enum Asked {
+    /// A task, woken with the answer.
+    Task(oneshot::Sender<Option<Box<KeptSession>>>),
+    /// Code run with the answer as the shard takes it, before the shard's next message: the
+    /// restore from Redis, whose socket must be in its rooms before the packets that follow
+    /// the answer in the inbox are delivered (a woken task would run after them).
+    Now(Box<dyn FnOnce(Option<KeptSession>)>),
 }
 
 impl Recovery {
@@ -353,28 +363,45 @@ impl NsShard {
         Some(session)
     }
 
-    /// The session `pid` for a client that came back with `offset` (a stream entry id), from
-    /// Redis through the bridge (streams mode); with the packets it missed, in stream order,
-    /// ready to send. The bridge answers after handing this shard every packet up to the last
-    /// one it returns, and before any later one, so nothing comes twice or goes missing
-    /// between the answer and the socket's joins. `None`: a fresh session.
-    pub(super) async fn restore_from_redis(
-        self: Rc<Self>,
+    /// Asks the bridge for the session `pid` of a client that came back with `offset` (a stream
+    /// entry id), from Redis (streams mode), and calls `then` with it and the packets it
+    /// missed, in stream order, ready to send; `None`: a fresh session. The bridge answers after
+    /// handing this shard every packet up to the last one it returns and before any later one,
+    /// and `then` runs as the shard takes the answer, so the socket it creates is in its rooms
+    /// for the next packet: nothing comes twice or goes missing in between.
+    pub(super) fn restore_from_redis(
+        self: &Rc<Self>,
         pid: Sid,
         offset: String,
-    ) -> Option<KeptSession> {
-        let recovery = self.recovery.clone()?;
-        let ask = |id| {
-            let ask = RedisRestore {
-                nsp: self.name.clone(),
-                id,
-                pid: pid.as_str().to_owned(),
-                offset,
-            };
-            self.link.send_to_bridge(BridgeMsg::Restore(Box::new(ask)))
+        then: impl FnOnce(Option<KeptSession>) + 'static,
+    ) {
+        let Some(recovery) = self.recovery.clone() else {
+            return then(None);
         };
-        let answer = self.ask_for_session(&recovery, ask, redis_timeout()).await;
-        answer.map(|session| *session)
+        let id = self.next_ack_id();
+        recovery
+            .asks
+            .borrow_mut()
+            .insert(id, Asked::Now(Box::new(then)));
+        let ask = RedisRestore {
+            nsp: self.name.clone(),
+            id,
+            pid: pid.as_str().to_owned(),
+            offset,
+        };
+        let late = if self.link.send_to_bridge(BridgeMsg::Restore(Box::new(ask))) {
+            redis_timeout()
+        } else {
+            Duration::ZERO
+        };
+        // Late or lost: a fresh session, and the question is forgotten.
+        tokio::task::spawn_local(async move {
+            tokio::time::sleep(late).await;
+            let asked = recovery.asks.borrow_mut().remove(&id);
+            if let Some(Asked::Now(then)) = asked {
+                then(None);
+            }
+        });
     }
 
     /// Sends a question for a session with `send` (given the id its answer will carry) and
@@ -388,7 +415,7 @@ impl NsShard {
     ) -> Option<Box<KeptSession>> {
         let id = self.next_ack_id();
         let (tx, rx) = oneshot::channel();
-        recovery.asks.borrow_mut().insert(id, tx);
+        recovery.asks.borrow_mut().insert(id, Asked::Task(tx));
         let answer = if send(id) {
             let answer = tokio::time::timeout(timeout, rx).await;
             answer.ok().and_then(Result::ok).flatten()
@@ -446,8 +473,12 @@ impl NsShard {
             .recovery
             .as_ref()
             .and_then(|r| r.asks.borrow_mut().remove(&id));
-        if let Some(tx) = waiter {
-            let _ = tx.send(session);
+        match waiter {
+            Some(Asked::Task(tx)) => {
+                let _ = tx.send(session);
+            }
+            Some(Asked::Now(then)) => then(session.map(|s| *s)),
+            None => {}
         }
     }
 }
