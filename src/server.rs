@@ -13,7 +13,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
 use crate::bus::Bus;
-use crate::config::{defaults, ApiConfig, LimitsConfig, RedisConfig, RuntimeConfig};
+use crate::config::{defaults, ApiConfig, LimitsConfig, RedisConfig, RedisMode, RuntimeConfig};
 use crate::connection::HttpLimits;
 use crate::engineio::Admission;
 use crate::listener;
@@ -174,7 +174,7 @@ impl Server {
         let api_keys = self.api_keys;
         let (bridge, bridged) = match self.redis {
             Some(config) => match start_bridge(config, &endpoints, &mut bus, &self.metrics)? {
-                Some((handle, endpoint)) => (Some(handle), Some(endpoint)),
+                Some((handle, endpoint, mode)) => (Some(handle), Some((endpoint, mode))),
                 None => (None, None),
             },
             None => (None, None),
@@ -312,7 +312,7 @@ fn start_bridge(
     endpoints: &[Endpoint],
     bus: &mut Bus,
     metrics: &Arc<Metrics>,
-) -> Result<Option<(redis_bridge::BridgeHandle, usize)>, ServerError> {
+) -> Result<Option<(redis_bridge::BridgeHandle, usize, RedisMode)>, ServerError> {
     let mut bridged = endpoints
         .iter()
         .enumerate()
@@ -335,6 +335,7 @@ fn start_bridge(
     if config.room_channels() {
         bus.report_room_interest();
     }
+    let mode = config.mode;
     let handle = redis_bridge::spawn(BridgeSetup {
         config,
         endpoint,
@@ -342,9 +343,9 @@ fn start_bridge(
         bus: bus.clone(),
         queue,
         metrics: metrics.clone(),
-        recovery: io.recovers(),
+        recovery: io.recovery_bounds(),
     })?;
-    Ok(Some((handle, endpoint)))
+    Ok(Some((handle, endpoint, mode)))
 }
 
 /// Sends the shard id when dropped: on return and on panic alike.

@@ -96,6 +96,11 @@ pub(crate) fn offset_parts(offset: u64) -> (Option<Origin>, u64) {
     (origin, offset & ((1 << OFFSET_COUNTER_BITS) - 1))
 }
 
+/// The `offset` of a recoverable packet read from the Redis stream when sessions are kept in
+/// Redis (`--redis-mode streams`): its frames carry the stream entry id, every shard gets it,
+/// and no shard logs it (Redis holds it).
+pub(crate) const IN_STREAM: u64 = u64::MAX;
+
 /// The offset string a recoverable packet carries as its last argument.
 pub(crate) fn format_offset(offset: u64) -> String {
     format!("{offset:x}")
@@ -302,7 +307,8 @@ pub(crate) struct KeptSession {
     /// The packets it missed, in the order its home shard delivered them.
     pub(crate) missed: Vec<Arc<RemoteBroadcast>>,
     /// The home shard's highest counter seen from each origin when it answered: the new shard
-    /// sends what it saw beyond these, and skips what it gets up to them.
+    /// sends what it saw beyond these, and skips what it gets up to them. Empty from Redis:
+    /// the bridge's answer reaches the shard after every packet it covers.
     pub(crate) high_water: Vec<u64>,
 }
 
@@ -395,6 +401,31 @@ pub(crate) enum BridgeMsg {
     /// Rooms of namespace `nsp` that gained their first or lost their last member on the
     /// sending shard, since its last report (`--redis-subscribe rooms`).
     Rooms(Box<RoomChanges>),
+    /// Streams mode with recovery: keep this session in Redis for the window.
+    KeepSession(Box<SessionToKeep>),
+    /// Streams mode with recovery: take session `pid` from Redis, with the packets after
+    /// `offset` (a stream entry id); the bridge answers [`Reply::Restored`] with `id`.
+    Restore(Box<RedisRestore>),
+}
+
+/// A dropped socket's session, for Redis (`sio:session:<pid>`).
+#[derive(Debug)]
+pub(crate) struct SessionToKeep {
+    pub(crate) pid: String,
+    pub(crate) sid: String,
+    /// Its rooms, its own id included.
+    pub(crate) rooms: Vec<String>,
+    pub(crate) data: Value,
+}
+
+/// A client back with `{pid, offset}`, in streams mode with recovery.
+#[derive(Debug)]
+pub(crate) struct RedisRestore {
+    pub(crate) nsp: String,
+    pub(crate) id: u64,
+    pub(crate) pid: String,
+    /// The entry id of the last packet the client got.
+    pub(crate) offset: String,
 }
 
 /// A shard's batch of room changes: each room with whether the shard now holds a member of it

@@ -150,3 +150,8 @@ pub const RECOVERY_PROCESS_BYTES: usize = 256 * 1024 * 1024;
 /// CONNECT answered later than this gets a fresh session). Not a flag: shards answer within
 /// microseconds unless the process is overloaded.
 pub const RECOVERY_ASK_TIMEOUT_MS: u64 = 2_000;
+
+/// How long a shard waits for the Redis bridge to restore a session (streams mode): the
+/// session's read and delete, then the stream after the client's offset. The bridge gives up
+/// a second earlier, so that a session it took is never answered to nobody. Not a flag.
+pub const RECOVERY_REDIS_TIMEOUT_MS: u64 = 5_000;

@@ -17,7 +17,7 @@ impl Bridge {
         let channel = msg.get_channel_name();
         match role {
             Role::Broadcast => match BroadcastMessage::decode(&payload) {
-                Ok(b) => self.on_broadcast(ns, b),
+                Ok(b) => self.on_broadcast(ns, b, None),
                 Err(e) => self.malformed(channel, &e),
             },
             Role::Request => match Request::decode(&payload) {
@@ -33,24 +33,32 @@ impl Bridge {
         }
     }
 
-    pub(super) fn on_broadcast(&mut self, ns: usize, msg: BroadcastMessage) {
-        if msg.uid == self.uid || msg.packet.nsp != self.namespaces[ns].name {
+    /// A broadcast from Pub/Sub, or from the stream with its entry id (`entry`).
+    pub(super) fn on_broadcast(&mut self, ns: usize, msg: BroadcastMessage, entry: Option<&str>) {
+        // With sessions in Redis a recoverable broadcast of this server reaches its sockets
+        // only now, as its shards sent it to the stream instead of delivering it.
+        let through_stream =
+            self.sessions_in_redis() && entry.is_some() && !msg.opts.flags.volatile;
+        let own = msg.uid == self.uid && !through_stream;
+        if own || msg.packet.nsp != self.namespaces[ns].name {
             return;
         }
-        let Some(broadcast) = self.decode_event(ns, msg.packet, msg.opts, None) else {
+        let Some(broadcast) = self.decode_event(ns, msg.packet, msg.opts, None, entry) else {
             return;
         };
         self.stats().received_one();
         self.to_interested_shards(&broadcast);
     }
 
-    /// Encodes a packet from Redis once, into the frames every shard shares.
+    /// Encodes a packet from Redis once, into the frames every shard shares. `entry`: its
+    /// stream entry id, the offset of a recoverable packet when sessions are kept in Redis.
     pub(super) fn decode_event(
         &self,
         ns: usize,
         packet: adapter::Packet,
         opts: adapter::BroadcastOpts,
         ack: Option<u64>,
+        entry: Option<&str>,
     ) -> Option<Arc<RemoteBroadcast>> {
         // EVENT (2); BINARY_EVENT (5) would mean the same data. Other packet types are not
         // broadcast by Node's adapter.
@@ -64,17 +72,24 @@ impl Bridge {
         let nsp = self.namespaces[ns].name.clone();
         let opts = convert::local_opts(opts);
         // Recoverable as a broadcast of a shard would be: no ack, not volatile.
-        let offset = match &self.offsets {
-            Some(issued) if ack.is_none() && !opts.volatile => {
+        let recoverable = ack.is_none() && !opts.volatile;
+        let offset = match (&self.offsets, entry) {
+            (Some(_), Some(id)) if recoverable && self.sessions_in_redis() => {
+                Some((IN_STREAM, id.to_owned()))
+            }
+            (Some(_), _) if self.sessions_in_redis() => None,
+            (Some(issued), _) if recoverable => {
                 issued.set(issued.get() + 1);
-                Some(recovery_offset(issued.get(), Origin::Bridge))
+                let offset = recovery_offset(issued.get(), Origin::Bridge);
+                Some((offset, format_offset(offset)))
             }
             _ => None,
         };
-        let frames = match offset {
-            Some(offset) => event_frames_with_offset(&nsp, &event, &data, &format_offset(offset)),
+        let frames = match &offset {
+            Some((_, written)) => event_frames_with_offset(&nsp, &event, &data, written),
             None => event_frames(&nsp, &event, ack, &data),
         };
+        let offset = offset.map(|(offset, _)| offset);
         Some(Arc::new(RemoteBroadcast {
             nsp,
             opts,
@@ -224,7 +239,7 @@ impl Bridge {
             .timeout
             .map_or(self.config.requests_timeout(), Duration::from_millis);
         let id = self.shard_id();
-        let Some(broadcast) = self.decode_event(ns, packet, opts, Some(id)) else {
+        let Some(broadcast) = self.decode_event(ns, packet, opts, Some(id), None) else {
             return;
         };
         let reached = self.to_interested_shards(&broadcast);

@@ -17,6 +17,8 @@ impl Bridge {
             BridgeMsg::Tell { nsp, cmd } => self.tell_cluster(&nsp, *cmd),
             BridgeMsg::Reply(reply) => self.on_shard_reply(*reply),
             BridgeMsg::Rooms(changes) => self.on_rooms(origin, *changes),
+            BridgeMsg::KeepSession(keep) => self.keep_session(*keep),
+            BridgeMsg::Restore(ask) => self.restore(origin, *ask),
         }
     }
 

@@ -334,6 +334,54 @@ async fn connect_cluster(
     })
 }
 
+/// A command for the publisher task.
+pub(super) enum Outgoing {
+    Publish {
+        channel: String,
+        payload: Vec<u8>,
+    },
+    /// A request that wants answers: PUBSUB NUMSUB first, to know how many will answer.
+    Request {
+        request_id: String,
+        channel: String,
+        payload: Vec<u8>,
+    },
+    /// Streams mode: an entry to add to the stream.
+    Add(StreamEntry),
+    /// Streams mode with recovery: `SET key value PX px`.
+    SetSession {
+        key: String,
+        value: String,
+        px: u64,
+    },
+    /// Streams mode with recovery: `MULTI GET DEL EXEC` of a session for restore `restore`.
+    TakeSession {
+        restore: u64,
+        key: String,
+    },
+}
+
+/// What the publisher tells the bridge.
+pub(super) enum Feedback {
+    /// Request `request_id` reached `servers` subscribers of its channel (this one included),
+    /// or was not published (`None`).
+    Servers {
+        request_id: String,
+        servers: Option<usize>,
+    },
+    /// Streams mode: Redis added a pipeline's entries, the last with this id.
+    Added(String),
+    /// Streams mode with recovery: the session of restore `restore`, taken from Redis.
+    Taken { restore: u64, value: Option<String> },
+    /// The connection failed; the publisher has stopped. In streams mode, `unconfirmed` are the
+    /// entries of the failed pipeline (Redis may have added some), `unsent` those it never sent.
+    Lost {
+        error: redis::RedisError,
+        unconfirmed: Vec<StreamEntry>,
+        unsent: Vec<StreamEntry>,
+    },
+}
+
 /// Sends queued commands to Redis in order, until the queue closes or Redis fails: pipelined
 /// to one server, or to the nodes of a Redis Cluster. `stream` is the key and `MAXLEN ~` of
 /// streams mode's XADDs.
@@ -346,13 +394,14 @@ pub(super) async fn publish_loop(
 ) {
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
-        // What each reply that is not ignored answers: a request's NUMSUB, or an XADD.
-        let requests: Vec<Option<String>> = batch
+        // What each reply that is not ignored answers.
+        let requests: Vec<Expect> = batch
             .iter()
             .filter_map(|out| match out {
-                Outgoing::Publish { .. } => None,
-                Outgoing::Request { request_id, .. } => Some(Some(request_id.clone())),
-                Outgoing::Add(_) => Some(None),
+                Outgoing::Publish { .. } | Outgoing::SetSession { .. } => None,
+                Outgoing::Request { request_id, .. } => Some(Expect::Servers(request_id.clone())),
+                Outgoing::Add(_) => Some(Expect::Added),
+                Outgoing::TakeSession { restore, .. } => Some(Expect::Taken(*restore)),
             })
             .collect();
         let sent = batch.len() as u64;
@@ -365,19 +414,22 @@ pub(super) async fn publish_loop(
                 batch.clear();
                 metrics.bridge().add_published(sent);
                 let mut added = None;
-                for (request_id, reply) in requests.into_iter().zip(replies) {
-                    match request_id {
-                        Some(request_id) => {
-                            let servers = numsub(&reply);
-                            let _ = feedback
-                                .send(Feedback::Servers {
-                                    request_id,
-                                    servers,
-                                })
-                                .await;
+                for (expect, reply) in requests.into_iter().zip(replies) {
+                    let answer = match expect {
+                        Expect::Servers(request_id) => Feedback::Servers {
+                            request_id,
+                            servers: numsub(&reply),
+                        },
+                        Expect::Added => {
+                            added = redis::from_redis_value::<String>(reply).ok();
+                            continue;
                         }
-                        None => added = redis::from_redis_value::<String>(reply).ok(),
-                    }
+                        Expect::Taken(restore) => Feedback::Taken {
+                            restore,
+                            value: taken(reply),
+                        },
+                    };
+                    let _ = feedback.send(answer).await;
                 }
                 if let Some(id) = added {
                     let _ = feedback.send(Feedback::Added(id)).await;
@@ -398,7 +450,11 @@ pub(super) async fn publish_loop(
                         .collect()
                 };
                 let unconfirmed = entries(&mut batch);
-                for request_id in requests.into_iter().flatten() {
+                let asked = requests.into_iter().filter_map(|e| match e {
+                    Expect::Servers(request_id) => Some(request_id),
+                    _ => None,
+                });
+                for request_id in asked {
                     let _ = feedback
                         .send(Feedback::Servers {
                             request_id,
@@ -420,6 +476,28 @@ pub(super) async fn publish_loop(
                 return;
             }
         }
+    }
+}
+
+/// What a reply the publisher does not ignore answers.
+enum Expect {
+    /// A request's PUBSUB NUMSUB.
+    Servers(String),
+    /// An XADD: the entry's id.
+    Added,
+    /// The EXEC of a session's GET and DEL.
+    Taken(u64),
+}
+
+/// The session an `EXEC` of `GET` and `DEL` returned, if there was one.
+fn taken(reply: redis::Value) -> Option<String> {
+    match reply {
+        redis::Value::Array(mut replies) if !replies.is_empty() => {
+            redis::from_redis_value::<Option<String>>(replies.swap_remove(0))
+                .ok()
+                .flatten()
+        }
+        _ => None,
     }
 }
 
@@ -447,6 +525,21 @@ async fn send_pipeline(
                     .arg(channel)
                     .arg(payload.as_slice())
                     .ignore();
+            }
+            Outgoing::SetSession { key, value, px } => {
+                pipe.cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(*px)
+                    .ignore();
+            }
+            Outgoing::TakeSession { key, .. } => {
+                // As the streams adapter takes it: read and delete at once.
+                pipe.cmd("MULTI").ignore();
+                pipe.cmd("GET").arg(key).ignore();
+                pipe.cmd("DEL").arg(key).ignore();
+                pipe.cmd("EXEC");
             }
             Outgoing::Add(entry) => {
                 let cmd = pipe.cmd("XADD").arg(key).arg("MAXLEN").arg("~");
@@ -481,7 +574,9 @@ async fn send_cluster(
                 counts.push(count.query_async::<redis::Value>(conn).await?);
                 (channel, payload)
             }
-            Outgoing::Add(_) => continue,
+            Outgoing::Add(_) | Outgoing::SetSession { .. } | Outgoing::TakeSession { .. } => {
+                continue
+            }
         };
         let mut cmd = redis::cmd("SPUBLISH");
         cmd.arg(channel).arg(payload.as_slice());

@@ -46,7 +46,8 @@
 //! * `links`: where Redis is (one server, Sentinel, Cluster), the connections to it and the
 //!   publisher task;
 //! * `wire`: what each `--redis-mode` sends where;
-//! * `streams`: the stream of streams mode: the reader, the backlog, resuming after an outage.
+//! * `streams`: the stream of streams mode: the reader, the backlog, resuming after an outage;
+//! * `sessions`: streams mode with recovery: the sessions kept in Redis, and their restores.
 
 mod convert;
 mod from_redis;
@@ -54,6 +55,7 @@ mod from_shards;
 mod links;
 mod pending;
 mod rooms;
+mod sessions;
 mod streams;
 mod subscriptions;
 mod wire;
@@ -72,7 +74,7 @@ use tokio::time::Instant;
 
 use crate::bus::cluster::{
     ack_id, format_offset, recovery_offset, Answer, BridgeMsg, Command, Origin, PublishedBroadcast,
-    Query, RemoteBroadcast, Reply, ServerSideEmit, SioMsg, Tally,
+    Query, RemoteBroadcast, Reply, ServerSideEmit, SioMsg, Tally, IN_STREAM,
 };
 use crate::bus::interest::ShardSet;
 use crate::bus::{Bus, ShardMsg, ToBridge};
@@ -83,7 +85,9 @@ use crate::protocol::adapter::{
     self, BroadcastMessage, Channels, JsValue, Request, RequestBody, Response, StreamEntry,
 };
 use crate::protocol::socketio::{event_frames, event_frames_with_offset};
-use links::{connect, publish_loop, Event, Links, ReadPlan, Subscriber, Target};
+use links::{
+    connect, publish_loop, Event, Feedback, Links, Outgoing, ReadPlan, Subscriber, Target,
+};
 use pending::{Due, Inbound, InboundAck, InboundKind, Outbound, OutboundKind, Pending};
 use streams::{ReadEvent, StreamState};
 use subscriptions::RoomSubscriptions;
@@ -122,9 +126,10 @@ pub(crate) struct BridgeSetup {
     pub(crate) bus: Bus,
     pub(crate) queue: mpsc::Receiver<ToBridge>,
     pub(crate) metrics: Arc<Metrics>,
-    /// Whether the endpoint recovers connection state: the broadcasts from other machines then
-    /// carry offsets the bridge issues.
-    pub(crate) recovery: bool,
+    /// With connection state recovery on: the window and `--recovery-session-bytes`. The
+    /// broadcasts from other machines then carry offsets the bridge issues (their stream entry
+    /// ids in streams mode, where the sessions are kept in Redis).
+    pub(crate) recovery: Option<(Duration, usize)>,
 }
 
 /// The running bridge; [`BridgeHandle::stop`] ends it.
@@ -199,41 +204,6 @@ enum Role {
     ClusterPrivate,
 }
 
-/// A command for the publisher task.
-enum Outgoing {
-    Publish {
-        channel: String,
-        payload: Vec<u8>,
-    },
-    /// A request that wants answers: PUBSUB NUMSUB first, to know how many will answer.
-    Request {
-        request_id: String,
-        channel: String,
-        payload: Vec<u8>,
-    },
-    /// Streams mode: an entry to add to the stream.
-    Add(StreamEntry),
-}
-
-/// What the publisher tells the bridge.
-enum Feedback {
-    /// Request `request_id` reached `servers` subscribers of its channel (this one included),
-    /// or was not published (`None`).
-    Servers {
-        request_id: String,
-        servers: Option<usize>,
-    },
-    /// Streams mode: Redis added a pipeline's entries, the last with this id.
-    Added(String),
-    /// The connection failed; the publisher has stopped. In streams mode, `unconfirmed` are the
-    /// entries of the failed pipeline (Redis may have added some), `unsent` those it never sent.
-    Lost {
-        error: redis::RedisError,
-        unconfirmed: Vec<StreamEntry>,
-        unsent: Vec<StreamEntry>,
-    },
-}
-
 /// Why the connected phase ended.
 enum Ended {
     Stop,
@@ -274,6 +244,15 @@ struct Bridge {
     stream: Option<StreamState>,
     /// Streams mode: which server asked each request in flight.
     reply_to: ReplyTo,
+    /// With recovery on: the window and `--recovery-session-bytes`.
+    recovery: Option<(Duration, usize)>,
+    /// Streams mode with recovery: restores in flight, sessions waiting for Redis.
+    sessions: sessions::Sessions,
+    /// The restores' reads of the stream, as they come back.
+    range_reads: mpsc::Receiver<sessions::RangeRead>,
+    /// A connection for commands of their own (a restore's reads of the stream), while
+    /// connected to one server.
+    commands: Option<redis::aio::MultiplexedConnection>,
 }
 
 impl Bridge {
@@ -297,6 +276,7 @@ impl Bridge {
             })
             .collect();
         let per_room = setup.config.room_channels();
+        let (sessions, range_reads) = sessions::Sessions::new();
         let mut bridge = Bridge {
             shards: setup.bus.shards(),
             config: setup.config,
@@ -312,7 +292,11 @@ impl Bridge {
             next_id: 0,
             probe: None,
             next_emit_shard: 0,
-            offsets: setup.recovery.then(|| std::cell::Cell::new(0)),
+            offsets: setup.recovery.map(|_| std::cell::Cell::new(0)),
+            recovery: setup.recovery,
+            sessions,
+            range_reads,
+            commands: None,
             stream: (mode == RedisMode::Streams).then(StreamState::default),
             reply_to: ReplyTo::default(),
             routes: HashMap::new(),
@@ -354,7 +338,7 @@ impl Bridge {
                     _ = &mut stop => return,
                     result = &mut connecting => break result,
                     Some(work) = self.queue.recv() => self.on_shard(work),
-                    () = sleep_until(self.pending.next_deadline()) => self.expire(),
+                    () = sleep_until(next_deadline(&self.pending, &self.sessions)) => self.expire(),
                 }
             };
             let links = match connected {
@@ -377,7 +361,7 @@ impl Bridge {
                                 self.on_shard(work);
                                 self.confirm_rooms_while_away();
                             }
-                            () = sleep_until(self.pending.next_deadline()) => self.expire(),
+                            () = sleep_until(next_deadline(&self.pending, &self.sessions)) => self.expire(),
                         }
                     }
                     backoff = (backoff * 2).min(self.config.reconnect_max());
@@ -438,6 +422,9 @@ impl Bridge {
             mut switched,
         } = links;
         self.subscriber = Some(subscriber);
+        if let links::Publisher::Single(conn) = &publisher {
+            self.commands = Some(conn.clone());
+        }
         let (out_tx, out_rx) = mpsc::channel(self.config.queue);
         let (feedback_tx, mut feedback) = mpsc::channel(self.config.queue);
         let target = (self.config.stream.clone(), self.config.stream_maxlen);
@@ -452,6 +439,7 @@ impl Bridge {
         let (reads_tx, mut reads) = mpsc::channel(4);
         let mut read_task = None;
         if let Some((read_conn, resume)) = reader {
+            self.flush_sessions();
             self.flush_backlog(&resume);
             let key = self.config.stream.clone();
             read_task = Some(tokio::task::spawn_local(streams::read_loop(
@@ -515,13 +503,18 @@ impl Bridge {
                             state.last_added = Some(id);
                         }
                     }
+                    Feedback::Taken { restore, value } => self.on_session_taken(restore, value),
                     Feedback::Lost { error, unconfirmed, unsent } => {
                         self.publisher_lost(unconfirmed, unsent);
                         break Ended::Lost(error.to_string());
                     }
                 },
+                Some(read) = self.range_reads.recv() => self.on_range_read(read),
                 Some(event) = reads.recv() => match event {
-                    ReadEvent::Entries(entries) => self.on_stream_entries(entries),
+                    ReadEvent::Entries(entries) => {
+                        self.on_stream_entries(entries);
+                        self.advance_restores();
+                    }
                     ReadEvent::Lost(e) => break Ended::Lost(format!("reading the stream: {e}")),
                 },
                 _ = probe.tick() => {
@@ -532,11 +525,13 @@ impl Bridge {
                     }
                     self.send_probe();
                 }
-                () = sleep_until(self.pending.next_deadline()) => self.expire(),
+                () = sleep_until(next_deadline(&self.pending, &self.sessions)) => self.expire(),
             }
         };
         // Let what is queued reach Redis on a clean stop; on a loss it is gone anyway.
         self.out = None;
+        self.commands = None;
+        self.expire_restores(true);
         if let Some(task) = read_task {
             task.abort();
         }
@@ -561,7 +556,7 @@ impl Bridge {
                         unsent,
                         ..
                     } => self.publisher_lost(unconfirmed, unsent),
-                    Feedback::Servers { .. } => {}
+                    Feedback::Servers { .. } | Feedback::Taken { .. } => {}
                 }
             }
         } else {
@@ -660,6 +655,7 @@ impl Bridge {
         for due in self.pending.expire(Instant::now()) {
             self.carry_out(due);
         }
+        self.expire_restores(false);
     }
 
     fn malformed(&self, channel: &str, error: &dyn std::fmt::Display) {
@@ -668,6 +664,14 @@ impl Bridge {
         if n.is_power_of_two() {
             tracing::warn!(malformed = n, "malformed messages from Redis dropped");
         }
+    }
+}
+
+/// The next deadline of a request or a restore.
+fn next_deadline(pending: &Pending, sessions: &sessions::Sessions) -> Option<Instant> {
+    match (pending.next_deadline(), sessions.next_deadline()) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

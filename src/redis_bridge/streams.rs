@@ -118,7 +118,7 @@ fn entry(value: &redis::Value) -> Option<(String, StreamEntry)> {
 }
 
 /// The entries of an XRANGE reply (an array of entries).
-fn range_entries(value: &redis::Value) -> Vec<(String, StreamEntry)> {
+pub(super) fn range_entries(value: &redis::Value) -> Vec<(String, StreamEntry)> {
     match value {
         redis::Value::Array(items) => items.iter().filter_map(entry).collect(),
         _ => Vec::new(),
@@ -344,7 +344,7 @@ impl Bridge {
             self.stats().message_in(bytes);
             if let Some(ns) = self.ns_index(&fields.nsp) {
                 match ClusterMessage::from_entry(fields) {
-                    Ok(message) => self.on_cluster_message(ns, message),
+                    Ok(message) => self.on_cluster_message(ns, message, Some(&id)),
                     Err(e) => self.malformed(&self.config.stream, &e),
                 }
             }

@@ -217,7 +217,7 @@ impl Bridge {
         match decoded {
             Ok(message) if private && !matches!(message.body, ClusterBody::Response(_)) => {}
             Ok(message) if message.nsp == self.namespaces[ns].name => {
-                self.on_cluster_message(ns, message);
+                self.on_cluster_message(ns, message, None);
             }
             Ok(_) => {}
             Err(e) => self.malformed(channel, &e),
@@ -225,11 +225,17 @@ impl Bridge {
     }
 
     /// A cluster message from the stream or from Pub/Sub, for namespace `ns`.
-    pub(super) fn on_cluster_message(&mut self, ns: usize, message: ClusterMessage) {
+    /// A cluster message from Pub/Sub, or from the stream with its entry id (`entry`).
+    pub(super) fn on_cluster_message(
+        &mut self,
+        ns: usize,
+        message: ClusterMessage,
+        entry: Option<&str>,
+    ) {
         let ClusterMessage { uid, body, .. } = message;
         match body {
             ClusterBody::Broadcast { packet, opts } => {
-                self.on_broadcast(ns, BroadcastMessage { uid, packet, opts });
+                self.on_broadcast(ns, BroadcastMessage { uid, packet, opts }, entry);
             }
             ClusterBody::Request(body) => {
                 if uid == self.uid {

@@ -20,6 +20,7 @@ use crate::bus::inbox::Inbox;
 use crate::bus::interest::LocalInterest;
 use crate::bus::outbox::Outbox;
 use crate::bus::{Bus, Port, ShardMsg};
+use crate::config::RedisMode;
 use crate::connection::HttpLimits;
 use crate::engineio::{Admission, CloseReason, Engine, EngineShard};
 use crate::metrics::Metrics;
@@ -37,8 +38,8 @@ pub(crate) struct ShardSetup {
     pub(crate) core: Option<core_affinity::CoreId>,
     pub(crate) listener: StdListener,
     pub(crate) endpoints: Arc<Vec<Endpoint>>,
-    /// The endpoint the Redis bridge serves, if it runs.
-    pub(crate) bridged: Option<usize>,
+    /// The endpoint the Redis bridge serves, and the bridge's mode, if it runs.
+    pub(crate) bridged: Option<(usize, RedisMode)>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) bus: Bus,
     pub(crate) inbox: Inbox,
@@ -134,8 +135,8 @@ async fn serve(setup: ShardSetup) -> std::io::Result<()> {
         .iter()
         .enumerate()
         .map(|(index, ep)| {
-            let bridged = bridged == Some(index);
-            start_endpoint(&shard, &bus, &port, index, ep, bridged)
+            let mode = bridged.filter(|&(e, _)| e == index).map(|(_, mode)| mode);
+            start_endpoint(&shard, &bus, &port, index, ep, mode)
         })
         .collect();
     let internal = internal.map(TcpListener::from_std).transpose()?;
@@ -222,7 +223,7 @@ fn start_api(
     endpoints: &[Endpoint],
     served: &[ShardEndpoint],
     api: &ShardApi,
-    bridged: Option<usize>,
+    bridged: Option<(usize, RedisMode)>,
     metrics: Arc<Metrics>,
     body_timeout: Duration,
 ) -> Option<Rc<Api>> {
@@ -235,7 +236,7 @@ fn start_api(
         return None;
     };
     let body = (endpoints[index].engine.max_payload, body_timeout);
-    let bridged = bridged == Some(index);
+    let bridged = bridged.is_some_and(|(e, _)| e == index);
     let api = Api::new(api.keys.clone(), sio, metrics, bridged, body, api.timeout);
     Some(Rc::new(api))
 }
@@ -264,7 +265,7 @@ fn start_endpoint(
     port: &Port,
     index: usize,
     ep: &Endpoint,
-    bridged: bool,
+    bridged: Option<RedisMode>,
 ) -> ShardEndpoint {
     let (app, socketio): (Option<Rc<dyn crate::engineio::EngineApp>>, _) = match &ep.app {
         App::SocketIo(io) => {

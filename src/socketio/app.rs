@@ -15,7 +15,7 @@ use super::recovery::{Recovery, RecoveryLimits};
 use super::NsShard;
 use crate::bus::cluster::{BroadcastOpts, Origin, SioMsg};
 use crate::bus::{Bus, Port};
-use crate::config::{defaults, Config};
+use crate::config::{defaults, Config, RedisMode};
 use crate::engineio::{Connection, EngineApp, EngineShard, RateLimit, Session};
 use crate::protocol::socketio::DecodeLimits;
 
@@ -178,25 +178,39 @@ impl SocketIo {
         self.config.recovery_window.is_some()
     }
 
+    /// With recovery on: the window and the bytes of missed packets one session may get back.
+    pub(crate) fn recovery_bounds(&self) -> Option<(Duration, usize)> {
+        let window = self.config.recovery_window?;
+        Some((window, self.config.recovery_session_bytes))
+    }
+
     /// Whether the client bundle is served under the endpoint's path
     /// ([`SocketIoConfig::serve_client`]).
     pub fn serves_client(&self) -> bool {
         self.config.serve_client
     }
 
-    /// The application's instance on shard `shard`, as endpoint `endpoint`; `bridged` when
-    /// the Redis bridge serves this endpoint; `port`: the shard's outbox and interest marks,
-    /// shared by its endpoints.
+    /// The application's instance on shard `shard`, as endpoint `endpoint`; `bridged`: the
+    /// Redis bridge's mode when it serves this endpoint (in streams mode the recovery sessions
+    /// are kept in Redis); `port`: the shard's outbox and interest marks, shared by its
+    /// endpoints.
     pub(crate) fn for_shard(
         &self,
         shard: &Rc<EngineShard>,
         bus: Bus,
         endpoint: usize,
-        bridged: bool,
+        bridged: Option<RedisMode>,
         port: Port,
     ) -> Rc<SioShard> {
         let shards = bus.shards();
-        let link = Rc::new(ClusterLink::new(bus, shard.id, endpoint, bridged, port));
+        let in_redis = bridged == Some(RedisMode::Streams);
+        let link = Rc::new(ClusterLink::new(
+            bus,
+            shard.id,
+            endpoint,
+            bridged.is_some(),
+            port,
+        ));
         let connect_deadlines = Rc::new(ConnectDeadlines::default());
         tokio::task::spawn_local(connect_deadlines.clone().enforce());
         let node: Rc<str> = Rc::from(self.config.node_name.as_str());
@@ -206,7 +220,7 @@ impl SocketIo {
                 session_bytes: self.config.recovery_session_bytes,
                 shard_bytes: self.config.recovery_process_bytes / shards.max(1),
             };
-            Recovery::new(limits, shard.id, shards)
+            Recovery::new(limits, shard.id, shards, in_redis)
         });
         let namespaces = self
             .namespaces

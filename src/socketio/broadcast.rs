@@ -109,6 +109,10 @@ impl BroadcastOperator {
     pub fn emit(&self, event: &str, data: impl Into<Payload>) -> Result<(), EmitError> {
         check_event(event)?;
         let data = data.into();
+        if self.ns.through_stream(&self.opts) {
+            self.ns.send_through_stream(event, data, self.opts.clone());
+            return Ok(());
+        }
         let packet = if self.opts.volatile {
             None
         } else {

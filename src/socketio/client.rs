@@ -17,6 +17,7 @@ use crate::engineio::{
     Verdict,
 };
 use crate::metrics::{ConnectRefusal, RecoveryEvent};
+use crate::protocol::adapter::parse_entry_id;
 use crate::protocol::socketio::{self as codec, ack_frames, control_frame, DecodeLimits};
 use crate::protocol::socketio::{PacketType, Payload};
 
@@ -287,6 +288,17 @@ impl Client {
         let Some((pid, offset)) = recovery_request(&ns, &auth) else {
             return self.finish_connect(session, &ns, auth, None);
         };
+        if ns.recovery_in_redis() {
+            return self.restore_from_redis(session, &ns, auth, (pid, offset));
+        }
+        let offset = match offset {
+            None => None,
+            Some(offset) => match parse_offset(&offset) {
+                Some(offset) => Some(offset),
+                // Not an offset this server wrote.
+                None => return self.finish_connect(session, &ns, auth, None),
+            },
+        };
         if let Some(kept) = ns.take_session(pid, offset) {
             // The socket joins the session's rooms before the kept session lets them go: a
             // room it alone held stays held throughout.
@@ -306,6 +318,41 @@ impl Client {
         let session = Rc::downgrade(session);
         tokio::task::spawn_local(async move {
             let kept = ns.clone().restore_from(keeper, pid, offset).await;
+            if let (Some(client), Some(session)) = (me.upgrade(), session.upgrade()) {
+                client.restoring.borrow_mut().retain(|n| *n != ns.name);
+                client.finish_connect(&session, &ns, auth, kept.map(|k| (pid, k)));
+            }
+        });
+    }
+
+    /// Streams mode: the session `pid` comes from Redis through the bridge; the CONNECT is
+    /// answered then. Node's adapter restores only a client that sent an offset (an entry id),
+    /// and so does this.
+    fn restore_from_redis(
+        &self,
+        session: &Rc<Session>,
+        ns: &Rc<NsShard>,
+        auth: Value,
+        (pid, offset): (Sid, Option<String>),
+    ) {
+        let Some(offset) = offset.filter(|o| parse_entry_id(o).is_some()) else {
+            return self.finish_connect(session, ns, auth, None);
+        };
+        // Its old connection still held on this machine (a stall): that socket leaves first,
+        // and its session reaches the bridge before this question does. Here, or on the shard
+        // the pid names, which answers once its socket left (the bridge's queue keeps the
+        // order).
+        ns.take_over(pid);
+        let home = ns.keeper_of(pid);
+        self.restoring.borrow_mut().push(ns.name.clone());
+        let (me, ns) = (self.me.clone(), ns.clone());
+        let session = Rc::downgrade(session);
+        tokio::task::spawn_local(async move {
+            if let Some(home) = home {
+                // No session comes back: that shard keeps none in streams mode.
+                let _ = ns.clone().restore_from(home, pid, None).await;
+            }
+            let kept = ns.clone().restore_from_redis(pid, offset).await;
             if let (Some(client), Some(session)) = (me.upgrade(), session.upgrade()) {
                 client.restoring.borrow_mut().retain(|n| *n != ns.name);
                 client.finish_connect(&session, &ns, auth, kept.map(|k| (pid, k)));
@@ -385,14 +432,14 @@ impl Client {
 /// socket.io-client sends it) and `auth.offset`, a string, or absent when the client received
 /// nothing since its session began (socket.io-client then sends the pid alone; Node gives it a
 /// fresh session, shardio everything since the socket began). `None`: a fresh session.
-fn recovery_request(ns: &NsShard, auth: &Value) -> Option<(Sid, Option<u64>)> {
+fn recovery_request(ns: &NsShard, auth: &Value) -> Option<(Sid, Option<String>)> {
     if !ns.recovery_on() {
         return None;
     }
     let pid = Sid::parse(auth.get("pid")?.as_str()?)?;
     let offset = match auth.get("offset") {
         None | Some(Value::Null) => None,
-        Some(offset) => Some(parse_offset(offset.as_str()?)?),
+        Some(offset) => Some(offset.as_str()?.to_owned()),
     };
     Some((pid, offset))
 }

@@ -15,10 +15,12 @@
 //! skips those up to them that reach it later. Nothing is lost between the two shards and
 //! nothing comes twice.
 //!
-//! A Redis-backed store (the streams adapter's sessions) would replace the home shard's half
-//! of the exchange: `NsShard::take_session` and the `SioMsg::Restore` round trip become a
-//! request to Redis, keyed by the same `pid`; the client's half (`Client::connect`) does not
-//! change.
+//! In streams mode (`--redis-mode streams`) Redis is the home of every session instead, as
+//! with Node's streams adapter: a recoverable packet goes to the stream first and reaches the
+//! sockets, here as on every machine, when the bridge reads it back, its entry id as offset;
+//! a dropped socket's session goes to Redis (`sio:session:<pid>`); a client back with
+//! `{pid, offset}` on any shard of any machine asks the bridge, which takes the session and
+//! reads the stream after the offset. No shard logs anything then.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -34,9 +36,11 @@ use tokio::time::Instant;
 use super::socket::DisconnectReason;
 use super::NsShard;
 use crate::bus::cluster::{
-    format_offset, BroadcastOpts, KeptSession, Origin, RemoteBroadcast, Reply, RestoreAsk, SioMsg,
+    format_offset, BridgeMsg, BroadcastOpts, KeptSession, Origin, PublishedBroadcast, RedisRestore,
+    RemoteBroadcast, Reply, RestoreAsk, SessionToKeep, SioMsg,
 };
 use crate::engineio::{CloseReason, Sid};
+use crate::metrics::RecoveryEvent;
 use crate::protocol::socketio::{event_frames_with_offset, Payload};
 
 mod store;
@@ -55,11 +59,19 @@ pub(crate) struct Recovery {
     /// The connected sockets of this shard by pid: a client back while its old connection
     /// still looks alive here (a stall the heartbeat has not caught yet) takes it over.
     live: RefCell<HashMap<Sid, (Sid, u64), FxBuildHasher>>,
+    /// Streams mode: sessions and packets are kept in Redis, not in `store`.
+    in_redis: bool,
 }
 
 impl Recovery {
-    pub(crate) fn new(limits: RecoveryLimits, shard: usize, shards: usize) -> Rc<Recovery> {
+    pub(crate) fn new(
+        limits: RecoveryLimits,
+        shard: usize,
+        shards: usize,
+        in_redis: bool,
+    ) -> Rc<Recovery> {
         Rc::new(Recovery {
+            in_redis,
             store: RefCell::new(Store::new(limits, shard, shards)),
             asks: RefCell::new(HashMap::new()),
             floors: RefCell::new(HashMap::default()),
@@ -72,6 +84,11 @@ impl Recovery {
 /// How long a shard waits for the home shard of a session.
 fn ask_timeout() -> Duration {
     Duration::from_millis(crate::config::defaults::RECOVERY_ASK_TIMEOUT_MS)
+}
+
+/// How long a shard waits for the bridge to restore a session from Redis.
+fn redis_timeout() -> Duration {
+    Duration::from_millis(crate::config::defaults::RECOVERY_REDIS_TIMEOUT_MS)
 }
 
 impl NsShard {
@@ -94,12 +111,38 @@ impl NsShard {
         }))
     }
 
+    /// Whether sessions are kept in Redis (streams mode with recovery on).
+    pub(super) fn recovery_in_redis(&self) -> bool {
+        self.recovery.as_ref().is_some_and(|r| r.in_redis)
+    }
+
+    /// Whether an event for `opts` goes through the stream before any socket gets it: in
+    /// streams mode with recovery on, unless local or volatile (Node's `ClusterAdapter`
+    /// awaits the XADD's id the same way). [`NsShard::send_through_stream`] sends it.
+    pub(super) fn through_stream(&self, opts: &BroadcastOpts) -> bool {
+        self.recovery_in_redis() && !opts.local && !opts.volatile
+    }
+
+    /// Hands a recoverable event to the bridge for the stream; the bridge delivers it, on
+    /// this machine too, when it reads it back.
+    pub(super) fn send_through_stream(&self, event: &str, data: Payload, opts: BroadcastOpts) {
+        self.link.shard_metrics().broadcast();
+        self.link
+            .send_to_bridge(BridgeMsg::Publish(Box::new(PublishedBroadcast {
+                nsp: self.name.clone(),
+                event: event.to_owned(),
+                data,
+                opts,
+                ack: None,
+            })));
+    }
+
     /// Logs a recoverable packet this shard delivered (after delivering it).
     pub(super) fn log_packet(&self, packet: &Arc<RemoteBroadcast>) {
         let Some(recovery) = &self.recovery else {
             return;
         };
-        if packet.offset.is_none() {
+        if packet.offset.is_none() || recovery.in_redis {
             return;
         }
         let metrics = self.link.shard_metrics();
@@ -157,6 +200,21 @@ impl NsShard {
         let Some(recovery) = &self.recovery else {
             return;
         };
+        if recovery.in_redis {
+            let keep = SessionToKeep {
+                pid: pid.as_str().to_owned(),
+                sid: sid.as_str().to_owned(),
+                rooms,
+                data,
+            };
+            if self
+                .link
+                .send_to_bridge(BridgeMsg::KeepSession(Box::new(keep)))
+            {
+                self.link.shard_metrics().recovery(RecoveryEvent::Kept);
+            }
+            return;
+        }
         // Taken while the socket is still in its rooms: they stay held without a report.
         self.keep_rooms(&rooms);
         let kept = (sid, self.name.as_str(), rooms, data, start);
@@ -230,7 +288,7 @@ impl NsShard {
     /// A client came back with `pid` while its socket is still connected here (its old
     /// connection stalled and the heartbeat has not noticed yet): that socket leaves now, its
     /// session kept, and its connection closes.
-    fn take_over(&self, pid: Sid) {
+    pub(super) fn take_over(&self, pid: Sid) {
         let sid = self
             .recovery
             .as_ref()
@@ -267,25 +325,17 @@ impl NsShard {
         offset: Option<u64>,
     ) -> Option<KeptSession> {
         let recovery = self.recovery.clone()?;
-        let id = self.next_ack_id();
-        let (tx, rx) = oneshot::channel();
-        recovery.asks.borrow_mut().insert(id, tx);
-        let ask = RestoreAsk {
-            nsp: self.name.clone(),
-            id,
-            pid: pid.as_str().to_owned(),
-            offset,
-            asker: self.shard(),
+        let ask = |id| {
+            let ask = RestoreAsk {
+                nsp: self.name.clone(),
+                id,
+                pid: pid.as_str().to_owned(),
+                offset,
+                asker: self.shard(),
+            };
+            self.link.send(keeper, SioMsg::Restore(Box::new(ask)))
         };
-        let answer = if self.link.send(keeper, SioMsg::Restore(Box::new(ask))) {
-            // Late or lost: the client gets a fresh session, and the question is forgotten.
-            let answer = tokio::time::timeout(ask_timeout(), rx).await;
-            answer.ok().and_then(Result::ok).flatten()
-        } else {
-            None
-        };
-        recovery.asks.borrow_mut().remove(&id);
-        let mut session = *answer?;
+        let mut session = *self.ask_for_session(&recovery, ask, ask_timeout()).await?;
         // What this shard delivered beyond the home shard's answer; later packets up to it are
         // skipped for this socket (see the module's comment).
         let store = recovery.store.borrow();
@@ -299,6 +349,52 @@ impl NsShard {
             }
         }
         Some(session)
+    }
+
+    /// The session `pid` for a client that came back with `offset` (a stream entry id), from
+    /// Redis through the bridge (streams mode); with the packets it missed, in stream order,
+    /// ready to send. The bridge answers after handing this shard every packet up to the last
+    /// one it returns, and before any later one, so nothing comes twice or goes missing
+    /// between the answer and the socket's joins. `None`: a fresh session.
+    pub(super) async fn restore_from_redis(
+        self: Rc<Self>,
+        pid: Sid,
+        offset: String,
+    ) -> Option<KeptSession> {
+        let recovery = self.recovery.clone()?;
+        let ask = |id| {
+            let ask = RedisRestore {
+                nsp: self.name.clone(),
+                id,
+                pid: pid.as_str().to_owned(),
+                offset,
+            };
+            self.link.send_to_bridge(BridgeMsg::Restore(Box::new(ask)))
+        };
+        let answer = self.ask_for_session(&recovery, ask, redis_timeout()).await;
+        answer.map(|session| *session)
+    }
+
+    /// Sends a question for a session with `send` (given the id its answer will carry) and
+    /// waits up to `timeout` for the answer (see [`NsShard::on_restored`]). Late or lost: the
+    /// client gets a fresh session, and the question is forgotten.
+    async fn ask_for_session(
+        &self,
+        recovery: &Recovery,
+        send: impl FnOnce(u64) -> bool,
+        timeout: Duration,
+    ) -> Option<Box<KeptSession>> {
+        let id = self.next_ack_id();
+        let (tx, rx) = oneshot::channel();
+        recovery.asks.borrow_mut().insert(id, tx);
+        let answer = if send(id) {
+            let answer = tokio::time::timeout(timeout, rx).await;
+            answer.ok().and_then(Result::ok).flatten()
+        } else {
+            None
+        };
+        recovery.asks.borrow_mut().remove(&id);
+        answer
     }
 
     /// Another shard asks for a session this shard keeps, or knows the keeper of (then the

@@ -353,6 +353,10 @@ impl Socket {
                 rooms: vec![self.id().as_str().to_owned()],
                 ..BroadcastOpts::default()
             };
+            if self.0.ns.through_stream(&BroadcastOpts::default()) {
+                self.0.ns.send_through_stream(event, data.clone(), to_me());
+                return Ok(());
+            }
             if let Some(packet) = self.0.ns.recoverable(event, data, to_me) {
                 let sent = self.0.session.send(&packet.frames);
                 self.0.ns.log_packet(&packet);

@@ -9,15 +9,22 @@ use std::time::{Duration, Instant};
 
 use common::aclient::AClient;
 use common::redis::RedisServer;
-use common::{TestServer, WAIT};
+use common::{TestServer, WsClient, WAIT};
 use serde_json::{json, Value};
 use shardio::gateway::endpoints as default_endpoints;
+use shardio::metrics::RecoveryEvent;
 use shardio::Config;
 
 /// The gateway app with the bridge on `redis` in streams mode.
 fn streams_gateway(redis: &RedisServer) -> TestServer {
+    streams_gateway_with(redis, &[])
+}
+
+/// [`streams_gateway`] with more flags.
+fn streams_gateway_with(redis: &RedisServer, flags: &[&str]) -> TestServer {
     let url = redis.url();
-    let args = ["shardio", "--redis", &url, "--redis-mode", "streams"];
+    let mut args = vec!["shardio", "--redis", &url, "--redis-mode", "streams"];
+    args.extend_from_slice(flags);
     let config = <Config as clap::Parser>::parse_from(args);
     let server = TestServer::start_with_redis(
         2,
@@ -72,7 +79,18 @@ async fn receive_numbers(c: &mut AClient, count: usize, limit: Duration) -> Vec<
 async fn publisher_and_subscriber(
     redis: &RedisServer,
 ) -> (TestServer, TestServer, AClient, AClient) {
-    let (a, b) = (streams_gateway(redis), streams_gateway(redis));
+    publisher_and_subscriber_with(redis, &[]).await
+}
+
+/// [`publisher_and_subscriber`] with more flags for both machines.
+async fn publisher_and_subscriber_with(
+    redis: &RedisServer,
+    flags: &[&str],
+) -> (TestServer, TestServer, AClient, AClient) {
+    let (a, b) = (
+        streams_gateway_with(redis, flags),
+        streams_gateway_with(redis, flags),
+    );
     let a1 = joined(a.addr, json!("r")).await;
     let b1 = joined(b.addr, json!("r")).await;
     (a, b, a1, b1)
@@ -170,8 +188,20 @@ fn a_node_server_with_the_streams_adapter_and_a_streams_emitter_interoperate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_mid_run_loses_nothing_and_repeats_nothing() {
+    restart_mid_run(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_recovery_on_a_redis_restart_mid_run_loses_nothing_here_or_there() {
+    // With sessions in Redis, A's own subscribers get A's broadcasts through the stream too:
+    // they wait out the outage with B's and miss nothing either.
+    restart_mid_run(&["--recovery-window", "60000"]).await;
+}
+
+async fn restart_mid_run(flags: &[&str]) {
     let mut redis = RedisServer::start_persistent();
-    let (a, b, a1, mut b1) = publisher_and_subscriber(&redis).await;
+    let (a, b, a1, mut b1) = publisher_and_subscriber_with(&redis, flags).await;
+    let mut a2 = joined(a.addr, json!("r")).await;
 
     // Redis is killed while A publishes; A goes on publishing while it is away (queued in
     // the bridge), then after it is back.
@@ -186,13 +216,15 @@ async fn a_redis_restart_mid_run_loses_nothing_and_repeats_nothing() {
     redis.restart();
     publish_steadily(&a1, 250..=299).await;
 
-    let got = receive_numbers(&mut b1, 300, WAIT * 2).await;
-    assert_eq!(
-        got,
-        (0..300).collect::<Vec<_>>(),
-        "every message, once, in order"
-    );
-    assert_quiet(&mut b1, "b1 after the last message").await;
+    for (c, who) in [(&mut b1, "b1"), (&mut a2, "a2")] {
+        let got = receive_numbers(c, 300, WAIT * 2).await;
+        assert_eq!(
+            got,
+            (0..300).collect::<Vec<_>>(),
+            "{who}: every message, once, in order"
+        );
+        assert_quiet(c, who).await;
+    }
     for m in [&a, &b] {
         let bridge = m.metrics.bridge();
         assert!(bridge.reconnects() >= 1);
@@ -270,4 +302,102 @@ async fn entries_whose_xadd_reply_was_lost_are_not_added_twice() {
     assert_quiet(&mut b1, "b1 after the last message").await;
     // (A probe in the failed pipeline is counted as dropped: Pub/Sub messages are not kept.)
     assert_eq!(xlen(&redis), 30, "no entry added twice");
+}
+
+/// The next frame of `c` that is an EVENT (`42[...]`), as its JSON array; acks are skipped.
+fn next_event_array(c: &mut WsClient) -> Vec<Value> {
+    loop {
+        let text = c.recv_text();
+        if let Some(body) = text.strip_prefix("42") {
+            return serde_json::from_str(body).expect("event JSON");
+        }
+    }
+}
+
+#[test]
+fn a_session_kept_while_redis_is_away_is_stored_on_its_return_and_recovered() {
+    // Sessions are kept in Redis in streams mode: one that drops while Redis is down waits in
+    // the bridge, is SET when Redis is back (with what is left of its window), and the client
+    // then comes back recovered with what was published meanwhile.
+    let mut redis = RedisServer::start_persistent();
+    let url = redis.url();
+    let flags = [
+        "--redis",
+        &url,
+        "--redis-mode",
+        "streams",
+        "--recovery-window",
+        "60000",
+    ];
+    let server = TestServer::gateway(2, &flags);
+    server.wait_until("the bridge", |m| m.bridge().connected() == 1);
+    let (mut c, _) = WsClient::open(server.addr, "/socket.io/");
+    c.send_text("40");
+    let reply: Value =
+        serde_json::from_str(c.recv_text().strip_prefix("40").expect("CONNECT reply")).unwrap();
+    let (sid, pid) = (reply["sid"].clone(), reply["pid"].clone());
+    c.send_text(r#"421["join",["r"]]"#);
+    let (mut publisher, _) = WsClient::open(server.addr, "/socket.io/");
+    publisher.send_text("40");
+    publisher.recv_text();
+    publisher.send_text(r#"42["publish",{"to":"r","event":"m","data":1}]"#);
+    let first = next_event_array(&mut c);
+    assert_eq!(first[..2], [json!("m"), json!(1)]);
+    let offset = first[2].as_str().expect("an offset").to_owned();
+    assert!(
+        shardio::protocol::adapter::parse_entry_id(&offset).is_some(),
+        "the offset is a stream entry id: {offset}"
+    );
+
+    redis.kill();
+    server.wait_until("the bridge to notice", |m| m.bridge().connected() == 0);
+    drop(c); // no close frame: a transport close, which keeps the session
+    publisher.send_text(r#"42["publish",{"to":"r","event":"m","data":2}]"#);
+    server.wait_until("the session to be kept and the publish to wait", |m| {
+        let kept: u64 = m
+            .shards()
+            .iter()
+            .map(|s| s.recovery_events(RecoveryEvent::Kept))
+            .sum();
+        kept == 1 && m.bridge().stream_waiting() == 1
+    });
+    assert_eq!(redis_key_count_after_restart(&mut redis, &server), 1);
+
+    let (mut back, _) = WsClient::open(server.addr, "/socket.io/");
+    back.send_text(&format!(r#"40{{"pid":{pid},"offset":"{offset}"}}"#));
+    let missed = next_event_array(&mut back);
+    assert_eq!(missed[..2], [json!("m"), json!(2)], "what it missed, first");
+    let reply: Value =
+        serde_json::from_str(back.recv_text().strip_prefix("40").expect("CONNECT reply")).unwrap();
+    assert_eq!((reply["sid"].clone(), reply["pid"].clone()), (sid, pid));
+    publisher.send_text(r#"42["publish",{"to":"r","event":"m","data":3}]"#);
+    assert_eq!(
+        next_event_array(&mut back)[..2],
+        [json!("m"), json!(3)],
+        "still in room r"
+    );
+    assert_eq!(
+        redis.command(&format!(
+            "EXISTS sio:session:{}",
+            reply["pid"].as_str().unwrap()
+        )),
+        ":0",
+        "the session was taken"
+    );
+}
+
+/// Restarts `redis` (with its data), waits for `server`'s bridge, and counts the sessions
+/// stored.
+fn redis_key_count_after_restart(redis: &mut RedisServer, server: &TestServer) -> usize {
+    redis.restart();
+    server.wait_until("the bridge to reconnect", |m| m.bridge().connected() == 1);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let keys = redis.cli(&["--raw", "KEYS", "sio:session:*"]);
+        let count = keys.lines().filter(|l| !l.is_empty()).count();
+        if count > 0 || Instant::now() > deadline {
+            return count;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -15,6 +15,8 @@
 //!   `socket.io-adapter`'s cluster messages instead: in a Redis stream and on Pub/Sub (§4), or
 //!   on SPUBLISH, JSON unless the data holds binary (§3.7): [`ClusterMessage`] (`cluster.rs`),
 //!   whose bodies are the classic adapter's values.
+//! * A connection-recovery session as the streams adapter keeps it in Redis (§4.3), and its
+//!   stream entry ids as offsets: [`StoredSession`] (`session.rs`).
 //! * msgpack as notepack.io 3 writes it, and as notepack 2.x wrote it, over the `rmp` crate
 //!   (`msgpack.rs`); JavaScript's date strings (`date.rs`).
 //!
@@ -29,6 +31,7 @@ mod fields;
 mod msgpack;
 mod request;
 mod response;
+mod session;
 #[cfg(test)]
 mod testdata;
 mod value;
@@ -39,6 +42,7 @@ pub use cluster::{ClusterBody, ClusterMessage, ClusterType, StreamEntry};
 pub use date::js_date_string;
 pub use request::{Request, RequestBody, RequestType};
 pub use response::{RemoteLocation, RemoteSocket, Response};
+pub use session::{parse_entry_id, session_key, StoredSession};
 pub use value::JsValue;
 
 /// Channel prefix of Node's adapter and emitter (their `key` option).

@@ -1,0 +1,414 @@
+//! Streams mode with connection state recovery: the sessions kept in Redis, as
+//! `@socket.io/redis-streams-adapter` keeps them (docs/PROTOCOL.md §4.3), so that a client
+//! comes back recovered on any machine, shardio or Node.
+//!
+//! * A socket that drops for a recoverable reason: `SET sio:session:<pid> <base64 msgpack
+//!   {sid, pid, rooms, data}> PX <window>`, through the publisher (in order with everything
+//!   the shard sent before). While Redis is away the session waits in a bounded queue and is
+//!   written on return with what is left of its window.
+//! * A client back with `{pid, offset}`: `MULTI GET DEL EXEC` through the publisher (after any
+//!   SET queued before it), then, on a connection of its own, `XRANGE key offset offset` (the
+//!   offset must still be in the stream) and the entries after the offset, page by page,
+//!   **up to the last entry this bridge has handed to the shards**, as many rounds as the
+//!   reader moves on meanwhile. The answer reaches the asking shard's inbox after every packet
+//!   it covers and before any later one: the restored socket joins its rooms between the two,
+//!   and gets each packet once. A client whose offset is beyond what this bridge has read (it
+//!   came from a machine whose reader was ahead) waits until the reader gets there.
+//! * The missed packets are the stream's broadcasts of the namespace to the session's rooms
+//!   (`rooms` empty or intersecting, `except` disjoint), not volatile, each with its entry id
+//!   as offset. Past `--recovery-session-bytes` of them the client gets a fresh session.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::*;
+use crate::bus::cluster::{KeptSession, RedisRestore, SessionToKeep};
+use crate::protocol::adapter::{
+    parse_entry_id, session_key, ClusterBody, ClusterMessage, StoredSession,
+};
+use crate::protocol::frame::OutFrame;
+
+/// Entries one XRANGE page returns at most.
+const RANGE_PAGE: usize = 500;
+
+/// A restore in progress.
+struct Restoring {
+    /// The shard that asks, and its id for the answer.
+    asker: usize,
+    ns: usize,
+    id: u64,
+    offset: (u64, u64),
+    /// The session, once taken from Redis.
+    session: Option<StoredSession>,
+    missed: Vec<Arc<RemoteBroadcast>>,
+    bytes: usize,
+    /// The stream is read up to this id; it starts at the client's offset.
+    read_to: String,
+    /// Whether the client's offset was found in the stream.
+    checked: bool,
+    /// A read of the stream in flight.
+    reading: bool,
+    deadline: Instant,
+}
+
+/// The result of one read of the stream for a restore.
+pub(super) struct RangeRead {
+    restore: u64,
+    result: redis::RedisResult<(bool, Vec<(String, StreamEntry)>)>,
+}
+
+/// The restores in flight, and the sessions waiting for Redis.
+pub(super) struct Sessions {
+    restores: HashMap<u64, Restoring>,
+    next: u64,
+    waiting: VecDeque<(Instant, String, String)>,
+    reads: mpsc::Sender<RangeRead>,
+}
+
+impl Sessions {
+    /// No restore yet; the reads of the stream for restores come back on the receiver.
+    pub(super) fn new() -> (Self, mpsc::Receiver<RangeRead>) {
+        let (reads, rx) = mpsc::channel(64);
+        let sessions = Sessions {
+            restores: HashMap::new(),
+            next: 0,
+            waiting: VecDeque::new(),
+            reads,
+        };
+        (sessions, rx)
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.restores.values().map(|r| r.deadline).min()
+    }
+}
+
+/// Whether a broadcast to `opts` reaches a socket in `rooms` (the adapter's
+/// `shouldIncludePacket`).
+fn reaches(rooms: &[String], opts: &adapter::BroadcastOpts) -> bool {
+    let included = opts.rooms.is_empty() || rooms.iter().any(|r| opts.rooms.contains(r));
+    included && !rooms.iter().any(|r| opts.except.contains(r))
+}
+
+/// The session's `data` for the socket: JSON as `JSON.stringify` would write it.
+fn data_json(data: JsValue) -> serde_json::Value {
+    serde_json::to_value(data).unwrap_or(serde_json::Value::Null)
+}
+
+/// Reads the stream for a restore: whether `check` (the client's offset) is there, then every
+/// entry after `from` up to `to`.
+async fn read_range(
+    mut conn: redis::aio::MultiplexedConnection,
+    key: String,
+    check: Option<String>,
+    (from, to): (String, String),
+) -> redis::RedisResult<(bool, Vec<(String, StreamEntry)>)> {
+    if let Some(offset) = check {
+        let reply: redis::Value = redis::cmd("XRANGE")
+            .arg(&key)
+            .arg(&offset)
+            .arg(&offset)
+            .query_async(&mut conn)
+            .await?;
+        if streams::range_entries(&reply).is_empty() {
+            return Ok((false, Vec::new()));
+        }
+    }
+    let mut entries = Vec::new();
+    let mut start = from;
+    loop {
+        let reply: redis::Value = redis::cmd("XRANGE")
+            .arg(&key)
+            .arg(format!("({start}"))
+            .arg(&to)
+            .arg("COUNT")
+            .arg(RANGE_PAGE)
+            .query_async(&mut conn)
+            .await?;
+        let page = streams::range_entries(&reply);
+        let full = page.len() == RANGE_PAGE;
+        if let Some((id, _)) = page.last() {
+            start.clone_from(id);
+        }
+        entries.extend(page);
+        if !full {
+            return Ok((true, entries));
+        }
+    }
+}
+
+impl Bridge {
+    /// Whether recovery sessions are kept in Redis (streams mode with recovery on).
+    pub(super) fn sessions_in_redis(&self) -> bool {
+        self.stream.is_some() && self.recovery.is_some()
+    }
+
+    /// A dropped socket's session: to Redis for the window, or to wait while Redis is away.
+    pub(super) fn keep_session(&mut self, keep: SessionToKeep) {
+        let Some((window, _)) = self.recovery else {
+            return;
+        };
+        let data = serde_json::from_value(keep.data).unwrap_or(JsValue::Null);
+        let session = StoredSession {
+            sid: keep.sid,
+            pid: keep.pid,
+            rooms: keep.rooms,
+            data,
+        };
+        let key = session_key(&session.pid);
+        let value = session.encode();
+        if self.out.is_some() {
+            let px = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+            self.send_out(Outgoing::SetSession { key, value, px });
+        } else if self.sessions.waiting.len() < self.config.queue {
+            self.sessions
+                .waiting
+                .push_back((Instant::now(), key, value));
+        } else {
+            self.count_drop();
+        }
+    }
+
+    /// On a fresh connection: the sessions kept while Redis was away, with what is left of
+    /// their window (those past it are gone).
+    pub(super) fn flush_sessions(&mut self) {
+        let Some((window, _)) = self.recovery else {
+            return;
+        };
+        let waiting = std::mem::take(&mut self.sessions.waiting);
+        for (since, key, value) in waiting {
+            let left = window.saturating_sub(since.elapsed());
+            let px = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+            if px > 0 {
+                self.send_out(Outgoing::SetSession { key, value, px });
+            }
+        }
+    }
+
+    /// A client came back on shard `asker` with `{pid, offset}`.
+    pub(super) fn restore(&mut self, asker: usize, ask: RedisRestore) {
+        let ns = self.ns_index(&ask.nsp);
+        let offset = parse_entry_id(&ask.offset);
+        let (Some(ns), Some(offset), true) = (ns, offset, self.sessions_in_redis()) else {
+            return self.answer_restore(asker, &ask.nsp, ask.id, None);
+        };
+        self.sessions.next += 1;
+        let restore = self.sessions.next;
+        let take = Outgoing::TakeSession {
+            restore,
+            key: session_key(&ask.pid),
+        };
+        if self.out.is_none() || !self.send_out(take) {
+            return self.answer_restore(asker, &ask.nsp, ask.id, None);
+        }
+        let wait = Duration::from_millis(crate::config::defaults::RECOVERY_REDIS_TIMEOUT_MS);
+        let restoring = Restoring {
+            asker,
+            ns,
+            id: ask.id,
+            offset,
+            session: None,
+            missed: Vec::new(),
+            bytes: 0,
+            read_to: ask.offset,
+            checked: false,
+            reading: false,
+            // Before the shard stops waiting: a session taken is never answered to nobody.
+            deadline: Instant::now() + wait.saturating_sub(Duration::from_secs(1)),
+        };
+        self.sessions.restores.insert(restore, restoring);
+    }
+
+    /// Redis's answer to `GET` and `DEL` of a session.
+    pub(super) fn on_session_taken(&mut self, restore: u64, value: Option<String>) {
+        let Some(r) = self.sessions.restores.get_mut(&restore) else {
+            return;
+        };
+        match value.map(|v| StoredSession::decode(&v)) {
+            Some(Ok(session)) => {
+                r.session = Some(session);
+                self.advance(restore);
+            }
+            Some(Err(e)) => {
+                self.malformed("recovery session", &e);
+                self.finish_restore(restore, false);
+            }
+            // Expired, never kept, or taken by another server.
+            None => self.finish_restore(restore, false),
+        }
+    }
+
+    /// A read of the stream for a restore came back.
+    pub(super) fn on_range_read(&mut self, read: RangeRead) {
+        let Some(r) = self.sessions.restores.get_mut(&read.restore) else {
+            return;
+        };
+        r.reading = false;
+        let entries = match read.result {
+            Ok((true, entries)) => entries,
+            // The offset was trimmed from the stream: too old to recover from.
+            Ok((false, _)) => return self.finish_restore(read.restore, false),
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the stream for a recovery failed");
+                return self.finish_restore(read.restore, false);
+            }
+        };
+        r.checked = true;
+        let (ns, limit) = (r.ns, self.recovery.map_or(0, |(_, bytes)| bytes));
+        let rooms = r
+            .session
+            .as_ref()
+            .map(|s| s.rooms.clone())
+            .unwrap_or_default();
+        let mut missed = Vec::new();
+        let mut bytes = 0;
+        let mut read_to = None;
+        for (id, entry) in entries {
+            if entry.nsp != self.namespaces[ns].name || entry.kind != "3" {
+                read_to = Some(id);
+                continue;
+            }
+            let broadcast = match ClusterMessage::from_entry(entry) {
+                Ok(ClusterMessage {
+                    body: ClusterBody::Broadcast { packet, opts },
+                    ..
+                }) if !opts.flags.volatile && reaches(&rooms, &opts) => {
+                    self.decode_event(ns, packet, opts, None, Some(&id))
+                }
+                _ => None,
+            };
+            if let Some(packet) = broadcast {
+                bytes += packet.frames.iter().map(OutFrame::len).sum::<usize>();
+                missed.push(packet);
+            }
+            read_to = Some(id);
+        }
+        let Some(r) = self.sessions.restores.get_mut(&read.restore) else {
+            return;
+        };
+        if let Some(id) = read_to {
+            r.read_to = id;
+        }
+        r.bytes += bytes;
+        r.missed.extend(missed);
+        if r.bytes > limit {
+            tracing::debug!(
+                bytes = r.bytes,
+                "a recovery session missed more than --recovery-session-bytes: fresh session"
+            );
+            return self.finish_restore(read.restore, false);
+        }
+        self.advance(read.restore);
+    }
+
+    /// The reader handed more entries to the shards: restores waiting for it go on.
+    pub(super) fn advance_restores(&mut self) {
+        let waiting: Vec<u64> = self
+            .sessions
+            .restores
+            .iter()
+            .filter(|(_, r)| r.session.is_some() && !r.reading)
+            .map(|(id, _)| *id)
+            .collect();
+        for restore in waiting {
+            self.advance(restore);
+        }
+    }
+
+    /// Reads the stream up to what the shards have, or answers once there.
+    fn advance(&mut self, restore: u64) {
+        let handed = self.stream.as_ref().and_then(|s| s.last_read.clone());
+        let conn = self.commands.clone();
+        let key = self.config.stream.clone();
+        let Some(r) = self.sessions.restores.get_mut(&restore) else {
+            return;
+        };
+        if r.reading || r.session.is_none() {
+            return;
+        }
+        let (Some(handed), Some(conn)) = (handed, conn) else {
+            return;
+        };
+        let handed_id = parse_entry_id(&handed).unwrap_or((0, 0));
+        let read_id = parse_entry_id(&r.read_to).unwrap_or((0, 0));
+        if !r.checked || read_id < handed_id {
+            r.reading = true;
+            let check = (!r.checked).then(|| r.read_to.clone());
+            let range = (r.read_to.clone(), handed);
+            let tx = self.sessions.reads.clone();
+            tokio::task::spawn_local(async move {
+                let result = read_range(conn, key, check, range).await;
+                let _ = tx.send(RangeRead { restore, result }).await;
+            });
+        } else if handed_id >= r.offset {
+            self.finish_restore(restore, true);
+        }
+        // Else the client's offset is beyond what the reader has handed: it gets there.
+    }
+
+    /// Answers a restore: the session and what it missed, or a fresh session.
+    fn finish_restore(&mut self, restore: u64, ok: bool) {
+        let Some(r) = self.sessions.restores.remove(&restore) else {
+            return;
+        };
+        let session = match (ok, r.session) {
+            (true, Some(s)) => Some(Box::new(KeptSession {
+                sid: s.sid,
+                rooms: s.rooms,
+                data: data_json(s.data),
+                missed: r.missed,
+                high_water: Vec::new(),
+            })),
+            _ => None,
+        };
+        let nsp = self.namespaces[r.ns].name.clone();
+        self.answer_restore(r.asker, &nsp, r.id, session);
+    }
+
+    fn answer_restore(&self, asker: usize, nsp: &str, id: u64, session: Option<Box<KeptSession>>) {
+        let reply = Reply::Restored {
+            nsp: nsp.to_owned(),
+            id,
+            session,
+        };
+        self.reply_to_shard(asker, reply);
+    }
+
+    /// Restores past their deadline, or all of them when Redis is lost: fresh sessions.
+    pub(super) fn expire_restores(&mut self, all: bool) {
+        let now = Instant::now();
+        let due: Vec<u64> = self
+            .sessions
+            .restores
+            .iter()
+            .filter(|(_, r)| all || r.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for restore in due {
+            self.finish_restore(restore, false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(rooms: &[&str], except: &[&str]) -> adapter::BroadcastOpts {
+        adapter::BroadcastOpts {
+            rooms: rooms.iter().map(|r| r.to_string()).collect(),
+            except: except.iter().map(|r| r.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_session_gets_what_reached_its_rooms_as_node_decides() {
+        let rooms = ["sid1".to_string(), "r1".to_string()];
+        assert!(reaches(&rooms, &opts(&[], &[])), "the whole namespace");
+        assert!(reaches(&rooms, &opts(&["r1", "r2"], &[])));
+        assert!(reaches(&rooms, &opts(&["sid1"], &[])), "its own id");
+        assert!(!reaches(&rooms, &opts(&["r2"], &[])));
+        assert!(!reaches(&rooms, &opts(&[], &["r1"])), "excluded");
+        assert!(!reaches(&rooms, &opts(&["r1"], &["sid1"])));
+    }
+}
