@@ -439,6 +439,12 @@ impl Bridge {
         let (reads_tx, mut reads) = mpsc::channel(4);
         let mut read_task = None;
         if let Some((read_conn, resume)) = reader {
+            // Where the reader starts is what counts as read: the newest entry on the first
+            // connection (none read yet, and a later one resumes there), `0-0` for a stream
+            // that came back behind.
+            if let Some(state) = self.stream.as_mut() {
+                state.last_read = Some(resume.from.clone());
+            }
             self.flush_sessions();
             self.flush_backlog(&resume);
             let key = self.config.stream.clone();

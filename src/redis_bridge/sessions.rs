@@ -53,6 +53,8 @@ struct Restoring {
 /// The result of one read of the stream for a restore.
 pub(super) struct RangeRead {
     restore: u64,
+    /// The last id the read covered (what is not in the stream up to it is not coming).
+    to: String,
     result: redis::RedisResult<(bool, Vec<(String, StreamEntry)>)>,
 }
 
@@ -261,10 +263,8 @@ impl Bridge {
             .unwrap_or_default();
         let mut missed = Vec::new();
         let mut bytes = 0;
-        let mut read_to = None;
         for (id, entry) in entries {
             if entry.nsp != self.namespaces[ns].name || entry.kind != "3" {
-                read_to = Some(id);
                 continue;
             }
             let broadcast = match ClusterMessage::from_entry(entry) {
@@ -280,13 +280,13 @@ impl Bridge {
                 bytes += packet.frames.iter().map(OutFrame::len).sum::<usize>();
                 missed.push(packet);
             }
-            read_to = Some(id);
         }
         let Some(r) = self.sessions.restores.get_mut(&read.restore) else {
             return;
         };
-        if let Some(id) = read_to {
-            r.read_to = id;
+        // Read up to `to`: what is not there up to it (trimmed meanwhile) is not coming.
+        if parse_entry_id(&read.to) > parse_entry_id(&r.read_to) {
+            r.read_to = read.to;
         }
         r.bytes += bytes;
         r.missed.extend(missed);
@@ -333,11 +333,16 @@ impl Bridge {
         if !r.checked || read_id < handed_id {
             r.reading = true;
             let check = (!r.checked).then(|| r.read_to.clone());
-            let range = (r.read_to.clone(), handed);
+            let range = (r.read_to.clone(), handed.clone());
             let tx = self.sessions.reads.clone();
             tokio::task::spawn_local(async move {
                 let result = read_range(conn, key, check, range).await;
-                let _ = tx.send(RangeRead { restore, result }).await;
+                let read = RangeRead {
+                    restore,
+                    to: handed,
+                    result,
+                };
+                let _ = tx.send(read).await;
             });
         } else if handed_id >= r.offset {
             self.finish_restore(restore, true);

@@ -34,8 +34,8 @@ const SCAN_PAGE: usize = 1000;
 /// The bridge's place in the stream and what it still has to add; it outlives connections.
 #[derive(Default)]
 pub(super) struct StreamState {
-    /// The id of the last entry handed to the shards (or skipped); `None` before the first
-    /// connection.
+    /// The id of the last entry handed to the shards (or skipped, or where reading started);
+    /// `None` before the first connection.
     pub(super) last_read: Option<String>,
     /// The id Redis gave this bridge's last confirmed XADD.
     pub(super) last_added: Option<String>,
