@@ -9,9 +9,12 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use rmpv::Value;
+use shardio::metrics::{Metrics, RecoveryEvent};
 
 use crate::common::node::run_script;
 use crate::common::redis::RedisServer;
+use crate::common::TestServer;
+use crate::redis_streams::streams_gateway_with;
 
 const LIMIT: Duration = Duration::from_secs(45);
 
@@ -21,6 +24,29 @@ const WINDOW_MS: u64 = 30_000;
 /// Receivers of a `move` run, and how long each stays away at each cut.
 const RECEIVERS: usize = 4;
 const AWAY_MS: u64 = 1500;
+
+/// A gateway of 2 shards in streams mode on `redis`, recovery on with `window_ms`.
+fn streams_gateway(redis: &RedisServer, window_ms: u64) -> TestServer {
+    streams_gateway_with(redis, &["--recovery-window", &window_ms.to_string()])
+}
+
+/// Machines A and B: [`streams_gateway`]s on `redis`.
+fn two_gateways(redis: &RedisServer, window_ms: u64) -> (TestServer, TestServer) {
+    (
+        streams_gateway(redis, window_ms),
+        streams_gateway(redis, window_ms),
+    )
+}
+
+/// Clients that came back recovered on `server`, summed over its shards.
+fn recovered(server: &TestServer) -> u64 {
+    let metrics: &Metrics = &server.metrics;
+    metrics
+        .shards()
+        .iter()
+        .map(|s| s.recovery_events(RecoveryEvent::Recovered))
+        .sum()
+}
 
 /// Runs recovery_moves.mjs in `mode` with the receivers starting on `x`, moved to `y`, the
 /// publisher on `p` (each a shardio URL or `node:<name>`); fails the test unless it says "ok".
@@ -55,6 +81,21 @@ fn after_the_window_a_client_moved_between_node_servers_is_fresh_the_reference()
     let redis = RedisServer::start();
     let servers = ["node:x", "node:y", "node:x"];
     run(&redis, "fresh", servers, PAST_WINDOW_MS, SHORT_WINDOW_MS);
+}
+
+#[test]
+fn after_the_window_a_client_moved_between_shardio_machines_is_fresh() {
+    let redis = RedisServer::start();
+    let (a, b) = two_gateways(&redis, SHORT_WINDOW_MS);
+    let servers = [a.url(), b.url(), a.url()];
+    run(
+        &redis,
+        "fresh",
+        servers.each_ref().map(String::as_str),
+        PAST_WINDOW_MS,
+        SHORT_WINDOW_MS,
+    );
+    assert_eq!(recovered(&a) + recovered(&b), 0);
 }
 
 /// Parks a client of `server` (cut in room "r", not coming back) with the script; returns
@@ -131,5 +172,13 @@ fn assert_stored_session(redis: &RedisServer, (sid, pid): (String, String), wind
 fn the_node_streams_adapter_stores_a_dropped_session_the_reference() {
     let redis = RedisServer::start();
     let parked = park(&redis, "node:x");
+    assert_stored_session(&redis, parked, WINDOW_MS);
+}
+
+#[test]
+fn shardio_stores_a_dropped_session_as_the_streams_adapter_does() {
+    let redis = RedisServer::start();
+    let a = streams_gateway(&redis, WINDOW_MS);
+    let parked = park(&redis, &a.url());
     assert_stored_session(&redis, parked, WINDOW_MS);
 }

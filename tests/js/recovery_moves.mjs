@@ -126,10 +126,10 @@ async function warm(source, urls) {
 async function receiver(url) {
   const socket = await client(url, reconnecting);
   assert.deepEqual(await socket.timeout(3000).emitWithAck("join", ["r"]), { ok: true });
-  const r = { socket, firstId: socket.id, room: [], own: [], away: [] };
+  const r = { socket, firstId: socket.id, room: [], own: [], away: [], returns: [] };
   for (const [event, list] of [["m", r.room], ["own", r.own]]) {
     socket.on(event, (data, offset) => {
-      assert.match(offset, /^[0-9]+-[0-9]+$/, `${event}: a recoverable packet carries its entry id`);
+      assert.match(offset, /^[0-9]+-[0-9]+$/, `${event}: a recoverable packet has its entry id`);
       list.push(data.n);
     });
   }
@@ -161,6 +161,16 @@ function publisher(source, rs) {
   };
 }
 
+/** What `got` lacks, repeats or has out of order against `want` (increasing numbers). */
+function differences(got, want) {
+  const seen = new Set();
+  const repeated = got.filter((n) => seen.has(n) || !seen.add(n));
+  const missing = want.filter((n) => !seen.has(n));
+  const disordered = got.filter((n, k) => k > 0 && n < got[k - 1]);
+  return `missing ${JSON.stringify(missing)}, repeated ${JSON.stringify(repeated)}, `
+    + `before a smaller one ${JSON.stringify(disordered)}`;
+}
+
 /**
  * Cuts `r` once it has had `extra` messages, points its Manager at `to` before it reconnects
  * (the Manager builds each new Engine from `uri`), and resolves when it is back. When `to` is a
@@ -174,13 +184,16 @@ async function moveTo(r, to, extra, pub) {
   const back = new Promise((resolve) => r.socket.once("connect", resolve));
   r.socket.io.uri = to;
   r.gone = true;
+  const before = r.room.at(-1);
   cut(r.socket);
   let release = () => {};
-  const holding = nodeUrls.has(to) && setTimeout(() => { release = pub.hold(); }, delayMs - HOLD_MS);
+  const hold = () => { release = pub.hold(); };
+  const holding = nodeUrls.has(to) && setTimeout(hold, delayMs - HOLD_MS);
   await back;
   clearTimeout(holding);
   release();
   r.gone = false;
+  r.returns.push([before, r.room.at(-1)]);
   assert.equal(connectedPort(r.socket), portOf(to), "back on the server it was sent to");
 }
 
@@ -203,10 +216,15 @@ async function move(x, y, p) {
   await Promise.all(rs.map((r) => until(() => r.room.includes(last))));
   const upTo = (k) => Array.from({ length: k + 1 }, (_, n) => n);
   for (const [i, r] of rs.entries()) {
-    assert.deepEqual(r.room, upTo(last), `receiver ${i}: every message of "r" once, in order`);
+    // On failure: what differs, and the last n before each cut and once back (restored).
+    const returns = `returns ${JSON.stringify(r.returns)}`;
+    const room = upTo(last);
+    assert.deepEqual(r.room, room, `receiver ${i}: every message of "r" once, in order; `
+      + `${differences(r.room, room)}; ${returns}`);
     const own = upTo(last).filter((n) => n % rs.length === i);
     await until(() => r.own.length >= own.length);
-    assert.deepEqual(r.own, own, `receiver ${i}: every event to its id once, in order`);
+    assert.deepEqual(r.own, own, `receiver ${i}: every event to its id once, in order; `
+      + `${differences(r.own, own)}; ${returns}`);
     assert.ok(r.away.length > 0, `receiver ${i}: events to its id were sent while it was away`);
   }
   rs.forEach((r) => r.socket.disconnect());
