@@ -22,7 +22,7 @@ const LIMIT: Duration = Duration::from_secs(45);
 const WINDOW_MS: u64 = 30_000;
 
 /// Receivers of a `move` run, and how long each stays away at each cut.
-const RECEIVERS: usize = 4;
+const RECEIVERS: usize = 8;
 const AWAY_MS: u64 = 1500;
 
 /// A gateway of 2 shards in streams mode on `redis`, recovery on with `window_ms`.

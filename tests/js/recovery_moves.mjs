@@ -181,7 +181,8 @@ function differences(got, want) {
  */
 async function moveTo(r, to, extra, pub) {
   await until(() => r.room.length >= extra);
-  const back = new Promise((resolve) => r.socket.once("connect", resolve));
+  // The last n it has once back (those restored): read as it connects, before what follows.
+  const back = new Promise((resolve) => r.socket.once("connect", () => resolve(r.room.at(-1))));
   r.socket.io.uri = to;
   r.gone = true;
   const before = r.room.at(-1);
@@ -189,11 +190,11 @@ async function moveTo(r, to, extra, pub) {
   let release = () => {};
   const hold = () => { release = pub.hold(); };
   const holding = nodeUrls.has(to) && setTimeout(hold, delayMs - HOLD_MS);
-  await back;
+  const restored = await back;
   clearTimeout(holding);
   release();
   r.gone = false;
-  r.returns.push([before, r.room.at(-1)]);
+  r.returns.push([before, restored]);
   assert.equal(connectedPort(r.socket), portOf(to), "back on the server it was sent to");
 }
 
