@@ -72,6 +72,36 @@ fn a_client_moved_between_two_node_servers_recovers_on_each_the_reference() {
     moves(&redis, ["node:x", "node:y", "node:p"]);
 }
 
+#[test]
+fn a_client_moved_between_two_shardio_machines_recovers_on_each() {
+    let redis = RedisServer::start();
+    let (a, b) = two_gateways(&redis, WINDOW_MS);
+    // The publisher on A, where the receivers start.
+    moves(&redis, [&a.url(), &b.url(), &a.url()]);
+    let n = RECEIVERS as u64;
+    assert_eq!(recovered(&b), n, "each receiver recovered on B");
+    assert_eq!(recovered(&a), n, "and back on A");
+}
+
+#[test]
+fn a_client_moved_from_node_to_shardio_and_back_recovers_on_each() {
+    let redis = RedisServer::start();
+    let a = streams_gateway(&redis, WINDOW_MS);
+    // The publisher on shardio, where the receivers come to.
+    moves(&redis, ["node:x", &a.url(), &a.url()]);
+    assert_eq!(recovered(&a), RECEIVERS as u64, "sessions Node stored");
+}
+
+#[test]
+fn a_client_moved_from_shardio_to_node_and_back_recovers_on_each() {
+    let redis = RedisServer::start();
+    let (a, b) = two_gateways(&redis, WINDOW_MS);
+    // The publisher on a third server, shardio B.
+    moves(&redis, [&a.url(), "node:y", &b.url()]);
+    assert_eq!(recovered(&a), RECEIVERS as u64, "sessions Node stored");
+    assert_eq!(recovered(&b), 0, "no client came to B");
+}
+
 /// The window of the `fresh` runs, and how long their receivers stay away: past it.
 const SHORT_WINDOW_MS: u64 = 1000;
 const PAST_WINDOW_MS: u64 = 2500;
