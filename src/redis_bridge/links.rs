@@ -620,4 +620,18 @@ mod tests {
         assert_eq!(numsub(&map), Some(2));
         assert_eq!(numsub(&redis::Value::Nil), None);
     }
+
+    #[test]
+    fn a_taken_session_is_the_first_reply_of_the_exec() {
+        let exec = |first| redis::Value::Array(vec![first, redis::Value::Int(1)]);
+        let value = redis::Value::BulkString(b"hKNzaWQ=".to_vec());
+        assert_eq!(taken(exec(value)), Some("hKNzaWQ=".to_owned()));
+        assert_eq!(taken(exec(redis::Value::Nil)), None, "no such session");
+        assert_eq!(
+            taken(redis::Value::Nil),
+            None,
+            "a transaction that did not run"
+        );
+        assert_eq!(taken(redis::Value::Array(Vec::new())), None);
+    }
 }

@@ -92,14 +92,16 @@ fn redis_timeout() -> Duration {
 }
 
 impl NsShard {
-    /// A recoverable packet (with its offset) for `opts`, when recovery is on.
+    /// A recoverable packet (with its offset) for `opts`, when recovery is on and kept by the
+    /// shards. With sessions in Redis, what is not sent through the stream (a local
+    /// broadcast) carries no offset, as in Node: the client's last offset stays an entry id.
     pub(super) fn recoverable(
         &self,
         event: &str,
         data: &Payload,
         opts: impl FnOnce() -> BroadcastOpts,
     ) -> Option<Arc<RemoteBroadcast>> {
-        let recovery = self.recovery.as_ref()?;
+        let recovery = self.recovery.as_ref().filter(|r| !r.in_redis)?;
         let offset = recovery.store.borrow_mut().issue();
         let frames = event_frames_with_offset(&self.name, event, data, &format_offset(offset));
         Some(Arc::new(RemoteBroadcast {

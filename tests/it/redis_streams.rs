@@ -11,9 +11,11 @@ use common::aclient::AClient;
 use common::redis::RedisServer;
 use common::{TestServer, WsClient, WAIT};
 use serde_json::{json, Value};
+use shardio::engineio::EngineConfig;
 use shardio::gateway::endpoints as default_endpoints;
 use shardio::metrics::RecoveryEvent;
-use shardio::Config;
+use shardio::socketio::{SocketIo, SocketIoConfig};
+use shardio::{Config, Endpoint};
 
 /// The gateway app with the bridge on `redis` in streams mode.
 fn streams_gateway(redis: &RedisServer) -> TestServer {
@@ -400,4 +402,53 @@ fn redis_key_count_after_restart(redis: &mut RedisServer, server: &TestServer) -
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn with_sessions_in_redis_only_what_goes_through_the_stream_carries_an_offset() {
+    // socket.io-client keeps the last string argument of every event as its offset: a local
+    // broadcast, which never reaches the stream, must not carry one (as in Node), or the
+    // client's next recovery would present an offset no server can find. A socket's own emit
+    // goes through the stream, as in Node, and carries its entry id.
+    let redis = RedisServer::start();
+    let mut io = SocketIo::new(SocketIoConfig {
+        recovery_window: Some(Duration::from_secs(60)),
+        ..SocketIoConfig::default()
+    });
+    io.namespace("/").on("go", |socket, _, _| {
+        let _ = socket.namespace().local().emit("local", json!(1));
+        let _ = socket.namespace().volatile().emit("volatile", json!(2));
+        let _ = socket.emit("own", json!(3));
+        let _ = socket.namespace().emit("everyone", json!(4));
+    });
+    let url = redis.url();
+    let args = ["shardio", "--redis", &url, "--redis-mode", "streams"];
+    let config = <Config as clap::Parser>::parse_from(args);
+    let engine = EngineConfig::from_config(&config);
+    let endpoints = vec![Endpoint::socketio("/socket.io/", engine, io)];
+    let server = TestServer::start_with_redis(1, endpoints, Some(config.redis.clone()));
+    server.wait_until("the bridge", |m| m.bridge().connected() == 1);
+    let (mut c, _) = WsClient::open(server.addr, "/socket.io/");
+    c.send_text("40");
+    assert!(c.recv_text().contains("\"pid\""), "recovery is on");
+    c.send_text(r#"42["go"]"#);
+    let mut got: Vec<Vec<Value>> = (0..4).map(|_| next_event_array(&mut c)).collect();
+    // The local and volatile ones are delivered at once; the other two after the stream.
+    got.sort_by_key(|e| e[1].as_u64());
+    assert_eq!(got[0], [json!("local"), json!(1)]);
+    assert_eq!(got[1], [json!("volatile"), json!(2)]);
+    for (event, n) in [("own", 3), ("everyone", 4)] {
+        let e = &got[usize::try_from(n).unwrap() - 1];
+        assert_eq!(e[..2], [json!(event), json!(n)]);
+        let offset = e[2].as_str().expect("an offset");
+        assert!(
+            shardio::protocol::adapter::parse_entry_id(offset).is_some(),
+            "{event}: its offset is its stream entry id, not {offset}"
+        );
+    }
+    assert_eq!(
+        xlen(&redis),
+        3,
+        "own and everyone, and volatile: in the stream"
+    );
 }

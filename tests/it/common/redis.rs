@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 pub(crate) struct RedisServer {
     pub port: u16,
@@ -54,8 +55,16 @@ impl RedisServer {
             child: None,
             dir,
         };
-        server.restart();
-        server
+        // The free port may be taken by another test's server between the look and the
+        // bind: that redis-server exits, and the connection check would reach the other
+        // test's server. Then try another port.
+        for _ in 0..5 {
+            if server.try_start() {
+                return server;
+            }
+            server.port = super::free_port();
+        }
+        panic!("redis-server did not start on 5 free ports");
     }
 
     pub(crate) fn url(&self) -> String {
@@ -106,6 +115,15 @@ impl RedisServer {
 
     /// Starts the server (again) on its port and waits until it accepts connections.
     pub(crate) fn restart(&mut self) {
+        assert!(
+            self.try_start(),
+            "redis-server exited at once: port {} taken by another process?",
+            self.port
+        );
+    }
+
+    /// [`RedisServer::restart`]; false when the new server exited at once (its port taken).
+    fn try_start(&mut self) -> bool {
         self.kill();
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
@@ -115,11 +133,31 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (scripts/test.sh installs it)");
+        let pid = child.id();
         self.child = Some(child);
-        let addr = self.addr();
+        // Ours answers (its process id, not another test's server on the port), or it exited.
         super::wait_until("redis-server to accept connections", || {
-            TcpStream::connect(addr).is_ok()
+            self.process_id() == Some(pid) || self.exited()
         });
+        !self.exited()
+    }
+
+    /// The process id of the server answering on the port, if one answers.
+    fn process_id(&self) -> Option<u32> {
+        let client = redis::Client::open(self.url()).ok()?;
+        let mut con = client
+            .get_connection_with_timeout(Duration::from_millis(500))
+            .ok()?;
+        let info: String = redis::cmd("INFO").arg("server").query(&mut con).ok()?;
+        let line = info.lines().find(|l| l.starts_with("process_id:"))?;
+        line["process_id:".len()..].trim().parse().ok()
+    }
+
+    /// Whether the server process has exited.
+    fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|child| !matches!(child.try_wait(), Ok(None)))
     }
 }
 
