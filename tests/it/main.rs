@@ -25,6 +25,7 @@ mod polling;
 mod rcluster;
 mod real_client;
 mod recovery;
+mod recovery_streams;
 mod redis;
 mod redis_rooms;
 mod redis_streams;

@@ -23,7 +23,7 @@ fn streams_gateway(redis: &RedisServer) -> TestServer {
 }
 
 /// [`streams_gateway`] with more flags.
-fn streams_gateway_with(redis: &RedisServer, flags: &[&str]) -> TestServer {
+pub(crate) fn streams_gateway_with(redis: &RedisServer, flags: &[&str]) -> TestServer {
     let url = redis.url();
     let mut args = vec!["shardio", "--redis", &url, "--redis-mode", "streams"];
     args.extend_from_slice(flags);
