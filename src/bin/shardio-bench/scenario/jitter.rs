@@ -123,8 +123,6 @@ pub(crate) struct JitterReport {
     pub errors: ErrorTally,
     pub server: Option<ServerUsage>,
     pub generator: Option<GeneratorUsage>,
-    /// When the publishers began, in milliseconds since the run began.
-    pub publishing_began_ms: u64,
     /// The first clients that missed messages: what they missed and their connections.
     pub gaps: Vec<ClientGap>,
 }
@@ -248,7 +246,6 @@ pub(crate) async fn run(
         crate::proc::own_cpu_seconds(),
         Instant::now(),
     );
-    let publishing_began_ms = shared.now_us() / 1000;
     let mut publishers = JoinSet::new();
     let (pub_stop_tx, pub_stop_rx) = watch::channel(false);
     for p in 0..args.publishers {
@@ -281,7 +278,13 @@ pub(crate) async fn run(
     // Publishing goes on a little, then stops; the clients get until the settle time ends.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _ = pub_stop_tx.send(true);
-    while publishers.join_next().await.is_some() {}
+    // When each message of each room was published (for the gaps' account).
+    let mut published_ms: Vec<Vec<u64>> = vec![Vec::new(); args.rooms];
+    while let Some(done) = publishers.join_next().await {
+        for (room, times) in done.unwrap_or_default() {
+            published_ms[room] = times;
+        }
+    }
     let last: Vec<u64> = shared
         .published
         .iter()
@@ -319,7 +322,6 @@ pub(crate) async fn run(
         errors: ErrorTally::default(),
         server,
         generator,
-        publishing_began_ms,
         gaps: Vec::new(),
     };
     let mut latency = new_histogram();
@@ -344,6 +346,11 @@ pub(crate) async fn run(
                 {
                     let (missing, missing_seqs) =
                         gaps::missing(|s| tally.has(s), start, last[room]);
+                    let when = &published_ms[room];
+                    let missing_published_ms = missing_seqs
+                        .iter()
+                        .map(|&s| when.get(s as usize).copied())
+                        .collect();
                     report.gaps.push(ClientGap {
                         client: index,
                         room,
@@ -351,6 +358,7 @@ pub(crate) async fn run(
                         last: last[room],
                         missing,
                         missing_seqs,
+                        missing_published_ms,
                         connections: tally.history,
                     });
                 }
@@ -378,38 +386,43 @@ fn ratio(a: u64, b: u64) -> f64 {
 }
 
 /// Publishes `rate` messages a second to each of `rooms` until `stop`, answering pings.
+/// Returns, for each of its rooms, when each message was published (ms since the run began).
 async fn publish(
     mut conn: Conn,
     rooms: Vec<usize>,
     rate: u64,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
-) {
+) -> Vec<(usize, Vec<u64>)> {
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
     let mut ack = 0u64;
+    let mut sent: Vec<(usize, Vec<u64>)> = rooms.iter().map(|&r| (r, Vec::new())).collect();
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                for &room in &rooms {
+                for (room, times) in &mut sent {
+                    let room = *room;
                     let seq = shared.published[room].load(Ordering::Relaxed);
                     let d = Delivery { publisher: room as u32, seq, sent_us: shared.now_us() };
                     ack += 1;
                     let name = format!("r{room}");
                     conn.queue_sio(|out| sio::publish_packet(out, ack, &name, "bench", d, ""));
                     shared.published[room].store(seq + 1, Ordering::Relaxed);
+                    times.push(d.sent_us / 1000);
                 }
             }
             r = conn.read_some() => {
                 if r.is_err() || conn.drain(|_| {}).is_err() {
-                    return;
+                    break;
                 }
             }
-            _ = stopped(&mut stop) => return,
+            _ = stopped(&mut stop) => break,
         }
         if conn.has_pending() && conn.flush().await.is_err() {
-            return;
+            break;
         }
     }
+    sent
 }
 
 /// What a client needs of the context.
@@ -514,6 +527,9 @@ impl Client {
                     continue;
                 }
             };
+            if let Some(conn) = tally.history.last_mut() {
+                conn.opened_ms = Some(self.shared.now_us() / 1000);
+            }
             let pid = sio::json_str(&connect, "pid").map(str::to_owned);
             let sid = sio::json_str(&connect, "sid").map(str::to_owned);
             let recovered = !first && pid.is_some() && pid == resume.pid && sid == resume.sid;

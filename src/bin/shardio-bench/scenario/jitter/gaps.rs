@@ -21,6 +21,8 @@ pub(crate) struct ConnRecord {
     pub auth: Option<String>,
     /// The handshake's error, when it failed.
     pub failed: Option<&'static str>,
+    /// When the CONNECT reply came (after the restore, for a recovering client).
+    pub opened_ms: Option<u64>,
     pub recovered: bool,
     /// The first and last sequence number of its room that this connection brought.
     pub first_seq: Option<u64>,
@@ -39,6 +41,7 @@ impl ConnRecord {
             server,
             auth,
             failed: None,
+            opened_ms: None,
             recovered: false,
             first_seq: None,
             last_seq: None,
@@ -65,9 +68,10 @@ pub(crate) struct ClientGap {
     pub from_seq: u64,
     pub last: u64,
     pub missing: u64,
-    /// The first missed sequence numbers (a message of sequence s was published about
-    /// `publishing_began_ms + s * 1000 / rate` ms into the run).
+    /// The first missed sequence numbers, and when each was published (ms since the run
+    /// began).
     pub missing_seqs: Vec<u64>,
+    pub missing_published_ms: Vec<Option<u64>>,
     pub connections: Vec<ConnRecord>,
 }
 
