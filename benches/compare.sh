@@ -27,8 +27,14 @@
 #   SERVERS ["shardio shardio-before node-single node-cluster socketioxide"]; also
 #     shardio-scraped: shardio with a `GET /metrics` every second (curl, on the generator's
 #     core) for the whole run, to show what a Prometheus scrape costs;
-#     shardio-streams (cross only): shardio with --redis-mode streams, its broadcasts through a
-#     Redis stream instead of Pub/Sub
+#     shardio-streams (cross, fanout, fanout-paced): shardio with --redis-mode streams, its
+#     broadcasts through a Redis stream instead of Pub/Sub (on one machine too: fanout and
+#     fanout-paced then start a redis-server for it, and its CPU counts);
+#     shardio-streams-recovery (the same scenarios): shardio-streams with --recovery-window,
+#     sessions kept in Redis and every recoverable packet, local ones included, delivered
+#     from the stream;
+#     shardio-recovery (not cross): shardio with --recovery-window alone (sessions and packets
+#     kept in the process, no Redis)
 #   BASELINE [732947b]: the commit `shardio-before` is built from (main just before the first
 #     tuning commit of the benchmark issue, with the gateway and the generator), in target/baseline; its rows and the shardio /
 #     shardio-before ratios are the before/after figures of that tuning, from the same run.
@@ -254,6 +260,8 @@ server_cmd() {
   case $name in
     shardio | shardio-scraped) echo "taskset -c $SERVER_CPUS $SHARDIO --listen 127.0.0.1:$port --shards ${RUN_SHARDS:-$CORES} --api-key $API_KEY$redis${RUN_TLS:+ --tls-cert $TLS_CERT --tls-key $TLS_KEY}" ;;
     shardio-streams) echo "taskset -c $SERVER_CPUS $SHARDIO --listen 127.0.0.1:$port --shards ${RUN_SHARDS:-$CORES}$redis --redis-mode streams" ;;
+    shardio-streams-recovery) echo "taskset -c $SERVER_CPUS $SHARDIO --listen 127.0.0.1:$port --shards ${RUN_SHARDS:-$CORES}$redis --redis-mode streams --recovery-window" ;;
+    shardio-recovery) echo "taskset -c $SERVER_CPUS $SHARDIO --listen 127.0.0.1:$port --shards ${RUN_SHARDS:-$CORES} --recovery-window" ;;
     shardio-before) echo "taskset -c $SERVER_CPUS $BASELINE_SHARDIO --listen 127.0.0.1:$port --shards ${RUN_SHARDS:-$CORES}$redis" ;;
     node-single) echo "taskset -c $SERVER_CPUS node $NODE_DIR/server.js --mode single$redis --port $port" ;;
     node-cluster) echo "taskset -c $SERVER_CPUS node $NODE_DIR/server.js --mode cluster --workers $CORES$redis --port $port" ;;
@@ -262,15 +270,15 @@ server_cmd() {
   esac
 }
 
-# start_servers NAME PORT [PORT_B]: server NAME on PORT (node-cluster with its redis-server);
-# with PORT_B a second one there, both on a fresh redis-server (cross). Sets SERVER_PIDS and
-# SERVER_CMD; fails if one does not come up.
+# start_servers NAME PORT [PORT_B]: server NAME on PORT (node-cluster and the shardio-streams
+# kinds with their redis-server); with PORT_B a second one there, both on a fresh redis-server
+# (cross). Sets SERVER_PIDS and SERVER_CMD; fails if one does not come up.
 start_servers() {
   local name=$1 port cmd w
   STARTED=() REDIS_URL="" SERVER_PIDS="" SERVER_CMD=""
   : >"$OUT_DIR/$name.log"
   : >"$OUT_DIR/redis.log"
-  if [[ $# -gt 2 || $name == node-cluster ]] && ! start_redis; then
+  if [[ $# -gt 2 || $name == node-cluster || $name == shardio-streams* ]] && ! start_redis; then
     stop_servers
     return 1
   fi
@@ -426,8 +434,9 @@ not_applicable() {
     socketioxide:cross) echo "not available for cross: the socketioxide peer has no Redis adapter" ;;
     shardio-before:cross) echo "not run for cross: commit $BASELINE predates the Redis bridge" ;;
     node-cluster:cross) echo "not run for cross: the Node pair is node-single's row (two single-process servers on the redis adapter)" ;;
-    shardio-streams:cross) ;;
-    shardio-streams:*) echo "not run for $2: --redis-mode streams changes only what crosses machines (cross)" ;;
+    shardio-streams*:cross | shardio-streams*:fanout | shardio-streams*:fanout-paced) ;;
+    shardio-streams*:*) echo "not run for $2: --redis-mode streams is measured across machines (cross) and by the fanout it costs on one (fanout, fanout-paced)" ;;
+    shardio-recovery:cross) echo "not run for cross: its sessions are kept on one machine (shardio-streams-recovery keeps them in Redis)" ;;
     shardio:api | shardio:connect-tls) ;;
     shardio*:shard-scaling | shardio*:small-rooms) ;;
     *:shard-scaling | *:small-rooms) echo "not run for $2: it varies shardio's shard count" ;;

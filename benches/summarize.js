@@ -206,7 +206,10 @@ const about = {
     env("RESULTS_BASELINE_ABOUT", "before the tuning of the benchmark issue: its ratios are the before/after figures of that tuning, measured in the same run"),
   "shardio-scraped": "the same shardio binary, scraped (`GET /metrics`) every second during each run",
   "shardio-streams": "the same shardio binary with `--redis-mode streams`: broadcasts cross machines through a " +
-    "Redis stream (XADD, XREAD BLOCK) instead of Pub/Sub",
+    "Redis stream (XADD, XREAD BLOCK) instead of Pub/Sub; on one machine (fanout) it runs on a redis-server of its own, whose CPU counts",
+  "shardio-streams-recovery": "shardio-streams with `--recovery-window`: sessions kept in Redis, and every recoverable " +
+    "packet, local deliveries included, goes to the stream first and reaches the sockets when the bridge reads it back",
+  "shardio-recovery": "the same shardio binary with `--recovery-window` alone: sessions and recoverable packets kept in the process, no Redis",
 };
 for (const s of servers) {
   const why = unavailable(s, null);

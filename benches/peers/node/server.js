@@ -9,6 +9,10 @@
 // Usage:
 //   node server.js --mode single  [--redis redis://127.0.0.1:6379] [--port 3000]
 //   node server.js --mode cluster --workers N --redis redis://127.0.0.1:6379 [--port 3000]
+//   --adapter classic|streams   with --redis: @socket.io/redis-adapter (Pub/Sub, the default)
+//                               or @socket.io/redis-streams-adapter (one Redis stream; with
+//                               --recovery it also keeps the sessions in Redis, so a client can
+//                               recover on another server of the same Redis)
 //
 // Connection state recovery (the jitter benchmark): --recovery MS turns on
 // connectionStateRecovery with maxDisconnectionDuration MS; --ping-interval MS and
@@ -37,6 +41,7 @@ function parseArgs(argv) {
     port: 3000,
     workers: os.availableParallelism(),
     redis: null,
+    adapter: "classic",
     dropEvery: 0,
     dupEvery: 0,
     recovery: 0,
@@ -54,6 +59,7 @@ function parseArgs(argv) {
       case "--port": opts.port = Number(next()); break;
       case "--workers": opts.workers = Number(next()); break;
       case "--redis": opts.redis = next(); break;
+      case "--adapter": opts.adapter = next(); break;
       case "--drop-every": opts.dropEvery = Number(next()); break;
       case "--dup-every": opts.dupEvery = Number(next()); break;
       case "--recovery": opts.recovery = Number(next()); break;
@@ -64,6 +70,8 @@ function parseArgs(argv) {
     }
   }
   if (!["single", "cluster"].includes(opts.mode)) usage(`--mode must be single or cluster`);
+  if (!["classic", "streams"].includes(opts.adapter)) usage(`--adapter must be classic or streams`);
+  if (opts.adapter === "streams" && !opts.redis) usage("--adapter streams needs --redis redis://HOST:PORT");
   if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535) usage("bad --port");
   if (!Number.isInteger(opts.workers) || opts.workers < 1) usage("bad --workers");
   for (const k of ["dropEvery", "dupEvery", "recovery", "pingInterval", "pingTimeout"]) {
@@ -77,7 +85,7 @@ function usage(err) {
   if (err) console.error(`server.js: ${err}`);
   console.error(
     "usage: node server.js --mode single|cluster [--port 3000] [--workers N] [--redis redis://127.0.0.1:6379]" +
-      " [--drop-every N] [--dup-every N] [--recovery MS] [--ping-interval MS] [--ping-timeout MS]",
+      " [--adapter classic|streams] [--drop-every N] [--dup-every N] [--recovery MS] [--ping-interval MS] [--ping-timeout MS]",
   );
   process.exit(err ? 2 : 0);
 }
@@ -142,7 +150,6 @@ async function startServer(opts) {
     const { createClient } = require("redis");
     const { createAdapter } = require("@socket.io/redis-adapter");
     const pub = createClient({ url: opts.redis });
-    const sub = pub.duplicate();
     let lastErr = 0;
     const onError = (e) => {
       // node-redis reconnects by itself; say so at most once a second.
@@ -151,9 +158,17 @@ async function startServer(opts) {
       lastErr = now;
     };
     pub.on("error", onError);
-    sub.on("error", onError);
-    await Promise.all([pub.connect(), sub.connect()]);
-    io.adapter(createAdapter(pub, sub));
+    if (opts.adapter === "streams") {
+      // One client: the adapter XADDs on it and runs its blocking XREAD on a duplicate of it.
+      const { createAdapter: createStreamsAdapter } = require("@socket.io/redis-streams-adapter");
+      await pub.connect();
+      io.adapter(createStreamsAdapter(pub));
+    } else {
+      const sub = pub.duplicate();
+      sub.on("error", onError);
+      await Promise.all([pub.connect(), sub.connect()]);
+      io.adapter(createAdapter(pub, sub));
+    }
   }
   attachGateway(io, opts);
   await new Promise((resolve, reject) => {

@@ -115,7 +115,8 @@ enum Scenario {
     },
     /// Clients in rooms receiving a steady stream while a share of them drops abruptly every
     /// second and reconnects (with connection state recovery unless --no-recovery): delivery
-    /// rate, duplicates, recovered share, latency.
+    /// rate, duplicates, recovered share, latency. With --url-b, each connection goes to one
+    /// of two servers at random (recovery across machines).
     Jitter {
         #[command(flatten)]
         common: Common,
@@ -277,7 +278,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 finish("api", &r.rows(), &r, r.unusable(), json)
             }
             Scenario::Jitter { args, .. } => {
-                let r = scenario::jitter::run(&ctx, args).await?;
+                let url_b = match &args.url_b {
+                    Some(url) => {
+                        let mut b = Target::parse(url, common.tls_insecure)?;
+                        b.compression = common.ws_compression;
+                        Some(b)
+                    }
+                    None => None,
+                };
+                let r = scenario::jitter::run(&ctx, args, url_b).await?;
                 finish("jitter", &r.rows(), &r, r.unusable(), json)
             }
             Scenario::Idle { args, .. } => {

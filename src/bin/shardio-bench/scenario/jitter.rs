@@ -9,6 +9,13 @@
 //! published to its room (the delivery rate), duplicates, and the share of reconnections that
 //! came back recovered; and the latency of every delivery (recovered ones included, whose
 //! latency is the time they waited).
+//!
+//! With `--url-b` there are two servers sharing their rooms and sessions (through Redis): every
+//! client connection, the first and each reconnection, goes to one of the two at random, so
+//! about half of the reconnections land on the other machine; the publishers stay on `--url`.
+
+mod gaps;
+mod rows;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,11 +28,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::Ctx;
-use crate::client::{ClientError, Conn, Opened, READ_BUSY, READ_IDLE};
+use crate::client::{ClientError, Conn, Opened, Target, READ_BUSY, READ_IDLE};
 use crate::proc::{GeneratorUsage, ServerUsage};
-use crate::report::fmt_rate;
 use crate::sio::{self, Delivery, SioPacket};
 use crate::stats::{new_histogram, ErrorTally, LatencySummary};
+use gaps::{ClientGap, ConnRecord};
 
 /// How a client loses its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -79,6 +86,11 @@ pub(crate) struct JitterArgs {
     /// Do not send `pid` and `offset` back (a client without recovery).
     #[arg(long)]
     pub no_recovery: bool,
+    /// A second server sharing rooms and sessions with `--url` (through Redis): every client
+    /// connection, the first and each reconnection, goes to `--url` or to this one at random
+    /// (recovery across machines); the publishers stay on `--url`.
+    #[arg(long)]
+    pub url_b: Option<String>,
 }
 
 /// What one run measured.
@@ -97,6 +109,10 @@ pub(crate) struct JitterReport {
     /// Reconnections that had no offset to send back (their session had received nothing):
     /// they sent their pid alone, as socket.io-client does (Node then starts them afresh).
     pub reconnects_without_offset: u64,
+    /// With `--url-b`: reconnections that went to the other server than the client's last
+    /// connection, and how many of them came back recovered.
+    pub reconnects_moved: u64,
+    pub recovered_moved: u64,
     pub expected: u64,
     pub delivered_unique: u64,
     pub delivery_rate: f64,
@@ -107,46 +123,8 @@ pub(crate) struct JitterReport {
     pub errors: ErrorTally,
     pub server: Option<ServerUsage>,
     pub generator: Option<GeneratorUsage>,
-}
-
-impl JitterReport {
-    pub(crate) fn rows(&self) -> Vec<(String, String)> {
-        vec![
-            (
-                "clients / rooms".into(),
-                format!("{} / {}", self.clients, self.rooms),
-            ),
-            (
-                "drops / reconnects".into(),
-                format!("{} / {}", self.drops, self.reconnects),
-            ),
-            (
-                "recovered".into(),
-                format!("{} ({:.2}%)", self.recovered, 100.0 * self.recovered_share),
-            ),
-            (
-                "delivered (unique / expected)".into(),
-                format!(
-                    "{} / {} = {:.3}%",
-                    self.delivered_unique,
-                    self.expected,
-                    100.0 * self.delivery_rate
-                ),
-            ),
-            ("duplicates".into(), self.duplicates.to_string()),
-            ("never joined".into(), self.never_joined.to_string()),
-            ("latency".into(), self.latency.line()),
-            ("errors".into(), self.errors.line()),
-            (
-                "deliveries/s".into(),
-                fmt_rate(self.delivered_unique as f64 / self.duration_s.max(1) as f64),
-            ),
-        ]
-    }
-
-    pub(crate) fn unusable(&self) -> Option<String> {
-        (self.expected == 0).then(|| "no client received anything".to_string())
-    }
+    /// The first clients that missed messages: what they missed and their connections.
+    pub gaps: Vec<ClientGap>,
 }
 
 /// What the tasks share.
@@ -177,12 +155,20 @@ struct ClientTally {
     recovered: u64,
     /// Reconnections without an offset to send (nothing received since the session began).
     without_offset: u64,
+    /// Reconnections to the other server than the last connection's, and those recovered.
+    moved: u64,
+    recovered_moved: u64,
     errors: ErrorTally,
+    /// Every connection attempt, for the report's account of clients that missed messages.
+    history: Vec<ConnRecord>,
 }
 
 impl ClientTally {
     /// Records sequence `seq`; false when it was seen before.
     fn record(&mut self, seq: u64) -> bool {
+        if let Some(conn) = self.history.last_mut() {
+            conn.saw(seq);
+        }
         let (word, bit) = ((seq / 64) as usize, seq % 64);
         if self.seen.len() <= word {
             self.seen.resize(word + 1, 0);
@@ -215,7 +201,12 @@ struct Resume {
 
 const JOIN_ACK: u64 = 1;
 
-pub(crate) async fn run(ctx: &Ctx, args: &JitterArgs) -> anyhow::Result<JitterReport> {
+/// Runs the scenario; `url_b` is the parsed `--url-b` (the clients' second server).
+pub(crate) async fn run(
+    ctx: &Ctx,
+    args: &JitterArgs,
+    url_b: Option<Target>,
+) -> anyhow::Result<JitterReport> {
     anyhow::ensure!(
         args.rooms > 0 && args.publishers > 0,
         "rooms and publishers > 0"
@@ -235,7 +226,8 @@ pub(crate) async fn run(ctx: &Ctx, args: &JitterArgs) -> anyhow::Result<JitterRe
         let (tx, rx) = mpsc::unbounded_channel();
         commands.push(tx);
         let client = Client {
-            ctx: ClientCtx::of(ctx),
+            index: i,
+            ctx: ClientCtx::of(ctx, url_b.clone()),
             args: args.clone(),
             room: i % args.rooms,
             shared: shared.clone(),
@@ -286,7 +278,13 @@ pub(crate) async fn run(ctx: &Ctx, args: &JitterArgs) -> anyhow::Result<JitterRe
     // Publishing goes on a little, then stops; the clients get until the settle time ends.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _ = pub_stop_tx.send(true);
-    while publishers.join_next().await.is_some() {}
+    // When each message of each room was published (for the gaps' account).
+    let mut published_ms: Vec<Vec<u64>> = vec![Vec::new(); args.rooms];
+    while let Some(done) = publishers.join_next().await {
+        for (room, times) in done.unwrap_or_default() {
+            published_ms[room] = times;
+        }
+    }
     let last: Vec<u64> = shared
         .published
         .iter()
@@ -313,6 +311,8 @@ pub(crate) async fn run(ctx: &Ctx, args: &JitterArgs) -> anyhow::Result<JitterRe
         recovered: 0,
         recovered_share: 0.0,
         reconnects_without_offset: 0,
+        reconnects_moved: 0,
+        recovered_moved: 0,
         expected: 0,
         delivered_unique: 0,
         delivery_rate: 0.0,
@@ -322,22 +322,46 @@ pub(crate) async fn run(ctx: &Ctx, args: &JitterArgs) -> anyhow::Result<JitterRe
         errors: ErrorTally::default(),
         server,
         generator,
+        gaps: Vec::new(),
     };
     let mut latency = new_histogram();
     while let Some(done) = clients.join_next().await {
-        let Ok((room, tally, hist)) = done else {
+        let Ok((index, room, tally, hist)) = done else {
             continue;
         };
         let _ = latency.add(&hist);
         report.reconnects += tally.reconnects;
         report.recovered += tally.recovered;
         report.reconnects_without_offset += tally.without_offset;
+        report.reconnects_moved += tally.moved;
+        report.recovered_moved += tally.recovered_moved;
         report.duplicates += tally.duplicates;
         report.errors.merge(&tally.errors);
         match tally.start {
             Some(start) => {
                 report.expected += last[room].saturating_sub(start);
                 report.delivered_unique += tally.unique;
+                if tally.unique < last[room].saturating_sub(start)
+                    && report.gaps.len() < gaps::MAX_CLIENTS
+                {
+                    let (missing, missing_seqs) =
+                        gaps::missing(|s| tally.has(s), start, last[room]);
+                    let when = &published_ms[room];
+                    let missing_published_ms = missing_seqs
+                        .iter()
+                        .map(|&s| when.get(s as usize).copied())
+                        .collect();
+                    report.gaps.push(ClientGap {
+                        client: index,
+                        room,
+                        from_seq: start,
+                        last: last[room],
+                        missing,
+                        missing_seqs,
+                        missing_published_ms,
+                        connections: tally.history,
+                    });
+                }
             }
             None => report.never_joined += 1,
         }
@@ -362,51 +386,57 @@ fn ratio(a: u64, b: u64) -> f64 {
 }
 
 /// Publishes `rate` messages a second to each of `rooms` until `stop`, answering pings.
+/// Returns, for each of its rooms, when each message was published (ms since the run began).
 async fn publish(
     mut conn: Conn,
     rooms: Vec<usize>,
     rate: u64,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
-) {
+) -> Vec<(usize, Vec<u64>)> {
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
     let mut ack = 0u64;
+    let mut sent: Vec<(usize, Vec<u64>)> = rooms.iter().map(|&r| (r, Vec::new())).collect();
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                for &room in &rooms {
+                for (room, times) in &mut sent {
+                    let room = *room;
                     let seq = shared.published[room].load(Ordering::Relaxed);
                     let d = Delivery { publisher: room as u32, seq, sent_us: shared.now_us() };
                     ack += 1;
                     let name = format!("r{room}");
                     conn.queue_sio(|out| sio::publish_packet(out, ack, &name, "bench", d, ""));
                     shared.published[room].store(seq + 1, Ordering::Relaxed);
+                    times.push(d.sent_us / 1000);
                 }
             }
             r = conn.read_some() => {
                 if r.is_err() || conn.drain(|_| {}).is_err() {
-                    return;
+                    break;
                 }
             }
-            _ = stopped(&mut stop) => return,
+            _ = stopped(&mut stop) => break,
         }
         if conn.has_pending() && conn.flush().await.is_err() {
-            return;
+            break;
         }
     }
+    sent
 }
 
 /// What a client needs of the context.
 struct ClientCtx {
-    target: crate::client::Target,
+    /// `--url`, and `--url-b` when given: each connection goes to one of them at random.
+    targets: Vec<Target>,
     sources: Arc<crate::client::Sources>,
     timeout: Duration,
 }
 
 impl ClientCtx {
-    fn of(ctx: &Ctx) -> ClientCtx {
+    fn of(ctx: &Ctx, url_b: Option<Target>) -> ClientCtx {
         ClientCtx {
-            target: ctx.target.clone(),
+            targets: std::iter::once(ctx.target.clone()).chain(url_b).collect(),
             sources: ctx.sources.clone(),
             timeout: ctx.handshake_timeout,
         }
@@ -414,6 +444,7 @@ impl ClientCtx {
 }
 
 struct Client {
+    index: usize,
     ctx: ClientCtx,
     args: JitterArgs,
     room: usize,
@@ -429,22 +460,34 @@ struct Client {
 /// How a connection ended.
 enum End {
     Stop,
-    Dropped,
+    /// Told to drop: `true` after a stall, `false` by a reset at once.
+    Dropped(bool),
     Failed(ClientError),
 }
 
 impl Client {
-    async fn run(mut self) -> (usize, ClientTally, Histogram<u64>) {
+    async fn run(mut self) -> (usize, usize, ClientTally, Histogram<u64>) {
         let mut tally = ClientTally::default();
         let mut latency = new_histogram();
         let mut resume = Resume::default();
         let mut caught_up = false;
         let mut first = true;
+        // The server of the last connection that opened (an index in `targets`).
+        let mut last_server: Option<usize> = None;
         while !*self.stop.borrow() {
+            // One server: no draw, so that the reconnection delays stay those of one server.
+            let server = match self.ctx.targets.len() {
+                1 => 0,
+                n => self.rng.random_range(0..n),
+            };
+            let moved = !first && last_server.is_some_and(|l| l != server);
             if !first {
                 tally.reconnects += 1;
                 if resume.offset.is_none() {
                     tally.without_offset += 1;
+                }
+                if moved {
+                    tally.moved += 1;
                 }
             }
             // As socket.io-client: the pid, with the offset when an event brought one.
@@ -456,8 +499,12 @@ impl Client {
                 (Some(pid), None) => Some(format!(r#"{{"pid":"{pid}"}}"#)),
                 (None, _) => None,
             };
+            let at_ms = self.shared.now_us() / 1000;
+            tally
+                .history
+                .push(ConnRecord::new(at_ms, server, auth.clone()));
             let opened = Conn::open_recovering(
-                &self.ctx.target,
+                &self.ctx.targets[server],
                 &self.ctx.sources,
                 READ_BUSY,
                 self.ctx.timeout,
@@ -472,17 +519,30 @@ impl Client {
                 Ok(o) => o,
                 Err(e) => {
                     tally.errors.add(e.kind());
+                    if let Some(conn) = tally.history.last_mut() {
+                        conn.failed = Some(e.kind());
+                    }
                     first = false;
                     self.pause().await;
                     continue;
                 }
             };
+            if let Some(conn) = tally.history.last_mut() {
+                conn.opened_ms = Some(self.shared.now_us() / 1000);
+            }
             let pid = sio::json_str(&connect, "pid").map(str::to_owned);
             let sid = sio::json_str(&connect, "sid").map(str::to_owned);
             let recovered = !first && pid.is_some() && pid == resume.pid && sid == resume.sid;
             if recovered {
                 tally.recovered += 1;
+                if let Some(conn) = tally.history.last_mut() {
+                    conn.recovered = true;
+                }
+                if moved {
+                    tally.recovered_moved += 1;
+                }
             }
+            last_server = Some(server);
             resume.pid = pid;
             resume.sid = sid;
             first = false;
@@ -500,16 +560,26 @@ impl Client {
                     &mut caught_up,
                 )
                 .await;
+            let ended_ms = self.shared.now_us() / 1000;
+            if let Some(conn) = tally.history.last_mut() {
+                conn.ended_ms = Some(ended_ms);
+                conn.end = match &end {
+                    End::Stop => "stop",
+                    End::Dropped(true) => "stall",
+                    End::Dropped(false) => "rst",
+                    End::Failed(e) => e.kind(),
+                };
+            }
             match end {
                 End::Stop => break,
-                End::Dropped => self.pause().await,
+                End::Dropped(_) => self.pause().await,
                 End::Failed(e) => {
                     tally.errors.add(e.kind());
                     self.pause().await;
                 }
             }
         }
-        (self.room, tally, latency)
+        (self.index, self.room, tally, latency)
     }
 
     /// Waits the reconnection delay.
@@ -571,7 +641,7 @@ impl Client {
                         tokio::time::sleep(Duration::from_millis(self.args.stall_ms)).await;
                     }
                     conn.reset();
-                    return End::Dropped;
+                    return End::Dropped(stall);
                 }
                 _ = stopped(&mut self.stop) => return End::Stop,
                 _ = self.last.changed() => {}
