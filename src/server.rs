@@ -19,7 +19,7 @@ use crate::engineio::Admission;
 use crate::listener;
 use crate::metrics::Metrics;
 use crate::ops::Health;
-use crate::redis_bridge::{self, BridgeError, BridgeSetup};
+use crate::redis_bridge::{self, BridgeError, BridgeSetup, RecoveryBounds};
 use crate::shard::{self, Endpoint, ShardApi, ShardSetup};
 use crate::tls::Certificates;
 
@@ -343,7 +343,13 @@ fn start_bridge(
         bus: bus.clone(),
         queue,
         metrics: metrics.clone(),
-        recovery: io.recovery_bounds(),
+        recovery: io
+            .recovery_bounds()
+            .map(|(window, session_bytes, cache_bytes)| RecoveryBounds {
+                window,
+                session_bytes,
+                cache_bytes,
+            }),
     })?;
     Ok(Some((handle, endpoint, mode)))
 }

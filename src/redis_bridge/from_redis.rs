@@ -48,6 +48,9 @@ impl Bridge {
         };
         self.stats().received_one();
         self.to_interested_shards(&broadcast);
+        if let (Some(IN_STREAM), Some(id)) = (broadcast.offset, entry) {
+            self.remember(id, &broadcast);
+        }
     }
 
     /// Encodes a packet from Redis once, into the frames every shard shares. `entry`: its

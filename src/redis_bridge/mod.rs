@@ -89,6 +89,8 @@ use links::{
     connect, publish_loop, Event, Feedback, Links, Outgoing, ReadPlan, Subscriber, Target,
 };
 use pending::{Due, Inbound, InboundAck, InboundKind, Outbound, OutboundKind, Pending};
+use sessions::next_deadline;
+pub(crate) use sessions::RecoveryBounds;
 use streams::{ReadEvent, StreamState};
 use subscriptions::RoomSubscriptions;
 use wire::ReplyTo;
@@ -126,10 +128,10 @@ pub(crate) struct BridgeSetup {
     pub(crate) bus: Bus,
     pub(crate) queue: mpsc::Receiver<ToBridge>,
     pub(crate) metrics: Arc<Metrics>,
-    /// With connection state recovery on: the window and `--recovery-session-bytes`. The
-    /// broadcasts from other machines then carry offsets the bridge issues (their stream entry
-    /// ids in streams mode, where the sessions are kept in Redis).
-    pub(crate) recovery: Option<(Duration, usize)>,
+    /// With connection state recovery on. The broadcasts from other machines then carry
+    /// offsets the bridge issues (their stream entry ids in streams mode, where the sessions
+    /// are kept in Redis).
+    pub(crate) recovery: Option<RecoveryBounds>,
 }
 
 /// The running bridge; [`BridgeHandle::stop`] ends it.
@@ -244,8 +246,8 @@ struct Bridge {
     stream: Option<StreamState>,
     /// Streams mode: which server asked each request in flight.
     reply_to: ReplyTo,
-    /// With recovery on: the window and `--recovery-session-bytes`.
-    recovery: Option<(Duration, usize)>,
+    /// With recovery on.
+    recovery: Option<RecoveryBounds>,
     /// Streams mode with recovery: restores in flight, sessions waiting for Redis.
     sessions: sessions::Sessions,
     /// The restores' reads of the stream, as they come back.
@@ -442,8 +444,10 @@ impl Bridge {
             // Where the reader starts is what counts as read: the newest entry on the first
             // connection (none read yet, and a later one resumes there), `0-0` for a stream
             // that came back behind.
-            if let Some(state) = self.stream.as_mut() {
-                state.last_read = Some(resume.from.clone());
+            let before = (self.stream.as_mut())
+                .and_then(|state| state.last_read.replace(resume.from.clone()));
+            if before.as_ref() != Some(&resume.from) {
+                self.stream_restarted(&resume.from);
             }
             self.flush_sessions();
             self.flush_backlog(&resume);
@@ -670,14 +674,6 @@ impl Bridge {
         if n.is_power_of_two() {
             tracing::warn!(malformed = n, "malformed messages from Redis dropped");
         }
-    }
-}
-
-/// The next deadline of a request or a restore.
-fn next_deadline(pending: &Pending, sessions: &sessions::Sessions) -> Option<Instant> {
-    match (pending.next_deadline(), sessions.next_deadline()) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
     }
 }
 

@@ -14,6 +14,12 @@
 //!   it covers and before any later one: the restored socket joins its rooms between the two,
 //!   and gets each packet once. A client whose offset is beyond what this bridge has read (it
 //!   came from a machine whose reader was ahead) waits until the reader gets there.
+//! * The bridge remembers the recoverable packets it handed to the shards lately (`Recent`,
+//!   the stream's tail as this machine delivered it, bounded by `--redis-stream-maxlen` entries
+//!   and `--recovery-process-bytes`). A client whose offset is in it gets what it missed from
+//!   there, with no read of the stream; only what is older is read from Redis. So a restore
+//!   costs one round trip (the session) in the common case, and never chases a stream that
+//!   moves on under a burst of reconnections.
 //! * The missed packets are the stream's broadcasts of the namespace to the session's rooms
 //!   (`rooms` empty or intersecting, `except` disjoint), not volatile, each with its entry id
 //!   as offset. Past `--recovery-session-bytes` of them the client gets a fresh session.
@@ -26,6 +32,25 @@ use crate::protocol::adapter::{
     parse_entry_id, session_key, ClusterBody, ClusterMessage, StoredSession,
 };
 use crate::protocol::frame::OutFrame;
+
+/// Connection state recovery, as the bridge needs it in streams mode.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecoveryBounds {
+    /// How long a session is kept (`PX`).
+    pub(crate) window: Duration,
+    /// `--recovery-session-bytes`: what one restore may send.
+    pub(crate) session_bytes: usize,
+    /// `--recovery-process-bytes`: what the recent recoverable packets may take.
+    pub(crate) cache_bytes: usize,
+}
+
+/// The next deadline of a request or a restore.
+pub(super) fn next_deadline(pending: &Pending, sessions: &Sessions) -> Option<Instant> {
+    match (pending.next_deadline(), sessions.next_deadline()) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
 
 /// Entries one XRANGE page returns at most.
 const RANGE_PAGE: usize = 500;
@@ -58,12 +83,77 @@ pub(super) struct RangeRead {
     result: redis::RedisResult<(bool, Vec<(String, StreamEntry)>)>,
 }
 
-/// The restores in flight, and the sessions waiting for Redis.
+/// The restores in flight, the sessions waiting for Redis, and the recent packets.
 pub(super) struct Sessions {
     restores: HashMap<u64, Restoring>,
     next: u64,
     waiting: VecDeque<(Instant, String, String)>,
     reads: mpsc::Sender<RangeRead>,
+    recent: Recent,
+}
+
+/// The recoverable packets handed to the shards lately, in stream order, with their entry ids:
+/// every one handed after `floor` is here.
+#[derive(Default)]
+struct Recent {
+    entries: VecDeque<((u64, u64), Arc<RemoteBroadcast>, usize)>,
+    bytes: usize,
+    floor: (u64, u64),
+}
+
+impl Recent {
+    /// Forgets everything; from now on, every packet after `from` is kept.
+    fn reset(&mut self, from: (u64, u64)) {
+        self.entries.clear();
+        self.bytes = 0;
+        self.floor = from;
+    }
+
+    /// Keeps `packet` (handed with entry id `id`), then gives the oldest away to the bounds.
+    fn push(
+        &mut self,
+        id: (u64, u64),
+        packet: Arc<RemoteBroadcast>,
+        (count, bytes): (usize, usize),
+    ) {
+        let size = packet.frames.iter().map(OutFrame::len).sum::<usize>()
+            + std::mem::size_of::<RemoteBroadcast>();
+        self.bytes += size;
+        self.entries.push_back((id, packet, size));
+        while self.entries.len() > count || self.bytes > bytes {
+            let Some((id, _, size)) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes -= size;
+            self.floor = id;
+        }
+    }
+
+    /// Whether every packet after `id` that was handed is here.
+    fn covers(&self, id: (u64, u64)) -> bool {
+        self.floor <= id
+    }
+
+    /// Whether the packet with `id` is here.
+    fn holds(&self, id: (u64, u64)) -> bool {
+        self.entries
+            .binary_search_by_key(&id, |(i, _, _)| *i)
+            .is_ok()
+    }
+
+    /// The packets after `id` of namespace `nsp` that reach `rooms`, in order, with their bytes.
+    fn after<'a>(
+        &'a self,
+        id: (u64, u64),
+        nsp: &'a str,
+        rooms: &'a [String],
+    ) -> impl Iterator<Item = (&'a Arc<RemoteBroadcast>, usize)> + 'a {
+        let start = self.entries.partition_point(|(i, _, _)| *i <= id);
+        self.entries
+            .range(start..)
+            .filter(move |(_, p, _)| p.nsp == nsp && reaches(rooms, &p.opts.rooms, &p.opts.except))
+            .map(|(_, p, size)| (p, *size))
+    }
 }
 
 impl Sessions {
@@ -75,6 +165,7 @@ impl Sessions {
             next: 0,
             waiting: VecDeque::new(),
             reads,
+            recent: Recent::default(),
         };
         (sessions, rx)
     }
@@ -84,11 +175,11 @@ impl Sessions {
     }
 }
 
-/// Whether a broadcast to `opts` reaches a socket in `rooms` (the adapter's
+/// Whether a broadcast to `to` except `except` reaches a socket in `rooms` (the adapter's
 /// `shouldIncludePacket`).
-fn reaches(rooms: &[String], opts: &adapter::BroadcastOpts) -> bool {
-    let included = opts.rooms.is_empty() || rooms.iter().any(|r| opts.rooms.contains(r));
-    included && !rooms.iter().any(|r| opts.except.contains(r))
+fn reaches(rooms: &[String], to: &[String], except: &[String]) -> bool {
+    let included = to.is_empty() || rooms.iter().any(|r| to.contains(r));
+    included && !rooms.iter().any(|r| except.contains(r))
 }
 
 /// The session's `data` for the socket: JSON as `JSON.stringify` would write it.
@@ -146,7 +237,7 @@ impl Bridge {
 
     /// A dropped socket's session: to Redis for the window, or to wait while Redis is away.
     pub(super) fn keep_session(&mut self, keep: SessionToKeep) {
-        let Some((window, _)) = self.recovery else {
+        let Some(RecoveryBounds { window, .. }) = self.recovery else {
             return;
         };
         let data = serde_json::from_value(keep.data).unwrap_or(JsValue::Null);
@@ -173,7 +264,7 @@ impl Bridge {
     /// On a fresh connection: the sessions kept while Redis was away, with what is left of
     /// their window (those past it are gone).
     pub(super) fn flush_sessions(&mut self) {
-        let Some((window, _)) = self.recovery else {
+        let Some(RecoveryBounds { window, .. }) = self.recovery else {
             return;
         };
         let waiting = std::mem::take(&mut self.sessions.waiting);
@@ -255,7 +346,7 @@ impl Bridge {
             }
         };
         r.checked = true;
-        let (ns, limit) = (r.ns, self.recovery.map_or(0, |(_, bytes)| bytes));
+        let (ns, limit) = (r.ns, self.recovery.map_or(0, |r| r.session_bytes));
         let rooms = r
             .session
             .as_ref()
@@ -271,7 +362,7 @@ impl Bridge {
                 Ok(ClusterMessage {
                     body: ClusterBody::Broadcast { packet, opts },
                     ..
-                }) if !opts.flags.volatile && reaches(&rooms, &opts) => {
+                }) if !opts.flags.volatile && reaches(&rooms, &opts.rooms, &opts.except) => {
                     self.decode_event(ns, packet, opts, None, Some(&id))
                 }
                 _ => None,
@@ -314,11 +405,13 @@ impl Bridge {
         }
     }
 
-    /// Reads the stream up to what the shards have, or answers once there.
+    /// Takes what the shards have from the recent packets, or reads the stream for what is
+    /// older, or waits for the reader to reach the client's offset; answers once done.
     fn advance(&mut self, restore: u64) {
         let handed = self.stream.as_ref().and_then(|s| s.last_read.clone());
         let conn = self.commands.clone();
         let key = self.config.stream.clone();
+        let limit = self.recovery.map_or(0, |r| r.session_bytes);
         let Some(r) = self.sessions.restores.get_mut(&restore) else {
             return;
         };
@@ -330,6 +423,30 @@ impl Bridge {
         };
         let handed_id = parse_entry_id(&handed).unwrap_or((0, 0));
         let read_id = parse_entry_id(&r.read_to).unwrap_or((0, 0));
+        let recent = &self.sessions.recent;
+        if !r.checked && recent.holds(r.offset) {
+            r.checked = true;
+        }
+        if r.checked && recent.covers(read_id) {
+            // Everything handed after `read_to` is in the recent packets.
+            if handed_id < r.offset {
+                return; // The client's offset is beyond what the reader has handed yet.
+            }
+            let nsp = self.namespaces[r.ns].name.as_str();
+            let rooms = r.session.as_ref().map_or(&[][..], |s| s.rooms.as_slice());
+            for (packet, size) in recent.after(read_id, nsp, rooms) {
+                r.bytes += size;
+                r.missed.push(packet.clone());
+            }
+            let ok = r.bytes <= limit;
+            if !ok {
+                tracing::debug!(
+                    bytes = r.bytes,
+                    "a recovery session missed more than --recovery-session-bytes: fresh session"
+                );
+            }
+            return self.finish_restore(restore, ok);
+        }
         if !r.checked || read_id < handed_id {
             r.reading = true;
             let check = (!r.checked).then(|| r.read_to.clone());
@@ -348,6 +465,23 @@ impl Bridge {
             self.finish_restore(restore, true);
         }
         // Else the client's offset is beyond what the reader has handed: it gets there.
+    }
+
+    /// Remembers a recoverable packet handed to the shards with entry id `id`.
+    pub(super) fn remember(&mut self, id: &str, packet: &Arc<RemoteBroadcast>) {
+        let (Some(id), Some(recovery)) = (parse_entry_id(id), self.recovery) else {
+            return;
+        };
+        let maxlen = usize::try_from(self.config.stream_maxlen).unwrap_or(usize::MAX);
+        let bounds = (maxlen, recovery.cache_bytes);
+        self.sessions.recent.push(id, packet.clone(), bounds);
+    }
+
+    /// The reader starts at `from`, which is not where it stopped (a first connection, or a
+    /// stream that came back behind): the recent packets start over there.
+    pub(super) fn stream_restarted(&mut self, from: &str) {
+        let from = parse_entry_id(from).unwrap_or((0, 0));
+        self.sessions.recent.reset(from);
     }
 
     /// Answers a restore: the session and what it missed, or a fresh session.
@@ -397,23 +531,65 @@ impl Bridge {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bus::cluster::BroadcastOpts;
 
-    fn opts(rooms: &[&str], except: &[&str]) -> adapter::BroadcastOpts {
-        adapter::BroadcastOpts {
-            rooms: rooms.iter().map(|r| r.to_string()).collect(),
-            except: except.iter().map(|r| r.to_string()).collect(),
-            ..Default::default()
-        }
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|r| r.to_string()).collect()
     }
 
     #[test]
     fn a_session_gets_what_reached_its_rooms_as_node_decides() {
-        let rooms = ["sid1".to_string(), "r1".to_string()];
-        assert!(reaches(&rooms, &opts(&[], &[])), "the whole namespace");
-        assert!(reaches(&rooms, &opts(&["r1", "r2"], &[])));
-        assert!(reaches(&rooms, &opts(&["sid1"], &[])), "its own id");
-        assert!(!reaches(&rooms, &opts(&["r2"], &[])));
-        assert!(!reaches(&rooms, &opts(&[], &["r1"])), "excluded");
-        assert!(!reaches(&rooms, &opts(&["r1"], &["sid1"])));
+        let rooms = strings(&["sid1", "r1"]);
+        let reach = |to: &[&str], except: &[&str]| reaches(&rooms, &strings(to), &strings(except));
+        assert!(reach(&[], &[]), "the whole namespace");
+        assert!(reach(&["r1", "r2"], &[]));
+        assert!(reach(&["sid1"], &[]), "its own id");
+        assert!(!reach(&["r2"], &[]));
+        assert!(!reach(&[], &["r1"]), "excluded");
+        assert!(!reach(&["r1"], &["sid1"]));
+    }
+
+    fn packet(nsp: &str, to: &[&str]) -> Arc<RemoteBroadcast> {
+        Arc::new(RemoteBroadcast {
+            nsp: nsp.into(),
+            opts: BroadcastOpts {
+                rooms: strings(to),
+                ..BroadcastOpts::default()
+            },
+            frames: vec![OutFrame::text(8, |b| b.extend_from_slice(b"42[\"m\"]"))],
+            ack: None,
+            offset: Some(IN_STREAM),
+        })
+    }
+
+    #[test]
+    fn the_recent_packets_cover_what_came_after_their_floor() {
+        let mut recent = Recent::default();
+        recent.reset((10, 0));
+        let big = (usize::MAX, usize::MAX);
+        recent.push((11, 0), packet("/", &["a"]), big);
+        recent.push((11, 1), packet("/", &["b"]), big);
+        recent.push((12, 0), packet("/chat", &["a"]), big);
+        recent.push((13, 0), packet("/", &[]), big);
+        assert!(recent.covers((10, 0)) && recent.covers((11, 1)));
+        assert!(!recent.covers((9, 5)), "before the floor: read from Redis");
+        assert!(recent.holds((11, 1)) && !recent.holds((11, 2)));
+        let rooms = strings(&["a"]);
+        let after: Vec<_> = recent.after((11, 0), "/", &rooms).collect();
+        assert_eq!(
+            after.len(),
+            1,
+            "b is not its room, /chat not its namespace, 13-0 is"
+        );
+        assert!(after[0].0.opts.rooms.is_empty());
+        // Two entries at most: the oldest go, and the floor follows them.
+        recent.push((14, 0), packet("/", &[]), (2, usize::MAX));
+        assert_eq!(recent.entries.len(), 2);
+        assert_eq!(recent.floor, (12, 0));
+        assert!(!recent.covers((11, 0)) && recent.covers((12, 0)));
+        // And by bytes.
+        recent.push((15, 0), packet("/", &[]), (usize::MAX, 1));
+        assert!(recent.entries.is_empty() && recent.bytes == 0);
+        assert_eq!(recent.floor, (15, 0));
     }
 }

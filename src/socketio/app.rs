@@ -178,10 +178,12 @@ impl SocketIo {
         self.config.recovery_window.is_some()
     }
 
-    /// With recovery on: the window and the bytes of missed packets one session may get back.
-    pub(crate) fn recovery_bounds(&self) -> Option<(Duration, usize)> {
+    /// With recovery on: the window, the bytes of missed packets one session may get back,
+    /// and the bytes recovery may take in the process.
+    pub(crate) fn recovery_bounds(&self) -> Option<(Duration, usize, usize)> {
         let window = self.config.recovery_window?;
-        Some((window, self.config.recovery_session_bytes))
+        let c = &self.config;
+        Some((window, c.recovery_session_bytes, c.recovery_process_bytes))
     }
 
     /// Whether the client bundle is served under the endpoint's path

@@ -81,6 +81,36 @@ fn a_client_moved_between_two_shardio_machines_recovers_on_each() {
     let n = RECEIVERS as u64;
     assert_eq!(recovered(&b), n, "each receiver recovered on B");
     assert_eq!(recovered(&a), n, "and back on A");
+    assert_eq!(
+        redis.command_calls("xrange"),
+        0,
+        "what they missed came from the bridges' recent packets, not from reading the stream"
+    );
+}
+
+#[test]
+fn a_client_moved_between_shardio_machines_recovers_when_what_it_missed_is_read_from_redis() {
+    // --recovery-process-bytes 1: the bridges keep no recent packets, so every restore checks
+    // the client's offset and reads what it missed from the stream, as after a long absence.
+    let redis = RedisServer::start();
+    let window = WINDOW_MS.to_string();
+    let flags = [
+        "--recovery-window",
+        &window,
+        "--recovery-process-bytes",
+        "1",
+    ];
+    let (a, b) = (
+        streams_gateway_with(&redis, &flags),
+        streams_gateway_with(&redis, &flags),
+    );
+    moves(&redis, [&a.url(), &b.url(), &a.url()]);
+    let n = RECEIVERS as u64;
+    assert_eq!((recovered(&b), recovered(&a)), (n, n));
+    assert!(
+        redis.command_calls("xrange") >= 2 * n,
+        "an offset check per restore at least"
+    );
 }
 
 #[test]
