@@ -161,7 +161,7 @@ declare -A UNAVAILABLE=()
 
 if [[ $SKIP_BUILD != 1 ]]; then
   command -v node >/dev/null || { log "node is required (the Node peer and the summary)"; exit 1; }
-  if [[ ! -d $NODE_DIR/node_modules ]]; then
+  if [[ ! -d $NODE_DIR/node_modules || $NODE_DIR/package-lock.json -nt $NODE_DIR/node_modules/.package-lock.json ]]; then
     log "npm ci in benches/peers/node"
     (cd "$NODE_DIR" && nice -n 10 npm ci --no-audit --no-fund >&2)
   fi

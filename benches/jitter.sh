@@ -63,7 +63,8 @@ SHARDIO=target/release/shardio
 BENCH=target/release/shardio-bench
 SHARDS=$(taskset -c "$SERVER_CPUS" nproc)
 NODE_DIR=benches/peers/node
-if [ ! -d "$NODE_DIR/node_modules" ]; then
+# Installed when missing, or older than the lock file (a package added since).
+if [ ! -d "$NODE_DIR/node_modules" ] || [ "$NODE_DIR/package-lock.json" -nt "$NODE_DIR/node_modules/.package-lock.json" ]; then
   (cd "$NODE_DIR" && npm ci --no-audit --no-fund >/dev/null)
 fi
 
