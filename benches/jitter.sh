@@ -18,6 +18,8 @@
 #   shardio-streams-pair  two shardio processes with --redis-mode streams --recovery-window
 #   node-streams-pair     two Node peers with --adapter streams (@socket.io/redis-streams-adapter)
 #                         and connectionStateRecovery
+# FREEZE_AT=S (FREEZE_S [3]): the generator is stopped (SIGSTOP) S seconds into each jitter run
+# for FREEZE_S seconds, a burst of reconnections afterwards.
 # fanout: `shardio-bench fanout` flat out (FANOUT_SUBS subscribers, FANOUT_ROOMS rooms,
 # FANOUT_PUBS publishers, FANOUT_DURATION s) against shardio with --recovery-window and without,
 # alternating, REPS times each: the cost of offsets and of the log.
@@ -43,6 +45,8 @@ PING_INTERVAL=${PING_INTERVAL:-3000}
 PING_TIMEOUT=${PING_TIMEOUT:-3000}
 STALL_MS=${STALL_MS:-7000}
 SETTLE=${SETTLE:-20}
+FREEZE_AT=${FREEZE_AT:-}   # seconds into a jitter run; empty: no freeze
+FREEZE_S=${FREEZE_S:-3}
 FANOUT_SUBS=${FANOUT_SUBS:-1000}
 FANOUT_ROOMS=${FANOUT_ROOMS:-10}
 FANOUT_PUBS=${FANOUT_PUBS:-10}
@@ -170,7 +174,15 @@ bench() { # scenario json args...
   local scenario=$1 json=$2
   shift 2
   timeout 600 taskset -c "$BENCH_CPU" "$BENCH" "$scenario" --url "http://127.0.0.1:$PORT" \
-    --server-pid "$SERVER_PID" --cpu "$BENCH_CPU" --json "$json" "$@"
+    --server-pid "$SERVER_PID" --cpu "$BENCH_CPU" --json "$json" "$@" &
+  local gen=$!
+  if [ -n "$FREEZE_AT" ]; then
+    # A burst of reconnections: the generator stops (SIGSTOP) for FREEZE_S seconds, its
+    # clients time out or reset, and they all come back at once while the publishers catch up.
+    (sleep "$FREEZE_AT"; pkill -STOP -P "$gen"; kill -STOP "$gen" 2>/dev/null
+      sleep "$FREEZE_S"; kill -CONT "$gen" 2>/dev/null; pkill -CONT -P "$gen") &
+  fi
+  wait "$gen"
 }
 
 for rep in $(seq "$REPS"); do
