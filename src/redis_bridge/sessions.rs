@@ -281,7 +281,9 @@ impl Bridge {
     pub(super) fn restore(&mut self, asker: usize, ask: RedisRestore) {
         let ns = self.ns_index(&ask.nsp);
         let offset = parse_entry_id(&ask.offset);
-        let (Some(ns), Some(offset), true) = (ns, offset, self.sessions_in_redis()) else {
+        // Restores in flight are bounded like requests: past the bound, a fresh session.
+        let room = self.sessions.restores.len() < pending::MAX_PENDING;
+        let (Some(ns), Some(offset), true) = (ns, offset, self.sessions_in_redis() && room) else {
             return self.answer_restore(asker, &ask.nsp, ask.id, None);
         };
         self.sessions.next += 1;
