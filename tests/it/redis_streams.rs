@@ -306,6 +306,31 @@ async fn entries_whose_xadd_reply_was_lost_are_not_added_twice() {
     assert_eq!(xlen(&redis), 30, "no entry added twice");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_loses_redis_before_reading_anything_misses_nothing_added_meanwhile() {
+    // B starts on an empty stream and reads nothing before its reader's connection falls
+    // silent (a relay swallows the replies to its XREAD); A adds entries meanwhile. B's new
+    // connection must read on from where the first one started, not from the stream's newest
+    // entry, which would skip what A added.
+    let redis = RedisServer::start();
+    let relay = SilentRelay::muting(redis.addr(), b"XREAD");
+    let url = format!("redis://127.0.0.1:{}/0", relay.port);
+    let args = ["shardio", "--redis", &url, "--redis-mode", "streams"];
+    let config = <Config as clap::Parser>::parse_from(args);
+    let b = TestServer::start_with_redis(2, default_endpoints(&config, None), Some(config.redis));
+    b.wait_until("B's bridge to connect", |m| m.bridge().connected() == 1);
+    let a = streams_gateway(&redis);
+    let a1 = joined(a.addr, json!("r")).await;
+    let mut b1 = joined(b.addr, json!("r")).await;
+    relay.set_muted(true);
+    publish_steadily(&a1, 0..=9).await;
+    // The read's response timeout is its block time (5 s) plus 2 s: longer than `WAIT`.
+    let reconnected = common::wait_within(WAIT * 3, || b.metrics.bridge().reconnects() >= 1);
+    assert!(reconnected, "B's reader timed out and B reconnected");
+    let got = receive_numbers(&mut b1, 10, WAIT * 2).await;
+    assert_eq!(got, (0..10).collect::<Vec<_>>(), "once each, in order");
+}
+
 /// The next frame of `c` that is an EVENT (`42[...]`), as its JSON array; acks are skipped.
 fn next_event_array(c: &mut WsClient) -> Vec<Value> {
     loop {
