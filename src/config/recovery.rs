@@ -13,7 +13,8 @@ use super::defaults;
 pub struct RecoveryConfig {
     /// Keep the session of a client whose connection dropped for this many milliseconds, with
     /// the packets it misses, so that it comes back recovered. Given without a value: 120000
-    /// (Node's `maxDisconnectionDuration`). Default: off.
+    /// (Node's `maxDisconnectionDuration`). Default: off. With `--redis-mode streams` the
+    /// sessions are kept in Redis and clients recover on any machine.
     #[arg(
         long = "recovery-window",
         env = "SHARDIO_RECOVERY_WINDOW",
@@ -32,7 +33,8 @@ pub struct RecoveryConfig {
     )]
     pub session_bytes: usize,
     /// Bytes the kept sessions and the log of recoverable packets may take in the whole process
-    /// (split evenly between the shards); beyond it the oldest go first.
+    /// (split evenly between the shards); beyond it the oldest go first. In streams mode, where
+    /// Redis keeps both: the bridge's recent recoverable packets, which restores read first.
     #[arg(
         long = "recovery-process-bytes",
         env = "SHARDIO_RECOVERY_PROCESS_BYTES",

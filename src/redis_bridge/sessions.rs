@@ -52,8 +52,9 @@ pub(super) fn next_deadline(pending: &Pending, sessions: &Sessions) -> Option<In
     }
 }
 
-/// Entries one XRANGE page returns at most.
-const RANGE_PAGE: usize = 500;
+/// Entries one XRANGE page of a restore returns at most (as many as one XREAD: Node's
+/// `readCount`); a client away for 1.5 s under 200 entries a second needs 3 pages.
+const RANGE_PAGE: usize = 100;
 
 /// A restore in progress.
 struct Restoring {
@@ -187,8 +188,10 @@ fn data_json(data: JsValue) -> serde_json::Value {
     serde_json::to_value(data).unwrap_or(serde_json::Value::Null)
 }
 
-/// Reads the stream for a restore: whether `check` (the client's offset) is there, then every
-/// entry after `from` up to `to`.
+/// Reads the stream for a restore: whether `check` (the client's offset) is there, then the
+/// entries after `from` up to `to`, one page of them at most (the bridge asks for the next
+/// page once it has kept what it needs of this one: a restore holds one page of the stream at
+/// a time, whatever the stream's length).
 async fn read_range(
     mut conn: redis::aio::MultiplexedConnection,
     key: String,
@@ -206,27 +209,15 @@ async fn read_range(
             return Ok((false, Vec::new()));
         }
     }
-    let mut entries = Vec::new();
-    let mut start = from;
-    loop {
-        let reply: redis::Value = redis::cmd("XRANGE")
-            .arg(&key)
-            .arg(format!("({start}"))
-            .arg(&to)
-            .arg("COUNT")
-            .arg(RANGE_PAGE)
-            .query_async(&mut conn)
-            .await?;
-        let page = streams::range_entries(&reply);
-        let full = page.len() == RANGE_PAGE;
-        if let Some((id, _)) = page.last() {
-            start.clone_from(id);
-        }
-        entries.extend(page);
-        if !full {
-            return Ok((true, entries));
-        }
-    }
+    let reply: redis::Value = redis::cmd("XRANGE")
+        .arg(&key)
+        .arg(format!("({from}"))
+        .arg(&to)
+        .arg("COUNT")
+        .arg(RANGE_PAGE)
+        .query_async(&mut conn)
+        .await?;
+    Ok((true, streams::range_entries(&reply)))
 }
 
 impl Bridge {
@@ -456,12 +447,19 @@ impl Bridge {
             let tx = self.sessions.reads.clone();
             tokio::task::spawn_local(async move {
                 let result = read_range(conn, key, check, range).await;
-                let read = RangeRead {
-                    restore,
-                    to: handed,
-                    result,
+                // A full page covers up to its last entry; a shorter one, all up to `handed`.
+                let to = match &result {
+                    Ok((_, page)) if page.len() == RANGE_PAGE => page.last().map(|(id, _)| id),
+                    _ => None,
                 };
-                let _ = tx.send(read).await;
+                let to = to.cloned().unwrap_or(handed);
+                let _ = tx
+                    .send(RangeRead {
+                        restore,
+                        to,
+                        result,
+                    })
+                    .await;
             });
         } else if handed_id >= r.offset {
             self.finish_restore(restore, true);
