@@ -23,6 +23,50 @@ pub struct BridgeMetrics {
     pub(super) round_trips: Histogram,
     stream_waiting: AtomicU64,
     stream_lag_ms: AtomicU64,
+    /// Streams mode with recovery: restores by outcome, in [`RestoreResult::ALL`]'s order.
+    restores: [AtomicU64; 6],
+}
+
+/// How a restore from Redis ended (streams mode with `--recovery-window`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreResult {
+    /// The client got its session and what it missed.
+    Recovered,
+    /// No session under its pid: expired, never kept, or taken by another server.
+    NoSession,
+    /// Its offset is no longer in the stream (`--redis-stream-maxlen` trimmed it).
+    OffsetGone,
+    /// It missed more than `--recovery-session-bytes`.
+    TooLarge,
+    /// Not tried: Redis away, the bridge's queue full, too many restores in flight (4096),
+    /// or an offset that is not an entry id.
+    Refused,
+    /// Not answered in time, or Redis was lost during it.
+    TimedOut,
+}
+
+impl RestoreResult {
+    /// Every result, in the order of their counters.
+    pub const ALL: [RestoreResult; 6] = [
+        RestoreResult::Recovered,
+        RestoreResult::NoSession,
+        RestoreResult::OffsetGone,
+        RestoreResult::TooLarge,
+        RestoreResult::Refused,
+        RestoreResult::TimedOut,
+    ];
+
+    /// The result's label in the metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            RestoreResult::Recovered => "recovered",
+            RestoreResult::NoSession => "no_session",
+            RestoreResult::OffsetGone => "offset_gone",
+            RestoreResult::TooLarge => "too_large",
+            RestoreResult::Refused => "refused",
+            RestoreResult::TimedOut => "timed_out",
+        }
+    }
 }
 
 impl Default for BridgeMetrics {
@@ -43,11 +87,21 @@ impl Default for BridgeMetrics {
             round_trips: Histogram::new(exponential_buckets(0.000_25, 2.0, 15)),
             stream_waiting: AtomicU64::new(0),
             stream_lag_ms: AtomicU64::new(0),
+            restores: Default::default(),
         }
     }
 }
 
 impl BridgeMetrics {
+    pub(crate) fn restored(&self, result: RestoreResult) {
+        self.restores[result as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Restores from Redis that ended with `result`.
+    pub fn restores(&self, result: RestoreResult) -> u64 {
+        self.restores[result as usize].load(Relaxed)
+    }
+
     pub(crate) fn set_connected(&self, up: bool) {
         self.connected.store(u64::from(up), Relaxed);
     }

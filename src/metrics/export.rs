@@ -12,6 +12,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use super::bridge::RestoreResult;
 use super::shard::{ConnectRefusal, RecoveryEvent, ShardMetrics};
 use super::Metrics;
 use crate::protocol::close::CloseReason;
@@ -407,6 +408,17 @@ impl Metrics {
                 value,
                 encoder.encode_descriptor(name, help, None, MetricType::Counter)?,
             )?;
+        }
+        let mut restores = encoder.encode_descriptor(
+            "shardio_redis_restores",
+            "Streams mode with recovery: sessions restored from Redis, by result.",
+            None,
+            MetricType::Counter,
+        )?;
+        for result in RestoreResult::ALL {
+            let labels = [("result", result.label())];
+            let family = restores.encode_family(&labels)?;
+            sample(MetricType::Counter, b.restores(result), family)?;
         }
         self.bridge.round_trips.encode(encoder.encode_descriptor(
             "shardio_redis_request_duration_seconds",

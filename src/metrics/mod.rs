@@ -15,7 +15,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
-pub use bridge::BridgeMetrics;
+pub use bridge::{BridgeMetrics, RestoreResult};
 pub use export::Format;
 pub use shard::{ConnectRefusal, RecoveryEvent, ShardMetrics, TransportKind};
 

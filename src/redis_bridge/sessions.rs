@@ -28,6 +28,7 @@ use std::collections::{HashMap, VecDeque};
 
 use super::*;
 use crate::bus::cluster::{KeptSession, RedisRestore, SessionToKeep};
+use crate::metrics::RestoreResult;
 use crate::protocol::adapter::{
     parse_entry_id, session_key, ClusterBody, ClusterMessage, StoredSession,
 };
@@ -275,6 +276,7 @@ impl Bridge {
         // Restores in flight are bounded like requests: past the bound, a fresh session.
         let room = self.sessions.restores.len() < pending::MAX_PENDING;
         let (Some(ns), Some(offset), true) = (ns, offset, self.sessions_in_redis() && room) else {
+            self.stats().restored(RestoreResult::Refused);
             return self.answer_restore(asker, &ask.nsp, ask.id, None);
         };
         self.sessions.next += 1;
@@ -284,6 +286,7 @@ impl Bridge {
             key: session_key(&ask.pid),
         };
         if self.out.is_none() || !self.send_out(take) {
+            self.stats().restored(RestoreResult::Refused);
             return self.answer_restore(asker, &ask.nsp, ask.id, None);
         }
         let wait = Duration::from_millis(crate::config::defaults::RECOVERY_REDIS_TIMEOUT_MS);
@@ -316,10 +319,10 @@ impl Bridge {
             }
             Some(Err(e)) => {
                 self.malformed("recovery session", &e);
-                self.finish_restore(restore, false);
+                self.finish_restore(restore, RestoreResult::NoSession);
             }
             // Expired, never kept, or taken by another server.
-            None => self.finish_restore(restore, false),
+            None => self.finish_restore(restore, RestoreResult::NoSession),
         }
     }
 
@@ -332,10 +335,10 @@ impl Bridge {
         let entries = match read.result {
             Ok((true, entries)) => entries,
             // The offset was trimmed from the stream: too old to recover from.
-            Ok((false, _)) => return self.finish_restore(read.restore, false),
+            Ok((false, _)) => return self.finish_restore(read.restore, RestoreResult::OffsetGone),
             Err(e) => {
                 tracing::debug!(error = %e, "reading the stream for a recovery failed");
-                return self.finish_restore(read.restore, false);
+                return self.finish_restore(read.restore, RestoreResult::TimedOut);
             }
         };
         r.checked = true;
@@ -379,7 +382,7 @@ impl Bridge {
                 bytes = r.bytes,
                 "a recovery session missed more than --recovery-session-bytes: fresh session"
             );
-            return self.finish_restore(read.restore, false);
+            return self.finish_restore(read.restore, RestoreResult::TooLarge);
         }
         self.advance(read.restore);
     }
@@ -431,14 +434,16 @@ impl Bridge {
                 r.bytes += size;
                 r.missed.push(packet.clone());
             }
-            let ok = r.bytes <= limit;
-            if !ok {
+            let result = if r.bytes <= limit {
+                RestoreResult::Recovered
+            } else {
                 tracing::debug!(
                     bytes = r.bytes,
                     "a recovery session missed more than --recovery-session-bytes: fresh session"
                 );
-            }
-            return self.finish_restore(restore, ok);
+                RestoreResult::TooLarge
+            };
+            return self.finish_restore(restore, result);
         }
         if !r.checked || read_id < handed_id {
             r.reading = true;
@@ -462,7 +467,7 @@ impl Bridge {
                     .await;
             });
         } else if handed_id >= r.offset {
-            self.finish_restore(restore, true);
+            self.finish_restore(restore, RestoreResult::Recovered);
         }
         // Else the client's offset is beyond what the reader has handed: it gets there.
     }
@@ -484,13 +489,14 @@ impl Bridge {
         self.sessions.recent.reset(from);
     }
 
-    /// Answers a restore: the session and what it missed, or a fresh session.
-    fn finish_restore(&mut self, restore: u64, ok: bool) {
+    /// Answers a restore: the session and what it missed, or a fresh session; counted.
+    fn finish_restore(&mut self, restore: u64, result: RestoreResult) {
         let Some(r) = self.sessions.restores.remove(&restore) else {
             return;
         };
-        let session = match (ok, r.session) {
-            (true, Some(s)) => Some(Box::new(KeptSession {
+        self.stats().restored(result);
+        let session = match (result, r.session) {
+            (RestoreResult::Recovered, Some(s)) => Some(Box::new(KeptSession {
                 sid: s.sid,
                 rooms: s.rooms,
                 data: data_json(s.data),
@@ -523,7 +529,7 @@ impl Bridge {
             .map(|(id, _)| *id)
             .collect();
         for restore in due {
-            self.finish_restore(restore, false);
+            self.finish_restore(restore, RestoreResult::TimedOut);
         }
     }
 }

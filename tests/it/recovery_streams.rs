@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use rmpv::Value;
-use shardio::metrics::{Metrics, RecoveryEvent};
+use shardio::metrics::{Metrics, RecoveryEvent, RestoreResult};
 
 use crate::common::node::run_script;
 use crate::common::redis::RedisServer;
@@ -38,14 +38,21 @@ fn two_gateways(redis: &RedisServer, window_ms: u64) -> (TestServer, TestServer)
     )
 }
 
-/// Clients that came back recovered on `server`, summed over its shards.
+/// Clients that came back recovered on `server`, summed over its shards (and as many restores
+/// counted recovered by its bridge).
 fn recovered(server: &TestServer) -> u64 {
     let metrics: &Metrics = &server.metrics;
-    metrics
+    let shards = metrics
         .shards()
         .iter()
         .map(|s| s.recovery_events(RecoveryEvent::Recovered))
-        .sum()
+        .sum();
+    let bridge = metrics.bridge().restores(RestoreResult::Recovered);
+    assert_eq!(
+        bridge, shards,
+        "the bridge's restores and the shards' recoveries"
+    );
+    shards
 }
 
 /// Runs recovery_moves.mjs in `mode` with the receivers starting on `x`, moved to `y`, the
@@ -156,6 +163,8 @@ fn after_the_window_a_client_moved_between_shardio_machines_is_fresh() {
         SHORT_WINDOW_MS,
     );
     assert_eq!(recovered(&a) + recovered(&b), 0);
+    let gone = b.metrics.bridge().restores(RestoreResult::NoSession);
+    assert_eq!(gone, RECEIVERS as u64, "each restore on B found no session");
 }
 
 /// Parks a client of `server` (cut in room "r", not coming back) with the script; returns
