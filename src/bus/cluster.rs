@@ -24,6 +24,14 @@ pub struct BroadcastOpts {
     pub local: bool,
 }
 
+/// Whether a broadcast to `to` (empty: the whole namespace) except `except` was meant for a
+/// socket in `rooms`: the filter of a recovery's missed packets (Node's `shouldIncludePacket`
+/// and `SessionAwareAdapter.restoreSession`).
+pub(crate) fn reaches(rooms: &[String], to: &[String], except: &[String]) -> bool {
+    let included = to.is_empty() || rooms.iter().any(|r| to.contains(r));
+    included && !rooms.iter().any(|r| except.contains(r))
+}
+
 /// One socket as a cluster-wide `fetch_sockets` describes it, wherever it is connected: the
 /// fields of Node's `RemoteSocket`.
 #[derive(Debug, Clone, PartialEq)]
@@ -491,6 +499,19 @@ mod tests {
         let mut a = Answer::empty_for(&Query::AllRooms);
         a.merge(Answer::Acks(vec![Payload::from("x")]));
         assert!(matches!(a, Answer::Rooms(r) if r.is_empty()));
+    }
+
+    #[test]
+    fn a_session_gets_what_reached_its_rooms_as_node_decides() {
+        let strings = |items: &[&str]| items.iter().map(|r| r.to_string()).collect::<Vec<_>>();
+        let rooms = strings(&["sid1", "r1"]);
+        let reach = |to: &[&str], except: &[&str]| reaches(&rooms, &strings(to), &strings(except));
+        assert!(reach(&[], &[]), "the whole namespace");
+        assert!(reach(&["r1", "r2"], &[]));
+        assert!(reach(&["sid1"], &[]), "its own id");
+        assert!(!reach(&["r2"], &[]));
+        assert!(!reach(&[], &["r1"]), "excluded");
+        assert!(!reach(&["r1"], &["sid1"]));
     }
 
     #[test]

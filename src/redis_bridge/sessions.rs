@@ -27,7 +27,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::*;
-use crate::bus::cluster::{KeptSession, RedisRestore, SessionToKeep};
+use crate::bus::cluster::{reaches, KeptSession, RedisRestore, SessionToKeep};
 use crate::metrics::RestoreResult;
 use crate::protocol::adapter::{
     parse_entry_id, session_key, ClusterBody, ClusterMessage, StoredSession,
@@ -175,13 +175,6 @@ impl Sessions {
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         self.restores.values().map(|r| r.deadline).min()
     }
-}
-
-/// Whether a broadcast to `to` except `except` reaches a socket in `rooms` (the adapter's
-/// `shouldIncludePacket`).
-fn reaches(rooms: &[String], to: &[String], except: &[String]) -> bool {
-    let included = to.is_empty() || rooms.iter().any(|r| to.contains(r));
-    included && !rooms.iter().any(|r| except.contains(r))
 }
 
 /// The session's `data` for the socket: JSON as `JSON.stringify` would write it.
@@ -541,18 +534,6 @@ mod tests {
 
     fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|r| r.to_string()).collect()
-    }
-
-    #[test]
-    fn a_session_gets_what_reached_its_rooms_as_node_decides() {
-        let rooms = strings(&["sid1", "r1"]);
-        let reach = |to: &[&str], except: &[&str]| reaches(&rooms, &strings(to), &strings(except));
-        assert!(reach(&[], &[]), "the whole namespace");
-        assert!(reach(&["r1", "r2"], &[]));
-        assert!(reach(&["sid1"], &[]), "its own id");
-        assert!(!reach(&["r2"], &[]));
-        assert!(!reach(&[], &["r1"]), "excluded");
-        assert!(!reach(&["r1"], &["sid1"]));
     }
 
     fn packet(nsp: &str, to: &[&str]) -> Arc<RemoteBroadcast> {

@@ -9,7 +9,9 @@ use rustc_hash::FxBuildHasher;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::bus::cluster::{offset_parts, recovery_offset, KeptSession, Origin, RemoteBroadcast};
+use crate::bus::cluster::{
+    self, offset_parts, recovery_offset, KeptSession, Origin, RemoteBroadcast,
+};
 use crate::engineio::Sid;
 use crate::metrics::{RecoveryEvent, ShardMetrics};
 
@@ -57,10 +59,7 @@ struct Kept {
 /// Whether `packet` was meant for a socket of namespace `nsp` in `rooms` (Node's
 /// `SessionAwareAdapter.restoreSession` filter).
 fn reaches(packet: &RemoteBroadcast, nsp: &str, rooms: &[String]) -> bool {
-    let opts = &packet.opts;
-    packet.nsp == nsp
-        && (opts.rooms.is_empty() || opts.rooms.iter().any(|r| rooms.contains(r)))
-        && !opts.except.iter().any(|r| rooms.contains(r))
+    packet.nsp == nsp && cluster::reaches(rooms, &packet.opts.rooms, &packet.opts.except)
 }
 
 /// The recoverable packets one shard delivered and the sessions it keeps. Pure: time is given.
