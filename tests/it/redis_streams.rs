@@ -24,8 +24,12 @@ fn streams_gateway(redis: &RedisServer) -> TestServer {
 
 /// [`streams_gateway`] with more flags.
 pub(crate) fn streams_gateway_with(redis: &RedisServer, flags: &[&str]) -> TestServer {
-    let url = redis.url();
-    let mut args = vec!["shardio", "--redis", &url, "--redis-mode", "streams"];
+    streams_gateway_at(&redis.url(), flags)
+}
+
+/// A streams-mode gateway whose bridge reaches Redis at `url` (a relay, say), once connected.
+fn streams_gateway_at(url: &str, flags: &[&str]) -> TestServer {
+    let mut args = vec!["shardio", "--redis", url, "--redis-mode", "streams"];
     args.extend_from_slice(flags);
     let config = <Config as clap::Parser>::parse_from(args);
     let server = TestServer::start_with_redis(
@@ -272,11 +276,7 @@ async fn entries_whose_xadd_reply_was_lost_are_not_added_twice() {
     // A reaches Redis through a relay that can swallow the replies to its XADDs: Redis adds
     // the entries, A never hears so and counts them as unconfirmed.
     let relay = SilentRelay::muting(redis.addr(), b"XADD");
-    let url = format!("redis://127.0.0.1:{}/0", relay.port);
-    let args = ["shardio", "--redis", &url, "--redis-mode", "streams"];
-    let config = <Config as clap::Parser>::parse_from(args);
-    let a = TestServer::start_with_redis(2, default_endpoints(&config, None), Some(config.redis));
-    a.wait_until("A's bridge to connect", |m| m.bridge().connected() == 1);
+    let a = streams_gateway_at(&format!("redis://127.0.0.1:{}/0", relay.port), &[]);
     let b = streams_gateway(&redis);
     let a1 = joined(a.addr, json!("r")).await;
     let mut b1 = joined(b.addr, json!("r")).await;
@@ -314,11 +314,7 @@ async fn a_reader_that_loses_redis_before_reading_anything_misses_nothing_added_
     // entry, which would skip what A added.
     let redis = RedisServer::start();
     let relay = SilentRelay::muting(redis.addr(), b"XREAD");
-    let url = format!("redis://127.0.0.1:{}/0", relay.port);
-    let args = ["shardio", "--redis", &url, "--redis-mode", "streams"];
-    let config = <Config as clap::Parser>::parse_from(args);
-    let b = TestServer::start_with_redis(2, default_endpoints(&config, None), Some(config.redis));
-    b.wait_until("B's bridge to connect", |m| m.bridge().connected() == 1);
+    let b = streams_gateway_at(&format!("redis://127.0.0.1:{}/0", relay.port), &[]);
     let a = streams_gateway(&redis);
     let a1 = joined(a.addr, json!("r")).await;
     let mut b1 = joined(b.addr, json!("r")).await;
